@@ -1,0 +1,96 @@
+//! Definitions of catalog objects, as stored (serde) and as planned.
+
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::{Schema, SchemaRef};
+use serde::{Deserialize, Serialize};
+
+use crate::types::ColumnType;
+
+/// The database every session connects to; Runnel serves one.
+pub const DATABASE: &str = "runnel";
+/// The schema objects go to when none is named.
+pub const DEFAULT_SCHEMA: &str = "public";
+/// Schemas that exist by themselves and cannot be created or dropped.
+pub const SYSTEM_SCHEMAS: &[&str] = &["pg_catalog", "information_schema"];
+
+/// A schema-qualified name of a relation.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct RelationName {
+    pub schema: String,
+    pub name: String,
+}
+
+impl RelationName {
+    /// A name from its parts.
+    pub fn new(schema: impl Into<String>, name: impl Into<String>) -> Self {
+        Self {
+            schema: schema.into(),
+            name: name.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for RelationName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}", self.schema, self.name)
+    }
+}
+
+/// A schema (namespace).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SchemaDef {
+    pub name: String,
+}
+
+/// One column of a table.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ColumnDef {
+    pub name: String,
+    pub column_type: ColumnType,
+    /// NOT NULL, declared or implied by the primary key.
+    pub not_null: bool,
+    /// The DEFAULT expression as SQL text, planned when a row omits it.
+    pub default: Option<String>,
+}
+
+/// A table: rows stored in `storage` under `id`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TableDef {
+    pub id: u64,
+    pub name: RelationName,
+    pub columns: Vec<ColumnDef>,
+    /// Indices of the primary key columns, in key order; empty when the
+    /// table has none (rows are then keyed by a hidden row id).
+    pub primary_key: Vec<usize>,
+}
+
+impl TableDef {
+    /// The Arrow schema of the table's rows.
+    pub fn arrow_schema(&self) -> SchemaRef {
+        Arc::new(Schema::new(
+            self.columns
+                .iter()
+                .map(|c| c.column_type.field(&c.name, !c.not_null))
+                .collect::<Vec<_>>(),
+        ))
+    }
+
+    /// The index of column `name`.
+    pub fn column_index(&self, name: &str) -> Option<usize> {
+        self.columns.iter().position(|c| c.name == name)
+    }
+}
+
+/// A view: a named query, planned again whenever it is read.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ViewDef {
+    pub id: u64,
+    pub name: RelationName,
+    /// The query, as normalised SQL text.
+    pub sql: String,
+    /// Column names given in `CREATE VIEW v (a, b)`, if any.
+    pub column_names: Vec<String>,
+    /// The relations the query reads.
+    pub depends_on: Vec<RelationName>,
+}

@@ -1,0 +1,29 @@
+/// Errors found while parsing or analysing SQL.
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    /// The text is not valid SQL. `position` is the 1-based character offset
+    /// into the statement text, as Postgres reports it.
+    #[error("syntax error: {message}")]
+    Syntax {
+        message: String,
+        position: Option<usize>,
+    },
+    /// Valid SQL that Runnel does not implement (SQLSTATE 0A000).
+    #[error("{0} is not supported")]
+    NotSupported(String),
+    /// A type name Runnel does not know.
+    #[error("type \"{0}\" does not exist")]
+    UnknownType(String),
+    /// A definition that contradicts itself, e.g. two primary keys.
+    #[error("invalid table definition: {0}")]
+    InvalidDefinition(String),
+    /// A column named twice.
+    #[error("column \"{0}\" specified more than once")]
+    DuplicateColumn(String),
+    /// A column name that does not exist in the table.
+    #[error("column \"{0}\" does not exist")]
+    UnknownColumn(String),
+}
+
+/// Result alias of the planner.
+pub type PlanResult<T> = Result<T, PlanError>;

@@ -1,0 +1,18 @@
+//! SQL front half of Runnel: parsing (the Postgres dialect through
+//! DataFusion's sqlparser, plus the rewrites that let `psql` and BI tools'
+//! catalog queries plan), the SQL type system and its mapping to Arrow, the
+//! catalog's definitions (`TableDef`, `ViewDef`, …) and the analysis of DDL
+//! statements into them.
+//!
+//! Entry points: [`parser::parse_sql`] for text to statements,
+//! [`ddl::table_def_from_create`] for `CREATE TABLE`, [`types::ColumnType`]
+//! for the type mapping. Later issues add the streaming planner here
+//! (`LogicalPlan` to the engine's `StreamGraph`).
+
+pub mod catalog;
+pub mod ddl;
+mod error;
+pub mod parser;
+pub mod types;
+
+pub use error::{PlanError, PlanResult};

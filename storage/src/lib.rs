@@ -1,0 +1,22 @@
+//! Durable storage of Runnel: one RocksDB instance per process holding the
+//! catalog's records and the rows of every table, with the codecs that turn
+//! Arrow rows into keys and values and back.
+//!
+//! Entry point: [`Store::open`]. Writes go through a [`WriteSet`], applied
+//! atomically (and synced when configured) by [`Store::write`]; reads of a
+//! table go through [`TableStore`], which scans a RocksDB snapshot into Arrow
+//! `RecordBatch`es.
+//!
+//! Key space (one column family, prefixes keep the areas apart):
+//! - `m` + name: catalog records, owned and encoded by the server;
+//! - `r` + table id (u64, big endian) + row key: one row of a table. The row
+//!   key is the memcomparable encoding of the primary key ([`key_codec`]), or
+//!   an 8-byte big-endian row id for tables without one.
+
+mod error;
+pub mod key_codec;
+pub mod row_codec;
+mod store;
+
+pub use error::{StorageError, StorageResult};
+pub use store::{ScanSpec, Store, StoreOptions, TableStore, WriteSet};
