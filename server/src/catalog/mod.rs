@@ -1,0 +1,436 @@
+//! The live catalog: schemas, tables and views, kept in memory and persisted
+//! in the store as JSON records, each change in one atomic write together
+//! with the rows it drops.
+
+mod provider;
+
+pub use provider::{DML_PREFIX, ROW_KEY_COLUMN, RunnelCatalogProvider};
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use runnel_planner::catalog::{DEFAULT_SCHEMA, RelationName, SchemaDef, TableDef, ViewDef};
+use runnel_storage::{Store, WriteSet};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::error::{ServerError, ServerResult};
+
+const NEXT_ID: &[u8] = b"next_id";
+
+/// A relation found by name.
+#[derive(Debug, Clone)]
+pub enum Relation {
+    Table(Arc<TableDef>),
+    View(Arc<ViewDef>),
+}
+
+#[derive(Debug, Default)]
+struct CatalogState {
+    schemas: BTreeSet<String>,
+    tables: BTreeMap<RelationName, Arc<TableDef>>,
+    views: BTreeMap<RelationName, Arc<ViewDef>>,
+    next_id: u64,
+}
+
+/// Schemas, tables and views. Reads are cheap snapshots of `Arc`s; every
+/// change is persisted before it becomes visible.
+#[derive(Debug)]
+pub struct Catalog {
+    store: Store,
+    state: RwLock<CatalogState>,
+}
+
+fn schema_key(name: &str) -> Vec<u8> {
+    format!("schema/{name}").into_bytes()
+}
+
+fn table_key(id: u64) -> Vec<u8> {
+    format!("table/{id:020}").into_bytes()
+}
+
+fn view_key(id: u64) -> Vec<u8> {
+    format!("view/{id:020}").into_bytes()
+}
+
+fn encode<T: Serialize>(value: &T) -> ServerResult<Vec<u8>> {
+    serde_json::to_vec(value).map_err(|e| ServerError::Internal(format!("encoding catalog: {e}")))
+}
+
+fn decode<T: DeserializeOwned>(what: &str, bytes: &[u8]) -> ServerResult<T> {
+    serde_json::from_slice(bytes)
+        .map_err(|e| ServerError::Internal(format!("corrupt catalog record {what}: {e}")))
+}
+
+impl Catalog {
+    /// Loads the catalog from `store`, creating the `public` schema on first
+    /// start.
+    pub fn open(store: Store) -> ServerResult<Arc<Self>> {
+        let mut state = CatalogState {
+            next_id: 1,
+            ..Default::default()
+        };
+        for (key, value) in store.meta_scan(b"schema/")? {
+            let def: SchemaDef = decode(&String::from_utf8_lossy(&key), &value)?;
+            state.schemas.insert(def.name);
+        }
+        for (key, value) in store.meta_scan(b"table/")? {
+            let def: TableDef = decode(&String::from_utf8_lossy(&key), &value)?;
+            state.tables.insert(def.name.clone(), Arc::new(def));
+        }
+        for (key, value) in store.meta_scan(b"view/")? {
+            let def: ViewDef = decode(&String::from_utf8_lossy(&key), &value)?;
+            state.views.insert(def.name.clone(), Arc::new(def));
+        }
+        if let Some((_, value)) = store.meta_scan(NEXT_ID)?.into_iter().next() {
+            state.next_id = decode("next_id", &value)?;
+        }
+        let catalog = Arc::new(Self {
+            store,
+            state: RwLock::new(state),
+        });
+        if !catalog.has_schema(DEFAULT_SCHEMA) {
+            catalog.create_schema(DEFAULT_SCHEMA, false)?;
+        }
+        Ok(catalog)
+    }
+
+    fn read(&self) -> RwLockReadGuard<'_, CatalogState> {
+        // A panic while holding the lock cannot leave the maps half-changed
+        // (each change is a few inserts after the store write), so a
+        // poisoned lock is still consistent.
+        self.state.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, CatalogState> {
+        self.state.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The store the catalog lives in.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Names of every user schema.
+    pub fn schema_names(&self) -> Vec<String> {
+        self.read().schemas.iter().cloned().collect()
+    }
+
+    /// True when schema `name` exists.
+    pub fn has_schema(&self, name: &str) -> bool {
+        self.read().schemas.contains(name)
+    }
+
+    /// Names of the tables and views of `schema`.
+    pub fn relation_names(&self, schema: &str) -> Vec<String> {
+        let state = self.read();
+        state
+            .tables
+            .keys()
+            .chain(state.views.keys())
+            .filter(|n| n.schema == schema)
+            .map(|n| n.name.clone())
+            .collect()
+    }
+
+    /// The table or view called `name`.
+    pub fn relation(&self, name: &RelationName) -> Option<Relation> {
+        let state = self.read();
+        if let Some(t) = state.tables.get(name) {
+            return Some(Relation::Table(Arc::clone(t)));
+        }
+        state.views.get(name).map(|v| Relation::View(Arc::clone(v)))
+    }
+
+    /// The table called `name`.
+    pub fn table(&self, name: &RelationName) -> Option<Arc<TableDef>> {
+        self.read().tables.get(name).cloned()
+    }
+
+    /// Every table, for the HTTP overview.
+    pub fn table_count(&self) -> (usize, usize) {
+        let state = self.read();
+        (state.tables.len(), state.views.len())
+    }
+
+    /// Creates schema `name`; with `if_not_exists` an existing one is kept.
+    /// Returns false when it existed.
+    pub fn create_schema(&self, name: &str, if_not_exists: bool) -> ServerResult<bool> {
+        let mut state = self.write();
+        if state.schemas.contains(name) {
+            return if if_not_exists {
+                Ok(false)
+            } else {
+                Err(ServerError::DuplicateSchema(name.into()))
+            };
+        }
+        let mut writes = WriteSet::new();
+        writes.put_meta(&schema_key(name), &encode(&SchemaDef { name: name.into() })?);
+        self.store.write(writes)?;
+        state.schemas.insert(name.into());
+        Ok(true)
+    }
+
+    /// Drops schema `name`; with `cascade` also everything in it.
+    pub fn drop_schema(&self, name: &str, cascade: bool) -> ServerResult<()> {
+        let mut state = self.write();
+        if !state.schemas.contains(name) {
+            return Err(ServerError::UndefinedSchema(name.into()));
+        }
+        let contained: Vec<RelationName> = state
+            .tables
+            .keys()
+            .chain(state.views.keys())
+            .filter(|n| n.schema == name)
+            .cloned()
+            .collect();
+        let mut doomed = BTreeSet::new();
+        for relation in &contained {
+            collect_dependants(&state, relation, &mut doomed);
+            doomed.insert(relation.clone());
+        }
+        if !cascade && !doomed.is_empty() {
+            return Err(ServerError::DependentObjects {
+                what: format!("schema {name}"),
+                dependants: names(&doomed),
+            });
+        }
+        let mut writes = WriteSet::new();
+        writes.delete_meta(&schema_key(name));
+        self.drop_relations(&state, &doomed, &mut writes);
+        self.store.write(writes)?;
+        forget_relations(&mut state, &doomed);
+        state.schemas.remove(name);
+        Ok(())
+    }
+
+    fn take_id(&self, state: &mut CatalogState, writes: &mut WriteSet) -> ServerResult<u64> {
+        let id = state.next_id;
+        writes.put_meta(NEXT_ID, &encode(&(id + 1))?);
+        Ok(id)
+    }
+
+    fn check_free(&self, state: &CatalogState, name: &RelationName) -> ServerResult<()> {
+        if !state.schemas.contains(&name.schema) {
+            return Err(ServerError::UndefinedSchema(name.schema.clone()));
+        }
+        if state.tables.contains_key(name) || state.views.contains_key(name) {
+            return Err(ServerError::DuplicateTable(name.name.clone()));
+        }
+        Ok(())
+    }
+
+    /// Creates a table from `build(id)`.
+    pub fn create_table(
+        &self,
+        name: &RelationName,
+        build: impl FnOnce(u64) -> ServerResult<TableDef>,
+    ) -> ServerResult<Arc<TableDef>> {
+        let mut state = self.write();
+        self.check_free(&state, name)?;
+        let mut writes = WriteSet::new();
+        let id = self.take_id(&mut state, &mut writes)?;
+        let def = Arc::new(build(id)?);
+        writes.put_meta(&table_key(id), &encode(def.as_ref())?);
+        // A table id is never reused, but clear any rows a crash between
+        // writes could have left under it.
+        writes.delete_all_rows(id);
+        self.store.write(writes)?;
+        state.next_id = id + 1;
+        state.tables.insert(name.clone(), Arc::clone(&def));
+        Ok(def)
+    }
+
+    /// Creates a view from `build(id)`.
+    pub fn create_view(
+        &self,
+        name: &RelationName,
+        build: impl FnOnce(u64) -> ViewDef,
+    ) -> ServerResult<()> {
+        let mut state = self.write();
+        self.check_free(&state, name)?;
+        let mut writes = WriteSet::new();
+        let id = self.take_id(&mut state, &mut writes)?;
+        let def = build(id);
+        writes.put_meta(&view_key(id), &encode(&def)?);
+        self.store.write(writes)?;
+        state.next_id = id + 1;
+        state.views.insert(name.clone(), Arc::new(def));
+        Ok(())
+    }
+
+    /// Replaces a table's definition (ALTER TABLE), moving it when its name
+    /// changed. Refuses to rename a table views read, since views keep the
+    /// name in their text.
+    /// `writes` carries row changes that must land atomically with it.
+    pub fn replace_table(
+        &self,
+        old: &RelationName,
+        def: TableDef,
+        mut writes: WriteSet,
+    ) -> ServerResult<()> {
+        let mut state = self.write();
+        if !state.tables.contains_key(old) {
+            return Err(ServerError::UndefinedTable(old.name.clone()));
+        }
+        if &def.name != old {
+            self.check_free(&state, &def.name)?;
+            let mut dependants = BTreeSet::new();
+            collect_dependants(&state, old, &mut dependants);
+            if !dependants.is_empty() {
+                return Err(ServerError::NotSupported(format!(
+                    "renaming {old} while views depend on it ({})",
+                    names(&dependants)
+                )));
+            }
+        }
+        writes.put_meta(&table_key(def.id), &encode(&def)?);
+        self.store.write(writes)?;
+        state.tables.remove(old);
+        state.tables.insert(def.name.clone(), Arc::new(def));
+        Ok(())
+    }
+
+    /// Drops a table or a view (`want_view` says which the statement named)
+    /// and, with `cascade`, the views that read it.
+    pub fn drop_relation(
+        &self,
+        name: &RelationName,
+        want_view: bool,
+        cascade: bool,
+    ) -> ServerResult<()> {
+        let mut state = self.write();
+        let is_table = state.tables.contains_key(name);
+        let is_view = state.views.contains_key(name);
+        match (want_view, is_table, is_view) {
+            (_, false, false) => return Err(ServerError::UndefinedTable(name.name.clone())),
+            (true, true, _) => {
+                return Err(ServerError::WrongObjectType(format!(
+                    "\"{}\" is not a view; use DROP TABLE",
+                    name.name
+                )));
+            }
+            (false, _, true) => {
+                return Err(ServerError::WrongObjectType(format!(
+                    "\"{}\" is not a table; use DROP VIEW",
+                    name.name
+                )));
+            }
+            _ => {}
+        }
+        let mut dependants = BTreeSet::new();
+        collect_dependants(&state, name, &mut dependants);
+        if !cascade && !dependants.is_empty() {
+            return Err(ServerError::DependentObjects {
+                what: name.to_string(),
+                dependants: names(&dependants),
+            });
+        }
+        dependants.insert(name.clone());
+        let mut writes = WriteSet::new();
+        self.drop_relations(&state, &dependants, &mut writes);
+        self.store.write(writes)?;
+        forget_relations(&mut state, &dependants);
+        Ok(())
+    }
+
+    fn drop_relations(
+        &self,
+        state: &CatalogState,
+        doomed: &BTreeSet<RelationName>,
+        writes: &mut WriteSet,
+    ) {
+        for name in doomed {
+            if let Some(table) = state.tables.get(name) {
+                writes.delete_meta(&table_key(table.id));
+                writes.delete_all_rows(table.id);
+            }
+            if let Some(view) = state.views.get(name) {
+                writes.delete_meta(&view_key(view.id));
+            }
+        }
+    }
+}
+
+fn forget_relations(state: &mut CatalogState, doomed: &BTreeSet<RelationName>) {
+    for name in doomed {
+        state.tables.remove(name);
+        state.views.remove(name);
+    }
+}
+
+/// Adds every view that reads `name`, directly or through other views.
+fn collect_dependants(state: &CatalogState, name: &RelationName, out: &mut BTreeSet<RelationName>) {
+    for view in state.views.values() {
+        if view.depends_on.contains(name) && out.insert(view.name.clone()) {
+            collect_dependants(state, &view.name, out);
+        }
+    }
+}
+
+fn names(set: &BTreeSet<RelationName>) -> String {
+    set.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use runnel_planner::catalog::ColumnDef;
+    use runnel_planner::types::ColumnType;
+    use runnel_storage::StoreOptions;
+
+    fn table(id: u64, name: &RelationName) -> TableDef {
+        TableDef {
+            id,
+            name: name.clone(),
+            columns: vec![ColumnDef {
+                name: "a".into(),
+                column_type: ColumnType::Int4,
+                not_null: false,
+                default: None,
+            }],
+            primary_key: vec![],
+        }
+    }
+
+    #[test]
+    fn objects_persist_and_dependants_guard_drops() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = RelationName::new("public", "t");
+        let v = RelationName::new("public", "v");
+        {
+            let store = Store::open(dir.path(), &StoreOptions::default()).unwrap();
+            let catalog = Catalog::open(store).unwrap();
+            catalog.create_table(&t, |id| Ok(table(id, &t))).unwrap();
+            catalog
+                .create_view(&v, |id| ViewDef {
+                    id,
+                    name: v.clone(),
+                    sql: "SELECT a FROM t".into(),
+                    column_names: vec![],
+                    depends_on: vec![t.clone()],
+                })
+                .unwrap();
+            assert!(matches!(
+                catalog.create_table(&t, |id| Ok(table(id, &t))),
+                Err(ServerError::DuplicateTable(_))
+            ));
+        }
+        let store = Store::open(dir.path(), &StoreOptions::default()).unwrap();
+        let catalog = Catalog::open(store).unwrap();
+        assert!(matches!(catalog.relation(&t), Some(Relation::Table(_))));
+        assert!(matches!(catalog.relation(&v), Some(Relation::View(_))));
+        assert!(matches!(
+            catalog.drop_relation(&t, false, false),
+            Err(ServerError::DependentObjects { .. })
+        ));
+        assert!(matches!(
+            catalog.drop_relation(&t, true, false),
+            Err(ServerError::WrongObjectType(_))
+        ));
+        catalog.drop_relation(&t, false, true).unwrap();
+        assert!(catalog.relation(&v).is_none());
+        let next = catalog.create_table(&t, |id| Ok(table(id, &t))).unwrap();
+        assert_eq!(next.id, 3, "ids are never reused");
+    }
+}

@@ -1,0 +1,127 @@
+//! The process-wide database: store, catalog, the template DataFusion state
+//! every session starts from, and the lock that serialises writes.
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
+use std::time::Instant;
+
+use datafusion::arrow::datatypes::DataType;
+use datafusion::execution::session_state::{SessionState, SessionStateBuilder};
+use datafusion::logical_expr::{ColumnarValue, ScalarUDF, Volatility, create_udf};
+use datafusion::prelude::{SessionConfig, SessionContext};
+use datafusion::scalar::ScalarValue;
+use datafusion_pg_catalog::pg_catalog::context::EmptyContextProvider;
+use runnel_planner::catalog::{DATABASE, DEFAULT_SCHEMA};
+use runnel_planner::types::RunnelTypePlanner;
+use runnel_storage::{Store, StoreOptions};
+
+use crate::catalog::{Catalog, RunnelCatalogProvider};
+use crate::config::Config;
+use crate::error::{ServerError, ServerResult};
+use crate::tables::RowIds;
+
+/// What `SELECT version()` answers; clients parse the leading
+/// `PostgreSQL 15.x`.
+pub const VERSION_STRING: &str = concat!(
+    "PostgreSQL 15.0 (Runnel ",
+    env!("CARGO_PKG_VERSION"),
+    ") on x86_64-pc-linux-gnu, a streaming SQL database"
+);
+/// The `server_version` reported at startup.
+pub const SERVER_VERSION: &str = "15.0";
+
+/// Shared by every session of the process.
+pub struct Database {
+    pub config: Config,
+    pub store: Store,
+    pub catalog: Arc<Catalog>,
+    /// The state new sessions clone: catalog, pg_catalog, functions.
+    base_state: SessionState,
+    /// Held for the whole of a writing statement (read, check, write), so
+    /// statements that change rows apply one after another.
+    pub write_lock: tokio::sync::Mutex<()>,
+    pub row_ids: RowIds,
+    pub started_at: Instant,
+    /// Connections open now.
+    pub connections: AtomicUsize,
+}
+
+impl std::fmt::Debug for Database {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Database").field("store", &self.store).finish()
+    }
+}
+
+impl Database {
+    /// Opens the database under the configured data directory.
+    pub fn open(config: Config) -> ServerResult<Arc<Self>> {
+        std::fs::create_dir_all(&config.data_dir).map_err(|e| {
+            ServerError::Internal(format!(
+                "cannot create data directory {}: {e}",
+                config.data_dir.display()
+            ))
+        })?;
+        let store = Store::open(
+            &config.data_dir.join("store"),
+            &StoreOptions {
+                sync_writes: config.sync_writes,
+                block_cache_bytes: config.block_cache_mb << 20,
+            },
+        )?;
+        let catalog = Catalog::open(store.clone())?;
+        let base_state = base_state(Arc::clone(&catalog))?;
+        Ok(Arc::new(Self {
+            config,
+            store,
+            catalog,
+            base_state,
+            write_lock: tokio::sync::Mutex::new(()),
+            row_ids: RowIds::default(),
+            started_at: Instant::now(),
+            connections: AtomicUsize::new(0),
+        }))
+    }
+
+    /// A fresh DataFusion context for one session.
+    pub fn new_context(&self) -> SessionContext {
+        SessionContext::new_with_state(self.base_state.clone())
+    }
+}
+
+fn base_state(catalog: Arc<Catalog>) -> ServerResult<SessionState> {
+    let mut config = SessionConfig::new()
+        .with_information_schema(true)
+        .with_create_default_catalog_and_schema(false)
+        .with_default_catalog_and_schema(DATABASE, DEFAULT_SCHEMA);
+    let options = config.options_mut();
+    options.sql_parser.dialect = datafusion::config::Dialect::PostgreSQL;
+    options.sql_parser.map_string_types_to_utf8view = false;
+    options.execution.time_zone = Some("+00:00".into());
+    let ctx = SessionContext::new_with_config(config);
+    let provider = Arc::new(RunnelCatalogProvider::new(catalog));
+    ctx.register_catalog(DATABASE, Arc::clone(&provider) as _);
+    datafusion_pg_catalog::setup_pg_catalog(&ctx, DATABASE, EmptyContextProvider)
+        .map_err(|e| ServerError::Internal(format!("pg_catalog setup: {e}")))?;
+    ctx.register_udf(constant_text_udf("version", VERSION_STRING));
+    let mut builder = SessionStateBuilder::new_from_existing(ctx.state());
+    let inner = builder.type_planner().clone();
+    let state = builder
+        .with_type_planner(Arc::new(RunnelTypePlanner::new(inner)))
+        .build();
+    provider.set_planner_state(state.clone());
+    Ok(state)
+}
+
+/// A function of no arguments returning a fixed text.
+pub fn constant_text_udf(name: &str, value: &str) -> ScalarUDF {
+    let value = value.to_string();
+    create_udf(
+        name,
+        vec![],
+        DataType::Utf8,
+        Volatility::Stable,
+        Arc::new(move |_args: &[ColumnarValue]| {
+            Ok(ColumnarValue::Scalar(ScalarValue::Utf8(Some(value.clone()))))
+        }),
+    )
+}

@@ -1,0 +1,252 @@
+//! The server's error type and the one place errors become SQLSTATEs.
+
+use datafusion::arrow::error::ArrowError;
+use datafusion::common::SchemaError;
+use datafusion::error::DataFusionError;
+use runnel_planner::PlanError;
+use runnel_storage::StorageError;
+
+/// Everything a statement can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error("{0}")]
+    Arrow(#[from] ArrowError),
+    #[error("{}", datafusion_message(.0))]
+    DataFusion(#[from] DataFusionError),
+    #[error("relation \"{0}\" does not exist")]
+    UndefinedTable(String),
+    #[error("schema \"{0}\" does not exist")]
+    UndefinedSchema(String),
+    #[error("column \"{0}\" does not exist")]
+    UndefinedColumn(String),
+    #[error("relation \"{0}\" already exists")]
+    DuplicateTable(String),
+    #[error("schema \"{0}\" already exists")]
+    DuplicateSchema(String),
+    #[error("column \"{0}\" of relation \"{1}\" already exists")]
+    DuplicateColumn(String, String),
+    #[error("cannot drop {what} because other objects depend on it: {dependants}")]
+    DependentObjects { what: String, dependants: String },
+    #[error("null value in column \"{column}\" of relation \"{table}\" violates not-null constraint")]
+    NotNullViolation { table: String, column: String },
+    #[error("duplicate key value violates unique constraint \"{table}_pkey\": key ({key})")]
+    UniqueViolation { table: String, key: String },
+    #[error("value too long for type character varying({max}) in column \"{column}\"")]
+    StringTooLong { column: String, max: u32 },
+    #[error("invalid input syntax for type json in column \"{column}\": {reason}")]
+    InvalidJson { column: String, reason: String },
+    #[error("column \"{column}\" is of type {expected} but expression is of type {found}")]
+    DatatypeMismatch {
+        column: String,
+        expected: String,
+        found: String,
+    },
+    #[error("unrecognized configuration parameter \"{0}\"")]
+    UnknownSetting(String),
+    #[error("invalid value for parameter \"{name}\": \"{value}\": {hint}")]
+    InvalidSettingValue {
+        name: String,
+        value: String,
+        hint: String,
+    },
+    #[error("parameter \"{0}\" cannot be changed")]
+    ReadOnlySetting(String),
+    #[error(
+        "current transaction is aborted, commands ignored until end of transaction block"
+    )]
+    InFailedTransaction,
+    #[error("canceling statement due to statement timeout")]
+    StatementTimeout,
+    #[error("{0} is not supported")]
+    NotSupported(String),
+    #[error("{0}")]
+    WrongObjectType(String),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// Result alias of the server.
+pub type ServerResult<T> = Result<T, ServerError>;
+
+/// What the client is told about an error.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SqlError {
+    pub code: &'static str,
+    pub message: String,
+    /// 1-based character position in the statement, for syntax errors.
+    pub position: Option<usize>,
+}
+
+impl ServerError {
+    /// The SQLSTATE and message of this error: the one place errors are
+    /// classified for clients.
+    pub fn to_sql_error(&self) -> SqlError {
+        let mut position = None;
+        let code = match self {
+            ServerError::Plan(plan) => match plan {
+                PlanError::Syntax { position: p, .. } => {
+                    position = *p;
+                    "42601"
+                }
+                PlanError::NotSupported(_) => "0A000",
+                PlanError::UnknownType(_) => "42704",
+                PlanError::InvalidDefinition(_) => "42P16",
+                PlanError::DuplicateColumn(_) => "42701",
+                PlanError::UnknownColumn(_) => "42703",
+            },
+            ServerError::Storage(StorageError::UnsupportedType(_)) => "0A000",
+            ServerError::Storage(StorageError::Corrupt { .. }) => "XX001",
+            ServerError::Storage(_) => "58030",
+            ServerError::DataFusion(e) => datafusion_code(e),
+            ServerError::Arrow(e) => arrow_code(e),
+            ServerError::UndefinedTable(_) => "42P01",
+            ServerError::UndefinedSchema(_) => "3F000",
+            ServerError::UndefinedColumn(_) => "42703",
+            ServerError::DuplicateTable(_) => "42P07",
+            ServerError::DuplicateSchema(_) => "42P06",
+            ServerError::DuplicateColumn(..) => "42701",
+            ServerError::DependentObjects { .. } => "2BP01",
+            ServerError::NotNullViolation { .. } => "23502",
+            ServerError::UniqueViolation { .. } => "23505",
+            ServerError::StringTooLong { .. } => "22001",
+            ServerError::DatatypeMismatch { .. } => "42804",
+            ServerError::InvalidJson { .. } => "22P02",
+            ServerError::UnknownSetting(_) => "42704",
+            ServerError::InvalidSettingValue { .. } => "22023",
+            ServerError::ReadOnlySetting(_) => "55P02",
+            ServerError::InFailedTransaction => "25P02",
+            ServerError::StatementTimeout => "57014",
+            ServerError::NotSupported(_) => "0A000",
+            ServerError::WrongObjectType(_) => "42809",
+            ServerError::Internal(_) => "XX000",
+        };
+        SqlError {
+            code,
+            message: self.to_string(),
+            position,
+        }
+    }
+}
+
+/// The innermost error, through DataFusion's context and shared wrappers.
+fn root(e: &DataFusionError) -> &DataFusionError {
+    e.find_root()
+}
+
+fn datafusion_code(e: &DataFusionError) -> &'static str {
+    let e = root(e);
+    let message = e.to_string();
+    match e {
+        DataFusionError::SQL(_, _) => "42601",
+        DataFusionError::NotImplemented(_) => "0A000",
+        DataFusionError::SchemaError(schema, _) => match schema.as_ref() {
+            SchemaError::FieldNotFound { .. } => "42703",
+            SchemaError::AmbiguousReference { .. } => "42702",
+            SchemaError::DuplicateQualifiedField { .. }
+            | SchemaError::DuplicateUnqualifiedField { .. } => "42701",
+        },
+        DataFusionError::ArrowError(arrow, _) => arrow_code(arrow),
+        DataFusionError::ResourcesExhausted(_) => "53200",
+        DataFusionError::Plan(_) => plan_code(&message),
+        DataFusionError::Execution(_) | DataFusionError::External(_) => execution_code(&message),
+        _ => "XX000",
+    }
+}
+
+fn arrow_code(e: &ArrowError) -> &'static str {
+    match e {
+        ArrowError::DivideByZero => "22012",
+        ArrowError::CastError(_) | ArrowError::ParseError(_) => "22P02",
+        ArrowError::ArithmeticOverflow(_) => "22003",
+        ArrowError::ComputeError(m) if m.contains("verflow") => "22003",
+        ArrowError::InvalidArgumentError(m) if m.contains("verflow") || m.contains("too large") => {
+            "22003"
+        }
+        _ => "XX000",
+    }
+}
+
+fn plan_code(message: &str) -> &'static str {
+    let lower = message.to_ascii_lowercase();
+    if lower.contains("table") && lower.contains("not found") {
+        "42P01"
+    } else if lower.contains("invalid function") || lower.contains("no function matches") {
+        "42883"
+    } else if lower.contains("coerce")
+        || lower.contains("coercion")
+        || lower.contains("type mismatch")
+        || lower.contains("cannot infer common")
+        || lower.contains("must be boolean")
+        || lower.contains("does not support")
+    {
+        "42804"
+    } else {
+        "42601"
+    }
+}
+
+fn execution_code(message: &str) -> &'static str {
+    let lower = message.to_ascii_lowercase();
+    if lower.contains("divide by zero") || lower.contains("division by zero") {
+        "22012"
+    } else if lower.contains("overflow") {
+        "22003"
+    } else if lower.contains("cast") || lower.contains("cannot parse") {
+        "22P02"
+    } else {
+        "XX000"
+    }
+}
+
+/// DataFusion's messages, without the `Error during planning:` style
+/// prefixes and backtraces that mean nothing to a SQL user.
+fn datafusion_message(e: &DataFusionError) -> String {
+    let e = root(e);
+    let text = match e {
+        DataFusionError::Plan(m)
+        | DataFusionError::Execution(m)
+        | DataFusionError::NotImplemented(m)
+        | DataFusionError::ResourcesExhausted(m) => m.clone(),
+        DataFusionError::ArrowError(a, _) => match a.as_ref() {
+            ArrowError::DivideByZero => "division by zero".to_string(),
+            other => other.to_string(),
+        },
+        DataFusionError::SchemaError(s, _) => s.to_string(),
+        other => other.to_string(),
+    };
+    text.trim().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_map_to_their_sqlstates() {
+        let syntax = ServerError::Plan(PlanError::Syntax {
+            message: "x".into(),
+            position: Some(3),
+        });
+        assert_eq!(syntax.to_sql_error().code, "42601");
+        assert_eq!(syntax.to_sql_error().position, Some(3));
+        let missing = ServerError::DataFusion(DataFusionError::Plan(
+            "table 'runnel.public.nope' not found".into(),
+        ));
+        assert_eq!(missing.to_sql_error().code, "42P01");
+        let div = ServerError::DataFusion(DataFusionError::ArrowError(
+            Box::new(ArrowError::DivideByZero),
+            None,
+        ));
+        assert_eq!(div.to_sql_error().code, "22012");
+        assert_eq!(div.to_sql_error().message, "division by zero");
+        let wrapped = ServerError::DataFusion(DataFusionError::Context(
+            "while planning".into(),
+            Box::new(DataFusionError::NotImplemented("LATERAL".into())),
+        ));
+        assert_eq!(wrapped.to_sql_error().code, "0A000");
+    }
+}

@@ -1,0 +1,370 @@
+//! The PostgreSQL wire protocol, through `pgwire`. Every pgwire type stays
+//! inside this module: a connection gets its own [`ConnectionHandler`],
+//! which owns the connection's [`Session`] and answers the simple and the
+//! extended query protocol with it.
+
+mod encode;
+
+use std::fmt::Debug;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use async_trait::async_trait;
+use datafusion::common::ParamValues;
+use futures::{FutureExt, Sink, SinkExt};
+use pgwire::api::auth::noop::NoopStartupHandler;
+use pgwire::api::auth::StartupHandler;
+use pgwire::api::cancel::{CancelHandler, DefaultCancelHandler};
+use pgwire::api::portal::{Format, Portal};
+use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
+use pgwire::api::results::{FieldInfo, QueryResponse, Response, Tag};
+use pgwire::api::stmt::QueryParser;
+use pgwire::api::store::PortalStore;
+use pgwire::api::{ClientInfo, ClientPortalStore, ConnectionManager, PgWireServerHandlers, Type};
+use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
+use pgwire::messages::response::{NoticeResponse, TransactionStatus};
+use pgwire::messages::startup::ParameterStatus;
+use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
+use tokio::net::TcpStream;
+use tokio::sync::Mutex;
+
+use crate::database::Database;
+use crate::error::ServerError;
+use crate::session::{Outcome, Prepared, Session, StatementResult};
+
+/// The PostgreSQL error an error becomes on the wire.
+pub fn sql_error_to_pgwire(error: &ServerError) -> PgWireError {
+    let sql = error.to_sql_error();
+    let mut info = ErrorInfo::new("ERROR".into(), sql.code.into(), sql.message);
+    info.position = sql.position.map(|p| p.to_string());
+    PgWireError::UserError(Box::new(info))
+}
+
+fn error_info(error: &ServerError) -> ErrorInfo {
+    let sql = error.to_sql_error();
+    let mut info = ErrorInfo::new("ERROR".into(), sql.code.into(), sql.message);
+    info.position = sql.position.map(|p| p.to_string());
+    info
+}
+
+/// Serves one accepted connection until it closes.
+pub async fn serve_connection(
+    db: Arc<Database>,
+    manager: Arc<ConnectionManager>,
+    socket: TcpStream,
+) {
+    db.connections.fetch_add(1, Ordering::Relaxed);
+    let handler = Arc::new(ConnectionHandler {
+        db: Arc::clone(&db),
+        session: Arc::new(Mutex::new(None)),
+        manager: Arc::clone(&manager),
+    });
+    let handlers = Handlers {
+        handler,
+        cancel: Arc::new(DefaultCancelHandler::new(manager)),
+    };
+    if let Err(e) = pgwire::tokio::process_socket(socket, None, handlers).await {
+        tracing::debug!(error = %e, "connection ended with an error");
+    }
+    db.connections.fetch_sub(1, Ordering::Relaxed);
+}
+
+struct Handlers {
+    handler: Arc<ConnectionHandler>,
+    cancel: Arc<DefaultCancelHandler>,
+}
+
+impl PgWireServerHandlers for Handlers {
+    fn simple_query_handler(&self) -> Arc<impl SimpleQueryHandler> {
+        Arc::clone(&self.handler)
+    }
+
+    fn extended_query_handler(&self) -> Arc<impl ExtendedQueryHandler> {
+        Arc::clone(&self.handler)
+    }
+
+    fn startup_handler(&self) -> Arc<impl StartupHandler> {
+        Arc::clone(&self.handler)
+    }
+
+    fn cancel_handler(&self) -> Arc<impl CancelHandler> {
+        Arc::clone(&self.cancel)
+    }
+}
+
+/// The handler of one connection.
+pub struct ConnectionHandler {
+    db: Arc<Database>,
+    /// Created once the startup message names the user.
+    session: Arc<Mutex<Option<Session>>>,
+    manager: Arc<ConnectionManager>,
+}
+
+#[async_trait]
+impl NoopStartupHandler for ConnectionHandler {
+    fn connection_manager(&self) -> Option<Arc<ConnectionManager>> {
+        Some(Arc::clone(&self.manager))
+    }
+
+    async fn post_startup<C>(&self, client: &mut C, _message: PgWireFrontendMessage) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let user = client
+            .metadata()
+            .get("user")
+            .cloned()
+            .unwrap_or_else(|| "runnel".into());
+        let session = Session::new(Arc::clone(&self.db), &user);
+        // The values the default startup sent are replaced by ours: clients
+        // keep the last ParameterStatus of each name.
+        for (name, value) in session.settings.reported() {
+            client
+                .feed(PgWireBackendMessage::ParameterStatus(ParameterStatus::new(name, value)))
+                .await?;
+        }
+        tracing::debug!(user = %user, "session started");
+        *self.session.lock().await = Some(session);
+        Ok(())
+    }
+}
+
+async fn send_side_messages<C>(client: &mut C, result: &mut StatementResult) -> PgWireResult<()>
+where
+    C: Sink<PgWireBackendMessage> + Unpin + Send,
+    PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+{
+    let notices = std::mem::take(&mut result.notices);
+    let changes = std::mem::take(&mut result.parameter_changes);
+    for (severity, message) in notices {
+        let info = ErrorInfo::new(severity.to_string(), "01000".into(), message);
+        client
+            .feed(PgWireBackendMessage::NoticeResponse(NoticeResponse::from(info)))
+            .await?;
+    }
+    for (name, value) in changes {
+        client
+            .feed(PgWireBackendMessage::ParameterStatus(ParameterStatus::new(name, value)))
+            .await?;
+    }
+    Ok(())
+}
+
+impl ConnectionHandler {
+    /// Runs one prepared statement: the failed-block rule, the timeout, and
+    /// a panic caught so only this statement fails.
+    async fn run(
+        &self,
+        prepared: &Prepared,
+        params: &ParamValues,
+        failed_block: bool,
+    ) -> Result<(StatementResult, Arc<pgwire::types::format::FormatOptions>), ServerError> {
+        let mut guard = self.session.lock().await;
+        let session = guard
+            .as_mut()
+            .ok_or_else(|| ServerError::Internal("query before startup finished".into()))?;
+        if failed_block {
+            if !prepared.ends_transaction() {
+                return Err(ServerError::InFailedTransaction);
+            }
+            session.end_failed_block();
+            let options = encode::format_options(&session.settings);
+            return Ok((StatementResult::from(Outcome::TransactionEnd("ROLLBACK".into())), options));
+        }
+        let timeout = session.settings.statement_timeout();
+        let work = AssertUnwindSafe(session.execute(prepared, params)).catch_unwind();
+        let outcome = match timeout {
+            Some(limit) => tokio::time::timeout(limit, work)
+                .await
+                .map_err(|_| ServerError::StatementTimeout)?,
+            None => work.await,
+        };
+        let result = match outcome {
+            Ok(result) => result?,
+            Err(panic) => {
+                let what = panic
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_else(|| "unknown panic".into());
+                tracing::error!(sql = %prepared.sql, panic = %what, "statement panicked");
+                return Err(ServerError::Internal(format!("statement failed unexpectedly: {what}")));
+            }
+        };
+        Ok((result, encode::format_options(&session.settings)))
+    }
+
+    async fn prepare(&self, sql: &str) -> Result<Vec<Prepared>, ServerError> {
+        let statements = runnel_planner::parser::parse_sql(sql)?;
+        let mut guard = self.session.lock().await;
+        let session = guard
+            .as_mut()
+            .ok_or_else(|| ServerError::Internal("query before startup finished".into()))?;
+        let mut out = Vec::with_capacity(statements.len());
+        for statement in statements {
+            let text = statement.to_string();
+            let work = AssertUnwindSafe(session.prepare(statement, &text)).catch_unwind();
+            match work.await {
+                Ok(prepared) => out.push(prepared?),
+                Err(_) => {
+                    tracing::error!(sql = %text, "planning panicked");
+                    return Err(ServerError::Internal("planning the statement failed unexpectedly".into()));
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn to_response(
+    result: StatementResult,
+    format: &Format,
+    options: &Arc<pgwire::types::format::FormatOptions>,
+) -> PgWireResult<Response> {
+    Ok(match result.outcome {
+        Outcome::Rows { schema, stream, tag } => {
+            let fields = Arc::new(encode::fields(&schema, format, options)?);
+            let rows = encode::row_stream(Arc::clone(&fields), stream);
+            let mut response = QueryResponse::new(fields, rows);
+            response.set_command_tag(&tag);
+            Response::Query(response)
+        }
+        Outcome::Command { tag, rows } => {
+            let mut t = Tag::new(&tag);
+            if let Some(rows) = rows {
+                t = t.with_rows(rows as usize);
+            }
+            Response::Execution(t)
+        }
+        Outcome::TransactionStart => Response::TransactionStart(Tag::new("BEGIN")),
+        Outcome::TransactionEnd(tag) => Response::TransactionEnd(Tag::new(&tag)),
+    })
+}
+
+#[async_trait]
+impl SimpleQueryHandler for ConnectionHandler {
+    async fn do_query<C>(&self, client: &mut C, query: &str) -> PgWireResult<Vec<Response>>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        tracing::debug!(sql = %query, "simple query");
+        let prepared = match self.prepare(query).await {
+            Ok(p) => p,
+            Err(e) => return Ok(vec![Response::Error(Box::new(error_info(&e)))]),
+        };
+        if prepared.is_empty() {
+            return Ok(vec![Response::EmptyQuery]);
+        }
+        let mut responses = Vec::with_capacity(prepared.len());
+        let mut failed = client.transaction_status() == TransactionStatus::Error;
+        for statement in &prepared {
+            match self.run(statement, &ParamValues::List(vec![]), failed).await {
+                Ok((mut result, options)) => {
+                    send_side_messages(client, &mut result).await?;
+                    let response = to_response(result, &Format::UnifiedText, &options)?;
+                    if matches!(response, Response::TransactionEnd(_)) {
+                        failed = false;
+                    }
+                    responses.push(response);
+                }
+                Err(e) => {
+                    responses.push(Response::Error(Box::new(error_info(&e))));
+                    // Postgres stops a multi-statement query at its first error.
+                    break;
+                }
+            }
+        }
+        Ok(responses)
+    }
+}
+
+#[async_trait]
+impl QueryParser for ConnectionHandler {
+    type Statement = Prepared;
+
+    async fn parse_sql<C>(
+        &self,
+        _client: &C,
+        sql: &str,
+        _types: &[Option<Type>],
+    ) -> PgWireResult<Option<Prepared>>
+    where
+        C: ClientInfo + Unpin + Send + Sync,
+    {
+        tracing::debug!(sql = %sql, "parse");
+        let mut prepared = self.prepare(sql).await.map_err(|e| sql_error_to_pgwire(&e))?;
+        match prepared.len() {
+            0 => Ok(None),
+            1 => Ok(prepared.pop()),
+            _ => Err(sql_error_to_pgwire(&ServerError::Plan(
+                runnel_planner::PlanError::Syntax {
+                    message: "cannot insert multiple commands into a prepared statement".into(),
+                    position: None,
+                },
+            ))),
+        }
+    }
+
+    fn get_parameter_types(&self, stmt: &Prepared) -> PgWireResult<Vec<Type>> {
+        encode::parameter_types(stmt)
+    }
+
+    fn get_result_schema(
+        &self,
+        stmt: &Prepared,
+        column_format: Option<&Format>,
+    ) -> PgWireResult<Vec<FieldInfo>> {
+        match stmt.result_schema() {
+            Some(schema) => {
+                let options = Arc::new(pgwire::types::format::FormatOptions::default());
+                encode::fields(&schema, column_format.unwrap_or(&Format::UnifiedText), &options)
+            }
+            None => Ok(vec![]),
+        }
+    }
+}
+
+#[async_trait]
+impl ExtendedQueryHandler for ConnectionHandler {
+    type Statement = Prepared;
+    type QueryParser = ConnectionHandler;
+
+    fn query_parser(&self) -> Arc<Self::QueryParser> {
+        Arc::new(ConnectionHandler {
+            db: Arc::clone(&self.db),
+            session: Arc::clone(&self.session),
+            manager: Arc::clone(&self.manager),
+        })
+    }
+
+    async fn do_query<C>(
+        &self,
+        client: &mut C,
+        portal: &Portal<Prepared>,
+        _max_rows: usize,
+    ) -> PgWireResult<Response>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let prepared = &portal.statement.statement;
+        tracing::debug!(sql = %prepared.sql, "execute");
+        let params = encode::parameter_values(portal)?;
+        let failed = client.transaction_status() == TransactionStatus::Error;
+        match self.run(prepared, &params, failed).await {
+            Ok((mut result, options)) => {
+                send_side_messages(client, &mut result).await?;
+                to_response(result, &portal.result_column_format, &options)
+            }
+            Err(e) => Err(sql_error_to_pgwire(&e)),
+        }
+    }
+}

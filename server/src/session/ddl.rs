@@ -1,0 +1,366 @@
+//! CREATE, DROP, ALTER and TRUNCATE of schemas, tables and views.
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::{ArrayRef, RecordBatch, new_null_array};
+use datafusion::arrow::compute::cast;
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::logical_expr::LogicalPlan;
+use datafusion::sql::sqlparser::ast::{
+    AlterTable, AlterTableOperation, CreateView, ObjectName, ObjectType, RenameTableNameKind,
+    SchemaName, Statement,
+};
+use runnel_planner::catalog::{RelationName, SYSTEM_SCHEMAS, TableDef, ViewDef};
+use runnel_planner::ddl::{column_def, name_parts, table_def_from_create};
+use runnel_storage::ScanSpec;
+
+use super::{Session, StatementResult};
+use crate::error::{ServerError, ServerResult};
+use crate::tables::rewrite_rows;
+
+impl Session {
+    pub(super) async fn execute_ddl(&mut self, statement: &Statement) -> ServerResult<StatementResult> {
+        match statement {
+            Statement::CreateSchema {
+                schema_name,
+                if_not_exists,
+                ..
+            } => {
+                let name = match schema_name {
+                    SchemaName::Simple(n) | SchemaName::NamedAuthorization(n, _) => {
+                        single_name(n)?
+                    }
+                    SchemaName::UnnamedAuthorization(_) => {
+                        return Err(ServerError::NotSupported("CREATE SCHEMA AUTHORIZATION".into()));
+                    }
+                };
+                if SYSTEM_SCHEMAS.contains(&name.as_str()) {
+                    return Err(ServerError::DuplicateSchema(name));
+                }
+                let created = self.db.catalog.create_schema(&name, *if_not_exists)?;
+                let mut result = StatementResult::command("CREATE SCHEMA", None);
+                if !created {
+                    result
+                        .notices
+                        .push(("NOTICE", format!("schema \"{name}\" already exists, skipping")));
+                }
+                Ok(result)
+            }
+            Statement::CreateTable(create) => {
+                let name = self.resolve(&create.name)?;
+                if create.if_not_exists && self.db.catalog.relation(&name).is_some() {
+                    let mut result = StatementResult::command("CREATE TABLE", None);
+                    result.notices.push((
+                        "NOTICE",
+                        format!("relation \"{}\" already exists, skipping", name.name),
+                    ));
+                    return Ok(result);
+                }
+                let def = self.db.catalog.create_table(&name, |id| {
+                    Ok(table_def_from_create(create, id, name.clone())?)
+                })?;
+                // Plan the defaults now so a bad DEFAULT is refused here, not
+                // at the first INSERT.
+                if let Err(e) = self.check_defaults(&def).await {
+                    self.db.catalog.drop_relation(&name, false, true)?;
+                    return Err(e);
+                }
+                Ok(StatementResult::command("CREATE TABLE", None))
+            }
+            Statement::CreateView(create) => self.create_view(create).await,
+            Statement::Drop {
+                object_type,
+                if_exists,
+                names,
+                cascade,
+                ..
+            } => self.drop(*object_type, *if_exists, names, *cascade),
+            Statement::AlterTable(alter) => self.alter_table(alter).await,
+            Statement::Truncate(truncate) => {
+                let _write = self.db.write_lock.lock().await;
+                let mut writes = runnel_storage::WriteSet::new();
+                let mut tables = vec![];
+                for target in &truncate.table_names {
+                    let name = self.resolve(&target.name)?;
+                    let def = self
+                        .db
+                        .catalog
+                        .table(&name)
+                        .ok_or_else(|| ServerError::UndefinedTable(name.name.clone()))?;
+                    writes.delete_all_rows(def.id);
+                    tables.push(def.id);
+                }
+                self.db.store.write(writes)?;
+                for id in tables {
+                    self.db.row_ids.forget(id);
+                }
+                Ok(StatementResult::command("TRUNCATE TABLE", None))
+            }
+            other => Err(ServerError::NotSupported(format!("{other}"))),
+        }
+    }
+
+    async fn check_defaults(&self, def: &TableDef) -> ServerResult<()> {
+        if def.columns.iter().any(|c| c.default.is_some()) {
+            // Resolving the table plans its DEFAULT expressions.
+            let relation = datafusion::common::TableReference::full(
+                runnel_planner::catalog::DATABASE,
+                def.name.schema.clone(),
+                def.name.name.clone(),
+            );
+            self.ctx.table_provider(relation).await?;
+        }
+        Ok(())
+    }
+
+    async fn create_view(&mut self, create: &CreateView) -> ServerResult<StatementResult> {
+        if create.materialized {
+            return Err(ServerError::NotSupported(
+                "CREATE MATERIALIZED VIEW (it arrives with the streaming engine)".into(),
+            ));
+        }
+        if create.or_replace || create.or_alter {
+            return Err(ServerError::NotSupported("CREATE OR REPLACE VIEW".into()));
+        }
+        let name = self.resolve(&create.name)?;
+        if create.if_not_exists && self.db.catalog.relation(&name).is_some() {
+            return Ok(StatementResult::command("CREATE VIEW", None));
+        }
+        let query = Statement::Query(create.query.clone());
+        let sql = query.to_string();
+        let plan = self.plan(query).await?;
+        let column_names: Vec<String> = create
+            .columns
+            .iter()
+            .map(|c| runnel_planner::ddl::normalize_ident(&c.name))
+            .collect();
+        if !column_names.is_empty() && column_names.len() != plan.schema().fields().len() {
+            return Err(ServerError::Plan(runnel_planner::PlanError::InvalidDefinition(format!(
+                "view has {} column names but its query returns {} columns",
+                column_names.len(),
+                plan.schema().fields().len()
+            ))));
+        }
+        let depends_on = self.referenced_relations(&plan)?;
+        let schema = name.schema.clone();
+        self.db.catalog.create_view(&name, |id| ViewDef {
+            id,
+            name: name.clone(),
+            sql,
+            column_names,
+            depends_on,
+        })?;
+        // Views are planned in the schema they were created in.
+        debug_assert!(self.db.catalog.has_schema(&schema));
+        Ok(StatementResult::command("CREATE VIEW", None))
+    }
+
+    /// The catalog relations a (not yet analysed) plan scans.
+    fn referenced_relations(&self, plan: &LogicalPlan) -> ServerResult<Vec<RelationName>> {
+        let current = self.current_schema();
+        let mut out = vec![];
+        plan.apply_with_subqueries(|node| {
+            if let LogicalPlan::TableScan(scan) = node {
+                let schema = scan.table_name.schema().unwrap_or(&current).to_string();
+                let relation = RelationName::new(schema, scan.table_name.table());
+                if self.db.catalog.relation(&relation).is_some() && !out.contains(&relation) {
+                    out.push(relation);
+                }
+            }
+            Ok(TreeNodeRecursion::Continue)
+        })?;
+        Ok(out)
+    }
+
+    fn drop(
+        &mut self,
+        object_type: ObjectType,
+        if_exists: bool,
+        names: &[ObjectName],
+        cascade: bool,
+    ) -> ServerResult<StatementResult> {
+        let tag = match object_type {
+            ObjectType::Table => "DROP TABLE",
+            ObjectType::View => "DROP VIEW",
+            ObjectType::Schema => "DROP SCHEMA",
+            other => return Err(ServerError::NotSupported(format!("DROP {other}"))),
+        };
+        let mut result = StatementResult::command(tag, None);
+        for name in names {
+            let outcome = if object_type == ObjectType::Schema {
+                let schema = single_name(name)?;
+                self.db.catalog.drop_schema(&schema, cascade)
+            } else {
+                let relation = self.resolve(name)?;
+                let table_id = self.db.catalog.table(&relation).map(|t| t.id);
+                let dropped = self.db.catalog.drop_relation(
+                    &relation,
+                    object_type == ObjectType::View,
+                    cascade,
+                );
+                if let (Ok(()), Some(id)) = (&dropped, table_id) {
+                    self.db.row_ids.forget(id);
+                }
+                dropped
+            };
+            match outcome {
+                Err(ServerError::UndefinedTable(n) | ServerError::UndefinedSchema(n)) if if_exists => {
+                    result
+                        .notices
+                        .push(("NOTICE", format!("\"{n}\" does not exist, skipping")));
+                }
+                other => other?,
+            }
+        }
+        self.sync_context();
+        Ok(result)
+    }
+
+    async fn alter_table(&mut self, alter: &AlterTable) -> ServerResult<StatementResult> {
+        let name = self.resolve(&alter.name)?;
+        let Some(mut def) = self.db.catalog.table(&name).map(|d| d.as_ref().clone()) else {
+            if alter.if_exists {
+                return Ok(StatementResult::command("ALTER TABLE", None));
+            }
+            return Err(ServerError::UndefinedTable(name.name));
+        };
+        let _write = self.db.write_lock.lock().await;
+        let mut fill: Vec<(usize, String)> = vec![];
+        for operation in &alter.operations {
+            match operation {
+                AlterTableOperation::AddColumn {
+                    if_not_exists,
+                    column_def: column,
+                    ..
+                } => {
+                    let (column, primary) = column_def(column)?;
+                    if def.column_index(&column.name).is_some() {
+                        if *if_not_exists {
+                            continue;
+                        }
+                        return Err(ServerError::DuplicateColumn(column.name, name.name.clone()));
+                    }
+                    if primary {
+                        return Err(ServerError::NotSupported(
+                            "adding a PRIMARY KEY column".into(),
+                        ));
+                    }
+                    if let Some(default) = &column.default {
+                        fill.push((def.columns.len(), default.clone()));
+                    }
+                    def.columns.push(column);
+                }
+                AlterTableOperation::RenameColumn {
+                    old_column_name,
+                    new_column_name,
+                } => {
+                    let old = runnel_planner::ddl::normalize_ident(old_column_name);
+                    let new = runnel_planner::ddl::normalize_ident(new_column_name);
+                    if def.column_index(&new).is_some() {
+                        return Err(ServerError::DuplicateColumn(new, name.name.clone()));
+                    }
+                    let index = def
+                        .column_index(&old)
+                        .ok_or(ServerError::UndefinedColumn(old))?;
+                    def.columns[index].name = new;
+                }
+                AlterTableOperation::RenameTable { table_name } => {
+                    let (RenameTableNameKind::As(new) | RenameTableNameKind::To(new)) = table_name;
+                    let parts = name_parts(new)?;
+                    let new_name = parts.last().cloned().unwrap_or_default();
+                    def.name = RelationName::new(name.schema.clone(), new_name);
+                }
+                other => {
+                    return Err(ServerError::NotSupported(format!("ALTER TABLE … {other}")));
+                }
+            }
+        }
+        let old = self.db.catalog.table(&name);
+        let mut writes = runnel_storage::WriteSet::new();
+        if let Some(batches) = self.rows_to_rewrite(old.as_deref(), &def, &fill).await? {
+            // The new definition and the rewritten rows land in one write.
+            rewrite_rows(&def, &self.db.store, &self.db.row_ids, &batches, &mut writes)?;
+        }
+        self.db.catalog.replace_table(&name, def, writes)?;
+        Ok(StatementResult::command("ALTER TABLE", None))
+    }
+
+    /// For ADD COLUMN: the table's rows with the new columns filled, when a
+    /// new column has a default or is NOT NULL; None when nothing changes
+    /// for existing rows (a new nullable column reads as null).
+    async fn rows_to_rewrite(
+        &self,
+        old: Option<&TableDef>,
+        new: &TableDef,
+        fill: &[(usize, String)],
+    ) -> ServerResult<Option<Vec<RecordBatch>>> {
+        let Some(old) = old else { return Ok(None) };
+        let added = &new.columns[old.columns.len().min(new.columns.len())..];
+        let needs_values = added.iter().any(|c| c.not_null || c.default.is_some());
+        if !needs_values || old.columns.len() >= new.columns.len() {
+            return Ok(None);
+        }
+        let spec = ScanSpec {
+            table_schema: old.arrow_schema(),
+            projection: None,
+            batch_size: 4096,
+            limit: None,
+        };
+        let table = self.db.store.table(old.id);
+        let old_batches = tokio::task::spawn_blocking(move || {
+            let mut out = vec![];
+            table.scan(&spec, |_, b| {
+                out.push(b);
+                true
+            })?;
+            Ok::<_, ServerError>(out)
+        })
+        .await
+        .map_err(|e| ServerError::Internal(e.to_string()))??;
+        if old_batches.is_empty() {
+            return Ok(None);
+        }
+        let mut values: Vec<Option<datafusion::scalar::ScalarValue>> = vec![None; new.columns.len()];
+        for (index, sql) in fill {
+            let frame = self.ctx.sql(&format!("SELECT {sql}")).await?;
+            let batches = frame.collect().await?;
+            let array = batches
+                .first()
+                .map(|b| Arc::clone(b.column(0)))
+                .ok_or_else(|| ServerError::Internal("default produced no value".into()))?;
+            let array = cast(&array, &new.columns[*index].column_type.arrow_type())?;
+            values[*index] = Some(datafusion::scalar::ScalarValue::try_from_array(&array, 0)?);
+        }
+        let schema = new.arrow_schema();
+        let mut out = vec![];
+        for batch in old_batches {
+            let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
+            for (index, column) in new.columns.iter().enumerate().skip(old.columns.len()) {
+                let array = match &values[index] {
+                    Some(v) => v.to_array_of_size(batch.num_rows())?,
+                    None => new_null_array(&column.column_type.arrow_type(), batch.num_rows()),
+                };
+                columns.push(array);
+            }
+            out.push(RecordBatch::try_new(Arc::clone(&schema), columns).map_err(|_| {
+                ServerError::NotNullViolation {
+                    table: new.name.name.clone(),
+                    column: added
+                        .iter()
+                        .find(|c| c.not_null && c.default.is_none())
+                        .map(|c| c.name.clone())
+                        .unwrap_or_default(),
+                }
+            })?);
+        }
+        Ok(Some(out))
+    }
+}
+
+fn single_name(name: &ObjectName) -> ServerResult<String> {
+    let parts = name_parts(name)?;
+    match parts.as_slice() {
+        [one] => Ok(one.clone()),
+        _ => Err(ServerError::NotSupported(format!("the qualified schema name {name}"))),
+    }
+}

@@ -1,0 +1,372 @@
+//! INSERT, UPDATE and DELETE.
+//!
+//! Each is planned as a query producing the rows to write: DataFusion's own
+//! INSERT planning supplies the rows with defaults and casts; UPDATE and
+//! DELETE read the table through its row-key alias (`__runnel_dml__t`), so
+//! the query also says which stored rows to replace or remove. The rows are
+//! then checked and written in one atomic write under the database's write
+//! lock. RETURNING is evaluated over the written (or removed) rows.
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, AsArray, RecordBatch};
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::common::ParamValues;
+use datafusion::datasource::MemTable;
+use datafusion::logical_expr::{DmlStatement, LogicalPlan, WriteOp};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::prelude::SessionContext;
+use datafusion::sql::sqlparser::ast::{
+    AssignmentTarget, Delete, FromTable, Insert, SelectItem, TableFactor, TableObject, Update,
+    UpdateTableFromKind,
+};
+use runnel_planner::catalog::TableDef;
+use runnel_planner::ddl::normalize_ident;
+use runnel_planner::parser::parse_sql;
+use runnel_planner::types::ColumnType;
+
+use super::{Outcome, Session, StatementResult};
+use crate::catalog::{DML_PREFIX, Relation, ROW_KEY_COLUMN};
+use crate::error::{ServerError, ServerResult};
+use crate::tables::{delete_rows, insert_rows, update_rows};
+
+/// Which change a DML statement makes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DmlKind {
+    Insert,
+    Update,
+    Delete,
+}
+
+/// RETURNING: the select list and the schema it produces.
+#[derive(Debug, Clone)]
+pub struct Returning {
+    items: String,
+    pub schema: SchemaRef,
+}
+
+/// A planned INSERT, UPDATE or DELETE.
+#[derive(Debug)]
+pub struct DmlPlan {
+    kind: DmlKind,
+    table: Arc<TableDef>,
+    /// The rows to write; for UPDATE and DELETE the last column is the
+    /// stored row key.
+    pub source: LogicalPlan,
+    pub returning: Option<Returning>,
+}
+
+fn quote(ident: &str) -> String {
+    format!("\"{}\"", ident.replace('"', "\"\""))
+}
+
+fn select_list(items: &[SelectItem]) -> String {
+    items.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+}
+
+/// The SQL type a value is cast to before it is stored in a column of
+/// `column_type` (varchar lengths are checked at write time instead).
+fn cast_type(column_type: &ColumnType) -> String {
+    match column_type {
+        ColumnType::Varchar { .. } => "text".into(),
+        other => other.pg_name(),
+    }
+}
+
+impl Session {
+    fn target_table(&self, name: &datafusion::sql::sqlparser::ast::ObjectName) -> ServerResult<Arc<TableDef>> {
+        let relation = self.resolve(name)?;
+        match self.db.catalog.relation(&relation) {
+            Some(Relation::Table(def)) => Ok(def),
+            Some(Relation::View(_)) => Err(ServerError::WrongObjectType(format!(
+                "cannot change rows of view \"{}\"",
+                relation.name
+            ))),
+            None => Err(ServerError::UndefinedTable(relation.name)),
+        }
+    }
+
+    async fn returning(
+        &self,
+        table: &TableDef,
+        items: Option<Vec<SelectItem>>,
+    ) -> ServerResult<Option<Returning>> {
+        let Some(items) = items else { return Ok(None) };
+        let items = select_list(&items);
+        let frame = returning_frame(table, &items, vec![]).await?;
+        Ok(Some(Returning {
+            items,
+            schema: Arc::clone(frame.schema().inner()),
+        }))
+    }
+
+    pub(super) async fn prepare_insert(&mut self, mut insert: Insert) -> ServerResult<DmlPlan> {
+        if insert.on.is_some() {
+            return Err(ServerError::NotSupported("INSERT … ON CONFLICT".into()));
+        }
+        let TableObject::TableName(name) = &insert.table else {
+            return Err(ServerError::NotSupported("INSERT INTO TABLE FUNCTION".into()));
+        };
+        let table = self.target_table(name)?;
+        fill_omitted_columns(&mut insert, &table);
+        let returning = insert.returning.take();
+        let plan = self
+            .plan(datafusion::sql::sqlparser::ast::Statement::Insert(insert))
+            .await?;
+        let LogicalPlan::Dml(DmlStatement {
+            op: WriteOp::Insert(_),
+            input,
+            ..
+        }) = plan
+        else {
+            return Err(ServerError::Internal("INSERT did not plan as an insert".into()));
+        };
+        let returning = self.returning(&table, returning).await?;
+        Ok(DmlPlan {
+            kind: DmlKind::Insert,
+            table,
+            source: Arc::unwrap_or_clone(input),
+            returning,
+        })
+    }
+
+    /// `FROM "schema"."__runnel_dml__t" AS alias`.
+    fn keyed_from(&self, table: &TableDef, alias: Option<String>) -> String {
+        format!(
+            "{}.{} AS {}",
+            quote(&table.name.schema),
+            quote(&format!("{DML_PREFIX}{}", table.name.name)),
+            quote(&alias.unwrap_or_else(|| table.name.name.clone()))
+        )
+    }
+
+    async fn plan_select_text(&mut self, sql: &str) -> ServerResult<LogicalPlan> {
+        let mut statements = parse_sql(sql)?;
+        let statement = statements
+            .pop()
+            .ok_or_else(|| ServerError::Internal("empty rewritten statement".into()))?;
+        self.plan(statement).await
+    }
+
+    pub(super) async fn prepare_update(&mut self, mut update: Update) -> ServerResult<DmlPlan> {
+        if !update.table.joins.is_empty() {
+            return Err(ServerError::NotSupported("UPDATE of a join".into()));
+        }
+        let TableFactor::Table { name, alias, .. } = &update.table.relation else {
+            return Err(ServerError::NotSupported("UPDATE of this kind of relation".into()));
+        };
+        let table = self.target_table(name)?;
+        let alias_name = alias.as_ref().map(|a| normalize_ident(&a.name));
+        let qualifier = quote(alias_name.as_deref().unwrap_or(&table.name.name));
+        let mut new_values: Vec<Option<String>> = vec![None; table.columns.len()];
+        for assignment in &update.assignments {
+            let AssignmentTarget::ColumnName(column) = &assignment.target else {
+                return Err(ServerError::NotSupported("UPDATE … SET (a, b) = …".into()));
+            };
+            let parts = runnel_planner::ddl::name_parts(column)?;
+            let column_name = parts.last().cloned().unwrap_or_default();
+            let index = table
+                .column_index(&column_name)
+                .ok_or_else(|| ServerError::UndefinedColumn(column_name.clone()))?;
+            if new_values[index].is_some() {
+                return Err(ServerError::Plan(runnel_planner::PlanError::DuplicateColumn(
+                    column_name,
+                )));
+            }
+            new_values[index] = Some(format!(
+                "CAST(({}) AS {})",
+                assignment.value,
+                cast_type(&table.columns[index].column_type)
+            ));
+        }
+        let mut select: Vec<String> = table
+            .columns
+            .iter()
+            .zip(&new_values)
+            .map(|(column, value)| {
+                let value = value
+                    .clone()
+                    .unwrap_or_else(|| format!("{qualifier}.{}", quote(&column.name)));
+                format!("{value} AS {}", quote(&column.name))
+            })
+            .collect();
+        select.push(format!("{qualifier}.{}", quote(ROW_KEY_COLUMN)));
+        let mut sql = format!(
+            "SELECT {} FROM {}",
+            select.join(", "),
+            self.keyed_from(&table, alias_name)
+        );
+        if let Some(from) = &update.from {
+            let tables = match from {
+                UpdateTableFromKind::BeforeSet(t) | UpdateTableFromKind::AfterSet(t) => t,
+            };
+            for t in tables {
+                sql.push_str(&format!(", {t}"));
+            }
+        }
+        if let Some(selection) = &update.selection {
+            sql.push_str(&format!(" WHERE {selection}"));
+        }
+        let source = self.plan_select_text(&sql).await?;
+        let returning = self.returning(&table, update.returning.take()).await?;
+        Ok(DmlPlan {
+            kind: DmlKind::Update,
+            table,
+            source,
+            returning,
+        })
+    }
+
+    pub(super) async fn prepare_delete(&mut self, mut delete: Delete) -> ServerResult<DmlPlan> {
+        let from = match &delete.from {
+            FromTable::WithFromKeyword(t) | FromTable::WithoutKeyword(t) => t,
+        };
+        let [target] = from.as_slice() else {
+            return Err(ServerError::NotSupported("DELETE from several tables".into()));
+        };
+        let TableFactor::Table { name, alias, .. } = &target.relation else {
+            return Err(ServerError::NotSupported("DELETE from this kind of relation".into()));
+        };
+        if !target.joins.is_empty() {
+            return Err(ServerError::NotSupported("DELETE from a join".into()));
+        }
+        let table = self.target_table(name)?;
+        let alias_name = alias.as_ref().map(|a| normalize_ident(&a.name));
+        let qualifier = quote(alias_name.as_deref().unwrap_or(&table.name.name));
+        let mut select: Vec<String> = table
+            .columns
+            .iter()
+            .map(|c| format!("{qualifier}.{}", quote(&c.name)))
+            .collect();
+        select.push(format!("{qualifier}.{}", quote(ROW_KEY_COLUMN)));
+        let mut sql = format!(
+            "SELECT {} FROM {}",
+            select.join(", "),
+            self.keyed_from(&table, alias_name)
+        );
+        if let Some(using) = &delete.using {
+            for t in using {
+                sql.push_str(&format!(", {t}"));
+            }
+        }
+        if let Some(selection) = &delete.selection {
+            sql.push_str(&format!(" WHERE {selection}"));
+        }
+        let source = self.plan_select_text(&sql).await?;
+        let returning = self.returning(&table, delete.returning.take()).await?;
+        Ok(DmlPlan {
+            kind: DmlKind::Delete,
+            table,
+            source,
+            returning,
+        })
+    }
+
+    pub(super) async fn execute_dml(
+        &mut self,
+        dml: &DmlPlan,
+        params: &ParamValues,
+    ) -> ServerResult<StatementResult> {
+        let db = Arc::clone(&self.db);
+        let _write = db.write_lock.lock().await;
+        // The table may have been dropped or altered since the statement
+        // was prepared.
+        let current = db.catalog.table(&dml.table.name);
+        if current.as_deref() != Some(dml.table.as_ref()) {
+            return Err(ServerError::Internal(format!(
+                "table {} changed since the statement was prepared; prepare it again",
+                dml.table.name
+            )));
+        }
+        let plan = dml.source.clone().replace_params_with_values(params)?;
+        let batches = self.ctx.execute_logical_plan(plan).await?.collect().await?;
+        let def = dml.table.as_ref();
+        let columns = def.columns.len();
+        let (rows, keys) = match dml.kind {
+            DmlKind::Insert => (batches, vec![]),
+            DmlKind::Update | DmlKind::Delete => split_keys(&batches, columns)?,
+        };
+        let store = db.store.clone();
+        let row_ids = &db.row_ids;
+        let count = match dml.kind {
+            DmlKind::Insert => insert_rows(def, &store, row_ids, &rows)?,
+            DmlKind::Update => update_rows(def, &store, &keys, &rows)?,
+            DmlKind::Delete => delete_rows(def, &store, &keys)?,
+        };
+        let tag = match dml.kind {
+            DmlKind::Insert => "INSERT 0",
+            DmlKind::Update => "UPDATE",
+            DmlKind::Delete => "DELETE",
+        };
+        match &dml.returning {
+            None => Ok(StatementResult::command(tag, Some(count))),
+            Some(returning) => {
+                let frame = returning_frame(def, &returning.items, rows).await?;
+                let batches = frame.collect().await?;
+                let schema = Arc::clone(&returning.schema);
+                let stream = futures::stream::iter(batches.into_iter().map(Ok));
+                Ok(Outcome::Rows {
+                    schema: Arc::clone(&schema),
+                    stream: Box::pin(RecordBatchStreamAdapter::new(schema, stream)),
+                    tag: tag.to_string(),
+                }
+                .into())
+            }
+        }
+    }
+}
+
+/// `INSERT INTO t VALUES (1, 'a')` into a wider table names the leading
+/// columns, so the rest take their defaults, as in Postgres.
+fn fill_omitted_columns(insert: &mut Insert, table: &TableDef) {
+    use datafusion::sql::sqlparser::ast::{Ident, ObjectName, SetExpr};
+    if !insert.columns.is_empty() {
+        return;
+    }
+    let Some(source) = &insert.source else { return };
+    let SetExpr::Values(values) = source.body.as_ref() else {
+        return;
+    };
+    let widest = values.rows.iter().map(Vec::len).max().unwrap_or(0);
+    if widest == 0 || widest >= table.columns.len() {
+        return;
+    }
+    insert.columns = table.columns[..widest]
+        .iter()
+        .map(|c| ObjectName::from(vec![Ident::with_quote('"', c.name.clone())]))
+        .collect();
+}
+
+/// Splits the row key column off the end of each batch.
+fn split_keys(batches: &[RecordBatch], columns: usize) -> ServerResult<(Vec<RecordBatch>, Vec<Vec<u8>>)> {
+    let mut rows = Vec::with_capacity(batches.len());
+    let mut keys = Vec::new();
+    for batch in batches {
+        let key_column = batch
+            .columns()
+            .get(columns)
+            .ok_or_else(|| ServerError::Internal("row key column missing".into()))?;
+        let key_array = key_column.as_binary::<i32>();
+        keys.extend((0..key_array.len()).map(|i| key_array.value(i).to_vec()));
+        rows.push(batch.project(&(0..columns).collect::<Vec<_>>())?);
+    }
+    Ok((rows, keys))
+}
+
+/// `SELECT items FROM <rows>`, with the rows under the table's name.
+async fn returning_frame(
+    table: &TableDef,
+    items: &str,
+    rows: Vec<RecordBatch>,
+) -> ServerResult<datafusion::dataframe::DataFrame> {
+    let schema = table.arrow_schema();
+    let rows = rows
+        .into_iter()
+        .map(|b| RecordBatch::try_new(Arc::clone(&schema), b.columns().to_vec()))
+        .collect::<Result<Vec<_>, _>>()?;
+    let ctx = SessionContext::new();
+    ctx.register_table(quote(&table.name.name).as_str(), Arc::new(MemTable::try_new(schema, vec![rows])?))?;
+    Ok(ctx
+        .sql(&format!("SELECT {items} FROM {}", quote(&table.name.name)))
+        .await?)
+}

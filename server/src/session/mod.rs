@@ -1,0 +1,268 @@
+//! One client session: its settings, its DataFusion context, and the
+//! preparing and running of statements. Protocol-free: the pgwire layer
+//! turns [`StatementResult`]s into messages.
+
+mod ddl;
+mod dml;
+mod settings;
+mod utility;
+
+pub use dml::DmlPlan;
+pub use settings::Settings;
+
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::{DataType, SchemaRef};
+use datafusion::common::ParamValues;
+use datafusion::execution::SendableRecordBatchStream;
+use datafusion::logical_expr::LogicalPlan;
+use datafusion::prelude::SessionContext;
+use datafusion::sql::parser::Statement as DfStatement;
+use datafusion::sql::sqlparser::ast::{ObjectName, Statement};
+use runnel_planner::catalog::{DEFAULT_SCHEMA, RelationName};
+use runnel_planner::ddl::name_parts;
+
+use crate::database::{Database, constant_text_udf};
+use crate::error::{ServerError, ServerResult};
+
+/// A statement ready to run, possibly with `$n` parameters.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    pub sql: String,
+    pub kind: PreparedKind,
+}
+
+/// What kind of work a prepared statement is.
+#[derive(Debug, Clone)]
+pub enum PreparedKind {
+    /// A query DataFusion runs (SELECT, VALUES, EXPLAIN, SHOW as a query).
+    Query(LogicalPlan),
+    /// INSERT, UPDATE or DELETE.
+    Dml(Arc<DmlPlan>),
+    /// Everything run from its syntax tree: DDL, SET, SHOW, transactions.
+    Utility(Box<Statement>),
+}
+
+impl Prepared {
+    /// The types of `$1..$n`, None where nothing decides one.
+    pub fn param_types(&self) -> ServerResult<Vec<Option<DataType>>> {
+        let plan = match &self.kind {
+            PreparedKind::Query(plan) => plan,
+            PreparedKind::Dml(dml) => &dml.source,
+            PreparedKind::Utility(_) => return Ok(vec![]),
+        };
+        let types = plan.get_parameter_types()?;
+        let mut numbered: Vec<(usize, Option<DataType>)> = types
+            .into_iter()
+            .filter_map(|(name, t)| name.trim_start_matches('$').parse().ok().map(|n| (n, t)))
+            .collect();
+        numbered.sort_by_key(|(n, _)| *n);
+        let count = numbered.last().map(|(n, _)| *n).unwrap_or(0);
+        let mut out = vec![None; count];
+        for (n, t) in numbered {
+            if n >= 1 {
+                out[n - 1] = t;
+            }
+        }
+        Ok(out)
+    }
+
+    /// The columns the statement returns, None for commands without rows.
+    pub fn result_schema(&self) -> Option<SchemaRef> {
+        match &self.kind {
+            PreparedKind::Query(plan) => Some(Arc::clone(plan.schema().inner())),
+            PreparedKind::Dml(dml) => dml.returning.as_ref().map(|r| Arc::clone(&r.schema)),
+            PreparedKind::Utility(statement) => utility::result_schema(statement),
+        }
+    }
+
+    /// True for COMMIT and ROLLBACK, the statements a failed transaction
+    /// block still accepts.
+    pub fn ends_transaction(&self) -> bool {
+        matches!(
+            &self.kind,
+            PreparedKind::Utility(s) if matches!(s.as_ref(), Statement::Commit { .. } | Statement::Rollback { .. })
+        )
+    }
+}
+
+/// What running a statement produced.
+pub enum Outcome {
+    /// Rows, streamed; `tag` is the command tag without the row count.
+    Rows {
+        schema: SchemaRef,
+        stream: SendableRecordBatchStream,
+        tag: String,
+    },
+    /// A command; `rows` is appended to the tag when present.
+    Command { tag: String, rows: Option<u64> },
+    /// BEGIN or START TRANSACTION.
+    TransactionStart,
+    /// COMMIT or ROLLBACK, with the tag to send.
+    TransactionEnd(String),
+}
+
+/// The outcome plus what the client should also hear.
+pub struct StatementResult {
+    pub outcome: Outcome,
+    /// NOTICE or WARNING texts: (severity, message).
+    pub notices: Vec<(&'static str, String)>,
+    /// Settings whose new value must be sent as ParameterStatus.
+    pub parameter_changes: Vec<(String, String)>,
+}
+
+impl StatementResult {
+    fn command(tag: &str, rows: Option<u64>) -> Self {
+        Self::from(Outcome::Command {
+            tag: tag.to_string(),
+            rows,
+        })
+    }
+}
+
+impl From<Outcome> for StatementResult {
+    fn from(outcome: Outcome) -> Self {
+        Self {
+            outcome,
+            notices: vec![],
+            parameter_changes: vec![],
+        }
+    }
+}
+
+/// A client session.
+pub struct Session {
+    db: Arc<Database>,
+    ctx: SessionContext,
+    pub settings: Settings,
+    user: String,
+    /// Inside BEGIN … COMMIT.
+    in_block: bool,
+    /// A statement changed data inside the current block.
+    wrote_in_block: bool,
+}
+
+impl Session {
+    /// A new session of `user`.
+    pub fn new(db: Arc<Database>, user: &str) -> Self {
+        let ctx = db.new_context();
+        let settings = Settings::new(db.config.parallelism_default);
+        let mut session = Self {
+            db,
+            ctx,
+            settings,
+            user: user.to_string(),
+            in_block: false,
+            wrote_in_block: false,
+        };
+        session.sync_context();
+        session
+    }
+
+    /// The database the session belongs to.
+    pub fn database(&self) -> &Arc<Database> {
+        &self.db
+    }
+
+    /// The schema new objects go to: the first schema of `search_path` that
+    /// exists.
+    pub fn current_schema(&self) -> String {
+        self.settings
+            .search_path()
+            .into_iter()
+            .find(|s| self.db.catalog.has_schema(s))
+            .unwrap_or_else(|| DEFAULT_SCHEMA.to_string())
+    }
+
+    /// Brings the DataFusion context in line with the settings.
+    fn sync_context(&mut self) {
+        let schema = self.current_schema();
+        let time_zone = match self.settings.value("timezone").as_str() {
+            "UTC" => "+00:00".to_string(),
+            other => other.to_string(),
+        };
+        {
+            let state = self.ctx.state_ref();
+            let mut state = state.write();
+            let options = state.config_mut().options_mut();
+            options.catalog.default_schema = schema.clone();
+            options.execution.time_zone = Some(time_zone);
+        }
+        self.ctx.register_udf(constant_text_udf("current_schema", &schema));
+        self.ctx.register_udf(constant_text_udf("session_user", &self.user));
+        self.ctx.register_udf(constant_text_udf("current_user", &self.user));
+    }
+
+    /// The relation `name` denotes, qualified with the current schema when
+    /// it has none.
+    pub fn resolve(&self, name: &ObjectName) -> ServerResult<RelationName> {
+        let parts = name_parts(name)?;
+        match parts.as_slice() {
+            [table] => Ok(RelationName::new(self.current_schema(), table.clone())),
+            [schema, table] => Ok(RelationName::new(schema.clone(), table.clone())),
+            [database, schema, table] if database == runnel_planner::catalog::DATABASE => {
+                Ok(RelationName::new(schema.clone(), table.clone()))
+            }
+            _ => Err(ServerError::NotSupported(format!("the name {name}"))),
+        }
+    }
+
+    /// Plans `statement` (parsed from `sql`) without running it.
+    pub async fn prepare(&mut self, statement: Statement, sql: &str) -> ServerResult<Prepared> {
+        let kind = match statement {
+            Statement::Query(_) | Statement::Explain { .. } => {
+                let plan = self.plan(statement).await?;
+                PreparedKind::Query(plan)
+            }
+            Statement::Insert(insert) => PreparedKind::Dml(Arc::new(self.prepare_insert(insert).await?)),
+            Statement::Update(update) => PreparedKind::Dml(Arc::new(self.prepare_update(update).await?)),
+            Statement::Delete(delete) => PreparedKind::Dml(Arc::new(self.prepare_delete(delete).await?)),
+            other => {
+                utility::check_supported(&other)?;
+                PreparedKind::Utility(Box::new(other))
+            }
+        };
+        Ok(Prepared {
+            sql: sql.to_string(),
+            kind,
+        })
+    }
+
+    /// DataFusion's logical plan of a statement.
+    async fn plan(&self, statement: Statement) -> ServerResult<LogicalPlan> {
+        let state = self.ctx.state();
+        Ok(state
+            .statement_to_plan(DfStatement::Statement(Box::new(statement)))
+            .await?)
+    }
+
+    /// Runs a prepared statement with `params`.
+    pub async fn execute(
+        &mut self,
+        prepared: &Prepared,
+        params: &ParamValues,
+    ) -> ServerResult<StatementResult> {
+        match &prepared.kind {
+            PreparedKind::Query(plan) => {
+                let plan = plan.clone().replace_params_with_values(params)?;
+                let frame = self.ctx.execute_logical_plan(plan).await?;
+                let schema = Arc::clone(frame.schema().inner());
+                let stream = frame.execute_stream().await?;
+                Ok(Outcome::Rows {
+                    schema,
+                    stream,
+                    tag: "SELECT".into(),
+                }
+                .into())
+            }
+            PreparedKind::Dml(dml) => {
+                let result = self.execute_dml(dml, params).await?;
+                if self.in_block {
+                    self.wrote_in_block = true;
+                }
+                Ok(result)
+            }
+            PreparedKind::Utility(statement) => self.execute_utility(statement).await,
+        }
+    }
+}

@@ -1,0 +1,179 @@
+//! A stored table as a DataFusion `TableProvider`, scanning RocksDB on a
+//! blocking thread and streaming batches back with backpressure.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::arrow::array::{ArrayRef, BinaryArray, RecordBatch, RecordBatchOptions};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::catalog::{Session, TableProvider};
+use datafusion::datasource::TableType;
+use datafusion::error::{DataFusionError, Result};
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::logical_expr::Expr;
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::streaming::{PartitionStream, StreamingTableExec};
+use runnel_planner::catalog::TableDef;
+use runnel_storage::{ScanSpec, Store, TableStore};
+
+use crate::catalog::ROW_KEY_COLUMN;
+
+/// Rows per batch a scan produces.
+const SCAN_BATCH_ROWS: usize = 4096;
+
+/// A table whose rows live in the store.
+#[derive(Debug)]
+pub struct StoredTable {
+    def: Arc<TableDef>,
+    table_schema: SchemaRef,
+    /// The schema the provider shows: the table's, plus the row key column
+    /// when `with_row_key` (used only by UPDATE and DELETE).
+    schema: SchemaRef,
+    with_row_key: bool,
+    store: TableStore,
+    defaults: HashMap<String, Expr>,
+}
+
+impl StoredTable {
+    /// The provider of `def`, with DEFAULT expressions already planned.
+    pub fn new(
+        def: Arc<TableDef>,
+        store: &Store,
+        defaults: HashMap<String, Expr>,
+        with_row_key: bool,
+    ) -> Self {
+        let table_schema = def.arrow_schema();
+        let schema = if with_row_key {
+            let mut fields: Vec<Field> =
+                table_schema.fields().iter().map(|f| f.as_ref().clone()).collect();
+            fields.push(Field::new(ROW_KEY_COLUMN, DataType::Binary, false));
+            Arc::new(Schema::new(fields))
+        } else {
+            Arc::clone(&table_schema)
+        };
+        Self {
+            store: store.table(def.id),
+            def,
+            table_schema,
+            schema,
+            with_row_key,
+            defaults,
+        }
+    }
+}
+
+#[async_trait]
+impl TableProvider for StoredTable {
+    fn schema(&self) -> SchemaRef {
+        Arc::clone(&self.schema)
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    fn get_column_default(&self, column: &str) -> Option<&Expr> {
+        self.defaults.get(column)
+    }
+
+    async fn scan(
+        &self,
+        _state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        _filters: &[Expr],
+        limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let table_columns = self.table_schema.fields().len();
+        let wanted: Vec<usize> = match projection {
+            Some(p) => p.clone(),
+            None => (0..self.schema.fields().len()).collect(),
+        };
+        // The row key is not a stored column; the partition appends it.
+        let key_slot = wanted.iter().position(|&i| i == table_columns);
+        let stored: Vec<usize> = wanted.iter().copied().filter(|&i| i < table_columns).collect();
+        let partition = ScanPartition {
+            store: self.store.clone(),
+            spec: ScanSpec {
+                table_schema: Arc::clone(&self.table_schema),
+                projection: Some(stored),
+                batch_size: SCAN_BATCH_ROWS,
+                limit,
+            },
+            schema: Arc::new(self.schema.project(&wanted)?),
+            key_slot: if self.with_row_key { key_slot } else { None },
+            table: self.def.name.to_string(),
+        };
+        let schema = Arc::clone(&partition.schema);
+        Ok(Arc::new(StreamingTableExec::try_new(
+            schema,
+            vec![Arc::new(partition)],
+            None,
+            vec![],
+            false,
+            limit,
+        )?))
+    }
+}
+
+/// One scan of one table, as a stream DataFusion pulls from.
+#[derive(Debug)]
+struct ScanPartition {
+    store: TableStore,
+    spec: ScanSpec,
+    schema: SchemaRef,
+    /// Where the row key column goes in the output, if wanted.
+    key_slot: Option<usize>,
+    table: String,
+}
+
+impl PartitionStream for ScanPartition {
+    fn schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+
+    fn execute(&self, _ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<RecordBatch>>(2);
+        let store = self.store.clone();
+        let spec = self.spec.clone();
+        let schema = Arc::clone(&self.schema);
+        let key_slot = self.key_slot;
+        let table = self.table.clone();
+        tokio::task::spawn_blocking(move || {
+            let result = store.scan(&spec, |keys, batch| {
+                let batch = match key_slot {
+                    Some(slot) => with_row_keys(&schema, batch, keys, slot),
+                    None => RecordBatch::try_new_with_options(
+                        Arc::clone(&schema),
+                        batch.columns().to_vec(),
+                        &RecordBatchOptions::new().with_row_count(Some(batch.num_rows())),
+                    )
+                    .map_err(DataFusionError::from),
+                };
+                // A closed channel means the query stopped reading.
+                tx.blocking_send(batch).is_ok()
+            });
+            if let Err(e) = result {
+                tracing::error!(table = %table, error = %e, "table scan failed");
+                let _ = tx.blocking_send(Err(DataFusionError::External(Box::new(e))));
+            }
+        });
+        let stream = futures::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|item| (item, rx))
+        });
+        Box::pin(RecordBatchStreamAdapter::new(Arc::clone(&self.schema), stream))
+    }
+}
+
+fn with_row_keys(
+    schema: &SchemaRef,
+    batch: RecordBatch,
+    keys: Vec<Vec<u8>>,
+    slot: usize,
+) -> Result<RecordBatch> {
+    let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
+    let keys: ArrayRef = Arc::new(BinaryArray::from_iter_values(keys));
+    columns.insert(slot, keys);
+    Ok(RecordBatch::try_new(Arc::clone(schema), columns)?)
+}
