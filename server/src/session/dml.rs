@@ -327,7 +327,7 @@ fn fill_omitted_columns(insert: &mut Insert, table: &TableDef) {
     let SetExpr::Values(values) = source.body.as_ref() else {
         return;
     };
-    let widest = values.rows.iter().map(Vec::len).max().unwrap_or(0);
+    let widest = values.rows.iter().map(|r| r.content.len()).max().unwrap_or(0);
     if widest == 0 || widest >= table.columns.len() {
         return;
     }
