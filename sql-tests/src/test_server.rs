@@ -1,0 +1,119 @@
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+/// The `runnel` binary to test: `$RUNNEL_BIN`, else the one built next to
+/// the running executable (`target/debug/runnel`).
+pub fn runnel_binary() -> Result<PathBuf> {
+    if let Ok(path) = std::env::var("RUNNEL_BIN") {
+        return Ok(PathBuf::from(path));
+    }
+    let exe = std::env::current_exe()?;
+    let mut dir = exe.parent().context("executable has no directory")?.to_path_buf();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    let candidate = dir.join("runnel");
+    if candidate.exists() {
+        Ok(candidate)
+    } else {
+        bail!("no runnel binary at {}; build it (cargo build -p runnel-server) or set RUNNEL_BIN", candidate.display())
+    }
+}
+
+fn free_port() -> Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// A running `runnel` process owned by a test.
+pub struct TestServer {
+    binary: PathBuf,
+    data_dir: PathBuf,
+    /// Keeps the temporary data directory alive when the server made it.
+    _temp: Option<tempfile::TempDir>,
+    pub pg_port: u16,
+    pub web_port: u16,
+    child: Option<Child>,
+}
+
+impl TestServer {
+    /// Starts a server with a fresh temporary data directory.
+    pub fn start(binary: &Path) -> Result<Self> {
+        let temp = tempfile::tempdir()?;
+        let data_dir = temp.path().join("data");
+        let mut server = Self {
+            binary: binary.to_path_buf(),
+            data_dir,
+            _temp: Some(temp),
+            pg_port: free_port()?,
+            web_port: free_port()?,
+            child: None,
+        };
+        server.spawn()?;
+        Ok(server)
+    }
+
+    fn spawn(&mut self) -> Result<()> {
+        let child = Command::new(&self.binary)
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .arg("--pgwire-port")
+            .arg(self.pg_port.to_string())
+            .arg("--web-port")
+            .arg(self.web_port.to_string())
+            .env("RUST_LOG", std::env::var("RUNNEL_TEST_LOG").unwrap_or_else(|_| "warn".into()))
+            .stdin(Stdio::null())
+            .spawn()
+            .with_context(|| format!("starting {}", self.binary.display()))?;
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            if TcpStream::connect(("127.0.0.1", self.pg_port)).is_ok() {
+                return Ok(());
+            }
+            if let Some(child) = self.child.as_mut()
+                && let Some(status) = child.try_wait()?
+            {
+                bail!("runnel exited during start-up: {status}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        bail!("runnel did not accept connections on port {} within 60 s", self.pg_port)
+    }
+
+    /// The connection string for tokio-postgres.
+    pub fn conn_str(&self) -> String {
+        format!("host=127.0.0.1 port={} user=runnel dbname=runnel", self.pg_port)
+    }
+
+    /// Kills the process with SIGKILL (no shutdown of any kind) and starts
+    /// it again on the same data directory and ports.
+    pub fn kill_and_restart(&mut self) -> Result<()> {
+        self.kill();
+        self.spawn()
+    }
+
+    /// Kills the process with SIGKILL.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// True while the process runs.
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
