@@ -197,25 +197,23 @@ impl ConnectionHandler {
         Ok((result, encode::format_options(&session.settings)))
     }
 
-    async fn prepare(&self, sql: &str) -> Result<Vec<Prepared>, ServerError> {
-        let statements = runnel_planner::parser::parse_sql(sql)?;
+    /// Plans one parsed statement.
+    async fn prepare_one(
+        &self,
+        statement: datafusion::sql::sqlparser::ast::Statement,
+    ) -> Result<Prepared, ServerError> {
         let mut guard = self.session.lock().await;
         let session = guard
             .as_mut()
             .ok_or_else(|| ServerError::Internal("query before startup finished".into()))?;
-        let mut out = Vec::with_capacity(statements.len());
-        for statement in statements {
-            let text = statement.to_string();
-            let work = AssertUnwindSafe(session.prepare(statement, &text)).catch_unwind();
-            match work.await {
-                Ok(prepared) => out.push(prepared?),
-                Err(_) => {
-                    tracing::error!(sql = %text, "planning panicked");
-                    return Err(ServerError::Internal("planning the statement failed unexpectedly".into()));
-                }
+        let text = statement.to_string();
+        match AssertUnwindSafe(session.prepare(statement, &text)).catch_unwind().await {
+            Ok(prepared) => prepared,
+            Err(_) => {
+                tracing::error!(sql = %text, "planning panicked");
+                Err(ServerError::Internal("planning the statement failed unexpectedly".into()))
             }
         }
-        Ok(out)
     }
 }
 
@@ -254,17 +252,23 @@ impl SimpleQueryHandler for ConnectionHandler {
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         tracing::debug!(sql = %query, "simple query");
-        let prepared = match self.prepare(query).await {
-            Ok(p) => p,
-            Err(e) => return Ok(vec![Response::Error(Box::new(error_info(&e)))]),
+        let statements = match runnel_planner::parser::parse_sql(query) {
+            Ok(s) => s,
+            Err(e) => return Ok(vec![Response::Error(Box::new(error_info(&e.into())))]),
         };
-        if prepared.is_empty() {
+        if statements.is_empty() {
             return Ok(vec![Response::EmptyQuery]);
         }
-        let mut responses = Vec::with_capacity(prepared.len());
+        let mut responses = Vec::with_capacity(statements.len());
         let mut failed = client.transaction_status() == TransactionStatus::Error;
-        for statement in &prepared {
-            match self.run(statement, &ParamValues::List(vec![]), failed).await {
+        // Each statement is planned after the previous one ran, so a script
+        // can create a table and use it in one query string.
+        for statement in statements {
+            let outcome = match self.prepare_one(statement).await {
+                Ok(prepared) => self.run(&prepared, &ParamValues::List(vec![]), failed).await,
+                Err(e) => Err(e),
+            };
+            match outcome {
                 Ok((mut result, options)) => {
                     send_side_messages(client, &mut result).await?;
                     let response = to_response(result, &Format::UnifiedText, &options)?;
@@ -298,10 +302,17 @@ impl QueryParser for ConnectionHandler {
         C: ClientInfo + Unpin + Send + Sync,
     {
         tracing::debug!(sql = %sql, "parse");
-        let mut prepared = self.prepare(sql).await.map_err(|e| sql_error_to_pgwire(&e))?;
-        match prepared.len() {
+        let mut statements = runnel_planner::parser::parse_sql(sql)
+            .map_err(|e| sql_error_to_pgwire(&ServerError::from(e)))?;
+        match statements.len() {
             0 => Ok(None),
-            1 => Ok(prepared.pop()),
+            1 => {
+                let statement = statements.remove(0);
+                self.prepare_one(statement)
+                    .await
+                    .map(Some)
+                    .map_err(|e| sql_error_to_pgwire(&e))
+            }
             _ => Err(sql_error_to_pgwire(&ServerError::Plan(
                 runnel_planner::PlanError::Syntax {
                     message: "cannot insert multiple commands into a prepared statement".into(),

@@ -42,6 +42,8 @@ pub enum DmlKind {
 #[derive(Debug, Clone)]
 pub struct Returning {
     items: String,
+    /// The name the rows go by: the statement's alias or the table's name.
+    relation: String,
     pub schema: SchemaRef,
 }
 
@@ -89,14 +91,19 @@ impl Session {
     async fn returning(
         &self,
         table: &TableDef,
+        alias: Option<&str>,
         items: Option<Vec<SelectItem>>,
     ) -> ServerResult<Option<Returning>> {
         let Some(items) = items else { return Ok(None) };
-        let items = select_list(&items);
-        let frame = returning_frame(table, &items, vec![]).await?;
+        let returning = Returning {
+            items: select_list(&items),
+            relation: alias.unwrap_or(&table.name.name).to_string(),
+            schema: table.arrow_schema(),
+        };
+        let frame = returning_frame(table, &returning, vec![]).await?;
         Ok(Some(Returning {
-            items,
             schema: Arc::clone(frame.schema().inner()),
+            ..returning
         }))
     }
 
@@ -121,7 +128,7 @@ impl Session {
         else {
             return Err(ServerError::Internal("INSERT did not plan as an insert".into()));
         };
-        let returning = self.returning(&table, returning).await?;
+        let returning = self.returning(&table, None, returning).await?;
         Ok(DmlPlan {
             kind: DmlKind::Insert,
             table,
@@ -194,7 +201,7 @@ impl Session {
         let mut sql = format!(
             "SELECT {} FROM {}",
             select.join(", "),
-            self.keyed_from(&table, alias_name)
+            self.keyed_from(&table, alias_name.clone())
         );
         if let Some(from) = &update.from {
             let tables = match from {
@@ -208,7 +215,9 @@ impl Session {
             sql.push_str(&format!(" WHERE {selection}"));
         }
         let source = self.plan_select_text(&sql).await?;
-        let returning = self.returning(&table, update.returning.take()).await?;
+        let returning = self
+            .returning(&table, alias_name.as_deref(), update.returning.take())
+            .await?;
         Ok(DmlPlan {
             kind: DmlKind::Update,
             table,
@@ -242,7 +251,7 @@ impl Session {
         let mut sql = format!(
             "SELECT {} FROM {}",
             select.join(", "),
-            self.keyed_from(&table, alias_name)
+            self.keyed_from(&table, alias_name.clone())
         );
         if let Some(using) = &delete.using {
             for t in using {
@@ -253,7 +262,9 @@ impl Session {
             sql.push_str(&format!(" WHERE {selection}"));
         }
         let source = self.plan_select_text(&sql).await?;
-        let returning = self.returning(&table, delete.returning.take()).await?;
+        let returning = self
+            .returning(&table, alias_name.as_deref(), delete.returning.take())
+            .await?;
         Ok(DmlPlan {
             kind: DmlKind::Delete,
             table,
@@ -301,7 +312,7 @@ impl Session {
         match &dml.returning {
             None => Ok(StatementResult::command(tag, Some(count))),
             Some(returning) => {
-                let frame = returning_frame(def, &returning.items, rows).await?;
+                let frame = returning_frame(def, returning, rows).await?;
                 let batches = frame.collect().await?;
                 let schema = Arc::clone(&returning.schema);
                 let stream = futures::stream::iter(batches.into_iter().map(Ok));
@@ -353,10 +364,11 @@ fn split_keys(batches: &[RecordBatch], columns: usize) -> ServerResult<(Vec<Reco
     Ok((rows, keys))
 }
 
-/// `SELECT items FROM <rows>`, with the rows under the table's name.
+/// `SELECT items FROM <rows>`, with the rows under the statement's name for
+/// the table.
 async fn returning_frame(
     table: &TableDef,
-    items: &str,
+    returning: &Returning,
     rows: Vec<RecordBatch>,
 ) -> ServerResult<datafusion::dataframe::DataFrame> {
     let schema = table.arrow_schema();
@@ -365,8 +377,9 @@ async fn returning_frame(
         .map(|b| RecordBatch::try_new(Arc::clone(&schema), b.columns().to_vec()))
         .collect::<Result<Vec<_>, _>>()?;
     let ctx = SessionContext::new();
-    ctx.register_table(quote(&table.name.name).as_str(), Arc::new(MemTable::try_new(schema, vec![rows])?))?;
+    let relation = quote(&returning.relation);
+    ctx.register_table(relation.as_str(), Arc::new(MemTable::try_new(schema, vec![rows])?))?;
     Ok(ctx
-        .sql(&format!("SELECT {items} FROM {}", quote(&table.name.name)))
+        .sql(&format!("SELECT {} FROM {relation}", returning.items))
         .await?)
 }
