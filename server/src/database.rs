@@ -103,6 +103,9 @@ fn base_state(catalog: Arc<Catalog>) -> ServerResult<SessionState> {
     datafusion_pg_catalog::setup_pg_catalog(&ctx, DATABASE, EmptyContextProvider)
         .map_err(|e| ServerError::Internal(format!("pg_catalog setup: {e}")))?;
     ctx.register_udf(constant_text_udf("version", VERSION_STRING));
+    if std::env::var_os(FAULT_INJECTION_ENV).is_some() {
+        ctx.register_udf(panicking_udf());
+    }
     let mut builder = SessionStateBuilder::new_from_existing(ctx.state());
     let inner = builder.type_planner().clone();
     let state = builder
@@ -110,6 +113,22 @@ fn base_state(catalog: Arc<Catalog>) -> ServerResult<SessionState> {
         .build();
     provider.set_planner_state(state.clone());
     Ok(state)
+}
+
+/// Set to any value to register `runnel_test_panic()`, a function that
+/// panics, so tests can prove a panic fails only its own statement.
+pub const FAULT_INJECTION_ENV: &str = "RUNNEL_FAULT_INJECTION";
+
+fn panicking_udf() -> ScalarUDF {
+    create_udf(
+        "runnel_test_panic",
+        vec![],
+        DataType::Utf8,
+        Volatility::Volatile,
+        Arc::new(|_args: &[ColumnarValue]| -> datafusion::error::Result<ColumnarValue> {
+            panic!("fault injected by runnel_test_panic()")
+        }),
+    )
 }
 
 /// A function of no arguments returning a fixed text.

@@ -65,6 +65,7 @@ impl TestServer {
             .arg("--web-port")
             .arg(self.web_port.to_string())
             .env("RUST_LOG", std::env::var("RUNNEL_TEST_LOG").unwrap_or_else(|_| "warn".into()))
+            .env("RUNNEL_FAULT_INJECTION", "1")
             .stdin(Stdio::null())
             .spawn()
             .with_context(|| format!("starting {}", self.binary.display()))?;

@@ -9,6 +9,8 @@ use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::common::ParamValues;
 use datafusion::execution::SendableRecordBatchStream;
+use std::panic::AssertUnwindSafe;
+
 use futures::{Stream, StreamExt};
 use pgwire::api::Type;
 use pgwire::api::portal::{Format, Portal};
@@ -110,7 +112,16 @@ fn encode_batch(fields: &Arc<Vec<FieldInfo>>, batch: &RecordBatch) -> PgWireResu
     for row in 0..batch.num_rows() {
         for (col, array) in batch.columns().iter().enumerate() {
             let pg_field = &fields[col];
-            if matches!(*pg_field.datatype(), Type::JSON | Type::JSONB) {
+            if array.is_null(row) {
+                // NULL is NULL for every type; not every arrow-pg encoder
+                // checks validity (intervals did not).
+                encoder.encode_field_with_type_and_format(
+                    &None::<&str>,
+                    pg_field.datatype(),
+                    pg_field.format(),
+                    pg_field.format_options(),
+                )?;
+            } else if matches!(*pg_field.datatype(), Type::JSON | Type::JSONB) {
                 encode_json(&mut encoder, array, row, pg_field)?;
             } else {
                 arrow_pg::encoder::encode_value(&mut encoder, array, row, schema.field(col), pg_field)?;
@@ -141,11 +152,35 @@ fn encode_json(
 }
 
 /// The rows of a result stream, encoded as the fields say.
+///
+/// Query execution is lazy and runs while pgwire polls this stream, so a
+/// panic inside it is caught here and becomes this statement's error.
 pub fn row_stream(
     fields: Arc<Vec<FieldInfo>>,
     stream: SendableRecordBatchStream,
 ) -> impl Stream<Item = PgWireResult<DataRow>> + Send {
-    stream
+    let mut panicked = false;
+    AssertUnwindSafe(stream)
+        .catch_unwind()
+        .take_while(move |item| {
+            let go = !panicked;
+            panicked |= item.is_err();
+            futures::future::ready(go)
+        })
+        .map(|item| match item {
+            Ok(batch) => batch,
+            Err(panic) => {
+                let what = panic
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_else(|| "unknown panic".into());
+                tracing::error!(panic = %what, "query execution panicked");
+                Err(datafusion::error::DataFusionError::Internal(format!(
+                    "statement failed unexpectedly: {what}"
+                )))
+            }
+        })
         .map(move |batch| {
             let rows: Vec<PgWireResult<DataRow>> = match batch {
                 Ok(batch) => match encode_batch(&fields, &batch) {
@@ -162,11 +197,11 @@ pub fn row_stream(
 /// The parameter types a prepared statement announces.
 pub fn parameter_types(prepared: &Prepared) -> PgWireResult<Vec<Type>> {
     prepared
-        .param_types()
+        .param_fields()
         .map_err(|e| sql_error_to_pgwire(&e))?
         .iter()
-        .map(|t| match t {
-            Some(t) => arrow_pg::datatypes::into_pg_type(t),
+        .map(|f| match f {
+            Some(f) => pg_type(f),
             None => Ok(Type::UNKNOWN),
         })
         .collect()
@@ -180,5 +215,40 @@ pub fn parameter_values(portal: &Portal<Prepared>) -> PgWireResult<ParamValues> 
         .param_types()
         .map_err(|e| sql_error_to_pgwire(&e))?;
     let inferred_refs: Vec<Option<&DataType>> = inferred.iter().map(Option::as_ref).collect();
-    arrow_pg::datatypes::df::deserialize_parameters(portal, &inferred_refs)
+    let values = arrow_pg::datatypes::df::deserialize_parameters(portal, &inferred_refs)?;
+    fix_binary_jsonb(portal, values)
+}
+
+/// Binary jsonb starts with a version byte that a text decoding keeps;
+/// such parameters are decoded here from their raw bytes.
+fn fix_binary_jsonb(portal: &Portal<Prepared>, values: ParamValues) -> PgWireResult<ParamValues> {
+    use datafusion::scalar::ScalarValue;
+    let ParamValues::List(mut list) = values else {
+        return Ok(values);
+    };
+    let announced = parameter_types(&portal.statement.statement)?;
+    for (i, value) in list.iter_mut().enumerate() {
+        let client_type = portal.statement.parameter_types.get(i).cloned().flatten();
+        let is_jsonb = client_type.as_ref().unwrap_or_else(|| announced.get(i).unwrap_or(&Type::UNKNOWN))
+            == &Type::JSONB;
+        let binary = portal.parameter_format.format_for(i) == pgwire::api::results::FieldFormat::Binary;
+        if !(is_jsonb && binary) {
+            continue;
+        }
+        let text = match portal.parameters.get(i).cloned().flatten() {
+            None => None,
+            Some(raw) => match raw.split_first() {
+                Some((1, rest)) => Some(String::from_utf8(rest.to_vec()).map_err(|e| {
+                    sql_error_to_pgwire(&ServerError::Internal(format!("jsonb parameter is not UTF-8: {e}")))
+                })?),
+                _ => {
+                    return Err(sql_error_to_pgwire(&ServerError::Internal(
+                        "unsupported binary jsonb version".into(),
+                    )));
+                }
+            },
+        };
+        value.value = ScalarValue::Utf8(text);
+    }
+    Ok(ParamValues::List(list))
 }

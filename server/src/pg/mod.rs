@@ -175,7 +175,13 @@ impl ConnectionHandler {
             return Ok((StatementResult::from(Outcome::TransactionEnd("ROLLBACK".into())), options));
         }
         let timeout = session.settings.statement_timeout();
-        let work = AssertUnwindSafe(session.execute(prepared, params)).catch_unwind();
+        let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
+        let work = AssertUnwindSafe(async {
+            let mut result = session.execute(prepared, params).await?;
+            result.outcome = prefetch(result.outcome, deadline).await?;
+            Ok::<_, ServerError>(result)
+        })
+        .catch_unwind();
         let outcome = match timeout {
             Some(limit) => tokio::time::timeout(limit, work)
                 .await
@@ -215,6 +221,59 @@ impl ConnectionHandler {
             }
         }
     }
+}
+
+/// Result memory read ahead while the statement can still be cancelled or
+/// time out; rows past it stream afterwards, under the timeout only.
+const PREFETCH_BYTES: usize = 64 << 20;
+
+/// Runs a query far enough that its errors, its cancellation and its
+/// timeout all happen while the statement is still running: pgwire listens
+/// for CancelRequest only until the handler returns, and execution is lazy.
+async fn prefetch(
+    outcome: Outcome,
+    deadline: Option<tokio::time::Instant>,
+) -> Result<Outcome, ServerError> {
+    use futures::StreamExt;
+    let Outcome::Rows {
+        schema,
+        mut stream,
+        tag,
+    } = outcome
+    else {
+        return Ok(outcome);
+    };
+    let mut buffered = vec![];
+    let mut bytes = 0;
+    let mut finished = true;
+    while let Some(batch) = stream.next().await {
+        let batch = batch?;
+        bytes += batch.get_array_memory_size();
+        buffered.push(Ok(batch));
+        if bytes > PREFETCH_BYTES {
+            finished = false;
+            break;
+        }
+    }
+    let head = futures::stream::iter(buffered);
+    let stream: datafusion::execution::SendableRecordBatchStream = if finished {
+        Box::pin(datafusion::physical_plan::stream::RecordBatchStreamAdapter::new(
+            std::sync::Arc::clone(&schema),
+            head,
+        ))
+    } else {
+        let tail = stream.take_until(async move {
+            match deadline {
+                Some(d) => tokio::time::sleep_until(d).await,
+                None => futures::future::pending().await,
+            }
+        });
+        Box::pin(datafusion::physical_plan::stream::RecordBatchStreamAdapter::new(
+            std::sync::Arc::clone(&schema),
+            head.chain(tail),
+        ))
+    };
+    Ok(Outcome::Rows { schema, stream, tag })
 }
 
 fn to_response(

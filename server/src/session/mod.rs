@@ -12,7 +12,7 @@ pub use settings::Settings;
 
 use std::sync::Arc;
 
-use datafusion::arrow::datatypes::{DataType, SchemaRef};
+use datafusion::arrow::datatypes::{DataType, FieldRef, SchemaRef};
 use datafusion::common::ParamValues;
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::logical_expr::LogicalPlan;
@@ -44,15 +44,16 @@ pub enum PreparedKind {
 }
 
 impl Prepared {
-    /// The types of `$1..$n`, None where nothing decides one.
-    pub fn param_types(&self) -> ServerResult<Vec<Option<DataType>>> {
+    /// The types of `$1..$n` (fields, so json keeps its extension
+    /// metadata), None where nothing decides one.
+    pub fn param_fields(&self) -> ServerResult<Vec<Option<FieldRef>>> {
         let plan = match &self.kind {
             PreparedKind::Query(plan) => plan,
             PreparedKind::Dml(dml) => &dml.source,
             PreparedKind::Utility(_) => return Ok(vec![]),
         };
-        let types = plan.get_parameter_types()?;
-        let mut numbered: Vec<(usize, Option<DataType>)> = types
+        let fields = plan.get_parameter_fields()?;
+        let mut numbered: Vec<(usize, Option<FieldRef>)> = fields
             .into_iter()
             .filter_map(|(name, t)| name.trim_start_matches('$').parse().ok().map(|n| (n, t)))
             .collect();
@@ -65,6 +66,15 @@ impl Prepared {
             }
         }
         Ok(out)
+    }
+
+    /// The Arrow types of `$1..$n`.
+    pub fn param_types(&self) -> ServerResult<Vec<Option<DataType>>> {
+        Ok(self
+            .param_fields()?
+            .into_iter()
+            .map(|f| f.map(|f| f.data_type().clone()))
+            .collect())
     }
 
     /// The columns the statement returns, None for commands without rows.

@@ -1,0 +1,154 @@
+"""Client tests: psql's meta-commands and psycopg 3 (text and binary,
+prepared statements) against a real runnel process.
+
+Runs as a script: starts `runnel` ($RUNNEL_BIN) on free ports with a
+temporary data directory, runs every test_* function, prints
+'N passed, N failed' and exits non-zero on failure.
+"""
+
+import datetime as dt
+import decimal
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+
+import psycopg
+from psycopg.types.json import Json, Jsonb
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    def __init__(self):
+        self.dir = tempfile.TemporaryDirectory()
+        self.port = free_port()
+        env = dict(os.environ, RUST_LOG="warn")
+        self.proc = subprocess.Popen(
+            [os.environ["RUNNEL_BIN"], "--data-dir", os.path.join(self.dir.name, "data"),
+             "--pgwire-port", str(self.port), "--web-port", str(free_port())],
+            env=env, stdin=subprocess.DEVNULL)
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                return
+            except OSError:
+                if self.proc.poll() is not None:
+                    raise RuntimeError("runnel exited during start-up")
+                time.sleep(0.05)
+        raise RuntimeError("runnel did not start")
+
+    def dsn(self):
+        return f"host=127.0.0.1 port={self.port} user=runnel dbname=runnel"
+
+    def psql(self, *args):
+        out = subprocess.run(
+            ["psql", "-X", "-h", "127.0.0.1", "-p", str(self.port), "-U", "runnel", "runnel", *args],
+            capture_output=True, text=True, timeout=60)
+        if out.returncode != 0:
+            raise AssertionError(f"psql {args} failed: {out.stderr}")
+        return out.stdout
+
+    def stop(self):
+        self.proc.kill()
+        self.proc.wait()
+        self.dir.cleanup()
+
+
+def test_psql_meta_commands(server):
+    server.psql("-c", "CREATE SCHEMA app; CREATE TABLE app.users (id bigint PRIMARY KEY, name text NOT NULL, born date);"
+                "CREATE TABLE notes (body text); CREATE VIEW app.names AS SELECT name FROM app.users")
+    dt_out = server.psql("-c", "\\dt")
+    assert "notes" in dt_out and "table" in dt_out, dt_out
+    dt_app = server.psql("-c", "\\dt app.*")
+    assert "users" in dt_app, dt_app
+    d_out = server.psql("-c", "\\d app.users")
+    for expected in ["id", "bigint", "not null", "name", "text", "born", "date"]:
+        assert expected in d_out, d_out
+    dv = server.psql("-c", "\\dv app.*")
+    assert "names" in dv and "view" in dv, dv
+    dn = server.psql("-c", "\\dn")
+    assert "app" in dn and "public" in dn, dn
+    l_out = server.psql("-c", "\\l")
+    assert "runnel" in l_out, l_out
+
+
+def test_psycopg_every_type_text_and_binary(server):
+    with psycopg.connect(server.dsn(), autocommit=True) as conn:
+        conn.execute("""CREATE TABLE py_types (id int PRIMARY KEY, b boolean, i2 smallint, i8 bigint,
+            f4 real, f8 double precision, n numeric(10,4), t text, by bytea, d date, tm time,
+            ts timestamp, tz timestamptz, iv interval, j json, jb jsonb)""")
+        values = (
+            True, 7, 9_000_000_000, 1.5, 2.25, decimal.Decimal("12.3456"), "héllo", b"\x00\xff",
+            dt.date(2020, 2, 29), dt.time(12, 34, 56, 789000), dt.datetime(2021, 3, 4, 5, 6, 7, 8),
+            dt.datetime(2022, 1, 2, 3, 4, 5, tzinfo=dt.timezone.utc), dt.timedelta(days=3, seconds=7200),
+        )
+        document = {"a": [1, 2], "b": None}
+        for binary in (False, True):
+            with conn.cursor(binary=binary) as cur:
+                for i in range(6):  # past pgjdbc's switch to server-prepared statements
+                    key = i + (100 if binary else 0)
+                    cur.execute(
+                        "INSERT INTO py_types VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                        (key, *values, Json(document), Jsonb(document)), prepare=True)
+                cur.execute("SELECT * FROM py_types WHERE id = %s", (100 if binary else 0,), prepare=True)
+                row = cur.fetchone()
+                assert row[1:14] == values, (binary, row)
+                assert row[14] == document and row[15] == document, (binary, row)
+                types = [c.type_code for c in cur.description]
+                assert types == [23, 16, 21, 20, 700, 701, 1700, 25, 17, 1082, 1083, 1114, 1184, 1186, 114, 3802], types
+        count = conn.execute("SELECT count(*) FROM py_types").fetchone()[0]
+        assert count == 12, count
+
+
+def test_psycopg_errors_keep_the_session(server):
+    with psycopg.connect(server.dsn(), autocommit=True) as conn:
+        for sql, code in [("SELEC 1", "42601"), ("SELECT * FROM nowhere", "42P01"), ("SELECT 1/0", "22012")]:
+            try:
+                conn.execute(sql)
+                raise AssertionError(f"{sql} succeeded")
+            except psycopg.Error as e:
+                assert e.sqlstate == code, (sql, e.sqlstate, str(e))
+            assert conn.execute("SELECT 1").fetchone()[0] == 1
+
+
+def test_psycopg_transactions_are_accepted(server):
+    with psycopg.connect(server.dsn()) as conn:  # psycopg opens a block per transaction
+        with conn.cursor() as cur:
+            cur.execute("CREATE TABLE py_tx (a int)")
+            cur.execute("INSERT INTO py_tx VALUES (1), (2)")
+        conn.commit()
+        assert conn.execute("SELECT sum(a) FROM py_tx").fetchone()[0] == 3
+        conn.rollback()
+
+
+def main():
+    server = Server()
+    passed = failed = 0
+    try:
+        for name, fn in sorted(globals().items()):
+            if name.startswith("test_") and callable(fn):
+                try:
+                    fn(server)
+                    passed += 1
+                    print(f"ok      {name}")
+                except Exception:
+                    failed += 1
+                    print(f"FAILED  {name}")
+                    traceback.print_exc()
+    finally:
+        server.stop()
+    print(f"clients: {passed} passed, {failed} failed")
+    sys.exit(1 if failed else 0)
+
+
+if __name__ == "__main__":
+    main()
