@@ -45,6 +45,8 @@ pub enum ServerError {
         expected: String,
         found: String,
     },
+    #[error("invalid parameter value: {0}")]
+    InvalidParameter(String),
     #[error("unrecognized configuration parameter \"{0}\"")]
     UnknownSetting(String),
     #[error("invalid value for parameter \"{name}\": \"{value}\": {hint}")]
@@ -115,6 +117,7 @@ impl ServerError {
             ServerError::StringTooLong { .. } => "22001",
             ServerError::DatatypeMismatch { .. } => "42804",
             ServerError::InvalidJson { .. } => "22P02",
+            ServerError::InvalidParameter(_) => "22P02",
             ServerError::UnknownSetting(_) => "42704",
             ServerError::InvalidSettingValue { .. } => "22023",
             ServerError::ReadOnlySetting(_) => "55P02",

@@ -7,13 +7,12 @@ use std::sync::Arc;
 use bytes::{BufMut, BytesMut};
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
-use datafusion::common::ParamValues;
 use datafusion::execution::SendableRecordBatchStream;
 use std::panic::AssertUnwindSafe;
 
 use futures::{Stream, StreamExt};
 use pgwire::api::Type;
-use pgwire::api::portal::{Format, Portal};
+use pgwire::api::portal::Format;
 use pgwire::api::results::{DataRowEncoder, FieldInfo};
 use pgwire::error::PgWireResult;
 use pgwire::messages::data::DataRow;
@@ -205,50 +204,4 @@ pub fn parameter_types(prepared: &Prepared) -> PgWireResult<Vec<Type>> {
             None => Ok(Type::UNKNOWN),
         })
         .collect()
-}
-
-/// The values bound to a portal, decoded from text or binary.
-pub fn parameter_values(portal: &Portal<Prepared>) -> PgWireResult<ParamValues> {
-    let inferred = portal
-        .statement
-        .statement
-        .param_types()
-        .map_err(|e| sql_error_to_pgwire(&e))?;
-    let inferred_refs: Vec<Option<&DataType>> = inferred.iter().map(Option::as_ref).collect();
-    let values = arrow_pg::datatypes::df::deserialize_parameters(portal, &inferred_refs)?;
-    fix_binary_jsonb(portal, values)
-}
-
-/// Binary jsonb starts with a version byte that a text decoding keeps;
-/// such parameters are decoded here from their raw bytes.
-fn fix_binary_jsonb(portal: &Portal<Prepared>, values: ParamValues) -> PgWireResult<ParamValues> {
-    use datafusion::scalar::ScalarValue;
-    let ParamValues::List(mut list) = values else {
-        return Ok(values);
-    };
-    let announced = parameter_types(&portal.statement.statement)?;
-    for (i, value) in list.iter_mut().enumerate() {
-        let client_type = portal.statement.parameter_types.get(i).cloned().flatten();
-        let is_jsonb = client_type.as_ref().unwrap_or_else(|| announced.get(i).unwrap_or(&Type::UNKNOWN))
-            == &Type::JSONB;
-        let binary = portal.parameter_format.format_for(i) == pgwire::api::results::FieldFormat::Binary;
-        if !(is_jsonb && binary) {
-            continue;
-        }
-        let text = match portal.parameters.get(i).cloned().flatten() {
-            None => None,
-            Some(raw) => match raw.split_first() {
-                Some((1, rest)) => Some(String::from_utf8(rest.to_vec()).map_err(|e| {
-                    sql_error_to_pgwire(&ServerError::Internal(format!("jsonb parameter is not UTF-8: {e}")))
-                })?),
-                _ => {
-                    return Err(sql_error_to_pgwire(&ServerError::Internal(
-                        "unsupported binary jsonb version".into(),
-                    )));
-                }
-            },
-        };
-        value.value = ScalarValue::Utf8(text);
-    }
-    Ok(ParamValues::List(list))
 }

@@ -4,6 +4,7 @@
 //! extended query protocol with it.
 
 mod encode;
+mod params;
 
 use std::fmt::Debug;
 use std::panic::AssertUnwindSafe;
@@ -427,7 +428,7 @@ impl ExtendedQueryHandler for ConnectionHandler {
     {
         let prepared = &portal.statement.statement;
         tracing::debug!(sql = %prepared.sql, "execute");
-        let params = encode::parameter_values(portal)?;
+        let params = params::parameter_values(portal)?;
         let failed = client.transaction_status() == TransactionStatus::Error;
         match self.run(prepared, &params, failed).await {
             Ok((mut result, options)) => {

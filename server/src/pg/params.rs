@@ -1,0 +1,151 @@
+//! Decoding bound parameters (text or binary) into DataFusion values of the
+//! types the statement's plan expects.
+
+use bytes::Bytes;
+use chrono::{DateTime, NaiveDate, NaiveDateTime, NaiveTime, Utc};
+use datafusion::arrow::datatypes::{DataType, IntervalMonthDayNano, TimeUnit};
+use datafusion::common::ParamValues;
+use datafusion::scalar::ScalarValue;
+use pgwire::api::Type;
+use pgwire::api::portal::Portal;
+use pgwire::api::results::FieldFormat;
+use pgwire::error::PgWireResult;
+use postgres_types::FromSql;
+use rust_decimal::Decimal;
+
+use super::{encode, sql_error_to_pgwire};
+use crate::error::ServerError;
+use crate::session::Prepared;
+
+fn bad(i: usize, reason: impl std::fmt::Display) -> pgwire::error::PgWireError {
+    sql_error_to_pgwire(&ServerError::InvalidParameter(format!("parameter ${}: {reason}", i + 1)))
+}
+
+/// The values bound to a portal, as the statement's parameter types.
+pub fn parameter_values(portal: &Portal<Prepared>) -> PgWireResult<ParamValues> {
+    let prepared = &portal.statement.statement;
+    let targets = prepared.param_types().map_err(|e| sql_error_to_pgwire(&e))?;
+    let announced = encode::parameter_types(prepared)?;
+    let mut values = Vec::with_capacity(portal.parameters.len());
+    for (i, raw) in portal.parameters.iter().enumerate() {
+        let client_type = portal.statement.parameter_types.get(i).cloned().flatten();
+        let wire_type = match client_type {
+            Some(t) if t != Type::UNKNOWN => t,
+            _ => announced.get(i).cloned().unwrap_or(Type::UNKNOWN),
+        };
+        let target = targets.get(i).cloned().flatten();
+        let binary = portal.parameter_format.format_for(i) == FieldFormat::Binary;
+        let value = match raw {
+            None => match &target {
+                Some(t) => ScalarValue::try_from(t).map_err(|e| bad(i, e))?,
+                None => ScalarValue::Null,
+            },
+            Some(bytes) if binary => decode_binary(i, &wire_type, bytes)?,
+            Some(bytes) => decode_text(i, &wire_type, bytes)?,
+        };
+        let value = match &target {
+            Some(t) if value.data_type() != *t && !value.is_null() => {
+                value.cast_to(t).map_err(|e| bad(i, format!("cannot convert to {t}: {e}")))?
+            }
+            _ => value,
+        };
+        values.push(value.into());
+    }
+    Ok(ParamValues::List(values))
+}
+
+fn from_sql<'a, T: FromSql<'a>>(i: usize, ty: &Type, raw: &'a [u8]) -> PgWireResult<T> {
+    T::from_sql(ty, raw).map_err(|e| bad(i, e))
+}
+
+fn decode_binary(i: usize, ty: &Type, raw: &Bytes) -> PgWireResult<ScalarValue> {
+    Ok(match *ty {
+        Type::BOOL => ScalarValue::Boolean(Some(from_sql(i, ty, raw)?)),
+        Type::INT2 => ScalarValue::Int16(Some(from_sql(i, ty, raw)?)),
+        Type::INT4 => ScalarValue::Int32(Some(from_sql(i, ty, raw)?)),
+        Type::INT8 => ScalarValue::Int64(Some(from_sql(i, ty, raw)?)),
+        Type::OID => ScalarValue::UInt32(Some(from_sql(i, ty, raw)?)),
+        Type::FLOAT4 => ScalarValue::Float32(Some(from_sql(i, ty, raw)?)),
+        Type::FLOAT8 => ScalarValue::Float64(Some(from_sql(i, ty, raw)?)),
+        Type::NUMERIC => decimal(from_sql::<Decimal>(i, ty, raw)?),
+        Type::BYTEA => ScalarValue::Binary(Some(raw.to_vec())),
+        Type::DATE => {
+            let date: NaiveDate = from_sql(i, ty, raw)?;
+            let epoch = NaiveDate::from_ymd_opt(1970, 1, 1).unwrap_or_default();
+            ScalarValue::Date32(Some((date - epoch).num_days() as i32))
+        }
+        Type::TIME => {
+            let time: NaiveTime = from_sql(i, ty, raw)?;
+            let micros = (time - NaiveTime::MIN).num_microseconds().unwrap_or(0);
+            ScalarValue::Time64Microsecond(Some(micros))
+        }
+        Type::TIMESTAMP => {
+            let ts: NaiveDateTime = from_sql(i, ty, raw)?;
+            ScalarValue::TimestampMicrosecond(Some(ts.and_utc().timestamp_micros()), None)
+        }
+        Type::TIMESTAMPTZ => {
+            let ts: DateTime<Utc> = from_sql(i, ty, raw)?;
+            ScalarValue::TimestampMicrosecond(Some(ts.timestamp_micros()), Some("+00:00".into()))
+        }
+        Type::INTERVAL => {
+            if raw.len() != 16 {
+                return Err(bad(i, "binary interval must be 16 bytes"));
+            }
+            let micros = i64::from_be_bytes(raw[0..8].try_into().unwrap_or_default());
+            let days = i32::from_be_bytes(raw[8..12].try_into().unwrap_or_default());
+            let months = i32::from_be_bytes(raw[12..16].try_into().unwrap_or_default());
+            ScalarValue::IntervalMonthDayNano(Some(IntervalMonthDayNano::new(
+                months,
+                days,
+                micros.saturating_mul(1000),
+            )))
+        }
+        Type::JSONB => match raw.split_first() {
+            Some((1, rest)) => ScalarValue::Utf8(Some(utf8(i, rest)?)),
+            _ => return Err(bad(i, "unsupported binary jsonb version")),
+        },
+        // text, varchar, name, json, unknown: the bytes are the text.
+        _ => ScalarValue::Utf8(Some(utf8(i, raw)?)),
+    })
+}
+
+fn utf8(i: usize, raw: &[u8]) -> PgWireResult<String> {
+    String::from_utf8(raw.to_vec()).map_err(|e| bad(i, format!("not UTF-8: {e}")))
+}
+
+fn decimal(d: Decimal) -> ScalarValue {
+    ScalarValue::Decimal128(Some(d.mantissa()), 38, d.scale() as i8)
+}
+
+fn decode_text(i: usize, ty: &Type, raw: &Bytes) -> PgWireResult<ScalarValue> {
+    let text = utf8(i, raw)?;
+    Ok(match *ty {
+        Type::BOOL => match text.trim().to_ascii_lowercase().as_str() {
+            "t" | "true" | "yes" | "on" | "1" | "y" => ScalarValue::Boolean(Some(true)),
+            "f" | "false" | "no" | "off" | "0" | "n" => ScalarValue::Boolean(Some(false)),
+            _ => return Err(bad(i, format!("invalid input syntax for type boolean: \"{text}\""))),
+        },
+        Type::NUMERIC => decimal(
+            text.trim()
+                .parse::<Decimal>()
+                .map_err(|e| bad(i, format!("invalid numeric \"{text}\": {e}")))?,
+        ),
+        Type::BYTEA => {
+            let hex = text.strip_prefix("\\x").ok_or_else(|| bad(i, "bytea text must be hex (\\x…)"))?;
+            let bytes = (0..hex.len() / 2)
+                .map(|k| u8::from_str_radix(&hex[2 * k..2 * k + 2], 16))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| bad(i, format!("invalid hex in bytea: {e}")))?;
+            ScalarValue::Binary(Some(bytes))
+        }
+        Type::INTERVAL => ScalarValue::Utf8(Some(text))
+            .cast_to(&DataType::Interval(datafusion::arrow::datatypes::IntervalUnit::MonthDayNano))
+            .map_err(|e| bad(i, format!("invalid interval: {e}")))?,
+        Type::TIMESTAMPTZ => ScalarValue::Utf8(Some(text))
+            .cast_to(&DataType::Timestamp(TimeUnit::Microsecond, Some("+00:00".into())))
+            .map_err(|e| bad(i, format!("invalid timestamptz: {e}")))?,
+        // Numbers, dates, times and text are cast from their text by the
+        // caller to the type the statement expects.
+        _ => ScalarValue::Utf8(Some(text)),
+    })
+}
