@@ -184,6 +184,7 @@ fn plan_code(message: &str) -> &'static str {
         || lower.contains("type mismatch")
         || lower.contains("cannot infer common")
         || lower.contains("must be boolean")
+        || lower.contains("non-boolean")
         || lower.contains("does not support")
     {
         "42804"

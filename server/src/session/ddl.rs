@@ -212,7 +212,6 @@ impl Session {
                 other => other?,
             }
         }
-        self.sync_context();
         Ok(result)
     }
 

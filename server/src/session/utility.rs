@@ -181,7 +181,12 @@ impl Session {
                 self.wrote_in_block = false;
                 Ok(result)
             }
-            other => self.execute_ddl(other).await,
+            other => {
+                let result = self.execute_ddl(other).await;
+                // A new or dropped schema can change what search_path means.
+                self.sync_context();
+                result
+            }
         }
     }
 
