@@ -1,8 +1,8 @@
 //! Analysis of DDL statements into catalog definitions.
 
 use datafusion::sql::sqlparser::ast::{
-    ColumnDef as SqlColumnDef, ColumnOption, CreateTable, Expr, Ident, ObjectName,
-    ObjectNamePart, TableConstraint,
+    ColumnDef as SqlColumnDef, ColumnOption, CreateTable, Expr, Ident, ObjectName, ObjectNamePart,
+    TableConstraint,
 };
 
 use crate::catalog::{ColumnDef, RelationName, TableDef};
@@ -176,7 +176,9 @@ mod tests {
     use datafusion::sql::sqlparser::parser::Parser;
 
     fn analyse(sql: &str) -> PlanResult<TableDef> {
-        let statement = Parser::parse_sql(&PostgreSqlDialect {}, sql).unwrap().remove(0);
+        let statement = Parser::parse_sql(&PostgreSqlDialect {}, sql)
+            .unwrap()
+            .remove(0);
         let Statement::CreateTable(create) = statement else {
             panic!("not a CREATE TABLE");
         };

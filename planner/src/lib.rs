@@ -13,6 +13,7 @@ pub mod catalog;
 pub mod ddl;
 mod error;
 pub mod parser;
+pub mod pg_compat;
 pub mod types;
 
 pub use error::{PlanError, PlanResult};

@@ -24,7 +24,10 @@ pub fn parse_sql(sql: &str) -> PlanResult<Vec<Statement>> {
         Ok(rewritten) if rewritten.len() == plain.len() => Ok(rewritten),
         // The token-level rewrites changed the statement count or failed:
         // keep what the user wrote, with the AST-level rewrites only.
-        _ => Ok(plain.into_iter().map(|s| COMPATIBILITY.rewrite(s)).collect()),
+        _ => Ok(plain
+            .into_iter()
+            .map(|s| COMPATIBILITY.rewrite(s))
+            .collect()),
     }
 }
 
@@ -91,6 +94,10 @@ mod tests {
         let statements =
             parse_sql("SELECT pg_catalog.pg_table_is_visible(c.oid) FROM pg_catalog.pg_class c")
                 .unwrap();
-        assert!(!statements[0].to_string().contains("pg_catalog.pg_table_is_visible"));
+        assert!(
+            !statements[0]
+                .to_string()
+                .contains("pg_catalog.pg_table_is_visible")
+        );
     }
 }

@@ -79,9 +79,7 @@ impl ColumnType {
             S::Bytea => Self::Bytea,
             S::Date => Self::Date,
             S::Time(_, TimezoneInfo::None | TimezoneInfo::WithoutTimeZone) => Self::Time,
-            S::Timestamp(_, TimezoneInfo::None | TimezoneInfo::WithoutTimeZone) => {
-                Self::Timestamp
-            }
+            S::Timestamp(_, TimezoneInfo::None | TimezoneInfo::WithoutTimeZone) => Self::Timestamp,
             S::Timestamp(_, TimezoneInfo::WithTimeZone | TimezoneInfo::Tz) => Self::Timestamptz,
             S::Interval { fields: None, .. } => Self::Interval,
             S::JSON => Self::Json,
@@ -211,7 +209,9 @@ fn char_length(len: &Option<CharacterLength>) -> PlanResult<Option<u32>> {
             .filter(|n| *n > 0)
             .map(Some)
             .ok_or_else(|| {
-                PlanError::InvalidDefinition(format!("length {length} for type varchar is out of range"))
+                PlanError::InvalidDefinition(format!(
+                    "length {length} for type varchar is out of range"
+                ))
             }),
         Some(CharacterLength::Max) => Ok(None),
     }
@@ -233,14 +233,19 @@ impl RunnelTypePlanner {
 }
 
 impl datafusion::logical_expr::planner::TypePlanner for RunnelTypePlanner {
-    fn plan_type_field(&self, sql_type: &SqlDataType) -> datafusion::error::Result<Option<FieldRef>> {
+    fn plan_type_field(
+        &self,
+        sql_type: &SqlDataType,
+    ) -> datafusion::error::Result<Option<FieldRef>> {
         use SqlDataType as S;
         let ours = match sql_type {
             S::Time(_, TimezoneInfo::None | TimezoneInfo::WithoutTimeZone)
             | S::Timestamp(_, _)
             | S::JSON
             | S::JSONB => ColumnType::from_sql(sql_type).ok(),
-            S::Custom(name, m) if m.is_empty() && name.to_string().eq_ignore_ascii_case("timestamptz") => {
+            S::Custom(name, m)
+                if m.is_empty() && name.to_string().eq_ignore_ascii_case("timestamptz") =>
+            {
                 Some(ColumnType::Timestamptz)
             }
             _ => None,
@@ -278,7 +283,12 @@ mod tests {
             ("double precision", ColumnType::Float8),
             ("real", ColumnType::Float4),
             ("numeric(10,2)", numeric_type(10, 2)),
-            ("varchar(5)", ColumnType::Varchar { max_length: Some(5) }),
+            (
+                "varchar(5)",
+                ColumnType::Varchar {
+                    max_length: Some(5),
+                },
+            ),
             ("timestamp with time zone", ColumnType::Timestamptz),
             ("timestamptz", ColumnType::Timestamptz),
             ("timestamp", ColumnType::Timestamp),
@@ -287,7 +297,11 @@ mod tests {
             ("interval", ColumnType::Interval),
         ];
         for (text, expected) in cases {
-            assert_eq!(ColumnType::from_sql(&parse_type(text)).unwrap(), expected, "{text}");
+            assert_eq!(
+                ColumnType::from_sql(&parse_type(text)).unwrap(),
+                expected,
+                "{text}"
+            );
         }
     }
 
@@ -317,7 +331,10 @@ mod tests {
             ColumnType::Interval,
             ColumnType::Bytea,
         ] {
-            assert!(runnel_storage::row_codec::is_storable(&t.arrow_type()), "{t:?}");
+            assert!(
+                runnel_storage::row_codec::is_storable(&t.arrow_type()),
+                "{t:?}"
+            );
         }
     }
 }

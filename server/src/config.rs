@@ -145,19 +145,20 @@ fn leak(s: String) -> &'static str {
 
 /// The clap command: the role subcommands and one flag per key.
 pub fn command() -> Command {
-    let mut command = Command::new("runnel")
-        .about("Runnel: a streaming SQL database that speaks the PostgreSQL wire protocol")
-        .version(env!("CARGO_PKG_VERSION"))
-        .arg(
-            Arg::new("config")
-                .long("config")
-                .env("RUNNEL_CONFIG")
-                .global(true)
-                .help("YAML configuration file [default: conf/runnel.yaml if it exists]"),
-        )
-        .subcommand(Command::new("standalone").about(
-            "Coordinator and one worker in one process (the default with no subcommand)",
-        ));
+    let mut command =
+        Command::new("runnel")
+            .about("Runnel: a streaming SQL database that speaks the PostgreSQL wire protocol")
+            .version(env!("CARGO_PKG_VERSION"))
+            .arg(
+                Arg::new("config")
+                    .long("config")
+                    .env("RUNNEL_CONFIG")
+                    .global(true)
+                    .help("YAML configuration file [default: conf/runnel.yaml if it exists]"),
+            )
+            .subcommand(Command::new("standalone").about(
+                "Coordinator and one worker in one process (the default with no subcommand)",
+            ));
     for spec in KEYS {
         let flag = flag_name(spec.key);
         let mut help = format!("{} [key: {}", spec.help, spec.key);
@@ -230,11 +231,14 @@ fn parse<T: std::str::FromStr>(key: &str, value: &str) -> Result<T, ConfigError>
 where
     T::Err: std::fmt::Display,
 {
-    value.trim().parse().map_err(|e: T::Err| ConfigError::BadValue {
-        key: key.into(),
-        value: value.into(),
-        reason: e.to_string(),
-    })
+    value
+        .trim()
+        .parse()
+        .map_err(|e: T::Err| ConfigError::BadValue {
+            key: key.into(),
+            value: value.into(),
+            reason: e.to_string(),
+        })
 }
 
 fn parse_bool(key: &str, value: &str) -> Result<bool, ConfigError> {
@@ -281,9 +285,16 @@ fn flatten(prefix: &str, value: &serde_yaml::Value, out: &mut BTreeMap<String, S
             for (k, v) in map {
                 let k = match k {
                     Value::String(s) => s.clone(),
-                    other => serde_yaml::to_string(other).unwrap_or_default().trim().to_string(),
+                    other => serde_yaml::to_string(other)
+                        .unwrap_or_default()
+                        .trim()
+                        .to_string(),
                 };
-                let key = if prefix.is_empty() { k } else { format!("{prefix}.{k}") };
+                let key = if prefix.is_empty() {
+                    k
+                } else {
+                    format!("{prefix}.{k}")
+                };
                 flatten(&key, v, out);
             }
             return;
@@ -292,7 +303,10 @@ fn flatten(prefix: &str, value: &serde_yaml::Value, out: &mut BTreeMap<String, S
         Value::String(s) => s.clone(),
         Value::Bool(b) => b.to_string(),
         Value::Number(n) => n.to_string(),
-        other => serde_yaml::to_string(other).unwrap_or_default().trim().to_string(),
+        other => serde_yaml::to_string(other)
+            .unwrap_or_default()
+            .trim()
+            .to_string(),
     };
     out.insert(prefix.to_string(), scalar);
 }
@@ -322,16 +336,25 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("runnel.yaml");
         std::fs::write(&path, "pgwire.prot: 5000\n").unwrap();
-        assert!(matches!(read_yaml(&path), Err(ConfigError::UnknownKey { .. })));
+        assert!(matches!(
+            read_yaml(&path),
+            Err(ConfigError::UnknownKey { .. })
+        ));
         let mut values = BTreeMap::new();
         values.insert("pgwire.port", "many".to_string());
-        assert!(matches!(Config::from_values(&values), Err(ConfigError::BadValue { .. })));
+        assert!(matches!(
+            Config::from_values(&values),
+            Err(ConfigError::BadValue { .. })
+        ));
     }
 
     #[test]
     fn flags_override_and_env_names() {
         assert_eq!(env_name("pgwire.port"), "RUNNEL_PGWIRE_PORT");
-        assert_eq!(env_name("coordinator.rpc-port"), "RUNNEL_COORDINATOR_RPC_PORT");
+        assert_eq!(
+            env_name("coordinator.rpc-port"),
+            "RUNNEL_COORDINATOR_RPC_PORT"
+        );
         let matches = command()
             .try_get_matches_from(["runnel", "--pgwire-port", "6000", "--data-dir", "/tmp/x"])
             .unwrap();

@@ -12,6 +12,7 @@ use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion::scalar::ScalarValue;
 use datafusion_pg_catalog::pg_catalog::context::EmptyContextProvider;
 use runnel_planner::catalog::{DATABASE, DEFAULT_SCHEMA};
+use runnel_planner::pg_compat::ByteaInputRule;
 use runnel_planner::types::RunnelTypePlanner;
 use runnel_storage::{Store, StoreOptions};
 
@@ -48,7 +49,9 @@ pub struct Database {
 
 impl std::fmt::Debug for Database {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Database").field("store", &self.store).finish()
+        f.debug_struct("Database")
+            .field("store", &self.store)
+            .finish()
     }
 }
 
@@ -110,6 +113,7 @@ fn base_state(catalog: Arc<Catalog>) -> ServerResult<SessionState> {
     let inner = builder.type_planner().clone();
     let state = builder
         .with_type_planner(Arc::new(RunnelTypePlanner::new(inner)))
+        .with_analyzer_rule(Arc::new(ByteaInputRule::default()))
         .build();
     provider.set_planner_state(state.clone());
     Ok(state)
@@ -125,9 +129,11 @@ fn panicking_udf() -> ScalarUDF {
         vec![],
         DataType::Utf8,
         Volatility::Volatile,
-        Arc::new(|_args: &[ColumnarValue]| -> datafusion::error::Result<ColumnarValue> {
-            panic!("fault injected by runnel_test_panic()")
-        }),
+        Arc::new(
+            |_args: &[ColumnarValue]| -> datafusion::error::Result<ColumnarValue> {
+                panic!("fault injected by runnel_test_panic()")
+            },
+        ),
     )
 }
 
@@ -140,7 +146,9 @@ pub fn constant_text_udf(name: &str, value: &str) -> ScalarUDF {
         DataType::Utf8,
         Volatility::Stable,
         Arc::new(move |_args: &[ColumnarValue]| {
-            Ok(ColumnarValue::Scalar(ScalarValue::Utf8(Some(value.clone()))))
+            Ok(ColumnarValue::Scalar(ScalarValue::Utf8(Some(
+                value.clone(),
+            ))))
         }),
     )
 }

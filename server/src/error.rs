@@ -31,7 +31,9 @@ pub enum ServerError {
     DuplicateColumn(String, String),
     #[error("cannot drop {what} because other objects depend on it: {dependants}")]
     DependentObjects { what: String, dependants: String },
-    #[error("null value in column \"{column}\" of relation \"{table}\" violates not-null constraint")]
+    #[error(
+        "null value in column \"{column}\" of relation \"{table}\" violates not-null constraint"
+    )]
     NotNullViolation { table: String, column: String },
     #[error("duplicate key value violates unique constraint \"{table}_pkey\": key ({key})")]
     UniqueViolation { table: String, key: String },
@@ -57,9 +59,7 @@ pub enum ServerError {
     },
     #[error("parameter \"{0}\" cannot be changed")]
     ReadOnlySetting(String),
-    #[error(
-        "current transaction is aborted, commands ignored until end of transaction block"
-    )]
+    #[error("current transaction is aborted, commands ignored until end of transaction block")]
     InFailedTransaction,
     #[error("canceling statement due to statement timeout")]
     StatementTimeout,

@@ -172,7 +172,10 @@ async fn every_type_round_trips_in_binary_through_prepared_statements() {
         assert_eq!(row.get::<_, i64>("i8"), i64::MAX - id as i64);
         assert_eq!(row.get::<_, f32>("f4"), 1.5 * id as f32);
         assert_eq!(row.get::<_, f64>("f8"), -2.25 / id as f64);
-        assert_eq!(row.get::<_, Decimal>("n"), Decimal::new(1234567 + id as i64, 3));
+        assert_eq!(
+            row.get::<_, Decimal>("n"),
+            Decimal::new(1234567 + id as i64, 3)
+        );
         assert_eq!(row.get::<_, String>("t"), format!("text {id} ✓"));
         assert_eq!(row.get::<_, String>("vc"), "varchar");
         assert_eq!(row.get::<_, Vec<u8>>("by"), vec![0u8, 1, 255, id as u8]);
@@ -207,7 +210,10 @@ async fn startup_parameters_and_catalog_functions_satisfy_clients() {
     let server = server();
     let client = connect(&server).await;
     let row = client
-        .query_one("SELECT version(), current_database(), current_schema(), current_user", &[])
+        .query_one(
+            "SELECT version(), current_database(), current_schema(), current_user",
+            &[],
+        )
         .await
         .unwrap();
     assert!(row.get::<_, String>(0).starts_with("PostgreSQL 15."));
@@ -220,7 +226,10 @@ async fn startup_parameters_and_catalog_functions_satisfy_clients() {
         ("client_encoding", "UTF8"),
         ("DateStyle", "ISO, MDY"),
     ] {
-        let rows = client.simple_query(&format!("SHOW {setting}")).await.unwrap();
+        let rows = client
+            .simple_query(&format!("SHOW {setting}"))
+            .await
+            .unwrap();
         let value = rows.iter().find_map(|m| match m {
             tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_string),
             _ => None,
@@ -231,7 +240,11 @@ async fn startup_parameters_and_catalog_functions_satisfy_clients() {
         .simple_query("SHOW TRANSACTION ISOLATION LEVEL")
         .await
         .unwrap();
-    assert!(level.iter().any(|m| matches!(m, tokio_postgres::SimpleQueryMessage::Row(_))));
+    assert!(
+        level
+            .iter()
+            .any(|m| matches!(m, tokio_postgres::SimpleQueryMessage::Row(_)))
+    );
 }
 
 #[tokio::test]
@@ -257,25 +270,47 @@ async fn errors_carry_sqlstates_and_the_session_survives_them() {
     let err = client.simple_query("SELECT 1;\nSELEC 2").await.unwrap_err();
     let db = err.as_db_error().unwrap();
     assert_eq!(db.code().code(), "42601");
-    assert!(matches!(db.position(), Some(tokio_postgres::error::ErrorPosition::Original(11))));
+    assert!(matches!(
+        db.position(),
+        Some(tokio_postgres::error::ErrorPosition::Original(11))
+    ));
     // A second client was never affected.
     let other = connect(&server).await;
-    assert_eq!(other.query_one("SELECT 2::int", &[]).await.unwrap().get::<_, i32>(0), 2);
+    assert_eq!(
+        other
+            .query_one("SELECT 2::int", &[])
+            .await
+            .unwrap()
+            .get::<_, i32>(0),
+        2
+    );
 }
 
 #[tokio::test]
 async fn statements_in_a_failed_block_are_refused_until_rollback() {
     let server = server();
     let client = connect(&server).await;
-    client.batch_execute("CREATE TABLE tx (a int)").await.unwrap();
+    client
+        .batch_execute("CREATE TABLE tx (a int)")
+        .await
+        .unwrap();
     client.batch_execute("BEGIN").await.unwrap();
-    client.batch_execute("INSERT INTO tx VALUES (1)").await.unwrap();
+    client
+        .batch_execute("INSERT INTO tx VALUES (1)")
+        .await
+        .unwrap();
     assert!(client.batch_execute("SELECT * FROM nope").await.is_err());
-    let err = client.batch_execute("INSERT INTO tx VALUES (2)").await.unwrap_err();
+    let err = client
+        .batch_execute("INSERT INTO tx VALUES (2)")
+        .await
+        .unwrap_err();
     assert_eq!(err.as_db_error().unwrap().code().code(), "25P02");
     client.batch_execute("ROLLBACK").await.unwrap();
     // Each statement commits as it completes: the first insert stays.
-    let row = client.query_one("SELECT count(*) FROM tx", &[]).await.unwrap();
+    let row = client
+        .query_one("SELECT count(*) FROM tx", &[])
+        .await
+        .unwrap();
     assert_eq!(row.get::<_, i64>(0), 1);
 }
 
@@ -292,11 +327,24 @@ async fn cancel_request_and_statement_timeout_stop_a_running_query() {
     let err = client.simple_query(slow).await.unwrap_err();
     assert_eq!(err.as_db_error().unwrap().code().code(), "57014");
     canceller.await.unwrap().unwrap();
-    client.batch_execute("SET statement_timeout = '200ms'").await.unwrap();
+    client
+        .batch_execute("SET statement_timeout = '200ms'")
+        .await
+        .unwrap();
     let err = client.simple_query(slow).await.unwrap_err();
     assert_eq!(err.as_db_error().unwrap().code().code(), "57014");
-    client.batch_execute("RESET statement_timeout").await.unwrap();
-    assert_eq!(client.query_one("SELECT 3::int", &[]).await.unwrap().get::<_, i32>(0), 3);
+    client
+        .batch_execute("RESET statement_timeout")
+        .await
+        .unwrap();
+    assert_eq!(
+        client
+            .query_one("SELECT 3::int", &[])
+            .await
+            .unwrap()
+            .get::<_, i32>(0),
+        3
+    );
 }
 
 /// A startup packet for protocol 3.0 as user `runnel`.
@@ -327,12 +375,17 @@ fn read_until_ready(stream: &mut TcpStream) {
 async fn a_malformed_or_oversized_message_closes_only_that_connection() {
     let server = server();
     let client = connect(&server).await;
-    client.batch_execute("CREATE TABLE kept (a int); INSERT INTO kept VALUES (1)").await.unwrap();
+    client
+        .batch_execute("CREATE TABLE kept (a int); INSERT INTO kept VALUES (1)")
+        .await
+        .unwrap();
     let port = server.pg_port;
     tokio::task::spawn_blocking(move || {
         // An oversized Query message.
         let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
-        stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
         stream.write_all(&startup_packet()).unwrap();
         read_until_ready(&mut stream);
         stream.write_all(&[b'Q', 0x7f, 0xff, 0xff, 0xff]).unwrap();
@@ -341,7 +394,9 @@ async fn a_malformed_or_oversized_message_closes_only_that_connection() {
         let _ = stream.read_to_end(&mut rest);
         // A message of an unknown type.
         let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
-        stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
         stream.write_all(&startup_packet()).unwrap();
         read_until_ready(&mut stream);
         stream.write_all(&[b'!', 0, 0, 0, 4]).unwrap();
@@ -349,15 +404,27 @@ async fn a_malformed_or_oversized_message_closes_only_that_connection() {
         let _ = stream.read_to_end(&mut rest);
         // Garbage instead of a startup packet.
         let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
-        stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
         stream.write_all(&[0xff; 64]).unwrap();
         let mut rest = vec![];
         let _ = stream.read_to_end(&mut rest);
     })
     .await
     .unwrap();
-    let row = client.query_one("SELECT count(*) FROM kept", &[]).await.unwrap();
+    let row = client
+        .query_one("SELECT count(*) FROM kept", &[])
+        .await
+        .unwrap();
     assert_eq!(row.get::<_, i64>(0), 1);
     let fresh = connect(&server).await;
-    assert_eq!(fresh.query_one("SELECT count(*) FROM kept", &[]).await.unwrap().get::<_, i64>(0), 1);
+    assert_eq!(
+        fresh
+            .query_one("SELECT count(*) FROM kept", &[])
+            .await
+            .unwrap()
+            .get::<_, i64>(0),
+        1
+    );
 }

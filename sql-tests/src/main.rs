@@ -32,10 +32,18 @@ async fn main() -> Result<()> {
     let mut files = vec![];
     slt_files(&root, &mut files)?;
     files.sort();
-    files.retain(|f| filter.as_ref().is_none_or(|p| f.to_string_lossy().contains(p.as_str())));
+    files.retain(|f| {
+        filter
+            .as_ref()
+            .is_none_or(|p| f.to_string_lossy().contains(p.as_str()))
+    });
     let (mut passed, mut failed) = (0, 0);
     for file in &files {
-        let name = file.strip_prefix(&root).unwrap_or(file).display().to_string();
+        let name = file
+            .strip_prefix(&root)
+            .unwrap_or(file)
+            .display()
+            .to_string();
         let server = TestServer::start(&binary)?;
         let db = SltDatabase::new(server).await?;
         let mut slot = Some(db);
@@ -46,11 +54,20 @@ async fn main() -> Result<()> {
         runner.with_column_validator(default_column_validator);
         let result = if complete {
             runner
-                .update_test_file(file, " ", default_validator, default_normalizer, default_column_validator)
+                .update_test_file(
+                    file,
+                    " ",
+                    default_validator,
+                    default_normalizer,
+                    default_column_validator,
+                )
                 .await
                 .map_err(|e| e.to_string())
         } else {
-            runner.run_file_async(file).await.map_err(|e| e.display(true).to_string())
+            runner
+                .run_file_async(file)
+                .await
+                .map_err(|e| e.display(true).to_string())
         };
         match result {
             Ok(()) => {

@@ -12,7 +12,10 @@ pub fn runnel_binary() -> Result<PathBuf> {
         return Ok(PathBuf::from(path));
     }
     let exe = std::env::current_exe()?;
-    let mut dir = exe.parent().context("executable has no directory")?.to_path_buf();
+    let mut dir = exe
+        .parent()
+        .context("executable has no directory")?
+        .to_path_buf();
     if dir.ends_with("deps") {
         dir.pop();
     }
@@ -20,7 +23,10 @@ pub fn runnel_binary() -> Result<PathBuf> {
     if candidate.exists() {
         Ok(candidate)
     } else {
-        bail!("no runnel binary at {}; build it (cargo build -p runnel-server) or set RUNNEL_BIN", candidate.display())
+        bail!(
+            "no runnel binary at {}; build it (cargo build -p runnel-server) or set RUNNEL_BIN",
+            candidate.display()
+        )
     }
 }
 
@@ -64,7 +70,10 @@ impl TestServer {
             .arg(self.pg_port.to_string())
             .arg("--web-port")
             .arg(self.web_port.to_string())
-            .env("RUST_LOG", std::env::var("RUNNEL_TEST_LOG").unwrap_or_else(|_| "warn".into()))
+            .env(
+                "RUST_LOG",
+                std::env::var("RUNNEL_TEST_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .env("RUNNEL_FAULT_INJECTION", "1")
             .stdin(Stdio::null())
             .spawn()
@@ -82,12 +91,18 @@ impl TestServer {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        bail!("runnel did not accept connections on port {} within 60 s", self.pg_port)
+        bail!(
+            "runnel did not accept connections on port {} within 60 s",
+            self.pg_port
+        )
     }
 
     /// The connection string for tokio-postgres.
     pub fn conn_str(&self) -> String {
-        format!("host=127.0.0.1 port={} user=runnel dbname=runnel", self.pg_port)
+        format!(
+            "host=127.0.0.1 port={} user=runnel dbname=runnel",
+            self.pg_port
+        )
     }
 
     /// Kills the process with SIGKILL (no shutdown of any kind) and starts

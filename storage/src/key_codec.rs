@@ -10,8 +10,8 @@
 use datafusion::arrow::array::{Array, ArrayRef, AsArray};
 use datafusion::arrow::datatypes::{
     DataType, Date32Type, Decimal128Type, Float32Type, Float64Type, Int16Type, Int32Type,
-    Int64Type, IntervalMonthDayNanoType, IntervalUnit, Time64MicrosecondType,
-    Time64NanosecondType, TimeUnit,
+    Int64Type, IntervalMonthDayNanoType, IntervalUnit, Time64MicrosecondType, Time64NanosecondType,
+    TimeUnit,
 };
 
 use crate::row_codec::timestamp_value;
@@ -45,13 +45,15 @@ fn encode_key_value(array: &dyn Array, row: usize, out: &mut Vec<u8>) -> Storage
             };
             out.extend_from_slice(&flip_i32(v));
         }
-        DataType::Int64 => out.extend_from_slice(&flip_i64(array.as_primitive::<Int64Type>().value(row))),
-        DataType::Time64(TimeUnit::Microsecond) => {
-            out.extend_from_slice(&flip_i64(array.as_primitive::<Time64MicrosecondType>().value(row)))
+        DataType::Int64 => {
+            out.extend_from_slice(&flip_i64(array.as_primitive::<Int64Type>().value(row)))
         }
-        DataType::Time64(TimeUnit::Nanosecond) => {
-            out.extend_from_slice(&flip_i64(array.as_primitive::<Time64NanosecondType>().value(row)))
-        }
+        DataType::Time64(TimeUnit::Microsecond) => out.extend_from_slice(&flip_i64(
+            array.as_primitive::<Time64MicrosecondType>().value(row),
+        )),
+        DataType::Time64(TimeUnit::Nanosecond) => out.extend_from_slice(&flip_i64(
+            array.as_primitive::<Time64NanosecondType>().value(row),
+        )),
         DataType::Timestamp(unit, _) => {
             out.extend_from_slice(&flip_i64(timestamp_value(array, *unit, row)))
         }
@@ -61,12 +63,20 @@ fn encode_key_value(array: &dyn Array, row: usize, out: &mut Vec<u8>) -> Storage
         }
         DataType::Float32 => {
             let bits = array.as_primitive::<Float32Type>().value(row).to_bits();
-            let ordered = if bits >> 31 == 1 { !bits } else { bits ^ (1 << 31) };
+            let ordered = if bits >> 31 == 1 {
+                !bits
+            } else {
+                bits ^ (1 << 31)
+            };
             out.extend_from_slice(&ordered.to_be_bytes());
         }
         DataType::Float64 => {
             let bits = array.as_primitive::<Float64Type>().value(row).to_bits();
-            let ordered = if bits >> 63 == 1 { !bits } else { bits ^ (1 << 63) };
+            let ordered = if bits >> 63 == 1 {
+                !bits
+            } else {
+                bits ^ (1 << 63)
+            };
             out.extend_from_slice(&ordered.to_be_bytes());
         }
         DataType::Interval(IntervalUnit::MonthDayNano) => {
@@ -132,7 +142,13 @@ mod tests {
 
     #[test]
     fn floats_sort_like_numbers() {
-        let a: ArrayRef = Arc::new(Float64Array::from(vec![1.5, -2.0, 0.0, -0.5, f64::INFINITY]));
+        let a: ArrayRef = Arc::new(Float64Array::from(vec![
+            1.5,
+            -2.0,
+            0.0,
+            -0.5,
+            f64::INFINITY,
+        ]));
         assert_order_preserved(a, &[1, 3, 2, 0, 4]);
     }
 

@@ -68,22 +68,50 @@ pub fn encode_row(columns: &[ArrayRef], row: usize, out: &mut Vec<u8>) -> Storag
 fn encode_value(array: &dyn Array, row: usize, out: &mut Vec<u8>) -> StorageResult<()> {
     match array.data_type() {
         DataType::Boolean => out.push(u8::from(array.as_boolean().value(row))),
-        DataType::Int16 => put(out, array.as_primitive::<Int16Type>().value(row).to_le_bytes()),
-        DataType::Int32 => put(out, array.as_primitive::<Int32Type>().value(row).to_le_bytes()),
-        DataType::Int64 => put(out, array.as_primitive::<Int64Type>().value(row).to_le_bytes()),
-        DataType::Float32 => put(out, array.as_primitive::<Float32Type>().value(row).to_le_bytes()),
-        DataType::Float64 => put(out, array.as_primitive::<Float64Type>().value(row).to_le_bytes()),
-        DataType::Decimal128(_, _) => {
-            put(out, array.as_primitive::<Decimal128Type>().value(row).to_le_bytes())
-        }
-        DataType::Date32 => put(out, array.as_primitive::<Date32Type>().value(row).to_le_bytes()),
+        DataType::Int16 => put(
+            out,
+            array.as_primitive::<Int16Type>().value(row).to_le_bytes(),
+        ),
+        DataType::Int32 => put(
+            out,
+            array.as_primitive::<Int32Type>().value(row).to_le_bytes(),
+        ),
+        DataType::Int64 => put(
+            out,
+            array.as_primitive::<Int64Type>().value(row).to_le_bytes(),
+        ),
+        DataType::Float32 => put(
+            out,
+            array.as_primitive::<Float32Type>().value(row).to_le_bytes(),
+        ),
+        DataType::Float64 => put(
+            out,
+            array.as_primitive::<Float64Type>().value(row).to_le_bytes(),
+        ),
+        DataType::Decimal128(_, _) => put(
+            out,
+            array
+                .as_primitive::<Decimal128Type>()
+                .value(row)
+                .to_le_bytes(),
+        ),
+        DataType::Date32 => put(
+            out,
+            array.as_primitive::<Date32Type>().value(row).to_le_bytes(),
+        ),
         DataType::Time64(TimeUnit::Microsecond) => put(
             out,
-            array.as_primitive::<Time64MicrosecondType>().value(row).to_le_bytes(),
+            array
+                .as_primitive::<Time64MicrosecondType>()
+                .value(row)
+                .to_le_bytes(),
         ),
         DataType::Time64(TimeUnit::Nanosecond) => put(
             out,
-            array.as_primitive::<Time64NanosecondType>().value(row).to_le_bytes(),
+            array
+                .as_primitive::<Time64NanosecondType>()
+                .value(row)
+                .to_le_bytes(),
         ),
         DataType::Timestamp(unit, _) => put(out, timestamp_value(array, *unit, row).to_le_bytes()),
         DataType::Interval(IntervalUnit::MonthDayNano) => {
@@ -223,7 +251,10 @@ fn take<const N: usize>(bytes: &mut &[u8]) -> StorageResult<[u8; N]> {
 fn take_bytes<'a>(bytes: &mut &'a [u8]) -> StorageResult<&'a [u8]> {
     let len = u32::from_le_bytes(take(bytes)?) as usize;
     if bytes.len() < len {
-        return Err(StorageError::corrupt("row", "text or binary value cut short"));
+        return Err(StorageError::corrupt(
+            "row",
+            "text or binary value cut short",
+        ));
     }
     let (head, rest) = bytes.split_at(len);
     *bytes = rest;
@@ -344,9 +375,9 @@ impl ColumnValues {
             Self::Int64(v) => Arc::new(Int64Array::from(std::mem::take(v))),
             Self::Float32(v) => Arc::new(Float32Array::from(std::mem::take(v))),
             Self::Float64(v) => Arc::new(Float64Array::from(std::mem::take(v))),
-            Self::Decimal128(v, p, s) => Arc::new(
-                Decimal128Array::from(std::mem::take(v)).with_precision_and_scale(*p, *s)?,
-            ),
+            Self::Decimal128(v, p, s) => {
+                Arc::new(Decimal128Array::from(std::mem::take(v)).with_precision_and_scale(*p, *s)?)
+            }
             Self::Utf8(v) => Arc::new(StringArray::from(std::mem::take(v))),
             Self::Binary(v) => {
                 let values = std::mem::take(v);
@@ -360,9 +391,10 @@ impl ColumnValues {
             Self::Timestamp(v, unit, tz) => {
                 let values = std::mem::take(v);
                 match unit {
-                    TimeUnit::Second => Arc::new(
-                        TimestampSecondArray::from(values).with_timezone_opt(tz.clone()),
-                    ) as ArrayRef,
+                    TimeUnit::Second => {
+                        Arc::new(TimestampSecondArray::from(values).with_timezone_opt(tz.clone()))
+                            as ArrayRef
+                    }
                     TimeUnit::Millisecond => Arc::new(
                         TimestampMillisecondArray::from(values).with_timezone_opt(tz.clone()),
                     ),
@@ -390,7 +422,11 @@ mod tests {
             Field::new("i", DataType::Int32, true),
             Field::new("s", DataType::Utf8, true),
             Field::new("d", DataType::Decimal128(10, 2), true),
-            Field::new("ts", DataType::Timestamp(TimeUnit::Microsecond, Some("+00:00".into())), true),
+            Field::new(
+                "ts",
+                DataType::Timestamp(TimeUnit::Microsecond, Some("+00:00".into())),
+                true,
+            ),
             Field::new("iv", DataType::Interval(IntervalUnit::MonthDayNano), true),
             Field::new("bin", DataType::Binary, true),
         ]));
@@ -411,7 +447,10 @@ mod tests {
                 Some(IntervalMonthDayNano::new(1, 2, 3)),
                 None,
             ])),
-            Arc::new(BinaryArray::from_iter(vec![Some(b"\x00\x01".to_vec()), Some(vec![])])),
+            Arc::new(BinaryArray::from_iter(vec![
+                Some(b"\x00\x01".to_vec()),
+                Some(vec![]),
+            ])),
         ];
         RecordBatch::try_new(schema, columns).unwrap()
     }

@@ -240,10 +240,10 @@ impl TableStore {
         read_options.set_iterate_upper_bound(table_prefix(self.table_id + 1));
         let snapshot = self.store.db.snapshot();
         read_options.set_snapshot(&snapshot);
-        let iter = self
-            .store
-            .db
-            .iterator_opt(IteratorMode::From(&prefix, Direction::Forward), read_options);
+        let iter = self.store.db.iterator_opt(
+            IteratorMode::From(&prefix, Direction::Forward),
+            read_options,
+        );
         let mut decoder = RowDecoder::new(&spec.table_schema, spec.projection.as_deref())?;
         let mut keys = Vec::with_capacity(spec.batch_size);
         let mut remaining = spec.limit.unwrap_or(usize::MAX);
@@ -334,7 +334,10 @@ mod tests {
         assert_eq!(batches.iter().map(|b| b.num_rows()).sum::<usize>(), 3);
         assert_eq!(batches[0], data.slice(0, 2));
         assert_eq!(scan_all(&store, 8, data.schema())[0], data.slice(0, 1));
-        assert_eq!(store.table(7).last_key().unwrap(), Some(2u64.to_be_bytes().to_vec()));
+        assert_eq!(
+            store.table(7).last_key().unwrap(),
+            Some(2u64.to_be_bytes().to_vec())
+        );
         assert_eq!(store.table(9).last_key().unwrap(), None);
         assert_eq!(store.meta_scan(b"table/").unwrap().len(), 1);
 

@@ -165,7 +165,10 @@ impl Catalog {
             };
         }
         let mut writes = WriteSet::new();
-        writes.put_meta(&schema_key(name), &encode(&SchemaDef { name: name.into() })?);
+        writes.put_meta(
+            &schema_key(name),
+            &encode(&SchemaDef { name: name.into() })?,
+        );
         self.store.write(writes)?;
         state.schemas.insert(name.into());
         Ok(true)
@@ -369,7 +372,10 @@ fn collect_dependants(state: &CatalogState, name: &RelationName, out: &mut BTree
 }
 
 fn names(set: &BTreeSet<RelationName>) -> String {
-    set.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+    set.iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 #[cfg(test)]

@@ -53,12 +53,23 @@ impl RunnelCatalogProvider {
 impl CatalogProvider for RunnelCatalogProvider {
     fn schema_names(&self) -> Vec<String> {
         let mut names = self.catalog.schema_names();
-        names.extend(self.extra.read().unwrap_or_else(|p| p.into_inner()).keys().cloned());
+        names.extend(
+            self.extra
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .keys()
+                .cloned(),
+        );
         names
     }
 
     fn schema(&self, name: &str) -> Option<Arc<dyn SchemaProvider>> {
-        if let Some(extra) = self.extra.read().unwrap_or_else(|p| p.into_inner()).get(name) {
+        if let Some(extra) = self
+            .extra
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+        {
             return Some(Arc::clone(extra));
         }
         self.catalog.has_schema(name).then(|| {
@@ -102,7 +113,11 @@ impl RunnelSchemaProvider {
         Ok(state)
     }
 
-    fn stored_table(&self, def: Arc<TableDef>, with_row_key: bool) -> Result<Arc<dyn TableProvider>> {
+    fn stored_table(
+        &self,
+        def: Arc<TableDef>,
+        with_row_key: bool,
+    ) -> Result<Arc<dyn TableProvider>> {
         let mut defaults = HashMap::new();
         if def.columns.iter().any(|c| c.default.is_some()) {
             let state = self.state()?;
@@ -154,7 +169,10 @@ impl SchemaProvider for RunnelSchemaProvider {
                 None => Ok(None),
             };
         }
-        match self.catalog.relation(&RelationName::new(self.schema.clone(), name)) {
+        match self
+            .catalog
+            .relation(&RelationName::new(self.schema.clone(), name))
+        {
             Some(Relation::Table(def)) => self.stored_table(def, false).map(Some),
             Some(Relation::View(def)) => self.view(&def).await.map(Some),
             None => Ok(None),
@@ -163,7 +181,10 @@ impl SchemaProvider for RunnelSchemaProvider {
 
     async fn table_type(&self, name: &str) -> Result<Option<TableType>> {
         Ok(
-            match self.catalog.relation(&RelationName::new(self.schema.clone(), name)) {
+            match self
+                .catalog
+                .relation(&RelationName::new(self.schema.clone(), name))
+            {
                 Some(Relation::Table(_)) => Some(TableType::Base),
                 Some(Relation::View(_)) => Some(TableType::View),
                 None => None,

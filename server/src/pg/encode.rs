@@ -28,11 +28,13 @@ use crate::session::{Prepared, Settings};
 /// The wire type of an Arrow field.
 pub fn pg_type(field: &Arc<Field>) -> PgWireResult<Type> {
     if field.metadata().get(EXTENSION_NAME_KEY).map(String::as_str) == Some(JSON_EXTENSION) {
-        return Ok(if field.metadata().get(PG_TYPE_KEY).map(String::as_str) == Some("jsonb") {
-            Type::JSONB
-        } else {
-            Type::JSON
-        });
+        return Ok(
+            if field.metadata().get(PG_TYPE_KEY).map(String::as_str) == Some("jsonb") {
+                Type::JSONB
+            } else {
+                Type::JSON
+            },
+        );
     }
     arrow_pg::datatypes::field_into_pg_type(field)
 }
@@ -59,10 +61,14 @@ pub fn fields(
         .iter()
         .enumerate()
         .map(|(i, f)| {
-            Ok(
-                FieldInfo::new(f.name().clone(), None, None, pg_type(f)?, format.format_for(i))
-                    .with_format_options(Arc::clone(options)),
+            Ok(FieldInfo::new(
+                f.name().clone(),
+                None,
+                None,
+                pg_type(f)?,
+                format.format_for(i),
             )
+            .with_format_options(Arc::clone(options)))
         })
         .collect()
 }
@@ -122,13 +128,124 @@ fn encode_batch(fields: &Arc<Vec<FieldInfo>>, batch: &RecordBatch) -> PgWireResu
                 )?;
             } else if matches!(*pg_field.datatype(), Type::JSON | Type::JSONB) {
                 encode_json(&mut encoder, array, row, pg_field)?;
+            } else if let Some(text) = temporal_text(array, row, pg_field) {
+                encoder.encode_field_with_type_and_format(
+                    &Some(text),
+                    pg_field.datatype(),
+                    pg_field.format(),
+                    pg_field.format_options(),
+                )?;
             } else {
-                arrow_pg::encoder::encode_value(&mut encoder, array, row, schema.field(col), pg_field)?;
+                arrow_pg::encoder::encode_value(
+                    &mut encoder,
+                    array,
+                    row,
+                    schema.field(col),
+                    pg_field,
+                )?;
             }
         }
         rows.push(encoder.take_row());
     }
     Ok(rows)
+}
+
+/// Postgres's text form of times and timestamps: seconds fraction without
+/// trailing zeros, timestamptz in the session's time zone with its offset.
+/// None for other types and for binary format.
+fn temporal_text(array: &ArrayRef, row: usize, field: &FieldInfo) -> Option<String> {
+    use chrono::{Offset, Timelike};
+    use datafusion::arrow::array::timezone::Tz;
+    use datafusion::arrow::datatypes::TimeUnit;
+    if field.format() != pgwire::api::results::FieldFormat::Text {
+        return None;
+    }
+    let nanos_of = |unit: &TimeUnit, v: i64| -> i64 {
+        match unit {
+            TimeUnit::Second => v.saturating_mul(1_000_000_000),
+            TimeUnit::Millisecond => v.saturating_mul(1_000_000),
+            TimeUnit::Microsecond => v.saturating_mul(1_000),
+            TimeUnit::Nanosecond => v,
+        }
+    };
+    match array.data_type() {
+        DataType::Time64(unit) => {
+            let v = array
+                .as_primitive_opt::<datafusion::arrow::datatypes::Time64MicrosecondType>()
+                .map(|a| a.value(row))
+                .or_else(|| {
+                    array
+                        .as_primitive_opt::<datafusion::arrow::datatypes::Time64NanosecondType>()
+                        .map(|a| a.value(row))
+                })?;
+            let nanos = nanos_of(unit, v);
+            let time = chrono::NaiveTime::from_num_seconds_from_midnight_opt(
+                (nanos / 1_000_000_000) as u32,
+                (nanos % 1_000_000_000) as u32,
+            )?;
+            Some(format!(
+                "{}{}",
+                time.format("%H:%M:%S"),
+                fraction(time.nanosecond())
+            ))
+        }
+        DataType::Timestamp(unit, tz) => {
+            let raw = array
+                .as_primitive_opt::<datafusion::arrow::datatypes::TimestampMicrosecondType>()
+                .map(|a| a.value(row))
+                .or_else(|| {
+                    array
+                        .as_primitive_opt::<datafusion::arrow::datatypes::TimestampNanosecondType>()
+                        .map(|a| a.value(row))
+                })
+                .or_else(|| {
+                    array
+                        .as_primitive_opt::<datafusion::arrow::datatypes::TimestampMillisecondType>(
+                        )
+                        .map(|a| a.value(row))
+                })
+                .or_else(|| {
+                    array
+                        .as_primitive_opt::<datafusion::arrow::datatypes::TimestampSecondType>()
+                        .map(|a| a.value(row))
+                })?;
+            let utc = chrono::DateTime::from_timestamp_nanos(nanos_of(unit, raw));
+            let frac = fraction(utc.timestamp_subsec_nanos());
+            match tz {
+                None => Some(format!(
+                    "{}{frac}",
+                    utc.naive_utc().format("%Y-%m-%d %H:%M:%S")
+                )),
+                Some(_) => {
+                    let zone: Tz = field.format_options().time_zone.parse().ok()?;
+                    let local = utc.with_timezone(&zone);
+                    let offset = local.offset().fix().local_minus_utc();
+                    let sign = if offset < 0 { '-' } else { '+' };
+                    let (h, m) = (offset.abs() / 3600, offset.abs() % 3600 / 60);
+                    let offset = if m == 0 {
+                        format!("{sign}{h:02}")
+                    } else {
+                        format!("{sign}{h:02}:{m:02}")
+                    };
+                    Some(format!(
+                        "{}{frac}{offset}",
+                        local.format("%Y-%m-%d %H:%M:%S")
+                    ))
+                }
+            }
+        }
+        _ => None,
+    }
+}
+
+/// `.5`, `.123456`, or nothing for whole seconds (microsecond precision).
+fn fraction(nanos: u32) -> String {
+    let micros = nanos / 1_000;
+    if micros == 0 {
+        return String::new();
+    }
+    let digits = format!(".{micros:06}");
+    digits.trim_end_matches('0').to_string()
 }
 
 fn encode_json(

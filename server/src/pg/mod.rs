@@ -14,8 +14,8 @@ use std::sync::atomic::Ordering;
 use async_trait::async_trait;
 use datafusion::common::ParamValues;
 use futures::{FutureExt, Sink, SinkExt};
-use pgwire::api::auth::noop::NoopStartupHandler;
 use pgwire::api::auth::StartupHandler;
+use pgwire::api::auth::noop::NoopStartupHandler;
 use pgwire::api::cancel::{CancelHandler, DefaultCancelHandler};
 use pgwire::api::portal::{Format, Portal};
 use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
@@ -108,7 +108,11 @@ impl NoopStartupHandler for ConnectionHandler {
         Some(Arc::clone(&self.manager))
     }
 
-    async fn post_startup<C>(&self, client: &mut C, _message: PgWireFrontendMessage) -> PgWireResult<()>
+    async fn post_startup<C>(
+        &self,
+        client: &mut C,
+        _message: PgWireFrontendMessage,
+    ) -> PgWireResult<()>
     where
         C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send,
         C::Error: Debug,
@@ -124,7 +128,9 @@ impl NoopStartupHandler for ConnectionHandler {
         // keep the last ParameterStatus of each name.
         for (name, value) in session.settings.reported() {
             client
-                .feed(PgWireBackendMessage::ParameterStatus(ParameterStatus::new(name, value)))
+                .feed(PgWireBackendMessage::ParameterStatus(ParameterStatus::new(
+                    name, value,
+                )))
                 .await?;
         }
         tracing::debug!(user = %user, "session started");
@@ -143,12 +149,16 @@ where
     for (severity, message) in notices {
         let info = ErrorInfo::new(severity.to_string(), "01000".into(), message);
         client
-            .feed(PgWireBackendMessage::NoticeResponse(NoticeResponse::from(info)))
+            .feed(PgWireBackendMessage::NoticeResponse(NoticeResponse::from(
+                info,
+            )))
             .await?;
     }
     for (name, value) in changes {
         client
-            .feed(PgWireBackendMessage::ParameterStatus(ParameterStatus::new(name, value)))
+            .feed(PgWireBackendMessage::ParameterStatus(ParameterStatus::new(
+                name, value,
+            )))
             .await?;
     }
     Ok(())
@@ -173,7 +183,10 @@ impl ConnectionHandler {
             }
             session.end_failed_block();
             let options = encode::format_options(&session.settings);
-            return Ok((StatementResult::from(Outcome::TransactionEnd("ROLLBACK".into())), options));
+            return Ok((
+                StatementResult::from(Outcome::TransactionEnd("ROLLBACK".into())),
+                options,
+            ));
         }
         let timeout = session.settings.statement_timeout();
         let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
@@ -198,7 +211,9 @@ impl ConnectionHandler {
                     .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
                     .unwrap_or_else(|| "unknown panic".into());
                 tracing::error!(sql = %prepared.sql, panic = %what, "statement panicked");
-                return Err(ServerError::Internal(format!("statement failed unexpectedly: {what}")));
+                return Err(ServerError::Internal(format!(
+                    "statement failed unexpectedly: {what}"
+                )));
             }
         };
         Ok((result, encode::format_options(&session.settings)))
@@ -214,11 +229,16 @@ impl ConnectionHandler {
             .as_mut()
             .ok_or_else(|| ServerError::Internal("query before startup finished".into()))?;
         let text = statement.to_string();
-        match AssertUnwindSafe(session.prepare(statement, &text)).catch_unwind().await {
+        match AssertUnwindSafe(session.prepare(statement, &text))
+            .catch_unwind()
+            .await
+        {
             Ok(prepared) => prepared,
             Err(_) => {
                 tracing::error!(sql = %text, "planning panicked");
-                Err(ServerError::Internal("planning the statement failed unexpectedly".into()))
+                Err(ServerError::Internal(
+                    "planning the statement failed unexpectedly".into(),
+                ))
             }
         }
     }
@@ -258,10 +278,12 @@ async fn prefetch(
     }
     let head = futures::stream::iter(buffered);
     let stream: datafusion::execution::SendableRecordBatchStream = if finished {
-        Box::pin(datafusion::physical_plan::stream::RecordBatchStreamAdapter::new(
-            std::sync::Arc::clone(&schema),
-            head,
-        ))
+        Box::pin(
+            datafusion::physical_plan::stream::RecordBatchStreamAdapter::new(
+                std::sync::Arc::clone(&schema),
+                head,
+            ),
+        )
     } else {
         let tail = stream.take_until(async move {
             match deadline {
@@ -269,12 +291,18 @@ async fn prefetch(
                 None => futures::future::pending().await,
             }
         });
-        Box::pin(datafusion::physical_plan::stream::RecordBatchStreamAdapter::new(
-            std::sync::Arc::clone(&schema),
-            head.chain(tail),
-        ))
+        Box::pin(
+            datafusion::physical_plan::stream::RecordBatchStreamAdapter::new(
+                std::sync::Arc::clone(&schema),
+                head.chain(tail),
+            ),
+        )
     };
-    Ok(Outcome::Rows { schema, stream, tag })
+    Ok(Outcome::Rows {
+        schema,
+        stream,
+        tag,
+    })
 }
 
 fn to_response(
@@ -283,7 +311,11 @@ fn to_response(
     options: &Arc<pgwire::types::format::FormatOptions>,
 ) -> PgWireResult<Response> {
     Ok(match result.outcome {
-        Outcome::Rows { schema, stream, tag } => {
+        Outcome::Rows {
+            schema,
+            stream,
+            tag,
+        } => {
             let fields = Arc::new(encode::fields(&schema, format, options)?);
             let rows = encode::row_stream(Arc::clone(&fields), stream);
             let mut response = QueryResponse::new(fields, rows);
@@ -325,7 +357,10 @@ impl SimpleQueryHandler for ConnectionHandler {
         // can create a table and use it in one query string.
         for statement in statements {
             let outcome = match self.prepare_one(statement).await {
-                Ok(prepared) => self.run(&prepared, &ParamValues::List(vec![]), failed).await,
+                Ok(prepared) => {
+                    self.run(&prepared, &ParamValues::List(vec![]), failed)
+                        .await
+                }
                 Err(e) => Err(e),
             };
             match outcome {
@@ -394,7 +429,11 @@ impl QueryParser for ConnectionHandler {
         match stmt.result_schema() {
             Some(schema) => {
                 let options = Arc::new(pgwire::types::format::FormatOptions::default());
-                encode::fields(&schema, column_format.unwrap_or(&Format::UnifiedText), &options)
+                encode::fields(
+                    &schema,
+                    column_format.unwrap_or(&Format::UnifiedText),
+                    &options,
+                )
             }
             None => Ok(vec![]),
         }

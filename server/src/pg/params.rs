@@ -18,13 +18,18 @@ use crate::error::ServerError;
 use crate::session::Prepared;
 
 fn bad(i: usize, reason: impl std::fmt::Display) -> pgwire::error::PgWireError {
-    sql_error_to_pgwire(&ServerError::InvalidParameter(format!("parameter ${}: {reason}", i + 1)))
+    sql_error_to_pgwire(&ServerError::InvalidParameter(format!(
+        "parameter ${}: {reason}",
+        i + 1
+    )))
 }
 
 /// The values bound to a portal, as the statement's parameter types.
 pub fn parameter_values(portal: &Portal<Prepared>) -> PgWireResult<ParamValues> {
     let prepared = &portal.statement.statement;
-    let targets = prepared.param_types().map_err(|e| sql_error_to_pgwire(&e))?;
+    let targets = prepared
+        .param_types()
+        .map_err(|e| sql_error_to_pgwire(&e))?;
     let announced = encode::parameter_types(prepared)?;
     let mut values = Vec::with_capacity(portal.parameters.len());
     for (i, raw) in portal.parameters.iter().enumerate() {
@@ -44,9 +49,9 @@ pub fn parameter_values(portal: &Portal<Prepared>) -> PgWireResult<ParamValues> 
             Some(bytes) => decode_text(i, &wire_type, bytes)?,
         };
         let value = match &target {
-            Some(t) if value.data_type() != *t && !value.is_null() => {
-                value.cast_to(t).map_err(|e| bad(i, format!("cannot convert to {t}: {e}")))?
-            }
+            Some(t) if value.data_type() != *t && !value.is_null() => value
+                .cast_to(t)
+                .map_err(|e| bad(i, format!("cannot convert to {t}: {e}")))?,
             _ => value,
         };
         values.push(value.into());
@@ -123,7 +128,12 @@ fn decode_text(i: usize, ty: &Type, raw: &Bytes) -> PgWireResult<ScalarValue> {
         Type::BOOL => match text.trim().to_ascii_lowercase().as_str() {
             "t" | "true" | "yes" | "on" | "1" | "y" => ScalarValue::Boolean(Some(true)),
             "f" | "false" | "no" | "off" | "0" | "n" => ScalarValue::Boolean(Some(false)),
-            _ => return Err(bad(i, format!("invalid input syntax for type boolean: \"{text}\""))),
+            _ => {
+                return Err(bad(
+                    i,
+                    format!("invalid input syntax for type boolean: \"{text}\""),
+                ));
+            }
         },
         Type::NUMERIC => decimal(
             text.trim()
@@ -131,7 +141,9 @@ fn decode_text(i: usize, ty: &Type, raw: &Bytes) -> PgWireResult<ScalarValue> {
                 .map_err(|e| bad(i, format!("invalid numeric \"{text}\": {e}")))?,
         ),
         Type::BYTEA => {
-            let hex = text.strip_prefix("\\x").ok_or_else(|| bad(i, "bytea text must be hex (\\x…)"))?;
+            let hex = text
+                .strip_prefix("\\x")
+                .ok_or_else(|| bad(i, "bytea text must be hex (\\x…)"))?;
             let bytes = (0..hex.len() / 2)
                 .map(|k| u8::from_str_radix(&hex[2 * k..2 * k + 2], 16))
                 .collect::<Result<Vec<_>, _>>()
@@ -139,10 +151,15 @@ fn decode_text(i: usize, ty: &Type, raw: &Bytes) -> PgWireResult<ScalarValue> {
             ScalarValue::Binary(Some(bytes))
         }
         Type::INTERVAL => ScalarValue::Utf8(Some(text))
-            .cast_to(&DataType::Interval(datafusion::arrow::datatypes::IntervalUnit::MonthDayNano))
+            .cast_to(&DataType::Interval(
+                datafusion::arrow::datatypes::IntervalUnit::MonthDayNano,
+            ))
             .map_err(|e| bad(i, format!("invalid interval: {e}")))?,
         Type::TIMESTAMPTZ => ScalarValue::Utf8(Some(text))
-            .cast_to(&DataType::Timestamp(TimeUnit::Microsecond, Some("+00:00".into())))
+            .cast_to(&DataType::Timestamp(
+                TimeUnit::Microsecond,
+                Some("+00:00".into()),
+            ))
             .map_err(|e| bad(i, format!("invalid timestamptz: {e}")))?,
         // Numbers, dates, times and text are cast from their text by the
         // caller to the type the statement expects.

@@ -19,7 +19,10 @@ use crate::error::{ServerError, ServerResult};
 use crate::tables::rewrite_rows;
 
 impl Session {
-    pub(super) async fn execute_ddl(&mut self, statement: &Statement) -> ServerResult<StatementResult> {
+    pub(super) async fn execute_ddl(
+        &mut self,
+        statement: &Statement,
+    ) -> ServerResult<StatementResult> {
         match statement {
             Statement::CreateSchema {
                 schema_name,
@@ -27,11 +30,11 @@ impl Session {
                 ..
             } => {
                 let name = match schema_name {
-                    SchemaName::Simple(n) | SchemaName::NamedAuthorization(n, _) => {
-                        single_name(n)?
-                    }
+                    SchemaName::Simple(n) | SchemaName::NamedAuthorization(n, _) => single_name(n)?,
                     SchemaName::UnnamedAuthorization(_) => {
-                        return Err(ServerError::NotSupported("CREATE SCHEMA AUTHORIZATION".into()));
+                        return Err(ServerError::NotSupported(
+                            "CREATE SCHEMA AUTHORIZATION".into(),
+                        ));
                     }
                 };
                 if SYSTEM_SCHEMAS.contains(&name.as_str()) {
@@ -40,9 +43,10 @@ impl Session {
                 let created = self.db.catalog.create_schema(&name, *if_not_exists)?;
                 let mut result = StatementResult::command("CREATE SCHEMA", None);
                 if !created {
-                    result
-                        .notices
-                        .push(("NOTICE", format!("schema \"{name}\" already exists, skipping")));
+                    result.notices.push((
+                        "NOTICE",
+                        format!("schema \"{name}\" already exists, skipping"),
+                    ));
                 }
                 Ok(result)
             }
@@ -135,11 +139,13 @@ impl Session {
             .map(|c| runnel_planner::ddl::normalize_ident(&c.name))
             .collect();
         if !column_names.is_empty() && column_names.len() != plan.schema().fields().len() {
-            return Err(ServerError::Plan(runnel_planner::PlanError::InvalidDefinition(format!(
-                "view has {} column names but its query returns {} columns",
-                column_names.len(),
-                plan.schema().fields().len()
-            ))));
+            return Err(ServerError::Plan(
+                runnel_planner::PlanError::InvalidDefinition(format!(
+                    "view has {} column names but its query returns {} columns",
+                    column_names.len(),
+                    plan.schema().fields().len()
+                )),
+            ));
         }
         let depends_on = self.referenced_relations(&plan)?;
         let schema = name.schema.clone();
@@ -204,7 +210,9 @@ impl Session {
                 dropped
             };
             match outcome {
-                Err(ServerError::UndefinedTable(n) | ServerError::UndefinedSchema(n)) if if_exists => {
+                Err(ServerError::UndefinedTable(n) | ServerError::UndefinedSchema(n))
+                    if if_exists =>
+                {
                     result
                         .notices
                         .push(("NOTICE", format!("\"{n}\" does not exist, skipping")));
@@ -278,7 +286,13 @@ impl Session {
         let mut writes = runnel_storage::WriteSet::new();
         if let Some(batches) = self.rows_to_rewrite(old.as_deref(), &def, &fill).await? {
             // The new definition and the rewritten rows land in one write.
-            rewrite_rows(&def, &self.db.store, &self.db.row_ids, &batches, &mut writes)?;
+            rewrite_rows(
+                &def,
+                &self.db.store,
+                &self.db.row_ids,
+                &batches,
+                &mut writes,
+            )?;
         }
         self.db.catalog.replace_table(&name, def, writes)?;
         Ok(StatementResult::command("ALTER TABLE", None))
@@ -319,7 +333,8 @@ impl Session {
         if old_batches.is_empty() {
             return Ok(None);
         }
-        let mut values: Vec<Option<datafusion::scalar::ScalarValue>> = vec![None; new.columns.len()];
+        let mut values: Vec<Option<datafusion::scalar::ScalarValue>> =
+            vec![None; new.columns.len()];
         for (index, sql) in fill {
             let frame = self.ctx.sql(&format!("SELECT {sql}")).await?;
             let batches = frame.collect().await?;
@@ -341,16 +356,18 @@ impl Session {
                 };
                 columns.push(array);
             }
-            out.push(RecordBatch::try_new(Arc::clone(&schema), columns).map_err(|_| {
-                ServerError::NotNullViolation {
-                    table: new.name.name.clone(),
-                    column: added
-                        .iter()
-                        .find(|c| c.not_null && c.default.is_none())
-                        .map(|c| c.name.clone())
-                        .unwrap_or_default(),
-                }
-            })?);
+            out.push(
+                RecordBatch::try_new(Arc::clone(&schema), columns).map_err(|_| {
+                    ServerError::NotNullViolation {
+                        table: new.name.name.clone(),
+                        column: added
+                            .iter()
+                            .find(|c| c.not_null && c.default.is_none())
+                            .map(|c| c.name.clone())
+                            .unwrap_or_default(),
+                    }
+                })?,
+            );
         }
         Ok(Some(out))
     }
@@ -360,6 +377,8 @@ fn single_name(name: &ObjectName) -> ServerResult<String> {
     let parts = name_parts(name)?;
     match parts.as_slice() {
         [one] => Ok(one.clone()),
-        _ => Err(ServerError::NotSupported(format!("the qualified schema name {name}"))),
+        _ => Err(ServerError::NotSupported(format!(
+            "the qualified schema name {name}"
+        ))),
     }
 }

@@ -26,7 +26,7 @@ use runnel_planner::parser::parse_sql;
 use runnel_planner::types::ColumnType;
 
 use super::{Outcome, Session, StatementResult};
-use crate::catalog::{DML_PREFIX, Relation, ROW_KEY_COLUMN};
+use crate::catalog::{DML_PREFIX, ROW_KEY_COLUMN, Relation};
 use crate::error::{ServerError, ServerResult};
 use crate::tables::{delete_rows, insert_rows, update_rows};
 
@@ -63,7 +63,11 @@ fn quote(ident: &str) -> String {
 }
 
 fn select_list(items: &[SelectItem]) -> String {
-    items.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+    items
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// The SQL type a value is cast to before it is stored in a column of
@@ -76,7 +80,10 @@ fn cast_type(column_type: &ColumnType) -> String {
 }
 
 impl Session {
-    fn target_table(&self, name: &datafusion::sql::sqlparser::ast::ObjectName) -> ServerResult<Arc<TableDef>> {
+    fn target_table(
+        &self,
+        name: &datafusion::sql::sqlparser::ast::ObjectName,
+    ) -> ServerResult<Arc<TableDef>> {
         let relation = self.resolve(name)?;
         match self.db.catalog.relation(&relation) {
             Some(Relation::Table(def)) => Ok(def),
@@ -112,7 +119,9 @@ impl Session {
             return Err(ServerError::NotSupported("INSERT … ON CONFLICT".into()));
         }
         let TableObject::TableName(name) = &insert.table else {
-            return Err(ServerError::NotSupported("INSERT INTO TABLE FUNCTION".into()));
+            return Err(ServerError::NotSupported(
+                "INSERT INTO TABLE FUNCTION".into(),
+            ));
         };
         let table = self.target_table(name)?;
         fill_omitted_columns(&mut insert, &table);
@@ -126,7 +135,9 @@ impl Session {
             ..
         }) = plan
         else {
-            return Err(ServerError::Internal("INSERT did not plan as an insert".into()));
+            return Err(ServerError::Internal(
+                "INSERT did not plan as an insert".into(),
+            ));
         };
         let returning = self.returning(&table, None, returning).await?;
         Ok(DmlPlan {
@@ -160,7 +171,9 @@ impl Session {
             return Err(ServerError::NotSupported("UPDATE of a join".into()));
         }
         let TableFactor::Table { name, alias, .. } = &update.table.relation else {
-            return Err(ServerError::NotSupported("UPDATE of this kind of relation".into()));
+            return Err(ServerError::NotSupported(
+                "UPDATE of this kind of relation".into(),
+            ));
         };
         let table = self.target_table(name)?;
         let alias_name = alias.as_ref().map(|a| normalize_ident(&a.name));
@@ -176,9 +189,9 @@ impl Session {
                 .column_index(&column_name)
                 .ok_or_else(|| ServerError::UndefinedColumn(column_name.clone()))?;
             if new_values[index].is_some() {
-                return Err(ServerError::Plan(runnel_planner::PlanError::DuplicateColumn(
-                    column_name,
-                )));
+                return Err(ServerError::Plan(
+                    runnel_planner::PlanError::DuplicateColumn(column_name),
+                ));
             }
             new_values[index] = Some(format!(
                 "CAST(({}) AS {})",
@@ -231,10 +244,14 @@ impl Session {
             FromTable::WithFromKeyword(t) | FromTable::WithoutKeyword(t) => t,
         };
         let [target] = from.as_slice() else {
-            return Err(ServerError::NotSupported("DELETE from several tables".into()));
+            return Err(ServerError::NotSupported(
+                "DELETE from several tables".into(),
+            ));
         };
         let TableFactor::Table { name, alias, .. } = &target.relation else {
-            return Err(ServerError::NotSupported("DELETE from this kind of relation".into()));
+            return Err(ServerError::NotSupported(
+                "DELETE from this kind of relation".into(),
+            ));
         };
         if !target.joins.is_empty() {
             return Err(ServerError::NotSupported("DELETE from a join".into()));
@@ -338,7 +355,12 @@ fn fill_omitted_columns(insert: &mut Insert, table: &TableDef) {
     let SetExpr::Values(values) = source.body.as_ref() else {
         return;
     };
-    let widest = values.rows.iter().map(|r| r.content.len()).max().unwrap_or(0);
+    let widest = values
+        .rows
+        .iter()
+        .map(|r| r.content.len())
+        .max()
+        .unwrap_or(0);
     if widest == 0 || widest >= table.columns.len() {
         return;
     }
@@ -349,7 +371,10 @@ fn fill_omitted_columns(insert: &mut Insert, table: &TableDef) {
 }
 
 /// Splits the row key column off the end of each batch.
-fn split_keys(batches: &[RecordBatch], columns: usize) -> ServerResult<(Vec<RecordBatch>, Vec<Vec<u8>>)> {
+fn split_keys(
+    batches: &[RecordBatch],
+    columns: usize,
+) -> ServerResult<(Vec<RecordBatch>, Vec<Vec<u8>>)> {
     let mut rows = Vec::with_capacity(batches.len());
     let mut keys = Vec::new();
     for batch in batches {
@@ -378,7 +403,10 @@ async fn returning_frame(
         .collect::<Result<Vec<_>, _>>()?;
     let ctx = SessionContext::new();
     let relation = quote(&returning.relation);
-    ctx.register_table(relation.as_str(), Arc::new(MemTable::try_new(schema, vec![rows])?))?;
+    ctx.register_table(
+        relation.as_str(),
+        Arc::new(MemTable::try_new(schema, vec![rows])?),
+    )?;
     Ok(ctx
         .sql(&format!("SELECT {} FROM {relation}", returning.items))
         .await?)

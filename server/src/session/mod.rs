@@ -198,9 +198,12 @@ impl Session {
             options.catalog.default_schema = schema.clone();
             options.execution.time_zone = Some(time_zone);
         }
-        self.ctx.register_udf(constant_text_udf("current_schema", &schema));
-        self.ctx.register_udf(constant_text_udf("session_user", &self.user));
-        self.ctx.register_udf(constant_text_udf("current_user", &self.user));
+        self.ctx
+            .register_udf(constant_text_udf("current_schema", &schema));
+        self.ctx
+            .register_udf(constant_text_udf("session_user", &self.user));
+        self.ctx
+            .register_udf(constant_text_udf("current_user", &self.user));
     }
 
     /// The relation `name` denotes, qualified with the current schema when
@@ -224,9 +227,15 @@ impl Session {
                 let plan = self.plan(statement).await?;
                 PreparedKind::Query(plan)
             }
-            Statement::Insert(insert) => PreparedKind::Dml(Arc::new(self.prepare_insert(insert).await?)),
-            Statement::Update(update) => PreparedKind::Dml(Arc::new(self.prepare_update(update).await?)),
-            Statement::Delete(delete) => PreparedKind::Dml(Arc::new(self.prepare_delete(delete).await?)),
+            Statement::Insert(insert) => {
+                PreparedKind::Dml(Arc::new(self.prepare_insert(insert).await?))
+            }
+            Statement::Update(update) => {
+                PreparedKind::Dml(Arc::new(self.prepare_update(update).await?))
+            }
+            Statement::Delete(delete) => {
+                PreparedKind::Dml(Arc::new(self.prepare_delete(delete).await?))
+            }
             other => {
                 utility::check_supported(&other)?;
                 PreparedKind::Utility(Box::new(other))

@@ -43,30 +43,108 @@ const SETTINGS: &[SettingSpec] = &[
     spec("datestyle", "DateStyle", "ISO, MDY", true, false),
     spec("intervalstyle", "IntervalStyle", "postgres", true, false),
     spec("timezone", "TimeZone", "UTC", true, false),
-    spec("search_path", "search_path", "\"$user\", public", false, false),
-    spec("extra_float_digits", "extra_float_digits", "1", false, false),
+    spec(
+        "search_path",
+        "search_path",
+        "\"$user\", public",
+        false,
+        false,
+    ),
+    spec(
+        "extra_float_digits",
+        "extra_float_digits",
+        "1",
+        false,
+        false,
+    ),
     spec("statement_timeout", "statement_timeout", "0", false, false),
     spec("lock_timeout", "lock_timeout", "0", false, false),
-    spec("idle_in_transaction_session_timeout", "idle_in_transaction_session_timeout", "0", false, false),
+    spec(
+        "idle_in_transaction_session_timeout",
+        "idle_in_transaction_session_timeout",
+        "0",
+        false,
+        false,
+    ),
     spec("bytea_output", "bytea_output", "hex", false, false),
-    spec("standard_conforming_strings", "standard_conforming_strings", "on", true, true),
-    spec("server_version", "server_version", SERVER_VERSION, true, true),
-    spec("server_version_num", "server_version_num", "150000", false, true),
+    spec(
+        "standard_conforming_strings",
+        "standard_conforming_strings",
+        "on",
+        true,
+        true,
+    ),
+    spec(
+        "server_version",
+        "server_version",
+        SERVER_VERSION,
+        true,
+        true,
+    ),
+    spec(
+        "server_version_num",
+        "server_version_num",
+        "150000",
+        false,
+        true,
+    ),
     spec("server_encoding", "server_encoding", "UTF8", true, true),
     spec("integer_datetimes", "integer_datetimes", "on", true, true),
     spec("is_superuser", "is_superuser", "on", true, true),
-    spec("max_identifier_length", "max_identifier_length", "63", false, true),
-    spec("transaction_isolation", "transaction_isolation", "read committed", false, false),
-    spec("default_transaction_isolation", "default_transaction_isolation", "read committed", false, false),
-    spec("transaction_read_only", "transaction_read_only", "off", false, false),
-    spec("default_transaction_read_only", "default_transaction_read_only", "off", true, false),
+    spec(
+        "max_identifier_length",
+        "max_identifier_length",
+        "63",
+        false,
+        true,
+    ),
+    spec(
+        "transaction_isolation",
+        "transaction_isolation",
+        "read committed",
+        false,
+        false,
+    ),
+    spec(
+        "default_transaction_isolation",
+        "default_transaction_isolation",
+        "read committed",
+        false,
+        false,
+    ),
+    spec(
+        "transaction_read_only",
+        "transaction_read_only",
+        "off",
+        false,
+        false,
+    ),
+    spec(
+        "default_transaction_read_only",
+        "default_transaction_read_only",
+        "off",
+        true,
+        false,
+    ),
     spec("lc_messages", "lc_messages", "C", false, false),
     spec("lc_monetary", "lc_monetary", "C", false, false),
     spec("lc_numeric", "lc_numeric", "C", false, false),
     spec("lc_time", "lc_time", "C", false, false),
-    spec("client_min_messages", "client_min_messages", "notice", false, false),
+    spec(
+        "client_min_messages",
+        "client_min_messages",
+        "notice",
+        false,
+        false,
+    ),
     spec("row_security", "row_security", "on", false, false),
-    spec("synchronous_commit", "synchronous_commit", "on", false, false),
+    spec(
+        "synchronous_commit",
+        "synchronous_commit",
+        "on",
+        false,
+        false,
+    ),
     spec("parallelism", "parallelism", "1", false, false),
 ];
 
@@ -90,8 +168,10 @@ pub type ReportedChange = (String, String);
 impl Settings {
     /// The defaults, with the session's parallelism from the configuration.
     pub fn new(parallelism: u32) -> Self {
-        let mut values: BTreeMap<&'static str, String> =
-            SETTINGS.iter().map(|s| (s.name, s.default.to_string())).collect();
+        let mut values: BTreeMap<&'static str, String> = SETTINGS
+            .iter()
+            .map(|s| (s.name, s.default.to_string()))
+            .collect();
         values.insert("parallelism", parallelism.to_string());
         Self { values }
     }
@@ -99,14 +179,22 @@ impl Settings {
     /// The current value of `name`.
     pub fn get(&self, name: &str) -> ServerResult<(&'static str, String)> {
         let spec = find(name)?;
-        Ok((spec.display, self.values.get(spec.name).cloned().unwrap_or_default()))
+        Ok((
+            spec.display,
+            self.values.get(spec.name).cloned().unwrap_or_default(),
+        ))
     }
 
     /// Every setting, for `SHOW ALL`.
     pub fn all(&self) -> Vec<(&'static str, String)> {
         SETTINGS
             .iter()
-            .map(|s| (s.display, self.values.get(s.name).cloned().unwrap_or_default()))
+            .map(|s| {
+                (
+                    s.display,
+                    self.values.get(s.name).cloned().unwrap_or_default(),
+                )
+            })
             .collect()
     }
 
@@ -133,7 +221,10 @@ impl Settings {
     /// Resets every settable setting; returns the reported changes.
     pub fn reset_all(&mut self) -> Vec<ReportedChange> {
         let mut changes = vec![];
-        for spec in SETTINGS.iter().filter(|s| !s.read_only && s.name != "parallelism") {
+        for spec in SETTINGS
+            .iter()
+            .filter(|s| !s.read_only && s.name != "parallelism")
+        {
             if self.values.get(spec.name).map(String::as_str) != Some(spec.default) {
                 self.values.insert(spec.name, spec.default.to_string());
                 if spec.reported {
@@ -149,7 +240,12 @@ impl Settings {
         SETTINGS
             .iter()
             .filter(|s| s.reported)
-            .map(|s| (s.display.to_string(), self.values.get(s.name).cloned().unwrap_or_default()))
+            .map(|s| {
+                (
+                    s.display.to_string(),
+                    self.values.get(s.name).cloned().unwrap_or_default(),
+                )
+            })
             .collect()
     }
 
@@ -206,24 +302,42 @@ fn validate(spec: &SettingSpec, value: &str) -> ServerResult<String> {
                 .into_iter()
                 .find(|o| upper.contains(o))
                 .unwrap_or("MDY");
-            if upper.split(',').all(|p| matches!(p.trim(), "ISO" | "MDY" | "DMY" | "YMD" | "")) {
+            if upper
+                .split(',')
+                .all(|p| matches!(p.trim(), "ISO" | "MDY" | "DMY" | "YMD" | ""))
+            {
                 Ok(format!("ISO, {order}"))
             } else {
-                Err(invalid(spec, value, "only the ISO output style is supported"))
+                Err(invalid(
+                    spec,
+                    value,
+                    "only the ISO output style is supported",
+                ))
             }
         }
         "intervalstyle" => match trimmed.to_ascii_lowercase().as_str() {
             "postgres" => Ok("postgres".into()),
-            _ => Err(invalid(spec, value, "only the postgres interval style is supported")),
+            _ => Err(invalid(
+                spec,
+                value,
+                "only the postgres interval style is supported",
+            )),
         },
         "timezone" => {
             let upper = trimmed.to_ascii_uppercase();
-            if matches!(upper.as_str(), "UTC" | "GMT" | "Z" | "ETC/UTC" | "ZULU" | "UCT") {
+            if matches!(
+                upper.as_str(),
+                "UTC" | "GMT" | "Z" | "ETC/UTC" | "ZULU" | "UCT"
+            ) {
                 Ok("UTC".into())
             } else if datafusion::arrow::array::timezone::Tz::from_str(trimmed).is_ok() {
                 Ok(trimmed.to_string())
             } else {
-                Err(invalid(spec, value, "use UTC, an offset such as +02:00, or an IANA name"))
+                Err(invalid(
+                    spec,
+                    value,
+                    "use UTC, an offset such as +02:00, or an IANA name",
+                ))
             }
         }
         "extra_float_digits" => match trimmed.parse::<i8>() {
@@ -233,7 +347,13 @@ fn validate(spec: &SettingSpec, value: &str) -> ServerResult<String> {
         "statement_timeout" | "lock_timeout" | "idle_in_transaction_session_timeout" => {
             parse_duration_ms(trimmed)
                 .map(|ms| ms.to_string())
-                .ok_or_else(|| invalid(spec, value, "milliseconds, or a number with ms, s, min or h"))
+                .ok_or_else(|| {
+                    invalid(
+                        spec,
+                        value,
+                        "milliseconds, or a number with ms, s, min or h",
+                    )
+                })
         }
         "bytea_output" => match trimmed.to_ascii_lowercase().as_str() {
             "hex" => Ok("hex".into()),
@@ -286,7 +406,10 @@ mod tests {
     #[test]
     fn bad_values_and_names_are_refused() {
         let mut settings = Settings::new(1);
-        assert!(matches!(settings.set("nope", Some("1")), Err(ServerError::UnknownSetting(_))));
+        assert!(matches!(
+            settings.set("nope", Some("1")),
+            Err(ServerError::UnknownSetting(_))
+        ));
         assert!(matches!(
             settings.set("client_encoding", Some("LATIN1")),
             Err(ServerError::InvalidSettingValue { .. })
@@ -299,6 +422,11 @@ mod tests {
             settings.set("server_version", Some("9.6")),
             Err(ServerError::ReadOnlySetting(_))
         ));
-        assert_eq!(settings.set("standard_conforming_strings", Some("on")).unwrap(), None);
+        assert_eq!(
+            settings
+                .set("standard_conforming_strings", Some("on"))
+                .unwrap(),
+            None
+        );
     }
 }

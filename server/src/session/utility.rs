@@ -34,7 +34,9 @@ pub(super) fn check_supported(statement: &Statement) -> ServerResult<()> {
         | Statement::Discard { .. }
         | Statement::StartTransaction { .. }
         | Statement::Commit { .. }
-        | Statement::Rollback { savepoint: None, .. } => Ok(()),
+        | Statement::Rollback {
+            savepoint: None, ..
+        } => Ok(()),
         other => Err(ServerError::NotSupported(statement_kind(other))),
     }
 }
@@ -46,7 +48,10 @@ fn statement_kind(statement: &Statement) -> String {
 }
 
 fn show_name(variable: &[Ident]) -> String {
-    let words: Vec<String> = variable.iter().map(|i| i.value.to_ascii_lowercase()).collect();
+    let words: Vec<String> = variable
+        .iter()
+        .map(|i| i.value.to_ascii_lowercase())
+        .collect();
     match words.join(" ").as_str() {
         "transaction isolation level" => "transaction_isolation".into(),
         "time zone" => "timezone".into(),
@@ -144,7 +149,10 @@ impl Session {
             }
             Statement::Discard { object_type } => {
                 if !matches!(object_type, DiscardObject::ALL) {
-                    return Ok(StatementResult::command(&format!("DISCARD {object_type}"), None));
+                    return Ok(StatementResult::command(
+                        &format!("DISCARD {object_type}"),
+                        None,
+                    ));
                 }
                 let changes = self.settings.reset_all();
                 self.sync_context();
@@ -155,9 +163,10 @@ impl Session {
             Statement::StartTransaction { .. } => {
                 let mut result = StatementResult::from(Outcome::TransactionStart);
                 if self.in_block {
-                    result
-                        .notices
-                        .push(("WARNING", "there is already a transaction in progress".into()));
+                    result.notices.push((
+                        "WARNING",
+                        "there is already a transaction in progress".into(),
+                    ));
                 }
                 self.in_block = true;
                 self.wrote_in_block = false;
@@ -165,8 +174,9 @@ impl Session {
             }
             Statement::Commit { .. } | Statement::Rollback { .. } => {
                 let rollback = matches!(statement, Statement::Rollback { .. });
-                let mut result =
-                    StatementResult::from(Outcome::TransactionEnd(if rollback { "ROLLBACK" } else { "COMMIT" }.into()));
+                let mut result = StatementResult::from(Outcome::TransactionEnd(
+                    if rollback { "ROLLBACK" } else { "COMMIT" }.into(),
+                ));
                 if !self.in_block {
                     result
                         .notices
@@ -212,8 +222,9 @@ impl Session {
             }
             Set::SetTimeZone { value, .. } => {
                 let text = value_text(value);
-                let value = (!text.eq_ignore_ascii_case("default") && !text.eq_ignore_ascii_case("local"))
-                    .then_some(text);
+                let value = (!text.eq_ignore_ascii_case("default")
+                    && !text.eq_ignore_ascii_case("local"))
+                .then_some(text);
                 ("timezone".into(), value)
             }
             Set::SetNames { charset_name, .. } => {

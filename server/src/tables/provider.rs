@@ -46,8 +46,11 @@ impl StoredTable {
     ) -> Self {
         let table_schema = def.arrow_schema();
         let schema = if with_row_key {
-            let mut fields: Vec<Field> =
-                table_schema.fields().iter().map(|f| f.as_ref().clone()).collect();
+            let mut fields: Vec<Field> = table_schema
+                .fields()
+                .iter()
+                .map(|f| f.as_ref().clone())
+                .collect();
             fields.push(Field::new(ROW_KEY_COLUMN, DataType::Binary, false));
             Arc::new(Schema::new(fields))
         } else {
@@ -92,7 +95,11 @@ impl TableProvider for StoredTable {
         };
         // The row key is not a stored column; the partition appends it.
         let key_slot = wanted.iter().position(|&i| i == table_columns);
-        let stored: Vec<usize> = wanted.iter().copied().filter(|&i| i < table_columns).collect();
+        let stored: Vec<usize> = wanted
+            .iter()
+            .copied()
+            .filter(|&i| i < table_columns)
+            .collect();
         let partition = ScanPartition {
             store: self.store.clone(),
             spec: ScanSpec {
@@ -162,7 +169,10 @@ impl PartitionStream for ScanPartition {
         let stream = futures::stream::unfold(rx, |mut rx| async move {
             rx.recv().await.map(|item| (item, rx))
         });
-        Box::pin(RecordBatchStreamAdapter::new(Arc::clone(&self.schema), stream))
+        Box::pin(RecordBatchStreamAdapter::new(
+            Arc::clone(&self.schema),
+            stream,
+        ))
     }
 }
 

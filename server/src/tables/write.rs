@@ -230,9 +230,8 @@ pub fn update_rows(
                 .next()
                 .ok_or_else(|| ServerError::Internal("more new rows than old keys".into()))?;
             let key = primary_key(def, &columns, row)?.unwrap_or_else(|| old_key.clone());
-            let taken_before = key != *old_key
-                && !deleted.contains(key.as_slice())
-                && table.contains(&key)?;
+            let taken_before =
+                key != *old_key && !deleted.contains(key.as_slice()) && table.contains(&key)?;
             if taken_before || !written.insert(key.clone()) {
                 return Err(ServerError::UniqueViolation {
                     table: def.name.name.clone(),
