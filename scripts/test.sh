@@ -13,6 +13,8 @@ command -v psql >/dev/null || need_apt+=(postgresql-client)
 command -v clang >/dev/null || need_apt+=(clang)
 [ -e /usr/lib/llvm-14/lib/libclang.so ] || ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1 || need_apt+=(libclang-dev)
 python3 -m venv --help >/dev/null 2>&1 || need_apt+=(python3-venv)
+[ -e /usr/share/java/postgresql.jar ] || need_apt+=(libpostgresql-jdbc-java)
+command -v java >/dev/null || need_apt+=(default-jre-headless)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "== installing ${need_apt[*]}"
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
@@ -35,5 +37,5 @@ cargo test --workspace
 echo "== sqllogictest"
 "$CARGO_TARGET_DIR/debug/runnel-sql-tests"
 
-echo "== client tests (psql, psycopg)"
+echo "== client tests (psql, psycopg, pgjdbc)"
 RUNNEL_BIN="$CARGO_TARGET_DIR/debug/runnel" "$VENV/bin/python" sql-tests/clients/run_clients.py

@@ -130,6 +130,16 @@ def test_psycopg_transactions_are_accepted(server):
         conn.rollback()
 
 
+JDBC_JAR = "/usr/share/java/postgresql.jar"
+
+
+def test_jdbc(server):
+    out = subprocess.run(
+        ["java", "-cp", JDBC_JAR, os.path.join(os.path.dirname(__file__), "JdbcTest.java"), str(server.port)],
+        capture_output=True, text=True, timeout=180)
+    assert out.returncode == 0 and "jdbc: ok" in out.stdout, out.stdout + out.stderr
+
+
 def main():
     server = Server()
     passed = failed = 0
