@@ -371,6 +371,24 @@ fn read_until_ready(stream: &mut TcpStream) {
     }
 }
 
+/// Opens a raw connection (after a normal startup when `startup`), sends
+/// `messages` and reads until the server closes the connection.
+fn send_and_wait_for_close(port: u16, startup: bool, messages: &[&[u8]]) {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    if startup {
+        stream.write_all(&startup_packet()).unwrap();
+        read_until_ready(&mut stream);
+    }
+    for message in messages {
+        stream.write_all(message).unwrap();
+    }
+    let mut rest = vec![];
+    let _ = stream.read_to_end(&mut rest);
+}
+
 #[tokio::test]
 async fn a_malformed_or_oversized_message_closes_only_that_connection() {
     let server = server();
@@ -382,34 +400,15 @@ async fn a_malformed_or_oversized_message_closes_only_that_connection() {
     let port = server.pg_port;
     tokio::task::spawn_blocking(move || {
         // An oversized Query message.
-        let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
-        stream
-            .set_read_timeout(Some(Duration::from_secs(10)))
-            .unwrap();
-        stream.write_all(&startup_packet()).unwrap();
-        read_until_ready(&mut stream);
-        stream.write_all(&[b'Q', 0x7f, 0xff, 0xff, 0xff]).unwrap();
-        stream.write_all(&[b'x'; 1024]).unwrap();
-        let mut rest = vec![];
-        let _ = stream.read_to_end(&mut rest);
+        send_and_wait_for_close(
+            port,
+            true,
+            &[&[b'Q', 0x7f, 0xff, 0xff, 0xff], &[b'x'; 1024]],
+        );
         // A message of an unknown type.
-        let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
-        stream
-            .set_read_timeout(Some(Duration::from_secs(10)))
-            .unwrap();
-        stream.write_all(&startup_packet()).unwrap();
-        read_until_ready(&mut stream);
-        stream.write_all(&[b'!', 0, 0, 0, 4]).unwrap();
-        let mut rest = vec![];
-        let _ = stream.read_to_end(&mut rest);
+        send_and_wait_for_close(port, true, &[&[b'!', 0, 0, 0, 4]]);
         // Garbage instead of a startup packet.
-        let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
-        stream
-            .set_read_timeout(Some(Duration::from_secs(10)))
-            .unwrap();
-        stream.write_all(&[0xff; 64]).unwrap();
-        let mut rest = vec![];
-        let _ = stream.read_to_end(&mut rest);
+        send_and_wait_for_close(port, false, &[&[0xff; 64]]);
     })
     .await
     .unwrap();

@@ -286,11 +286,7 @@ pub fn row_stream(
         .map(|item| match item {
             Ok(batch) => batch,
             Err(panic) => {
-                let what = panic
-                    .downcast_ref::<String>()
-                    .cloned()
-                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                    .unwrap_or_else(|| "unknown panic".into());
+                let what = super::panic_message(panic.as_ref());
                 tracing::error!(panic = %what, "query execution panicked");
                 Err(datafusion::error::DataFusionError::Internal(format!(
                     "statement failed unexpectedly: {what}"

@@ -49,6 +49,15 @@ fn error_info(error: &ServerError) -> ErrorInfo {
     info
 }
 
+/// The text a panic carried.
+pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_else(|| "unknown panic".into())
+}
+
 /// Serves one accepted connection until it closes.
 pub async fn serve_connection(
     db: Arc<Database>,
@@ -205,11 +214,7 @@ impl ConnectionHandler {
         let result = match outcome {
             Ok(result) => result?,
             Err(panic) => {
-                let what = panic
-                    .downcast_ref::<String>()
-                    .cloned()
-                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                    .unwrap_or_else(|| "unknown panic".into());
+                let what = panic_message(panic.as_ref());
                 tracing::error!(sql = %prepared.sql, panic = %what, "statement panicked");
                 return Err(ServerError::Internal(format!(
                     "statement failed unexpectedly: {what}"

@@ -17,8 +17,8 @@ use datafusion::logical_expr::{DmlStatement, LogicalPlan, WriteOp};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::prelude::SessionContext;
 use datafusion::sql::sqlparser::ast::{
-    AssignmentTarget, Delete, FromTable, Insert, SelectItem, TableFactor, TableObject, Update,
-    UpdateTableFromKind,
+    AssignmentTarget, Delete, Expr, FromTable, Insert, SelectItem, TableFactor, TableObject,
+    TableWithJoins, Update, UpdateTableFromKind,
 };
 use runnel_planner::catalog::TableDef;
 use runnel_planner::ddl::normalize_ident;
@@ -211,32 +211,24 @@ impl Session {
             })
             .collect();
         select.push(format!("{qualifier}.{}", quote(ROW_KEY_COLUMN)));
-        let mut sql = format!(
-            "SELECT {} FROM {}",
-            select.join(", "),
-            self.keyed_from(&table, alias_name.clone())
-        );
-        if let Some(from) = &update.from {
-            let tables = match from {
-                UpdateTableFromKind::BeforeSet(t) | UpdateTableFromKind::AfterSet(t) => t,
-            };
-            for t in tables {
-                sql.push_str(&format!(", {t}"));
+        let extra_from = match &update.from {
+            Some(UpdateTableFromKind::BeforeSet(t) | UpdateTableFromKind::AfterSet(t)) => {
+                t.as_slice()
             }
-        }
-        if let Some(selection) = &update.selection {
-            sql.push_str(&format!(" WHERE {selection}"));
-        }
-        let source = self.plan_select_text(&sql).await?;
-        let returning = self
-            .returning(&table, alias_name.as_deref(), update.returning.take())
-            .await?;
-        Ok(DmlPlan {
-            kind: DmlKind::Update,
+            None => &[],
+        };
+        let selection = update.selection.take();
+        let returning = update.returning.take();
+        self.keyed_dml(
+            DmlKind::Update,
             table,
-            source,
+            alias_name,
+            select,
+            extra_from,
+            selection,
             returning,
-        })
+        )
+        .await
     }
 
     pub(super) async fn prepare_delete(&mut self, mut delete: Delete) -> ServerResult<DmlPlan> {
@@ -265,25 +257,49 @@ impl Session {
             .map(|c| format!("{qualifier}.{}", quote(&c.name)))
             .collect();
         select.push(format!("{qualifier}.{}", quote(ROW_KEY_COLUMN)));
+        let extra_from = delete.using.clone().unwrap_or_default();
+        let selection = delete.selection.take();
+        let returning = delete.returning.take();
+        self.keyed_dml(
+            DmlKind::Delete,
+            table,
+            alias_name,
+            select,
+            &extra_from,
+            selection,
+            returning,
+        )
+        .await
+    }
+
+    /// Plans `SELECT <select> FROM <table with row keys> [, extra] [WHERE
+    /// selection]` as the source of an UPDATE or DELETE.
+    #[allow(clippy::too_many_arguments)]
+    async fn keyed_dml(
+        &mut self,
+        kind: DmlKind,
+        table: Arc<TableDef>,
+        alias: Option<String>,
+        select: Vec<String>,
+        extra_from: &[TableWithJoins],
+        selection: Option<Expr>,
+        returning: Option<Vec<SelectItem>>,
+    ) -> ServerResult<DmlPlan> {
         let mut sql = format!(
             "SELECT {} FROM {}",
             select.join(", "),
-            self.keyed_from(&table, alias_name.clone())
+            self.keyed_from(&table, alias.clone())
         );
-        if let Some(using) = &delete.using {
-            for t in using {
-                sql.push_str(&format!(", {t}"));
-            }
+        for t in extra_from {
+            sql.push_str(&format!(", {t}"));
         }
-        if let Some(selection) = &delete.selection {
+        if let Some(selection) = selection {
             sql.push_str(&format!(" WHERE {selection}"));
         }
         let source = self.plan_select_text(&sql).await?;
-        let returning = self
-            .returning(&table, alias_name.as_deref(), delete.returning.take())
-            .await?;
+        let returning = self.returning(&table, alias.as_deref(), returning).await?;
         Ok(DmlPlan {
-            kind: DmlKind::Delete,
+            kind,
             table,
             source,
             returning,
