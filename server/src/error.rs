@@ -65,6 +65,10 @@ pub enum ServerError {
     StatementTimeout,
     #[error("{0} is not supported")]
     NotSupported(String),
+    #[error(
+        "cached plan must not change result type: {0} changed since the statement was prepared; prepare it again"
+    )]
+    StalePlan(String),
     #[error("{0}")]
     WrongObjectType(String),
     #[error("internal error: {0}")]
@@ -123,7 +127,7 @@ impl ServerError {
             ServerError::ReadOnlySetting(_) => "55P02",
             ServerError::InFailedTransaction => "25P02",
             ServerError::StatementTimeout => "57014",
-            ServerError::NotSupported(_) => "0A000",
+            ServerError::NotSupported(_) | ServerError::StalePlan(_) => "0A000",
             ServerError::WrongObjectType(_) => "42809",
             ServerError::Internal(_) => "XX000",
         };

@@ -317,10 +317,7 @@ impl Session {
         // was prepared.
         let current = db.catalog.table(&dml.table.name);
         if current.as_deref() != Some(dml.table.as_ref()) {
-            return Err(ServerError::Internal(format!(
-                "table {} changed since the statement was prepared; prepare it again",
-                dml.table.name
-            )));
+            return Err(ServerError::StalePlan(format!("table {}", dml.table.name)));
         }
         let plan = dml.source.clone().replace_params_with_values(params)?;
         let batches = self.ctx.execute_logical_plan(plan).await?.collect().await?;
