@@ -332,6 +332,14 @@ mod tests {
     }
 
     #[test]
+    fn the_shipped_config_file_is_valid_and_says_the_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../conf/runnel.yaml");
+        let from_file = Config::from_values(&read_yaml(&path).unwrap()).unwrap();
+        let defaults = Config::from_values(&BTreeMap::new()).unwrap();
+        assert_eq!(format!("{from_file:?}"), format!("{defaults:?}"));
+    }
+
+    #[test]
     fn unknown_keys_and_bad_values_are_errors() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("runnel.yaml");
