@@ -16,7 +16,7 @@ use runnel_planner::pg_compat::ByteaInputRule;
 use runnel_planner::types::RunnelTypePlanner;
 use runnel_storage::{Store, StoreOptions};
 
-use crate::catalog::{Catalog, RunnelCatalogProvider};
+use crate::catalog::{Catalog, PgGetExpr, RunnelCatalogProvider};
 use crate::config::Config;
 use crate::error::{ServerError, ServerResult};
 use crate::tables::RowIds;
@@ -105,6 +105,8 @@ fn base_state(catalog: Arc<Catalog>) -> ServerResult<SessionState> {
     ctx.register_catalog(DATABASE, Arc::clone(&provider) as _);
     datafusion_pg_catalog::setup_pg_catalog(&ctx, DATABASE, EmptyContextProvider)
         .map_err(|e| ServerError::Internal(format!("pg_catalog setup: {e}")))?;
+    provider.correct_pg_catalog();
+    ctx.register_udf(PgGetExpr::udf());
     ctx.register_udf(constant_text_udf("version", VERSION_STRING));
     if std::env::var_os(FAULT_INJECTION_ENV).is_some() {
         ctx.register_udf(panicking_udf());

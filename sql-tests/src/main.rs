@@ -2,7 +2,8 @@
 //! (or those whose path contains the filter argument), each against its own
 //! freshly started `runnel` server.
 //!
-//! `cargo run -p runnel-sql-tests -- [FILTER] [--complete]`
+//! `cargo run -p runnel-sql-tests -- [FILTER] [--complete]`, from the root
+//! of the checkout (it reads `sql-tests/slt` there).
 
 use std::path::{Path, PathBuf};
 
@@ -28,7 +29,14 @@ async fn main() -> Result<()> {
     let complete = args.iter().any(|a| a == "--complete");
     let filter = args.iter().find(|a| !a.starts_with("--")).cloned();
     let binary = runnel_binary()?;
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("slt");
+    // The files of the checkout the runner is started in (the binary may
+    // have been built from another one sharing the target directory).
+    let local = Path::new("sql-tests/slt");
+    let root = if local.is_dir() {
+        local.to_path_buf()
+    } else {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("slt")
+    };
     let mut files = vec![];
     slt_files(&root, &mut files)?;
     files.sort();

@@ -2,8 +2,10 @@
 //! in the store as JSON records, each change in one atomic write together
 //! with the rows it drops.
 
+mod pg_overrides;
 mod provider;
 
+pub use pg_overrides::PgGetExpr;
 pub use provider::{DML_PREFIX, ROW_KEY_COLUMN, RunnelCatalogProvider};
 
 use std::collections::{BTreeMap, BTreeSet};

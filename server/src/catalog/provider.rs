@@ -44,6 +44,17 @@ impl RunnelCatalogProvider {
         }
     }
 
+    /// Puts our corrections in front of the `pg_catalog` schema that
+    /// `datafusion-pg-catalog` registered.
+    pub fn correct_pg_catalog(&self) {
+        let mut extra = self.extra.write().unwrap_or_else(|p| p.into_inner());
+        if let Some(inner) = extra.remove("pg_catalog") {
+            let corrected =
+                super::pg_overrides::PgCatalogOverrides::new(inner, Arc::clone(&self.catalog));
+            extra.insert("pg_catalog".into(), Arc::new(corrected));
+        }
+    }
+
     /// Gives the provider the state to plan views and defaults with.
     pub fn set_planner_state(&self, state: SessionState) {
         let _ = self.planner_state.set(state);
