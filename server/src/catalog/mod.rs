@@ -6,7 +6,7 @@ mod pg_overrides;
 mod provider;
 
 pub use pg_overrides::PgGetExpr;
-pub use provider::{DML_PREFIX, ROW_KEY_COLUMN, RunnelCatalogProvider};
+pub use provider::{DML_PREFIX, ROW_KEY_COLUMN, RunnelCatalogProvider, plan_defaults};
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};

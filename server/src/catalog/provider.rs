@@ -105,6 +105,22 @@ impl CatalogProvider for RunnelCatalogProvider {
     }
 }
 
+/// The DEFAULT expressions of a table, planned and cast to their columns'
+/// types; fails for a default that does not plan (checked at CREATE and
+/// ALTER so a bad one never reaches the catalog).
+pub fn plan_defaults(def: &TableDef, state: &SessionState) -> Result<HashMap<String, Expr>> {
+    let empty = DFSchema::empty();
+    let mut defaults = HashMap::new();
+    for column in &def.columns {
+        if let Some(sql) = &column.default {
+            let expr: Expr = state.create_logical_expr(sql, &empty)?;
+            let expr = expr.cast_to(&column.column_type.arrow_type(), &empty)?;
+            defaults.insert(column.name.clone(), expr);
+        }
+    }
+    Ok(defaults)
+}
+
 /// One schema of the catalog.
 #[derive(Debug)]
 struct RunnelSchemaProvider {
@@ -129,18 +145,11 @@ impl RunnelSchemaProvider {
         def: Arc<TableDef>,
         with_row_key: bool,
     ) -> Result<Arc<dyn TableProvider>> {
-        let mut defaults = HashMap::new();
-        if def.columns.iter().any(|c| c.default.is_some()) {
-            let state = self.state()?;
-            let empty = DFSchema::empty();
-            for column in &def.columns {
-                if let Some(sql) = &column.default {
-                    let expr: Expr = state.create_logical_expr(sql, &empty)?;
-                    let expr = expr.cast_to(&column.column_type.arrow_type(), &empty)?;
-                    defaults.insert(column.name.clone(), expr);
-                }
-            }
-        }
+        let defaults = if def.columns.iter().any(|c| c.default.is_some()) {
+            plan_defaults(&def, &self.state()?)?
+        } else {
+            HashMap::new()
+        };
         Ok(Arc::new(StoredTable::new(
             def,
             self.catalog.store(),

@@ -15,6 +15,7 @@ use runnel_planner::ddl::{column_def, name_parts, table_def_from_create};
 use runnel_storage::ScanSpec;
 
 use super::{Session, StatementResult};
+use crate::catalog::plan_defaults;
 use crate::error::{ServerError, ServerResult};
 use crate::tables::rewrite_rows;
 
@@ -60,15 +61,13 @@ impl Session {
                     ));
                     return Ok(result);
                 }
-                let def = self.db.catalog.create_table(&name, |id| {
-                    Ok(table_def_from_create(create, id, name.clone())?)
-                })?;
-                // Plan the defaults now so a bad DEFAULT is refused here, not
-                // at the first INSERT.
-                if let Err(e) = self.check_defaults(&def).await {
-                    self.db.catalog.drop_relation(&name, false, true)?;
-                    return Err(e);
-                }
+                // Plan the defaults first so a bad DEFAULT is refused here,
+                // not at the first INSERT.
+                let def = table_def_from_create(create, 0, name.clone())?;
+                plan_defaults(&def, &self.ctx.state())?;
+                self.db
+                    .catalog
+                    .create_table(&name, |id| Ok(TableDef { id, ..def }))?;
                 Ok(StatementResult::command("CREATE TABLE", None))
             }
             Statement::CreateView(create) => self.create_view(create).await,
@@ -104,19 +103,6 @@ impl Session {
         }
     }
 
-    async fn check_defaults(&self, def: &TableDef) -> ServerResult<()> {
-        if def.columns.iter().any(|c| c.default.is_some()) {
-            // Resolving the table plans its DEFAULT expressions.
-            let relation = datafusion::common::TableReference::full(
-                runnel_planner::catalog::DATABASE,
-                def.name.schema.clone(),
-                def.name.name.clone(),
-            );
-            self.ctx.table_provider(relation).await?;
-        }
-        Ok(())
-    }
-
     async fn create_view(&mut self, create: &CreateView) -> ServerResult<StatementResult> {
         if create.materialized {
             return Err(ServerError::NotSupported(
@@ -148,7 +134,6 @@ impl Session {
             ));
         }
         let depends_on = self.referenced_relations(&plan)?;
-        let schema = name.schema.clone();
         self.db.catalog.create_view(&name, |id| ViewDef {
             id,
             name: name.clone(),
@@ -156,8 +141,6 @@ impl Session {
             column_names,
             depends_on,
         })?;
-        // Views are planned in the schema they were created in.
-        debug_assert!(self.db.catalog.has_schema(&schema));
         Ok(StatementResult::command("CREATE VIEW", None))
     }
 
@@ -282,6 +265,7 @@ impl Session {
                 }
             }
         }
+        plan_defaults(&def, &self.ctx.state())?;
         let old = self.db.catalog.table(&name);
         let mut writes = runnel_storage::WriteSet::new();
         if let Some(batches) = self.rows_to_rewrite(old.as_deref(), &def, &fill).await? {
