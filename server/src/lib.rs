@@ -20,6 +20,7 @@ pub use config::Config;
 pub use database::Database;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
+use tracing::Instrument;
 
 /// Why the server could not start or stopped.
 #[derive(Debug, thiserror::Error)]
@@ -70,6 +71,7 @@ pub async fn run(
     });
     let limit = Arc::new(Semaphore::new(max_connections.max(1)));
     let manager = Arc::new(pgwire::api::ConnectionManager::new());
+    let mut next_conn_id: u64 = 0;
     let accept = async {
         loop {
             let (socket, peer) = match pg_listener.accept().await {
@@ -85,11 +87,17 @@ pub async fn run(
             };
             let db = Arc::clone(&db);
             let manager = Arc::clone(&manager);
-            tokio::spawn(async move {
-                tracing::debug!(peer = %peer, "connection accepted");
-                pg::serve_connection(db, manager, socket).await;
-                drop(permit);
-            });
+            next_conn_id += 1;
+            let span = tracing::info_span!("conn", conn_id = next_conn_id, peer = %peer);
+            tokio::spawn(
+                async move {
+                    tracing::debug!("connection accepted");
+                    pg::serve_connection(db, manager, socket).await;
+                    tracing::debug!("connection closed");
+                    drop(permit);
+                }
+                .instrument(span),
+            );
         }
     };
     tokio::select! {

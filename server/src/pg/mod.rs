@@ -36,10 +36,7 @@ use crate::session::{Outcome, Prepared, Session, StatementResult};
 
 /// The PostgreSQL error an error becomes on the wire.
 pub fn sql_error_to_pgwire(error: &ServerError) -> PgWireError {
-    let sql = error.to_sql_error();
-    let mut info = ErrorInfo::new("ERROR".into(), sql.code.into(), sql.message);
-    info.position = sql.position.map(|p| p.to_string());
-    PgWireError::UserError(Box::new(info))
+    PgWireError::UserError(Box::new(error_info(error)))
 }
 
 fn error_info(error: &ServerError) -> ErrorInfo {
