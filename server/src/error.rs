@@ -49,6 +49,8 @@ pub enum ServerError {
     },
     #[error("invalid parameter value: {0}")]
     InvalidParameter(String),
+    #[error("{0}")]
+    CardinalityViolation(String),
     #[error("unrecognized configuration parameter \"{0}\"")]
     UnknownSetting(String),
     #[error("invalid value for parameter \"{name}\": \"{value}\": {hint}")]
@@ -122,6 +124,7 @@ impl ServerError {
             ServerError::DatatypeMismatch { .. } => "42804",
             ServerError::InvalidJson { .. } => "22P02",
             ServerError::InvalidParameter(_) => "22P02",
+            ServerError::CardinalityViolation(_) => "21000",
             ServerError::UnknownSetting(_) => "42704",
             ServerError::InvalidSettingValue { .. } => "22023",
             ServerError::ReadOnlySetting(_) => "55P02",

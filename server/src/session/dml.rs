@@ -327,13 +327,20 @@ impl Session {
             DmlKind::Insert => (batches, vec![]),
             DmlKind::Update | DmlKind::Delete => split_keys(&batches, columns)?,
         };
-        let store = db.store.clone();
-        let row_ids = &db.row_ids;
-        let count = match dml.kind {
-            DmlKind::Insert => insert_rows(def, &store, row_ids, &rows)?,
-            DmlKind::Update => update_rows(def, &store, &keys, &rows)?,
-            DmlKind::Delete => delete_rows(def, &store, &keys)?,
-        };
+        // Key lookups and the (fsynced) write block: keep them off the
+        // async workers.
+        let (kind, table, apply_db) = (dml.kind, Arc::clone(&dml.table), Arc::clone(&db));
+        let (count, rows) = tokio::task::spawn_blocking(move || {
+            let (def, store, row_ids) = (table.as_ref(), &apply_db.store, &apply_db.row_ids);
+            let count = match kind {
+                DmlKind::Insert => insert_rows(def, store, row_ids, &rows)?,
+                DmlKind::Update => update_rows(def, store, &keys, &rows)?,
+                DmlKind::Delete => delete_rows(def, store, &keys)?,
+            };
+            Ok::<_, ServerError>((count, rows))
+        })
+        .await
+        .map_err(|e| ServerError::Internal(format!("write task failed: {e}")))??;
         let tag = match dml.kind {
             DmlKind::Insert => "INSERT 0",
             DmlKind::Update => "UPDATE",

@@ -218,6 +218,13 @@ pub fn update_rows(
     new_rows: &[RecordBatch],
 ) -> ServerResult<u64> {
     let deleted: HashSet<&[u8]> = old_keys.iter().map(Vec::as_slice).collect();
+    if deleted.len() != old_keys.len() {
+        // UPDATE … FROM matched a row more than once.
+        return Err(ServerError::CardinalityViolation(
+            "UPDATE would change a row more than once; make the FROM join match each row once"
+                .into(),
+        ));
+    }
     let table = store.table(def.id);
     let mut written: HashSet<Vec<u8>> = HashSet::new();
     let mut writes = WriteSet::new();
