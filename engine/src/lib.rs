@@ -2,6 +2,15 @@
 //! operators over changelog Arrow batches, with barriers and watermarks as
 //! in-band messages (see DESIGN.md, "The contracts").
 //!
-//! Nothing streams yet: the foundation (issue 2) serves tables and batch
-//! queries only. The operator trait, the task runtime and the exchanges land
-//! here with the streaming core.
+//! What is here so far are the contracts every operator will share:
+//! [`StreamChunk`] (rows plus the [`Op`] each makes) and [`Message`]
+//! (chunks, [`Watermark`]s and [`Barrier`]s of an [`Epoch`]). The operator
+//! trait, the task runtime and the exchanges build on them (issue 3).
+
+mod chunk;
+mod error;
+mod message;
+
+pub use chunk::{Op, StreamChunk};
+pub use error::{EngineError, EngineResult};
+pub use message::{Barrier, BarrierKind, Epoch, Message, Watermark};

@@ -1,0 +1,13 @@
+/// Errors of the streaming engine.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// A chunk was built from parts that do not fit together.
+    #[error("invalid chunk: {0}")]
+    InvalidChunk(String),
+    /// An Arrow kernel failed on a chunk's columns.
+    #[error("arrow: {0}")]
+    Arrow(#[from] datafusion::arrow::error::ArrowError),
+}
+
+/// Result alias of the engine.
+pub type EngineResult<T> = Result<T, EngineError>;
