@@ -139,6 +139,21 @@ impl StreamChunk {
         Self::new(self.data.clone(), &ops)
     }
 
+    /// The same ops over other columns with as many rows (a projection).
+    pub fn with_data(&self, data: RecordBatch) -> EngineResult<Self> {
+        if data.num_rows() != self.num_rows() {
+            return Err(EngineError::InvalidChunk(format!(
+                "{} rows replace {}",
+                data.num_rows(),
+                self.num_rows()
+            )));
+        }
+        Ok(Self {
+            data,
+            ops: self.ops.clone(),
+        })
+    }
+
     /// Only the columns at `indices`, ops kept.
     pub fn project(&self, indices: &[usize]) -> EngineResult<Self> {
         Ok(Self {

@@ -4,6 +4,10 @@ pub enum EngineError {
     /// A chunk was built from parts that do not fit together.
     #[error("invalid chunk: {0}")]
     InvalidChunk(String),
+    /// Evaluating an expression failed (division by zero, overflow, a bad
+    /// cast): the row's data is at fault, not the engine.
+    #[error("{0}")]
+    Expression(#[from] datafusion::error::DataFusionError),
     /// An Arrow kernel failed on a chunk's columns.
     #[error("arrow: {0}")]
     Arrow(#[from] datafusion::arrow::error::ArrowError),

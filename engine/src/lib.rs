@@ -4,12 +4,16 @@
 //!
 //! What is here so far are the contracts every operator will share:
 //! [`StreamChunk`] (rows plus the [`Op`] each makes) and [`Message`]
-//! (chunks, [`Watermark`]s and [`Barrier`]s of an [`Epoch`]). The operator
-//! trait, the task runtime and the exchanges build on them (issue 3).
+//! (chunks, [`Watermark`]s and [`Barrier`]s of an [`Epoch`]), the
+//! [`operator::StreamOperator`] trait, and the stateless operators
+//! (projection, filter) over DataFusion `PhysicalExpr`s. The task runtime,
+//! stateful operators and exchanges build on them (issue 3).
 
 mod chunk;
 mod error;
 mod message;
+pub mod operator;
+pub mod operators;
 
 pub use chunk::{Op, StreamChunk};
 pub use error::{EngineError, EngineResult};

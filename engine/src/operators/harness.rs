@@ -1,0 +1,75 @@
+//! The one harness operator tests go through: push messages, read what the
+//! operator emitted as a pretty-printed table.
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Int64Array, RecordBatch, StringArray};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+
+use crate::operator::{Output, StreamOperator};
+use crate::{Barrier, EngineResult, Op, StreamChunk, Watermark};
+
+/// Drives one operator instance.
+pub struct Harness<O: StreamOperator> {
+    operator: O,
+    out: Output,
+}
+
+impl<O: StreamOperator> Harness<O> {
+    pub fn new(operator: O) -> Self {
+        Self {
+            operator,
+            out: Output::default(),
+        }
+    }
+
+    fn drain(&mut self) -> EngineResult<String> {
+        let mut text = String::new();
+        for chunk in self.out.take() {
+            text.push_str(&chunk.to_pretty_string()?);
+        }
+        Ok(text)
+    }
+
+    /// Pushes a chunk on input 0 and returns what came out.
+    pub async fn push_chunk(&mut self, chunk: StreamChunk) -> EngineResult<String> {
+        self.operator.process_chunk(0, chunk, &mut self.out).await?;
+        self.drain()
+    }
+
+    /// Pushes a watermark and returns the one forwarded.
+    pub async fn push_watermark(
+        &mut self,
+        watermark: Watermark,
+    ) -> EngineResult<Option<Watermark>> {
+        self.operator.on_watermark(watermark, &mut self.out).await
+    }
+
+    /// Pushes a barrier and returns what came out before it.
+    pub async fn push_barrier(&mut self, barrier: Barrier) -> EngineResult<String> {
+        self.operator.on_barrier(&barrier, &mut self.out).await?;
+        self.drain()
+    }
+}
+
+/// The schema of [`chunk`]: `k text, n bigint`.
+pub fn schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("k", DataType::Utf8, true),
+        Field::new("n", DataType::Int64, true),
+    ]))
+}
+
+/// A chunk of `(op, k, n)` rows.
+pub fn chunk(rows: &[(Op, &str, i64)]) -> StreamChunk {
+    let data = RecordBatch::try_new(
+        schema(),
+        vec![
+            Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.1))),
+            Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.2))),
+        ],
+    )
+    .expect("test rows fit the schema");
+    let ops: Vec<Op> = rows.iter().map(|r| r.0).collect();
+    StreamChunk::new(data, &ops).expect("one op per row")
+}
