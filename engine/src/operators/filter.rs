@@ -85,5 +85,11 @@ mod tests {
             h.push_chunk(chunk(&[(Op::Insert, "z", 0)])).await.unwrap(),
             ""
         );
+        // A stateless operator owes nothing at a barrier.
+        let barrier = crate::Barrier {
+            epoch: crate::Epoch(1),
+            kind: crate::BarrierKind::Checkpoint,
+        };
+        assert_eq!(h.push_barrier(barrier).await.unwrap(), "");
     }
 }
