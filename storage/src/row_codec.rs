@@ -127,7 +127,8 @@ fn encode_value(array: &dyn Array, row: usize, out: &mut Vec<u8>) -> StorageResu
     Ok(())
 }
 
-pub(crate) fn timestamp_value(array: &dyn Array, unit: TimeUnit, row: usize) -> i64 {
+/// The raw value of row `row` of a timestamp array of `unit`.
+pub fn timestamp_value(array: &dyn Array, unit: TimeUnit, row: usize) -> i64 {
     match unit {
         TimeUnit::Second => array.as_primitive::<TimestampSecondType>().value(row),
         TimeUnit::Millisecond => array.as_primitive::<TimestampMillisecondType>().value(row),

@@ -160,28 +160,29 @@ fn temporal_text(array: &ArrayRef, row: usize, field: &FieldInfo) -> Option<Stri
     if field.format() != pgwire::api::results::FieldFormat::Text {
         return None;
     }
-    let nanos_of = |unit: &TimeUnit, v: i64| -> i64 {
+    // Postgres keeps microseconds; finer units are truncated for display.
+    let micros_of = |unit: &TimeUnit, v: i64| -> i64 {
         match unit {
-            TimeUnit::Second => v.saturating_mul(1_000_000_000),
-            TimeUnit::Millisecond => v.saturating_mul(1_000_000),
-            TimeUnit::Microsecond => v.saturating_mul(1_000),
-            TimeUnit::Nanosecond => v,
+            TimeUnit::Second => v.saturating_mul(1_000_000),
+            TimeUnit::Millisecond => v.saturating_mul(1_000),
+            TimeUnit::Microsecond => v,
+            TimeUnit::Nanosecond => v.div_euclid(1_000),
         }
     };
     match array.data_type() {
         DataType::Time64(unit) => {
-            let v = array
-                .as_primitive_opt::<datafusion::arrow::datatypes::Time64MicrosecondType>()
-                .map(|a| a.value(row))
-                .or_else(|| {
-                    array
-                        .as_primitive_opt::<datafusion::arrow::datatypes::Time64NanosecondType>()
-                        .map(|a| a.value(row))
-                })?;
-            let nanos = nanos_of(unit, v);
+            let v = match unit {
+                TimeUnit::Nanosecond => array
+                    .as_primitive_opt::<datafusion::arrow::datatypes::Time64NanosecondType>()?
+                    .value(row),
+                _ => array
+                    .as_primitive_opt::<datafusion::arrow::datatypes::Time64MicrosecondType>()?
+                    .value(row),
+            };
+            let micros = micros_of(unit, v);
             let time = chrono::NaiveTime::from_num_seconds_from_midnight_opt(
-                (nanos / 1_000_000_000) as u32,
-                (nanos % 1_000_000_000) as u32,
+                (micros / 1_000_000) as u32,
+                (micros % 1_000_000) as u32 * 1_000,
             )?;
             Some(format!(
                 "{}{}",
@@ -190,26 +191,8 @@ fn temporal_text(array: &ArrayRef, row: usize, field: &FieldInfo) -> Option<Stri
             ))
         }
         DataType::Timestamp(unit, tz) => {
-            let raw = array
-                .as_primitive_opt::<datafusion::arrow::datatypes::TimestampMicrosecondType>()
-                .map(|a| a.value(row))
-                .or_else(|| {
-                    array
-                        .as_primitive_opt::<datafusion::arrow::datatypes::TimestampNanosecondType>()
-                        .map(|a| a.value(row))
-                })
-                .or_else(|| {
-                    array
-                        .as_primitive_opt::<datafusion::arrow::datatypes::TimestampMillisecondType>(
-                        )
-                        .map(|a| a.value(row))
-                })
-                .or_else(|| {
-                    array
-                        .as_primitive_opt::<datafusion::arrow::datatypes::TimestampSecondType>()
-                        .map(|a| a.value(row))
-                })?;
-            let utc = chrono::DateTime::from_timestamp_nanos(nanos_of(unit, raw));
+            let raw = runnel_storage::row_codec::timestamp_value(array.as_ref(), *unit, row);
+            let utc = chrono::DateTime::from_timestamp_micros(micros_of(unit, raw))?;
             let frac = fraction(utc.timestamp_subsec_nanos());
             match tz {
                 None => Some(format!(
