@@ -20,6 +20,9 @@ pub enum PlanError {
     /// A column named twice.
     #[error("column \"{0}\" specified more than once")]
     DuplicateColumn(String),
+    /// A statement too deep to process safely (SQLSTATE 54001).
+    #[error("statement too complex: {0}")]
+    TooComplex(String),
     /// A column name that does not exist in the table.
     #[error("column \"{0}\" does not exist")]
     UnknownColumn(String),

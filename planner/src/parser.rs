@@ -17,8 +17,87 @@ use crate::{PlanError, PlanResult};
 static COMPATIBILITY: LazyLock<PostgresCompatibilityParser> =
     LazyLock::new(PostgresCompatibilityParser::new);
 
+/// Most operators an expression may chain, counted along its nesting (the
+/// operators of every enclosing parenthesis level add up; commas start a new
+/// chain). A chain parses into a tree as deep as the chain, and later passes
+/// over it recurse: DataFusion's planner needs tens of MiB of stack for a
+/// chain of 200 in a debug build, so without a bound a client could
+/// overflow the server's stack and kill it. Postgres likewise refuses
+/// over-deep expressions (54001).
+pub const MAX_OPERATOR_CHAIN: usize = 128;
+
+/// Refuses statements whose expressions chain more than
+/// [`MAX_OPERATOR_CHAIN`] operators, from the tokens alone.
+fn check_operator_chains(sql: &str) -> PlanResult<()> {
+    use datafusion::sql::sqlparser::keywords::Keyword;
+    use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
+    let dialect = PostgreSqlDialect {};
+    let tokens = Tokenizer::new(&dialect, sql)
+        .tokenize()
+        .map_err(|e| syntax_error(sql, ParserError::TokenizerError(e.to_string())))?;
+    // One counter per open parenthesis; commas and semicolons end a chain.
+    let mut chains: Vec<usize> = vec![0];
+    for token in tokens {
+        let is_operator = match &token {
+            Token::LParen => {
+                chains.push(0);
+                false
+            }
+            Token::RParen => {
+                if chains.len() > 1 {
+                    chains.pop();
+                }
+                false
+            }
+            Token::Comma | Token::SemiColon => {
+                if let Some(current) = chains.last_mut() {
+                    *current = 0;
+                }
+                false
+            }
+            Token::Word(word) => matches!(
+                word.keyword,
+                Keyword::AND
+                    | Keyword::OR
+                    | Keyword::XOR
+                    | Keyword::IS
+                    | Keyword::NOT
+                    | Keyword::LIKE
+                    | Keyword::ILIKE
+                    | Keyword::SIMILAR
+                    | Keyword::BETWEEN
+                    | Keyword::IN
+                    | Keyword::COLLATE
+                    | Keyword::AT
+            ),
+            Token::Whitespace(_)
+            | Token::Number(..)
+            | Token::SingleQuotedString(_)
+            | Token::DoubleQuotedString(_)
+            | Token::NationalStringLiteral(_)
+            | Token::EscapedStringLiteral(_)
+            | Token::HexStringLiteral(_)
+            | Token::DollarQuotedString(_)
+            | Token::Placeholder(_)
+            | Token::Period
+            | Token::EOF => false,
+            _ => true,
+        };
+        if is_operator && let Some(current) = chains.last_mut() {
+            *current += 1;
+            if chains.iter().sum::<usize>() > MAX_OPERATOR_CHAIN {
+                return Err(PlanError::TooComplex(format!(
+                    "an expression chains more than {MAX_OPERATOR_CHAIN} operators; split it or use parentheses and subqueries"
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Parses `sql` into statements (none for empty text).
 pub fn parse_sql(sql: &str) -> PlanResult<Vec<Statement>> {
+    check_operator_chains(sql)?;
     let plain = Parser::parse_sql(&PostgreSqlDialect {}, sql).map_err(|e| syntax_error(sql, e))?;
     match COMPATIBILITY.parse(sql) {
         Ok(rewritten) if rewritten.len() == plain.len() => Ok(rewritten),
@@ -35,10 +114,7 @@ fn syntax_error(sql: &str, error: ParserError) -> PlanError {
     let text = match &error {
         ParserError::ParserError(m) | ParserError::TokenizerError(m) => m.clone(),
         ParserError::RecursionLimitExceeded => {
-            return PlanError::Syntax {
-                message: "statement is nested too deeply".into(),
-                position: None,
-            };
+            return PlanError::TooComplex("the statement nests too deeply".into());
         }
     };
     let (message, position) = match text.rfind(" at Line: ") {
@@ -85,6 +161,39 @@ mod tests {
         };
         assert!(message.contains("SELEC"), "{message}");
         assert_eq!(position, Some(11));
+    }
+
+    #[test]
+    fn long_operator_chains_are_refused_but_long_lists_are_not() {
+        let chain = format!("SELECT {}", vec!["1"; MAX_OPERATOR_CHAIN + 2].join(" + "));
+        assert!(matches!(parse_sql(&chain), Err(PlanError::TooComplex(_))));
+        let ok_chain = format!("SELECT {}", vec!["1"; MAX_OPERATOR_CHAIN].join(" + "));
+        assert!(parse_sql(&ok_chain).is_ok());
+        let values = format!(
+            "INSERT INTO t VALUES {}",
+            vec!["(1, -2, 'x' || 'y')"; 5000].join(", ")
+        );
+        assert!(parse_sql(&values).is_ok());
+        let conditions = format!(
+            "SELECT 1 WHERE {}",
+            (0..100)
+                .map(|i| format!("(a = {i})"))
+                .collect::<Vec<_>>()
+                .join(" OR ")
+        );
+        assert!(parse_sql(&conditions).is_ok());
+        let list = format!(
+            "SELECT 1 WHERE a IN ({})",
+            (0..3000)
+                .map(|i| i.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        assert!(parse_sql(&list).is_ok());
+        // Chains add up through parentheses.
+        let half = vec!["1"; MAX_OPERATOR_CHAIN / 2 + 1].join(" + ");
+        let nested = format!("SELECT {half} + ({half})");
+        assert!(matches!(parse_sql(&nested), Err(PlanError::TooComplex(_))));
     }
 
     #[test]

@@ -105,6 +105,7 @@ impl ServerError {
                 PlanError::InvalidDefinition(_) => "42P16",
                 PlanError::DuplicateColumn(_) => "42701",
                 PlanError::UnknownColumn(_) => "42703",
+                PlanError::TooComplex(_) => "54001",
             },
             ServerError::Storage(StorageError::UnsupportedType(_)) => "0A000",
             ServerError::Storage(StorageError::Corrupt { .. }) => "XX001",
