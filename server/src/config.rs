@@ -73,6 +73,12 @@ pub const KEYS: &[KeySpec] = &[
         help: "RocksDB block cache size in MiB",
     },
     KeySpec {
+        key: "query.memory-limit-mb",
+        aliases: &[],
+        default: "4096",
+        help: "Memory all running queries may hold together; past it they spill or fail with 53200",
+    },
+    KeySpec {
         key: "coordinator.address",
         aliases: &["jobmanager.rpc.address"],
         default: "127.0.0.1",
@@ -109,6 +115,7 @@ pub struct Config {
     pub data_dir: PathBuf,
     pub sync_writes: bool,
     pub block_cache_mb: usize,
+    pub query_memory_limit_mb: usize,
     pub coordinator_address: String,
     pub coordinator_rpc_port: u16,
     pub worker_slots: u32,
@@ -219,6 +226,7 @@ impl Config {
             data_dir: PathBuf::from(get("data.dir")),
             sync_writes: parse_bool("storage.sync-writes", &get("storage.sync-writes"))?,
             block_cache_mb: parse("storage.block-cache-mb", &get("storage.block-cache-mb"))?,
+            query_memory_limit_mb: parse("query.memory-limit-mb", &get("query.memory-limit-mb"))?,
             coordinator_address: get("coordinator.address"),
             coordinator_rpc_port: parse("coordinator.rpc-port", &get("coordinator.rpc-port"))?,
             worker_slots: parse("worker.slots", &get("worker.slots"))?,

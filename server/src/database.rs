@@ -6,6 +6,7 @@ use std::sync::atomic::AtomicUsize;
 use std::time::Instant;
 
 use datafusion::arrow::datatypes::DataType;
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::execution::session_state::{SessionState, SessionStateBuilder};
 use datafusion::logical_expr::{ColumnarValue, ScalarUDF, Volatility, create_udf};
 use datafusion::prelude::{SessionConfig, SessionContext};
@@ -72,7 +73,7 @@ impl Database {
             },
         )?;
         let catalog = Catalog::open(store.clone())?;
-        let base_state = base_state(Arc::clone(&catalog))?;
+        let base_state = base_state(Arc::clone(&catalog), config.query_memory_limit_mb << 20)?;
         Ok(Arc::new(Self {
             config,
             store,
@@ -91,7 +92,7 @@ impl Database {
     }
 }
 
-fn base_state(catalog: Arc<Catalog>) -> ServerResult<SessionState> {
+fn base_state(catalog: Arc<Catalog>, memory_limit: usize) -> ServerResult<SessionState> {
     let mut config = SessionConfig::new()
         .with_information_schema(true)
         .with_create_default_catalog_and_schema(false)
@@ -100,7 +101,13 @@ fn base_state(catalog: Arc<Catalog>) -> ServerResult<SessionState> {
     options.sql_parser.dialect = datafusion::config::Dialect::PostgreSQL;
     options.sql_parser.map_string_types_to_utf8view = false;
     options.execution.time_zone = Some("+00:00".into());
-    let ctx = SessionContext::new_with_config(config);
+    // One memory pool for every query of the process, so a large sort or
+    // aggregation spills or fails (53200) instead of exhausting the machine.
+    let runtime = RuntimeEnvBuilder::new()
+        .with_memory_limit(memory_limit, 1.0)
+        .build_arc()
+        .map_err(|e| ServerError::Internal(format!("query runtime: {e}")))?;
+    let ctx = SessionContext::new_with_config_rt(config, runtime);
     let provider = Arc::new(RunnelCatalogProvider::new(catalog));
     ctx.register_catalog(DATABASE, Arc::clone(&provider) as _);
     datafusion_pg_catalog::setup_pg_catalog(&ctx, DATABASE, EmptyContextProvider)
