@@ -427,3 +427,23 @@ async fn a_malformed_or_oversized_message_closes_only_that_connection() {
         1
     );
 }
+
+#[tokio::test]
+async fn a_query_past_the_memory_limit_fails_alone() {
+    let server = TestServer::start_with(
+        Path::new(env!("CARGO_BIN_EXE_runnel")),
+        &["--query-memory-limit-mb", "16"],
+    )
+    .expect("start runnel");
+    let client = connect(&server).await;
+    let err = client
+        .simple_query(
+            "SELECT count(*) FROM generate_series(1, 3000000) a \
+             JOIN generate_series(1, 3000000) b ON a.value = b.value",
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.as_db_error().unwrap().code().code(), "53200", "{err}");
+    let row = client.query_one("SELECT 4::int", &[]).await.unwrap();
+    assert_eq!(row.get::<_, i32>(0), 4);
+}

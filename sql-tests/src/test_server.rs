@@ -42,12 +42,18 @@ pub struct TestServer {
     _temp: Option<tempfile::TempDir>,
     pub pg_port: u16,
     pub web_port: u16,
+    extra_args: Vec<String>,
     child: Option<Child>,
 }
 
 impl TestServer {
     /// Starts a server with a fresh temporary data directory.
     pub fn start(binary: &Path) -> Result<Self> {
+        Self::start_with(binary, &[])
+    }
+
+    /// Starts a server with extra command-line options.
+    pub fn start_with(binary: &Path, extra_args: &[&str]) -> Result<Self> {
         let temp = tempfile::tempdir()?;
         let data_dir = temp.path().join("data");
         let mut server = Self {
@@ -56,6 +62,7 @@ impl TestServer {
             _temp: Some(temp),
             pg_port: free_port()?,
             web_port: free_port()?,
+            extra_args: extra_args.iter().map(|a| a.to_string()).collect(),
             child: None,
         };
         server.spawn()?;
@@ -70,6 +77,7 @@ impl TestServer {
             .arg(self.pg_port.to_string())
             .arg("--web-port")
             .arg(self.web_port.to_string())
+            .args(&self.extra_args)
             .env(
                 "RUST_LOG",
                 std::env::var("RUNNEL_TEST_LOG").unwrap_or_else(|_| "warn".into()),
