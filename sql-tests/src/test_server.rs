@@ -65,8 +65,26 @@ impl TestServer {
             extra_args: extra_args.iter().map(|a| a.to_string()).collect(),
             child: None,
         };
-        server.spawn()?;
+        server.spawn_on_free_ports()?;
         Ok(server)
+    }
+
+    /// Starts the process; a port free a moment ago can be taken by the
+    /// time the server binds it (by another test's server or a client's
+    /// ephemeral port), so a failed start is retried on other ports.
+    fn spawn_on_free_ports(&mut self) -> Result<()> {
+        let mut attempts = 0;
+        loop {
+            match self.spawn() {
+                Ok(()) => return Ok(()),
+                Err(e) if attempts < 5 && e.to_string().contains("exited during start-up") => {
+                    attempts += 1;
+                    self.pg_port = free_port()?;
+                    self.web_port = free_port()?;
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     fn spawn(&mut self) -> Result<()> {
@@ -114,10 +132,11 @@ impl TestServer {
     }
 
     /// Kills the process with SIGKILL (no shutdown of any kind) and starts
-    /// it again on the same data directory and ports.
+    /// it again on the same data directory (and the same ports, unless
+    /// they were taken meanwhile).
     pub fn kill_and_restart(&mut self) -> Result<()> {
         self.kill();
-        self.spawn()
+        self.spawn_on_free_ports()
     }
 
     /// Kills the process with SIGKILL.
