@@ -29,6 +29,13 @@ def free_port():
 class Server:
     def __init__(self):
         self.dir = tempfile.TemporaryDirectory()
+        # A port free a moment ago may be taken when runnel binds it: retry.
+        for _ in range(5):
+            if self._start():
+                return
+        raise RuntimeError("runnel exited during start-up five times")
+
+    def _start(self):
         self.port = free_port()
         env = dict(os.environ, RUST_LOG="warn")
         self.proc = subprocess.Popen(
@@ -39,12 +46,12 @@ class Server:
         while time.time() < deadline:
             try:
                 socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-                return
+                return True
             except OSError:
                 if self.proc.poll() is not None:
-                    raise RuntimeError("runnel exited during start-up")
+                    return False
                 time.sleep(0.05)
-        raise RuntimeError("runnel did not start")
+        raise RuntimeError("runnel did not start within 60 s")
 
     def dsn(self):
         return f"host=127.0.0.1 port={self.port} user=runnel dbname=runnel"
