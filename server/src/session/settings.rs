@@ -10,10 +10,9 @@ use crate::error::{ServerError, ServerResult};
 
 /// One known setting.
 struct SettingSpec {
-    /// Lower-case name, as SET matches it.
+    /// Its name as ParameterStatus and SHOW spell it; SET, SHOW and RESET
+    /// match it case-insensitively.
     name: &'static str,
-    /// Spelling used in ParameterStatus and SHOW's column name.
-    display: &'static str,
     default: &'static str,
     /// Sent to the client in ParameterStatus when it changes.
     reported: bool,
@@ -23,14 +22,12 @@ struct SettingSpec {
 
 const fn spec(
     name: &'static str,
-    display: &'static str,
     default: &'static str,
     reported: bool,
     read_only: bool,
 ) -> SettingSpec {
     SettingSpec {
         name,
-        display,
         default,
         reported,
         read_only,
@@ -38,121 +35,47 @@ const fn spec(
 }
 
 const SETTINGS: &[SettingSpec] = &[
-    spec("application_name", "application_name", "", true, false),
-    spec("client_encoding", "client_encoding", "UTF8", true, false),
-    spec("datestyle", "DateStyle", "ISO, MDY", true, false),
-    spec("intervalstyle", "IntervalStyle", "postgres", true, false),
-    spec("timezone", "TimeZone", "UTC", true, false),
+    spec("application_name", "", true, false),
+    spec("client_encoding", "UTF8", true, false),
+    spec("DateStyle", "ISO, MDY", true, false),
+    spec("IntervalStyle", "postgres", true, false),
+    spec("TimeZone", "UTC", true, false),
+    spec("search_path", "\"$user\", public", false, false),
+    spec("extra_float_digits", "1", false, false),
+    spec("statement_timeout", "0", false, false),
+    spec("lock_timeout", "0", false, false),
+    spec("idle_in_transaction_session_timeout", "0", false, false),
+    spec("bytea_output", "hex", false, false),
+    spec("standard_conforming_strings", "on", true, true),
+    spec("server_version", SERVER_VERSION, true, true),
+    spec("server_version_num", "150000", false, true),
+    spec("server_encoding", "UTF8", true, true),
+    spec("integer_datetimes", "on", true, true),
+    spec("is_superuser", "on", true, true),
+    spec("max_identifier_length", "63", false, true),
+    spec("transaction_isolation", "read committed", false, false),
     spec(
-        "search_path",
-        "search_path",
-        "\"$user\", public",
-        false,
-        false,
-    ),
-    spec(
-        "extra_float_digits",
-        "extra_float_digits",
-        "1",
-        false,
-        false,
-    ),
-    spec("statement_timeout", "statement_timeout", "0", false, false),
-    spec("lock_timeout", "lock_timeout", "0", false, false),
-    spec(
-        "idle_in_transaction_session_timeout",
-        "idle_in_transaction_session_timeout",
-        "0",
-        false,
-        false,
-    ),
-    spec("bytea_output", "bytea_output", "hex", false, false),
-    spec(
-        "standard_conforming_strings",
-        "standard_conforming_strings",
-        "on",
-        true,
-        true,
-    ),
-    spec(
-        "server_version",
-        "server_version",
-        SERVER_VERSION,
-        true,
-        true,
-    ),
-    spec(
-        "server_version_num",
-        "server_version_num",
-        "150000",
-        false,
-        true,
-    ),
-    spec("server_encoding", "server_encoding", "UTF8", true, true),
-    spec("integer_datetimes", "integer_datetimes", "on", true, true),
-    spec("is_superuser", "is_superuser", "on", true, true),
-    spec(
-        "max_identifier_length",
-        "max_identifier_length",
-        "63",
-        false,
-        true,
-    ),
-    spec(
-        "transaction_isolation",
-        "transaction_isolation",
-        "read committed",
-        false,
-        false,
-    ),
-    spec(
-        "default_transaction_isolation",
         "default_transaction_isolation",
         "read committed",
         false,
         false,
     ),
-    spec(
-        "transaction_read_only",
-        "transaction_read_only",
-        "off",
-        false,
-        false,
-    ),
-    spec(
-        "default_transaction_read_only",
-        "default_transaction_read_only",
-        "off",
-        true,
-        false,
-    ),
-    spec("lc_messages", "lc_messages", "C", false, false),
-    spec("lc_monetary", "lc_monetary", "C", false, false),
-    spec("lc_numeric", "lc_numeric", "C", false, false),
-    spec("lc_time", "lc_time", "C", false, false),
-    spec(
-        "client_min_messages",
-        "client_min_messages",
-        "notice",
-        false,
-        false,
-    ),
-    spec("row_security", "row_security", "on", false, false),
-    spec(
-        "synchronous_commit",
-        "synchronous_commit",
-        "on",
-        false,
-        false,
-    ),
-    spec("parallelism", "parallelism", "1", false, false),
+    spec("transaction_read_only", "off", false, false),
+    spec("default_transaction_read_only", "off", true, false),
+    spec("lc_messages", "C", false, false),
+    spec("lc_monetary", "C", false, false),
+    spec("lc_numeric", "C", false, false),
+    spec("lc_time", "C", false, false),
+    spec("client_min_messages", "notice", false, false),
+    spec("row_security", "on", false, false),
+    spec("synchronous_commit", "on", false, false),
+    spec("parallelism", "1", false, false),
 ];
 
 fn find(name: &str) -> ServerResult<&'static SettingSpec> {
-    let lower = name.to_ascii_lowercase();
     SETTINGS
         .iter()
-        .find(|s| s.name == lower)
+        .find(|s| s.name.eq_ignore_ascii_case(name))
         .ok_or(ServerError::UnknownSetting(name.to_string()))
 }
 
@@ -176,26 +99,19 @@ impl Settings {
         Self { values }
     }
 
+    fn current(&self, spec: &SettingSpec) -> String {
+        self.values.get(spec.name).cloned().unwrap_or_default()
+    }
+
     /// The current value of `name`.
     pub fn get(&self, name: &str) -> ServerResult<(&'static str, String)> {
         let spec = find(name)?;
-        Ok((
-            spec.display,
-            self.values.get(spec.name).cloned().unwrap_or_default(),
-        ))
+        Ok((spec.name, self.current(spec)))
     }
 
     /// Every setting, for `SHOW ALL`.
     pub fn all(&self) -> Vec<(&'static str, String)> {
-        SETTINGS
-            .iter()
-            .map(|s| {
-                (
-                    s.display,
-                    self.values.get(s.name).cloned().unwrap_or_default(),
-                )
-            })
-            .collect()
+        SETTINGS.iter().map(|s| (s.name, self.current(s))).collect()
     }
 
     /// Sets `name` (None resets it to its default). Returns the change to
@@ -209,13 +125,13 @@ impl Settings {
                     if v.eq_ignore_ascii_case(spec.default) {
                         return Ok(None);
                     }
-                    return Err(ServerError::ReadOnlySetting(spec.display.into()));
+                    return Err(ServerError::ReadOnlySetting(spec.name.into()));
                 }
                 validate(spec, v)?
             }
         };
         self.values.insert(spec.name, value.clone());
-        Ok(spec.reported.then(|| (spec.display.to_string(), value)))
+        Ok(spec.reported.then(|| (spec.name.to_string(), value)))
     }
 
     /// Resets every settable setting; returns the reported changes.
@@ -228,7 +144,7 @@ impl Settings {
             if self.values.get(spec.name).map(String::as_str) != Some(spec.default) {
                 self.values.insert(spec.name, spec.default.to_string());
                 if spec.reported {
-                    changes.push((spec.display.to_string(), spec.default.to_string()));
+                    changes.push((spec.name.to_string(), spec.default.to_string()));
                 }
             }
         }
@@ -240,12 +156,7 @@ impl Settings {
         SETTINGS
             .iter()
             .filter(|s| s.reported)
-            .map(|s| {
-                (
-                    s.display.to_string(),
-                    self.values.get(s.name).cloned().unwrap_or_default(),
-                )
-            })
+            .map(|s| (s.name.to_string(), self.current(s)))
             .collect()
     }
 
@@ -273,13 +184,13 @@ impl Settings {
 
     /// Raw value of a setting known to exist.
     pub fn value(&self, name: &'static str) -> String {
-        self.values.get(name).cloned().unwrap_or_default()
+        self.get(name).map(|(_, v)| v).unwrap_or_default()
     }
 }
 
 fn invalid(spec: &SettingSpec, value: &str, hint: &str) -> ServerError {
     ServerError::InvalidSettingValue {
-        name: spec.display.into(),
+        name: spec.name.into(),
         value: value.into(),
         hint: hint.into(),
     }
@@ -296,7 +207,7 @@ fn validate(spec: &SettingSpec, value: &str) -> ServerResult<String> {
                 Err(invalid(spec, value, "only UTF8 is supported"))
             }
         }
-        "datestyle" => {
+        "DateStyle" => {
             let upper = trimmed.to_ascii_uppercase();
             let order = ["MDY", "DMY", "YMD"]
                 .into_iter()
@@ -315,7 +226,7 @@ fn validate(spec: &SettingSpec, value: &str) -> ServerResult<String> {
                 ))
             }
         }
-        "intervalstyle" => match trimmed.to_ascii_lowercase().as_str() {
+        "IntervalStyle" => match trimmed.to_ascii_lowercase().as_str() {
             "postgres" => Ok("postgres".into()),
             _ => Err(invalid(
                 spec,
@@ -323,7 +234,7 @@ fn validate(spec: &SettingSpec, value: &str) -> ServerResult<String> {
                 "only the postgres interval style is supported",
             )),
         },
-        "timezone" => {
+        "TimeZone" => {
             let upper = trimmed.to_ascii_uppercase();
             if matches!(
                 upper.as_str(),
