@@ -27,18 +27,19 @@ fn bad(i: usize, reason: impl std::fmt::Display) -> pgwire::error::PgWireError {
 /// The values bound to a portal, as the statement's parameter types.
 pub fn parameter_values(portal: &Portal<Prepared>) -> PgWireResult<ParamValues> {
     let prepared = &portal.statement.statement;
-    let targets = prepared
-        .param_types()
+    let fields = prepared
+        .param_fields()
         .map_err(|e| sql_error_to_pgwire(&e))?;
-    let announced = encode::parameter_types(prepared)?;
     let mut values = Vec::with_capacity(portal.parameters.len());
     for (i, raw) in portal.parameters.iter().enumerate() {
         let client_type = portal.statement.parameter_types.get(i).cloned().flatten();
-        let wire_type = match client_type {
-            Some(t) if t != Type::UNKNOWN => t,
-            _ => announced.get(i).cloned().unwrap_or(Type::UNKNOWN),
+        let field = fields.get(i).cloned().flatten();
+        let wire_type = match (client_type, &field) {
+            (Some(t), _) if t != Type::UNKNOWN => t,
+            (_, Some(f)) => encode::pg_type(f)?,
+            _ => Type::UNKNOWN,
         };
-        let target = targets.get(i).cloned().flatten();
+        let target = field.map(|f| f.data_type().clone());
         let binary = portal.parameter_format.format_for(i) == FieldFormat::Binary;
         let value = match raw {
             None => match &target {
