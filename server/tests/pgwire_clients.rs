@@ -28,6 +28,15 @@ async fn connect(server: &TestServer) -> Client {
     client
 }
 
+/// The single bigint (count) or int a query returns, as i64.
+async fn scalar(client: &Client, sql: &str) -> i64 {
+    let row = client.query_one(sql, &[]).await.expect(sql);
+    match row.columns()[0].type_() {
+        &Type::INT4 => i64::from(row.get::<_, i32>(0)),
+        _ => row.get::<_, i64>(0),
+    }
+}
+
 /// Postgres `interval` in its binary form.
 #[derive(Debug, PartialEq)]
 struct Interval {
@@ -264,8 +273,7 @@ async fn errors_carry_sqlstates_and_the_session_survives_them() {
         let db = err.as_db_error().unwrap_or_else(|| panic!("{sql}: {err}"));
         assert_eq!(db.code().code(), code, "{sql}: {}", db.message());
         // The session still answers after every error.
-        let rows = client.query("SELECT 1::int AS one", &[]).await.unwrap();
-        assert_eq!(rows[0].get::<_, i32>(0), 1);
+        assert_eq!(scalar(&client, "SELECT 1::int AS one").await, 1);
     }
     let err = client.simple_query("SELECT 1;\nSELEC 2").await.unwrap_err();
     let db = err.as_db_error().unwrap();
@@ -276,14 +284,7 @@ async fn errors_carry_sqlstates_and_the_session_survives_them() {
     ));
     // A second client was never affected.
     let other = connect(&server).await;
-    assert_eq!(
-        other
-            .query_one("SELECT 2::int", &[])
-            .await
-            .unwrap()
-            .get::<_, i32>(0),
-        2
-    );
+    assert_eq!(scalar(&other, "SELECT 2::int").await, 2);
 }
 
 #[tokio::test]
@@ -307,11 +308,7 @@ async fn statements_in_a_failed_block_are_refused_until_rollback() {
     assert_eq!(err.as_db_error().unwrap().code().code(), "25P02");
     client.batch_execute("ROLLBACK").await.unwrap();
     // Each statement commits as it completes: the first insert stays.
-    let row = client
-        .query_one("SELECT count(*) FROM tx", &[])
-        .await
-        .unwrap();
-    assert_eq!(row.get::<_, i64>(0), 1);
+    assert_eq!(scalar(&client, "SELECT count(*) FROM tx").await, 1);
 }
 
 #[tokio::test]
@@ -337,14 +334,7 @@ async fn cancel_request_and_statement_timeout_stop_a_running_query() {
         .batch_execute("RESET statement_timeout")
         .await
         .unwrap();
-    assert_eq!(
-        client
-            .query_one("SELECT 3::int", &[])
-            .await
-            .unwrap()
-            .get::<_, i32>(0),
-        3
-    );
+    assert_eq!(scalar(&client, "SELECT 3::int").await, 3);
 }
 
 /// A startup packet for protocol 3.0 as user `runnel`.
@@ -412,20 +402,9 @@ async fn a_malformed_or_oversized_message_closes_only_that_connection() {
     })
     .await
     .unwrap();
-    let row = client
-        .query_one("SELECT count(*) FROM kept", &[])
-        .await
-        .unwrap();
-    assert_eq!(row.get::<_, i64>(0), 1);
+    assert_eq!(scalar(&client, "SELECT count(*) FROM kept").await, 1);
     let fresh = connect(&server).await;
-    assert_eq!(
-        fresh
-            .query_one("SELECT count(*) FROM kept", &[])
-            .await
-            .unwrap()
-            .get::<_, i64>(0),
-        1
-    );
+    assert_eq!(scalar(&fresh, "SELECT count(*) FROM kept").await, 1);
 }
 
 #[tokio::test]
@@ -444,6 +423,5 @@ async fn a_query_past_the_memory_limit_fails_alone() {
         .await
         .unwrap_err();
     assert_eq!(err.as_db_error().unwrap().code().code(), "53200", "{err}");
-    let row = client.query_one("SELECT 4::int", &[]).await.unwrap();
-    assert_eq!(row.get::<_, i32>(0), 4);
+    assert_eq!(scalar(&client, "SELECT 4::int").await, 4);
 }
