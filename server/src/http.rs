@@ -24,7 +24,7 @@ async fn healthz() -> &'static str {
 }
 
 async fn overview(State(db): State<Arc<Database>>) -> Json<Value> {
-    let (tables, views) = db.catalog.table_count();
+    let (tables, views) = db.catalog.relation_counts();
     Json(json!({
         "version": env!("CARGO_PKG_VERSION"),
         "mode": "standalone",

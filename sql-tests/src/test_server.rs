@@ -146,13 +146,6 @@ impl TestServer {
             let _ = child.wait();
         }
     }
-
-    /// True while the process runs.
-    pub fn is_running(&mut self) -> bool {
-        self.child
-            .as_mut()
-            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
-    }
 }
 
 impl Drop for TestServer {

@@ -149,8 +149,8 @@ impl Catalog {
         self.read().tables.get(name).cloned()
     }
 
-    /// Every table, for the HTTP overview.
-    pub fn table_count(&self) -> (usize, usize) {
+    /// How many tables and views exist, for the HTTP overview.
+    pub fn relation_counts(&self) -> (usize, usize) {
         let state = self.read();
         (state.tables.len(), state.views.len())
     }
