@@ -9,9 +9,9 @@
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray};
 use datafusion::arrow::datatypes::{
-    DataType, Date32Type, Decimal128Type, Float32Type, Float64Type, Int16Type, Int32Type,
+    DataType, Date32Type, Decimal128Type, Float32Type, Float64Type, Int8Type, Int16Type, Int32Type,
     Int64Type, IntervalMonthDayNanoType, IntervalUnit, Time64MicrosecondType, Time64NanosecondType,
-    TimeUnit,
+    TimeUnit, UInt8Type, UInt16Type, UInt32Type, UInt64Type,
 };
 
 use crate::row_codec::timestamp_value;
@@ -26,6 +26,25 @@ pub fn encode_key(columns: &[&ArrayRef], row: usize, out: &mut Vec<u8>) -> Stora
             return Err(StorageError::corrupt("key", "null in a primary key column"));
         }
         encode_key_value(column.as_ref(), row, out)?;
+    }
+    Ok(())
+}
+
+/// Appends a key of row `row` made of `columns` that may hold nulls (group
+/// keys, join keys, stream keys): each value is preceded by `0` for null or
+/// `1` for a value, so nulls sort first and equal keys encode equally.
+pub fn encode_nullable_key(
+    columns: &[&ArrayRef],
+    row: usize,
+    out: &mut Vec<u8>,
+) -> StorageResult<()> {
+    for column in columns {
+        if column.is_null(row) {
+            out.push(0);
+        } else {
+            out.push(1);
+            encode_key_value(column.as_ref(), row, out)?;
+        }
     }
     Ok(())
 }
@@ -85,7 +104,20 @@ fn encode_key_value(array: &dyn Array, row: usize, out: &mut Vec<u8>) -> Storage
             out.extend_from_slice(&flip_i32(v.days));
             out.extend_from_slice(&flip_i64(v.nanoseconds));
         }
+        DataType::Int8 => out.push((array.as_primitive::<Int8Type>().value(row) as u8) ^ 0x80),
+        DataType::UInt8 => out.push(array.as_primitive::<UInt8Type>().value(row)),
+        DataType::UInt16 => {
+            out.extend_from_slice(&array.as_primitive::<UInt16Type>().value(row).to_be_bytes())
+        }
+        DataType::UInt32 => {
+            out.extend_from_slice(&array.as_primitive::<UInt32Type>().value(row).to_be_bytes())
+        }
+        DataType::UInt64 => {
+            out.extend_from_slice(&array.as_primitive::<UInt64Type>().value(row).to_be_bytes())
+        }
         DataType::Utf8 => escape_bytes(array.as_string::<i32>().value(row).as_bytes(), out),
+        DataType::LargeUtf8 => escape_bytes(array.as_string::<i64>().value(row).as_bytes(), out),
+        DataType::Utf8View => escape_bytes(array.as_string_view().value(row).as_bytes(), out),
         DataType::Binary => escape_bytes(array.as_binary::<i32>().value(row), out),
         other => return Err(StorageError::UnsupportedType(other.clone())),
     }

@@ -11,12 +11,25 @@
 //! - `m` + name: catalog records, owned and encoded by the server;
 //! - `r` + table id (u64, big endian) + row key: one row of a table. The row
 //!   key is the memcomparable encoding of the primary key ([`key_codec`]), or
-//!   an 8-byte big-endian row id for tables without one.
+//!   an 8-byte big-endian row id for tables without one. Materialized views
+//!   keep their rows here too, keyed by their stream key;
+//! - `s` + state table id (u64) + key group (u16) + key: operator state
+//!   ([`StateTable`]), written once per epoch;
+//! - `l` + table id (u64) + sequence number (u64): the change log of a
+//!   table that materialized views read, trimmed as they consume it. Materialized views
+//!   keep their rows here too, keyed by their stream key;
+//! - `s` + state table id (u64) + key group (u16) + key: operator state
+//!   ([`StateTable`]), written once per epoch;
+//! - `l` + table id (u64) + sequence number (u64): the change log of a
+//!   table that materialized views read, trimmed as they consume it.
 
 mod error;
 pub mod key_codec;
 pub mod row_codec;
+pub mod scalar_codec;
+pub mod state_table;
 mod store;
 
 pub use error::{StorageError, StorageResult};
+pub use state_table::StateTable;
 pub use store::{ScanSpec, Store, StoreOptions, TableStore, WriteSet};

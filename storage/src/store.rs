@@ -10,6 +10,8 @@ use crate::{StorageError, StorageResult};
 
 const META_PREFIX: u8 = b'm';
 const ROW_PREFIX: u8 = b'r';
+const STATE_PREFIX: u8 = b's';
+const CHANGE_PREFIX: u8 = b'l';
 
 /// How the store is opened.
 #[derive(Debug, Clone)]
@@ -69,7 +71,7 @@ impl Store {
         let mut options = WriteOptions::default();
         options.set_sync(self.sync_writes);
         self.db
-            .write_opt(writes.batch, &options)
+            .write_opt(writes.to_batch(), &options)
             .map_err(|e| rocks_error(&self.path, e))
     }
 
@@ -86,6 +88,62 @@ impl Store {
                 break;
             }
             out.push((key[1..].to_vec(), value.to_vec()));
+        }
+        Ok(out)
+    }
+
+    /// One row of state table `id` (`key` includes the key group).
+    pub(crate) fn get_state(&self, id: u64, key: &[u8]) -> StorageResult<Option<Vec<u8>>> {
+        let mut full = state_prefix(id);
+        full.extend_from_slice(key);
+        self.db.get(full).map_err(|e| rocks_error(&self.path, e))
+    }
+
+    /// Every row of state table `id` whose key starts with `prefix`, as
+    /// (key, value) with the table's prefix removed.
+    pub(crate) fn scan_state(
+        &self,
+        id: u64,
+        prefix: &[u8],
+    ) -> StorageResult<Vec<(Vec<u8>, Vec<u8>)>> {
+        let mut start = state_prefix(id);
+        let skip = start.len();
+        start.extend_from_slice(prefix);
+        self.scan_from(&start, skip)
+    }
+
+    fn scan_from(&self, start: &[u8], skip: usize) -> StorageResult<Vec<(Vec<u8>, Vec<u8>)>> {
+        let mut out = vec![];
+        for item in self
+            .db
+            .iterator(IteratorMode::From(start, Direction::Forward))
+        {
+            let (key, value) = item.map_err(|e| rocks_error(&self.path, e))?;
+            if !key.starts_with(start) {
+                break;
+            }
+            out.push((key[skip..].to_vec(), value.to_vec()));
+        }
+        Ok(out)
+    }
+
+    /// The durable change-log entries of table `table_id` from sequence
+    /// number `from` on, in order.
+    pub fn scan_changes(&self, table_id: u64, from: u64) -> StorageResult<Vec<(u64, Vec<u8>)>> {
+        let prefix = change_prefix(table_id);
+        let mut out = vec![];
+        for item in self.db.iterator(IteratorMode::From(
+            &change_key(table_id, from),
+            Direction::Forward,
+        )) {
+            let (key, value) = item.map_err(|e| rocks_error(&self.path, e))?;
+            if !key.starts_with(&prefix) {
+                break;
+            }
+            let seq: [u8; 8] = key[prefix.len()..]
+                .try_into()
+                .map_err(|_| StorageError::corrupt("change log", "bad sequence number"))?;
+            out.push((u64::from_be_bytes(seq), value.to_vec()));
         }
         Ok(out)
     }
@@ -120,6 +178,26 @@ fn table_prefix(table_id: u64) -> Vec<u8> {
     key
 }
 
+pub(crate) fn state_prefix(id: u64) -> Vec<u8> {
+    let mut key = Vec::with_capacity(9);
+    key.push(STATE_PREFIX);
+    key.extend_from_slice(&id.to_be_bytes());
+    key
+}
+
+fn change_prefix(table_id: u64) -> Vec<u8> {
+    let mut key = Vec::with_capacity(9);
+    key.push(CHANGE_PREFIX);
+    key.extend_from_slice(&table_id.to_be_bytes());
+    key
+}
+
+fn change_key(table_id: u64, seq: u64) -> Vec<u8> {
+    let mut key = change_prefix(table_id);
+    key.extend_from_slice(&seq.to_be_bytes());
+    key
+}
+
 fn row_key(table_id: u64, key: &[u8]) -> Vec<u8> {
     let mut out = table_prefix(table_id);
     out.extend_from_slice(key);
@@ -127,9 +205,16 @@ fn row_key(table_id: u64, key: &[u8]) -> Vec<u8> {
 }
 
 /// A set of changes applied atomically by [`Store::write`].
-#[derive(Default)]
+#[derive(Default, Debug)]
 pub struct WriteSet {
-    batch: WriteBatch,
+    ops: Vec<WriteOp>,
+}
+
+#[derive(Debug)]
+enum WriteOp {
+    Put(Vec<u8>, Vec<u8>),
+    Delete(Vec<u8>),
+    DeleteRange(Vec<u8>, Vec<u8>),
 }
 
 impl WriteSet {
@@ -140,38 +225,98 @@ impl WriteSet {
 
     /// Writes catalog record `name`.
     pub fn put_meta(&mut self, name: &[u8], value: &[u8]) {
-        self.batch.put(meta_key(name), value);
+        self.ops.push(WriteOp::Put(meta_key(name), value.to_vec()));
     }
 
     /// Deletes catalog record `name`.
     pub fn delete_meta(&mut self, name: &[u8]) {
-        self.batch.delete(meta_key(name));
+        self.ops.push(WriteOp::Delete(meta_key(name)));
     }
 
     /// Writes row `key` of table `table_id`.
     pub fn put_row(&mut self, table_id: u64, key: &[u8], value: &[u8]) {
-        self.batch.put(row_key(table_id, key), value);
+        self.ops
+            .push(WriteOp::Put(row_key(table_id, key), value.to_vec()));
     }
 
     /// Deletes row `key` of table `table_id`.
     pub fn delete_row(&mut self, table_id: u64, key: &[u8]) {
-        self.batch.delete(row_key(table_id, key));
+        self.ops.push(WriteOp::Delete(row_key(table_id, key)));
     }
 
     /// Deletes every row of table `table_id`.
     pub fn delete_all_rows(&mut self, table_id: u64) {
-        self.batch
-            .delete_range(table_prefix(table_id), table_prefix(table_id + 1));
+        self.ops.push(WriteOp::DeleteRange(
+            table_prefix(table_id),
+            table_prefix(table_id + 1),
+        ));
+    }
+
+    /// Writes a row of state table `id` (`key` includes the key group).
+    pub(crate) fn put_state(&mut self, id: u64, key: &[u8], value: &[u8]) {
+        let mut full = state_prefix(id);
+        full.extend_from_slice(key);
+        self.ops.push(WriteOp::Put(full, value.to_vec()));
+    }
+
+    /// Deletes a row of state table `id`.
+    pub(crate) fn delete_state(&mut self, id: u64, key: &[u8]) {
+        let mut full = state_prefix(id);
+        full.extend_from_slice(key);
+        self.ops.push(WriteOp::Delete(full));
+    }
+
+    pub(crate) fn delete_state_range(&mut self, from: Vec<u8>, to: Vec<u8>) {
+        self.ops.push(WriteOp::DeleteRange(from, to));
+    }
+
+    /// Appends entry `seq` to the change log of table `table_id`.
+    pub fn put_change(&mut self, table_id: u64, seq: u64, entry: &[u8]) {
+        self.ops
+            .push(WriteOp::Put(change_key(table_id, seq), entry.to_vec()));
+    }
+
+    /// Deletes the change-log entries of table `table_id` before `seq`.
+    pub fn delete_changes_before(&mut self, table_id: u64, seq: u64) {
+        self.ops.push(WriteOp::DeleteRange(
+            change_key(table_id, 0),
+            change_key(table_id, seq),
+        ));
+    }
+
+    /// Deletes the whole change log of table `table_id`.
+    pub fn delete_all_changes(&mut self, table_id: u64) {
+        self.ops.push(WriteOp::DeleteRange(
+            change_prefix(table_id),
+            change_prefix(table_id + 1),
+        ));
+    }
+
+    /// Adds every change of `other` after this set's.
+    pub fn extend(&mut self, other: WriteSet) {
+        self.ops.extend(other.ops);
+    }
+
+    fn to_batch(&self) -> WriteBatch {
+        let mut batch = WriteBatch::default();
+        for op in &self.ops {
+            match op {
+                WriteOp::Put(key, value) => batch.put(key, value),
+                WriteOp::Delete(key) => batch.delete(key),
+                WriteOp::DeleteRange(from, to) => batch.delete_range(from, to),
+            }
+        }
+        batch
     }
 
     /// Number of changes in the set.
     pub fn len(&self) -> usize {
-        self.batch.len()
+        self.ops.len()
     }
 
     /// True when the set holds no change.
     pub fn is_empty(&self) -> bool {
-        self.batch.is_empty()
+        self.ops.is_empty()
     }
 }
 
@@ -205,6 +350,14 @@ impl TableStore {
             .map_err(|e| rocks_error(&self.store.path, e))
     }
 
+    /// The stored value of the row at `key`.
+    pub fn get(&self, key: &[u8]) -> StorageResult<Option<Vec<u8>>> {
+        self.store
+            .db
+            .get(row_key(self.table_id, key))
+            .map_err(|e| rocks_error(&self.store.path, e))
+    }
+
     /// The greatest row key in the table, if any.
     pub fn last_key(&self) -> StorageResult<Option<Vec<u8>>> {
         let end = table_prefix(self.table_id + 1);
@@ -233,12 +386,25 @@ impl TableStore {
     pub fn scan(
         &self,
         spec: &ScanSpec,
+        emit: impl FnMut(Vec<Vec<u8>>, RecordBatch) -> bool,
+    ) -> StorageResult<()> {
+        self.scan_after_snapshot(spec, || {}, emit)
+    }
+
+    /// Like [`TableStore::scan`], calling `on_snapshot` right after the
+    /// snapshot is taken (so a caller can release a lock that kept writers
+    /// out until the snapshot existed).
+    pub fn scan_after_snapshot(
+        &self,
+        spec: &ScanSpec,
+        on_snapshot: impl FnOnce(),
         mut emit: impl FnMut(Vec<Vec<u8>>, RecordBatch) -> bool,
     ) -> StorageResult<()> {
         let prefix = table_prefix(self.table_id);
         let mut read_options = ReadOptions::default();
         read_options.set_iterate_upper_bound(table_prefix(self.table_id + 1));
         let snapshot = self.store.db.snapshot();
+        on_snapshot();
         read_options.set_snapshot(&snapshot);
         let iter = self.store.db.iterator_opt(
             IteratorMode::From(&prefix, Direction::Forward),

@@ -1,0 +1,194 @@
+//! Operator state: one [`StateTable`] per stateful operator instance, its
+//! rows keyed by key group so state can be redistributed when parallelism
+//! changes (DESIGN.md, "State").
+//!
+//! Writes of the running epoch stay in memory; at a barrier
+//! [`StateTable::seal_epoch`] moves them into the epoch's [`WriteSet`], which
+//! the barrier manager commits atomically with every other operator's
+//! writes. Until that commit lands they stay readable from memory, so reads
+//! see committed rows overlaid by the table's own newer writes.
+
+use std::collections::BTreeMap;
+use std::ops::Bound;
+
+use crate::StorageResult;
+use crate::store::{Store, WriteSet, state_prefix};
+
+/// Key groups per stateful operator (Flink's default maximum parallelism).
+/// Fixed for the life of the state: changing it would rehash every key.
+pub const KEY_GROUPS: u16 = 128;
+
+/// The key group of a partition key with hash `hash`.
+pub fn key_group(hash: u64) -> u16 {
+    (hash % u64::from(KEY_GROUPS)) as u16
+}
+
+#[derive(Debug, Clone)]
+struct Pending {
+    value: Option<Vec<u8>>,
+    /// The epoch the write was sealed into; `None` while the epoch runs.
+    sealed_in: Option<u64>,
+}
+
+/// The state rows of one operator, addressed by key group and key.
+#[derive(Debug)]
+pub struct StateTable {
+    store: Store,
+    id: u64,
+    /// Uncommitted writes, by key group (big endian) + key.
+    pending: BTreeMap<Vec<u8>, Pending>,
+}
+
+fn local_key(group: u16, key: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(key.len() + 2);
+    out.extend_from_slice(&group.to_be_bytes());
+    out.extend_from_slice(key);
+    out
+}
+
+impl StateTable {
+    /// The state table `id` of `store`.
+    pub fn new(store: Store, id: u64) -> Self {
+        Self {
+            store,
+            id,
+            pending: BTreeMap::new(),
+        }
+    }
+
+    /// The table's id.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// The value at `key` in key group `group`.
+    pub fn get(&self, group: u16, key: &[u8]) -> StorageResult<Option<Vec<u8>>> {
+        let local = local_key(group, key);
+        if let Some(p) = self.pending.get(&local) {
+            return Ok(p.value.clone());
+        }
+        self.store.get_state(self.id, &local)
+    }
+
+    /// Sets `key` in key group `group` to `value`.
+    pub fn put(&mut self, group: u16, key: &[u8], value: Vec<u8>) {
+        self.pending.insert(
+            local_key(group, key),
+            Pending {
+                value: Some(value),
+                sealed_in: None,
+            },
+        );
+    }
+
+    /// Removes `key` from key group `group`.
+    pub fn delete(&mut self, group: u16, key: &[u8]) {
+        self.pending.insert(
+            local_key(group, key),
+            Pending {
+                value: None,
+                sealed_in: None,
+            },
+        );
+    }
+
+    /// Every row of key group `group` whose key starts with `prefix`, in key
+    /// order, as (key without the group, value).
+    pub fn scan_prefix(&self, group: u16, prefix: &[u8]) -> StorageResult<Vec<(Vec<u8>, Vec<u8>)>> {
+        let start = local_key(group, prefix);
+        let mut merged: BTreeMap<Vec<u8>, Option<Vec<u8>>> = self
+            .store
+            .scan_state(self.id, &start)?
+            .into_iter()
+            .map(|(k, v)| (k, Some(v)))
+            .collect();
+        for (key, p) in self
+            .pending
+            .range::<Vec<u8>, _>((Bound::Included(&start), Bound::Unbounded))
+        {
+            if !key.starts_with(&start) {
+                break;
+            }
+            merged.insert(key.clone(), p.value.clone());
+        }
+        Ok(merged
+            .into_iter()
+            .filter_map(|(k, v)| v.map(|v| (k[2..].to_vec(), v)))
+            .collect())
+    }
+
+    /// Ends epoch `epoch`: adds the epoch's writes to `writes` and forgets
+    /// writes of earlier epochs, which the barrier manager has committed
+    /// before injecting `epoch`'s barrier.
+    pub fn seal_epoch(&mut self, epoch: u64, writes: &mut WriteSet) {
+        self.pending
+            .retain(|_, p| p.sealed_in.is_none_or(|sealed| sealed >= epoch));
+        for (key, p) in self.pending.iter_mut() {
+            if p.sealed_in.is_some() {
+                continue;
+            }
+            p.sealed_in = Some(epoch);
+            match &p.value {
+                Some(value) => writes.put_state(self.id, key, value),
+                None => writes.delete_state(self.id, key),
+            }
+        }
+    }
+
+    /// Uncommitted writes held in memory.
+    pub fn pending_len(&self) -> usize {
+        self.pending.len()
+    }
+}
+
+/// Adds the deletion of every row of state table `id` to `writes`.
+pub fn delete_state_table(id: u64, writes: &mut WriteSet) {
+    writes.delete_state_range(state_prefix(id), state_prefix(id + 1));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::StoreOptions;
+
+    #[test]
+    fn pending_writes_overlay_committed_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), &StoreOptions::default()).unwrap();
+        let mut table = StateTable::new(store.clone(), 3);
+        table.put(1, b"a", b"1".to_vec());
+        table.put(1, b"b", b"2".to_vec());
+        table.put(2, b"a", b"x".to_vec());
+        let mut writes = WriteSet::new();
+        table.seal_epoch(1, &mut writes);
+        assert_eq!(writes.len(), 3);
+        store.write(writes).unwrap();
+
+        table.delete(1, b"a");
+        table.put(1, b"c", b"3".to_vec());
+        assert_eq!(table.get(1, b"a").unwrap(), None);
+        assert_eq!(table.get(1, b"b").unwrap(), Some(b"2".to_vec()));
+        let rows = table.scan_prefix(1, b"").unwrap();
+        assert_eq!(
+            rows,
+            vec![
+                (b"b".to_vec(), b"2".to_vec()),
+                (b"c".to_vec(), b"3".to_vec())
+            ]
+        );
+        let mut writes = WriteSet::new();
+        table.seal_epoch(2, &mut writes);
+        // Epoch 1's writes are forgotten, epoch 2's kept until the next seal.
+        assert_eq!(writes.len(), 2);
+        assert_eq!(table.pending_len(), 2);
+        store.write(writes).unwrap();
+
+        let fresh = StateTable::new(store.clone(), 3);
+        assert_eq!(fresh.scan_prefix(1, b"").unwrap().len(), 2);
+        assert_eq!(fresh.get(2, b"a").unwrap(), Some(b"x".to_vec()));
+        let mut writes = WriteSet::new();
+        delete_state_table(3, &mut writes);
+        store.write(writes).unwrap();
+        assert!(fresh.scan_prefix(1, b"").unwrap().is_empty());
+    }
+}
