@@ -11,6 +11,18 @@ pub enum EngineError {
     /// An Arrow kernel failed on a chunk's columns.
     #[error("arrow: {0}")]
     Arrow(#[from] datafusion::arrow::error::ArrowError),
+    /// Reading or writing state failed.
+    #[error(transparent)]
+    Storage(#[from] runnel_storage::StorageError),
+    /// The job this one reads from stopped.
+    #[error("upstream failed: {0}")]
+    UpstreamFailed(String),
+    /// The runtime is shutting down or a job was dropped while waited on.
+    #[error("stopped: {0}")]
+    Stopped(String),
+    /// A broken invariant of the engine itself.
+    #[error("internal error: {0}")]
+    Internal(String),
 }
 
 /// Result alias of the engine.

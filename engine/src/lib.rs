@@ -11,9 +11,13 @@
 
 mod chunk;
 mod error;
+pub mod graph;
+pub mod log;
+pub mod log_codec;
 mod message;
 pub mod operator;
 pub mod operators;
+pub mod runtime;
 
 pub use chunk::{Op, StreamChunk};
 pub use error::{EngineError, EngineResult};

@@ -3,14 +3,20 @@
 
 use async_trait::async_trait;
 
+use runnel_storage::WriteSet;
+
 use crate::{Barrier, EngineResult, StreamChunk, Watermark};
 
 /// Where an operator puts what it emits while handling one message. The task
 /// loop forwards the chunks downstream in order, before the message that
-/// caused them (for a barrier: before the barrier itself).
+/// caused them (for a barrier: before the barrier itself). State writes
+/// sealed at a barrier go to [`Output::writes`]; the task hands them to the
+/// barrier manager, which commits every operator's writes of an epoch at
+/// once.
 #[derive(Debug, Default)]
 pub struct Output {
     chunks: Vec<StreamChunk>,
+    writes: WriteSet,
 }
 
 impl Output {
@@ -25,15 +31,25 @@ impl Output {
     pub fn take(&mut self) -> Vec<StreamChunk> {
         std::mem::take(&mut self.chunks)
     }
+
+    /// The state writes of the epoch being sealed.
+    pub fn writes(&mut self) -> &mut WriteSet {
+        &mut self.writes
+    }
+
+    /// Takes the state writes collected so far.
+    pub fn take_writes(&mut self) -> WriteSet {
+        std::mem::take(&mut self.writes)
+    }
 }
 
 /// One parallel instance of a streaming operator.
 ///
 /// The task loop owns the protocol: it merges inputs, aligns barriers,
 /// computes the minimum watermark over inputs and forwards control messages;
-/// operators only react. Hooks are called one at a time, never concurrently;
-/// they must not block the thread (state I/O goes through the storage
-/// layer's async API).
+/// operators only react. Hooks are called one at a time, never concurrently.
+/// State reads are RocksDB point lookups and short prefix scans (mostly
+/// served from the block cache), done inline.
 #[async_trait]
 pub trait StreamOperator: Send + 'static {
     /// A short snake_case name for plans, logs and metrics.

@@ -18,8 +18,14 @@ use crate::store::{Store, WriteSet, state_prefix};
 /// Fixed for the life of the state: changing it would rehash every key.
 pub const KEY_GROUPS: u16 = 128;
 
-/// The key group of a partition key with hash `hash`.
-pub fn key_group(hash: u64) -> u16 {
+/// The key group of an encoded partition key. The hash (FNV-1a) is part of
+/// the stored state's layout, so it must never change.
+pub fn key_group(key: &[u8]) -> u16 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in key {
+        hash ^= u64::from(b);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
     (hash % u64::from(KEY_GROUPS)) as u16
 }
 

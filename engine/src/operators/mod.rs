@@ -1,10 +1,16 @@
 //! The streaming operators, one per file.
 
 mod filter;
+mod hash_agg;
+mod materialize;
 mod project;
+mod union;
 
 pub use filter::FilterOperator;
+pub use hash_agg::HashAggOperator;
+pub use materialize::MaterializeOperator;
 pub use project::ProjectOperator;
+pub use union::UnionOperator;
 
 #[cfg(test)]
 pub(crate) mod harness;

@@ -1,0 +1,237 @@
+//! The `StreamGraph`: what a job runs. Fragments of chained operators,
+//! joined by exchanges; each fragment runs as `parallelism` subtasks.
+//!
+//! Expressions are DataFusion physical expressions. The graph is built by
+//! the planner from the view's SQL, deterministically, so a restart plans
+//! the same graph with the same state table ids; shipping graphs to remote
+//! workers will serialize the expressions with `datafusion-proto`.
+
+use std::fmt;
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
+
+/// A whole job.
+#[derive(Debug, Clone)]
+pub struct StreamGraph {
+    /// In dependency order: a fragment's inputs come before it; the last
+    /// fragment ends in the job's sink (the materialize operator).
+    pub fragments: Vec<Fragment>,
+}
+
+/// Operators that run chained in one task per parallel subtask.
+#[derive(Debug, Clone)]
+pub struct Fragment {
+    pub id: usize,
+    pub parallelism: usize,
+    /// The first operator's inputs, in port order.
+    pub inputs: Vec<FragmentInput>,
+    /// Applied in order; the first reads `inputs`, each next one the
+    /// previous one's output.
+    pub operators: Vec<OperatorSpec>,
+    /// Where the last operator's output goes.
+    pub output: FragmentOutput,
+}
+
+/// Where a fragment's input comes from.
+#[derive(Debug, Clone)]
+pub enum FragmentInput {
+    /// A source read by the fragment itself.
+    Source(SourceSpec),
+    /// The output of another fragment, through an exchange.
+    Exchange { fragment: usize },
+}
+
+/// How rows are spread over the subtasks of the next fragment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Distribution {
+    /// Everything to subtask 0.
+    Single,
+    /// By the key group of these columns.
+    Hash(Vec<usize>),
+}
+
+/// Where a fragment's output goes.
+#[derive(Debug, Clone)]
+pub enum FragmentOutput {
+    /// To input port `port` of fragment `fragment`.
+    Exchange {
+        fragment: usize,
+        port: usize,
+        distribution: Distribution,
+    },
+    /// Nowhere: the last operator is a sink.
+    Sink,
+}
+
+/// A source of changes.
+#[derive(Debug, Clone)]
+pub struct SourceSpec {
+    /// Id and name of the table or view whose change log is read.
+    pub relation_id: u64,
+    pub relation_name: String,
+    /// The rows as stored (for a table: its columns, then the row key).
+    pub schema: SchemaRef,
+    /// State table keeping the read position.
+    pub state_id: u64,
+    /// True for a table (its rows are in the store and its log durable);
+    /// false for a materialized view.
+    pub is_table: bool,
+}
+
+/// One aggregate call of a hash aggregation.
+#[derive(Debug, Clone)]
+pub struct AggregateCall {
+    pub function: Arc<AggregateFunctionExpr>,
+    /// `FILTER (WHERE …)`, if any.
+    pub filter: Option<Arc<dyn PhysicalExpr>>,
+}
+
+/// One operator of a fragment.
+#[derive(Debug, Clone)]
+pub enum OperatorSpec {
+    Project {
+        exprs: Vec<Arc<dyn PhysicalExpr>>,
+        schema: SchemaRef,
+    },
+    Filter {
+        predicate: Arc<dyn PhysicalExpr>,
+    },
+    HashAggregate {
+        group_by: Vec<Arc<dyn PhysicalExpr>>,
+        aggregates: Vec<AggregateCall>,
+        /// Group columns, then one column per aggregate.
+        schema: SchemaRef,
+        state_id: u64,
+    },
+    /// Rows of several inputs with the same visible columns; the output
+    /// ends in a binary key made of the input port and that input's key.
+    Union {
+        /// Per input port, its stream key columns.
+        keys: Vec<Vec<usize>>,
+        schema: SchemaRef,
+    },
+    /// Writes the view's rows and feeds its change log.
+    Materialize {
+        table_id: u64,
+        relation_name: String,
+        /// The stream key: which columns identify a row.
+        key: Vec<usize>,
+        schema: SchemaRef,
+        state_id: u64,
+    },
+}
+
+impl OperatorSpec {
+    /// The name shown in plans.
+    pub fn name(&self) -> &'static str {
+        match self {
+            OperatorSpec::Project { .. } => "Project",
+            OperatorSpec::Filter { .. } => "Filter",
+            OperatorSpec::HashAggregate { .. } => "HashAggregate",
+            OperatorSpec::Union { .. } => "Union",
+            OperatorSpec::Materialize { .. } => "Materialize",
+        }
+    }
+
+    /// True when the output is append-only whenever the input is.
+    pub fn preserves_append_only(&self) -> bool {
+        !matches!(self, OperatorSpec::HashAggregate { .. })
+    }
+}
+
+fn list<T: fmt::Display>(items: impl IntoIterator<Item = T>) -> String {
+    items
+        .into_iter()
+        .map(|i| i.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+impl fmt::Display for OperatorSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            OperatorSpec::Project { exprs, .. } => write!(f, "Project: {}", list(exprs)),
+            OperatorSpec::Filter { predicate } => write!(f, "Filter: {predicate}"),
+            OperatorSpec::HashAggregate {
+                group_by,
+                aggregates,
+                ..
+            } => write!(
+                f,
+                "HashAggregate: group_by=[{}], aggregates=[{}]",
+                list(group_by),
+                list(aggregates.iter().map(|a| a.function.name().to_string()))
+            ),
+            OperatorSpec::Union { keys, .. } => write!(f, "Union: inputs={}", keys.len()),
+            OperatorSpec::Materialize {
+                relation_name, key, ..
+            } => write!(f, "Materialize: {relation_name}, key=[{}]", list(key)),
+        }
+    }
+}
+
+impl StreamGraph {
+    /// Whether fragment `id`'s output is append-only.
+    pub fn is_append_only(&self, id: usize) -> bool {
+        let fragment = &self.fragments[id];
+        let inputs = fragment.inputs.iter().all(|input| match input {
+            // Table and view change logs carry updates and deletes.
+            FragmentInput::Source(_) => false,
+            FragmentInput::Exchange { fragment } => self.is_append_only(*fragment),
+        });
+        inputs && fragment.operators.iter().all(|o| o.preserves_append_only())
+    }
+}
+
+impl fmt::Display for StreamGraph {
+    /// The plan `EXPLAIN CREATE MATERIALIZED VIEW` prints, root first.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for fragment in self.fragments.iter().rev() {
+            let output = match &fragment.output {
+                FragmentOutput::Sink => "sink".to_string(),
+                FragmentOutput::Exchange {
+                    fragment,
+                    distribution,
+                    ..
+                } => match distribution {
+                    Distribution::Single => format!("single exchange to fragment {fragment}"),
+                    Distribution::Hash(keys) => {
+                        format!("hash exchange on [{}] to fragment {fragment}", list(keys))
+                    }
+                },
+            };
+            let mode = if self.is_append_only(fragment.id) {
+                "append-only"
+            } else {
+                "retracting"
+            };
+            writeln!(
+                f,
+                "Fragment {} (parallelism {}, {mode}) -> {output}",
+                fragment.id, fragment.parallelism
+            )?;
+            for op in fragment.operators.iter().rev() {
+                writeln!(f, "  {op}")?;
+            }
+            for input in &fragment.inputs {
+                match input {
+                    FragmentInput::Source(s) => {
+                        let kind = if s.is_table {
+                            "table"
+                        } else {
+                            "materialized view"
+                        };
+                        writeln!(f, "  Source: changes of {kind} {}", s.relation_name)?
+                    }
+                    FragmentInput::Exchange { fragment } => {
+                        writeln!(f, "  Exchange: from fragment {fragment}")?
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}

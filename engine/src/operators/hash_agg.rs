@@ -1,0 +1,485 @@
+//! Grouped aggregation with retractions: every change of a group's result
+//! is emitted at the barrier as an insert, an update pair or a delete.
+//!
+//! `count`, `sum` and `avg` keep DataFusion's retractable ("sliding")
+//! accumulators, whose state is stored per group. Every other aggregate
+//! (min, max, DISTINCT aggregates, bool_and/or, string_agg, array_agg, …)
+//! keeps its input values per group as a multiset in a state table and is
+//! recomputed with DataFusion's own accumulator when its group changed, so
+//! its result is exactly what a batch query gives.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch, UInt32Array};
+use datafusion::arrow::compute::take;
+use datafusion::arrow::datatypes::{DataType, SchemaRef};
+use datafusion::logical_expr::Accumulator;
+use datafusion::physical_expr::PhysicalExpr;
+use datafusion::scalar::ScalarValue;
+use runnel_storage::key_codec::encode_nullable_key;
+use runnel_storage::scalar_codec::{decode_scalars, encode_scalars};
+use runnel_storage::state_table::key_group;
+use runnel_storage::{StateTable, Store};
+
+use crate::graph::AggregateCall;
+use crate::operator::{Output, StreamOperator};
+use crate::{Barrier, EngineError, EngineResult, Op, StreamChunk};
+
+struct AggSlot {
+    call: AggregateCall,
+    /// Kept by a retractable accumulator (else recomputed from inputs).
+    incremental: bool,
+    output_type: DataType,
+}
+
+/// A group touched in the running epoch.
+struct GroupState {
+    group: u16,
+    values: Vec<ScalarValue>,
+    rows: i64,
+    /// The result row emitted last, if the group had one.
+    previous: Option<Vec<ScalarValue>>,
+    /// One per aggregate; `Some` for incremental ones.
+    accumulators: Vec<Option<Box<dyn Accumulator>>>,
+}
+
+/// One parallel instance of a grouped aggregation.
+pub struct HashAggOperator {
+    group_by: Vec<Arc<dyn PhysicalExpr>>,
+    aggs: Vec<AggSlot>,
+    schema: SchemaRef,
+    /// Group key → the group's record.
+    groups: StateTable,
+    /// Group key + aggregate index + argument key → count and arguments.
+    inputs: StateTable,
+    dirty: HashMap<Vec<u8>, GroupState>,
+    global_checked: bool,
+}
+
+impl std::fmt::Debug for HashAggOperator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HashAggOperator")
+            .field("groups", &self.groups.id())
+            .finish()
+    }
+}
+
+fn input_key(group_key: &[u8], agg: usize, arg_key: &[u8]) -> Vec<u8> {
+    let mut key = Vec::with_capacity(group_key.len() + arg_key.len() + 4);
+    key.extend_from_slice(&(group_key.len() as u32).to_be_bytes());
+    key.extend_from_slice(group_key);
+    key.extend_from_slice(&(agg as u16).to_be_bytes());
+    key.extend_from_slice(arg_key);
+    key
+}
+
+fn input_prefix(group_key: &[u8], agg: usize) -> Vec<u8> {
+    input_key(group_key, agg, &[])
+}
+
+fn int(value: &ScalarValue) -> EngineResult<i64> {
+    match value {
+        ScalarValue::Int64(Some(v)) => Ok(*v),
+        other => Err(EngineError::Internal(format!(
+            "aggregate state holds {other:?} where a count belongs"
+        ))),
+    }
+}
+
+impl HashAggOperator {
+    /// Groups by `group_by`, computing `aggregates` into `schema` (group
+    /// columns, then aggregates); state in tables `state_id` and
+    /// `state_id + 1`.
+    pub fn new(
+        group_by: Vec<Arc<dyn PhysicalExpr>>,
+        aggregates: Vec<AggregateCall>,
+        schema: SchemaRef,
+        store: Store,
+        state_id: u64,
+    ) -> EngineResult<Self> {
+        let aggs = aggregates
+            .into_iter()
+            .enumerate()
+            .map(|(i, call)| {
+                let f = &call.function;
+                let incremental = matches!(f.fun().name(), "count" | "sum" | "avg")
+                    && !f.is_distinct()
+                    && f.create_sliding_accumulator()
+                        .is_ok_and(|a| a.supports_retract_batch());
+                let output_type = schema.field(group_by.len() + i).data_type().clone();
+                AggSlot {
+                    call,
+                    incremental,
+                    output_type,
+                }
+            })
+            .collect();
+        Ok(Self {
+            group_by,
+            aggs,
+            schema,
+            groups: StateTable::new(store.clone(), state_id),
+            inputs: StateTable::new(store, state_id + 1),
+            dirty: HashMap::new(),
+            global_checked: false,
+        })
+    }
+
+    fn fresh_accumulators(&self) -> EngineResult<Vec<Option<Box<dyn Accumulator>>>> {
+        self.aggs
+            .iter()
+            .map(|slot| {
+                Ok(if slot.incremental {
+                    Some(slot.call.function.create_sliding_accumulator()?)
+                } else {
+                    None
+                })
+            })
+            .collect()
+    }
+
+    /// The group's state, taken out of this epoch's touched groups or read
+    /// from the store (`values` gives a new group's values); put it back
+    /// into `dirty` when done.
+    fn take_group(
+        &mut self,
+        key: &[u8],
+        values: impl FnOnce() -> EngineResult<Vec<ScalarValue>>,
+    ) -> EngineResult<GroupState> {
+        if let Some(state) = self.dirty.remove(key) {
+            return Ok(state);
+        }
+        let group = key_group(key);
+        Ok(match self.groups.get(group, key)? {
+            Some(bytes) => self.decode_record(group, &bytes)?,
+            None => GroupState {
+                group,
+                values: values()?,
+                rows: 0,
+                previous: None,
+                accumulators: self.fresh_accumulators()?,
+            },
+        })
+    }
+
+    /// Record layout: rows, group count, group values, 1 if there is a
+    /// previous result then its values, then per incremental aggregate the
+    /// length of its state and the state.
+    fn encode_record(&self, state: &mut GroupState, out: &mut Vec<u8>) -> EngineResult<()> {
+        let mut values = vec![
+            ScalarValue::Int64(Some(state.rows)),
+            ScalarValue::Int64(Some(state.values.len() as i64)),
+        ];
+        values.extend(state.values.iter().cloned());
+        match &state.previous {
+            Some(previous) => {
+                values.push(ScalarValue::Int64(Some(1)));
+                values.extend(previous.iter().cloned());
+            }
+            None => values.push(ScalarValue::Int64(Some(0))),
+        }
+        for acc in state.accumulators.iter_mut().flatten() {
+            let acc_state = acc.state()?;
+            values.push(ScalarValue::Int64(Some(acc_state.len() as i64)));
+            values.extend(acc_state);
+        }
+        encode_scalars(&values, out)?;
+        Ok(())
+    }
+
+    fn decode_record(&self, group: u16, bytes: &[u8]) -> EngineResult<GroupState> {
+        let values = decode_scalars(bytes)?;
+        let mut it = values.into_iter();
+        let mut next = || {
+            it.next()
+                .ok_or_else(|| EngineError::Internal("aggregate state record cut short".into()))
+        };
+        let rows = int(&next()?)?;
+        let count = int(&next()?)? as usize;
+        let group_values = (0..count)
+            .map(|_| next())
+            .collect::<EngineResult<Vec<_>>>()?;
+        let previous = if int(&next()?)? == 1 {
+            Some(
+                (0..self.aggs.len() + count)
+                    .map(|_| next())
+                    .collect::<EngineResult<Vec<_>>>()?,
+            )
+        } else {
+            None
+        };
+        let mut accumulators = self.fresh_accumulators()?;
+        for acc in accumulators.iter_mut().flatten() {
+            let len = int(&next()?)? as usize;
+            let state = (0..len).map(|_| next()).collect::<EngineResult<Vec<_>>>()?;
+            let arrays = state
+                .iter()
+                .map(|v| v.to_array())
+                .collect::<Result<Vec<ArrayRef>, _>>()?;
+            acc.merge_batch(&arrays)?;
+        }
+        Ok(GroupState {
+            group,
+            values: group_values,
+            rows,
+            previous,
+            accumulators,
+        })
+    }
+
+    /// Recomputes aggregate `agg` of a group from its stored inputs.
+    fn recompute(&self, group: u16, group_key: &[u8], agg: usize) -> EngineResult<ScalarValue> {
+        let slot = &self.aggs[agg];
+        let mut acc = slot.call.function.create_accumulator()?;
+        let args = slot.call.function.expressions();
+        let mut columns: Vec<Vec<ScalarValue>> = vec![vec![]; args.len()];
+        for (_, bytes) in self
+            .inputs
+            .scan_prefix(group, &input_prefix(group_key, agg))?
+        {
+            let values = decode_scalars(&bytes)?;
+            let count = int(values
+                .first()
+                .ok_or_else(|| EngineError::Internal("aggregate input record is empty".into()))?)?;
+            for _ in 0..count {
+                for (column, value) in columns.iter_mut().zip(&values[1..]) {
+                    column.push(value.clone());
+                }
+            }
+        }
+        if columns.first().is_some_and(|c| !c.is_empty()) {
+            let arrays = columns
+                .into_iter()
+                .map(ScalarValue::iter_to_array)
+                .collect::<Result<Vec<ArrayRef>, _>>()?;
+            acc.update_batch(&arrays)?;
+        }
+        Ok(acc.evaluate()?)
+    }
+
+    fn emit_row(rows: &mut Vec<(Op, Vec<ScalarValue>)>, op: Op, values: Vec<ScalarValue>) {
+        rows.push((op, values));
+    }
+
+    fn build_chunk(&self, rows: Vec<(Op, Vec<ScalarValue>)>) -> EngineResult<Option<StreamChunk>> {
+        if rows.is_empty() {
+            return Ok(None);
+        }
+        let mut columns = Vec::with_capacity(self.schema.fields().len());
+        for (i, field) in self.schema.fields().iter().enumerate() {
+            let values = rows
+                .iter()
+                .map(|(_, values)| cast_scalar(&values[i], field.data_type()))
+                .collect::<EngineResult<Vec<_>>>()?;
+            columns.push(ScalarValue::iter_to_array(values)?);
+        }
+        let ops: Vec<Op> = rows.iter().map(|(op, _)| *op).collect();
+        let batch = RecordBatch::try_new(Arc::clone(&self.schema), columns)?;
+        Ok(Some(StreamChunk::new(batch, &ops)?))
+    }
+}
+
+fn cast_scalar(value: &ScalarValue, to: &DataType) -> EngineResult<ScalarValue> {
+    if &value.data_type() == to {
+        Ok(value.clone())
+    } else {
+        Ok(value.cast_to(to)?)
+    }
+}
+
+fn rows_array(rows: &[u32]) -> UInt32Array {
+    UInt32Array::from(rows.to_vec())
+}
+
+#[async_trait]
+impl StreamOperator for HashAggOperator {
+    fn name(&self) -> &'static str {
+        "hash_aggregate"
+    }
+
+    fn preserves_append_only(&self) -> bool {
+        false
+    }
+
+    async fn process_chunk(
+        &mut self,
+        _input: usize,
+        chunk: StreamChunk,
+        _out: &mut Output,
+    ) -> EngineResult<()> {
+        let batch = chunk.data();
+        let group_arrays = self
+            .group_by
+            .iter()
+            .map(|e| e.evaluate(batch)?.into_array(batch.num_rows()))
+            .collect::<Result<Vec<ArrayRef>, _>>()?;
+        let group_refs: Vec<&ArrayRef> = group_arrays.iter().collect();
+        // Rows per group, split by sign, in order of first appearance.
+        let mut order: Vec<Vec<u8>> = vec![];
+        let mut rows: HashMap<Vec<u8>, (Vec<u32>, Vec<u32>)> = HashMap::new();
+        for row in 0..batch.num_rows() {
+            let mut key = vec![];
+            encode_nullable_key(&group_refs, row, &mut key)?;
+            let entry = rows.entry(key.clone()).or_insert_with(|| {
+                order.push(key);
+                (vec![], vec![])
+            });
+            if chunk.op(row)?.sign() > 0 {
+                entry.0.push(row as u32);
+            } else {
+                entry.1.push(row as u32);
+            }
+        }
+        // Arguments and filters of every aggregate, over the whole chunk.
+        let mut args: Vec<Vec<ArrayRef>> = Vec::with_capacity(self.aggs.len());
+        let mut filters: Vec<Option<ArrayRef>> = Vec::with_capacity(self.aggs.len());
+        for slot in &self.aggs {
+            args.push(
+                slot.call
+                    .function
+                    .expressions()
+                    .iter()
+                    .map(|e| e.evaluate(batch)?.into_array(batch.num_rows()))
+                    .collect::<Result<Vec<_>, _>>()?,
+            );
+            filters.push(match &slot.call.filter {
+                Some(f) => Some(f.evaluate(batch)?.into_array(batch.num_rows())?),
+                None => None,
+            });
+        }
+        for key in order {
+            let (inserts, deletes) = rows.remove(&key).expect("every key was recorded");
+            let first = inserts.first().or(deletes.first()).copied().unwrap_or(0) as usize;
+            let mut state = self.take_group(&key, || {
+                group_arrays
+                    .iter()
+                    .map(|a| ScalarValue::try_from_array(a, first).map_err(EngineError::from))
+                    .collect()
+            })?;
+            state.rows += inserts.len() as i64 - deletes.len() as i64;
+            let group = state.group;
+            let mut input_changes: Vec<(Vec<u8>, Vec<ScalarValue>, i64)> = vec![];
+            for (i, slot) in self.aggs.iter().enumerate() {
+                let keep = |rows: &[u32]| -> Vec<u32> {
+                    match &filters[i] {
+                        None => rows.to_vec(),
+                        Some(mask) => {
+                            let mask = mask.as_boolean();
+                            rows.iter()
+                                .copied()
+                                .filter(|&r| mask.is_valid(r as usize) && mask.value(r as usize))
+                                .collect()
+                        }
+                    }
+                };
+                let (ins, del) = (keep(&inserts), keep(&deletes));
+                if slot.incremental {
+                    let acc = state.accumulators[i]
+                        .as_mut()
+                        .expect("incremental aggregates have accumulators");
+                    if !ins.is_empty() {
+                        let taken = args[i]
+                            .iter()
+                            .map(|a| take(a, &rows_array(&ins), None))
+                            .collect::<Result<Vec<_>, _>>()?;
+                        acc.update_batch(&taken)?;
+                    }
+                    if !del.is_empty() {
+                        let taken = args[i]
+                            .iter()
+                            .map(|a| take(a, &rows_array(&del), None))
+                            .collect::<Result<Vec<_>, _>>()?;
+                        acc.retract_batch(&taken)?;
+                    }
+                } else {
+                    let arg_refs: Vec<&ArrayRef> = args[i].iter().collect();
+                    for (rows, sign) in [(&ins, 1i64), (&del, -1i64)] {
+                        for &row in rows.iter() {
+                            let mut arg_key = vec![];
+                            encode_nullable_key(&arg_refs, row as usize, &mut arg_key)?;
+                            let values = args[i]
+                                .iter()
+                                .map(|a| ScalarValue::try_from_array(a, row as usize))
+                                .collect::<Result<Vec<_>, _>>()?;
+                            input_changes.push((input_key(&key, i, &arg_key), values, sign));
+                        }
+                    }
+                }
+            }
+            for (input, values, sign) in input_changes {
+                let count = match self.inputs.get(group, &input)? {
+                    Some(bytes) => int(decode_scalars(&bytes)?.first().ok_or_else(|| {
+                        EngineError::Internal("aggregate input record is empty".into())
+                    })?)?,
+                    None => 0,
+                } + sign;
+                if count <= 0 {
+                    self.inputs.delete(group, &input);
+                } else {
+                    let mut record = vec![ScalarValue::Int64(Some(count))];
+                    record.extend(values);
+                    let mut bytes = vec![];
+                    encode_scalars(&record, &mut bytes)?;
+                    self.inputs.put(group, &input, bytes);
+                }
+            }
+            self.dirty.insert(key, state);
+        }
+        Ok(())
+    }
+
+    async fn on_barrier(&mut self, barrier: &Barrier, out: &mut Output) -> EngineResult<()> {
+        if self.group_by.is_empty() && !self.global_checked {
+            // Without GROUP BY there is always exactly one row, even over
+            // no input (count 0, sum null).
+            self.global_checked = true;
+            let state = self.take_group(&[], || Ok(vec![]))?;
+            self.dirty.insert(vec![], state);
+        }
+        let mut emitted = vec![];
+        let dirty = std::mem::take(&mut self.dirty);
+        for (key, mut state) in dirty {
+            if state.rows < 0 {
+                return Err(EngineError::Internal(format!(
+                    "group has {} rows: a delete arrived for a row never inserted",
+                    state.rows
+                )));
+            }
+            if state.rows == 0 && !self.group_by.is_empty() {
+                if let Some(previous) = state.previous.take() {
+                    Self::emit_row(&mut emitted, Op::Delete, previous);
+                }
+                self.groups.delete(state.group, &key);
+                continue;
+            }
+            let mut result = state.values.clone();
+            for i in 0..self.aggs.len() {
+                let value = match state.accumulators[i].as_mut() {
+                    Some(acc) => acc.evaluate()?,
+                    None => self.recompute(state.group, &key, i)?,
+                };
+                result.push(cast_scalar(&value, &self.aggs[i].output_type)?);
+            }
+            match state.previous.take() {
+                None => Self::emit_row(&mut emitted, Op::Insert, result.clone()),
+                Some(previous) if previous != result => {
+                    Self::emit_row(&mut emitted, Op::UpdateDelete, previous);
+                    Self::emit_row(&mut emitted, Op::UpdateInsert, result.clone());
+                }
+                Some(_) => {}
+            }
+            state.previous = Some(result);
+            let mut bytes = vec![];
+            self.encode_record(&mut state, &mut bytes)?;
+            self.groups.put(state.group, &key, bytes);
+        }
+        if let Some(chunk) = self.build_chunk(emitted)? {
+            out.emit(chunk);
+        }
+        self.groups.seal_epoch(barrier.epoch.0, out.writes());
+        self.inputs.seal_epoch(barrier.epoch.0, out.writes());
+        Ok(())
+    }
+}

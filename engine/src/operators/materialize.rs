@@ -1,0 +1,121 @@
+//! The end of every materialized view's job: writes the view's rows (keyed
+//! by the stream key) at each barrier and feeds the view's change log, so
+//! views on this view see its changes in the same epoch.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::arrow::array::ArrayRef;
+use runnel_storage::key_codec::encode_nullable_key;
+use runnel_storage::row_codec::encode_row;
+use runnel_storage::scalar_codec::{decode_scalars, encode_scalars};
+use runnel_storage::{StateTable, Store};
+
+use crate::log::ChangeLog;
+use crate::operator::{Output, StreamOperator};
+use crate::{Barrier, EngineResult, StreamChunk};
+
+const LOG_POSITION: &[u8] = b"log_next_seq";
+
+/// Writes a view's rows.
+#[derive(Debug)]
+pub struct MaterializeOperator {
+    table_id: u64,
+    key: Vec<usize>,
+    /// Row key → new row value (None: deleted) of the running epoch.
+    changes: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    log: Arc<ChangeLog>,
+    state: StateTable,
+}
+
+impl MaterializeOperator {
+    /// Writes rows of view `table_id` keyed by the `key` columns, appending
+    /// what it receives to `log`; remembers the log's position in state
+    /// table `state_id`.
+    pub fn new(
+        table_id: u64,
+        key: Vec<usize>,
+        log: Arc<ChangeLog>,
+        store: Store,
+        state_id: u64,
+    ) -> Self {
+        Self {
+            table_id,
+            key,
+            changes: BTreeMap::new(),
+            log,
+            state: StateTable::new(store, state_id),
+        }
+    }
+
+    /// Where the view's change log continues after a restart: the position
+    /// stored at the last committed epoch.
+    pub fn stored_log_position(store: &Store, state_id: u64) -> EngineResult<Option<u64>> {
+        let state = StateTable::new(store.clone(), state_id);
+        match state.get(0, LOG_POSITION)? {
+            None => Ok(None),
+            Some(bytes) => match decode_scalars(&bytes)?.first() {
+                Some(datafusion::scalar::ScalarValue::UInt64(Some(seq))) => Ok(Some(*seq)),
+                other => Err(crate::EngineError::Internal(format!(
+                    "stored log position is {other:?}"
+                ))),
+            },
+        }
+    }
+}
+
+#[async_trait]
+impl StreamOperator for MaterializeOperator {
+    fn name(&self) -> &'static str {
+        "materialize"
+    }
+
+    fn preserves_append_only(&self) -> bool {
+        true
+    }
+
+    async fn process_chunk(
+        &mut self,
+        _input: usize,
+        chunk: StreamChunk,
+        _out: &mut Output,
+    ) -> EngineResult<()> {
+        let batch = chunk.data();
+        let key_columns: Vec<&ArrayRef> = self.key.iter().map(|&i| batch.column(i)).collect();
+        for row in 0..batch.num_rows() {
+            let mut key = vec![];
+            encode_nullable_key(&key_columns, row, &mut key)?;
+            if chunk.op(row)?.sign() > 0 {
+                let mut value = vec![];
+                encode_row(batch.columns(), row, &mut value)?;
+                self.changes.insert(key, Some(value));
+            } else {
+                self.changes.insert(key, None);
+            }
+        }
+        self.log.appender().append(chunk);
+        Ok(())
+    }
+
+    async fn on_barrier(&mut self, barrier: &Barrier, out: &mut Output) -> EngineResult<()> {
+        let writes = out.writes();
+        for (key, value) in std::mem::take(&mut self.changes) {
+            match value {
+                Some(value) => writes.put_row(self.table_id, &key, &value),
+                None => writes.delete_row(self.table_id, &key),
+            }
+        }
+        self.log.seal(barrier.epoch);
+        let mut position = vec![];
+        encode_scalars(
+            &[datafusion::scalar::ScalarValue::UInt64(Some(
+                self.log.next_seq(),
+            ))],
+            &mut position,
+        )?;
+        self.state.put(0, LOG_POSITION, position);
+        self.state.seal_epoch(barrier.epoch.0, out.writes());
+        Ok(())
+    }
+}

@@ -1,0 +1,63 @@
+//! `UNION ALL`: rows of every input, each given a stream key that cannot
+//! collide across inputs (the input's port, then its own key).
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::arrow::array::{ArrayRef, BinaryArray, RecordBatch};
+use datafusion::arrow::datatypes::SchemaRef;
+use runnel_storage::key_codec::encode_nullable_key;
+
+use crate::operator::{Output, StreamOperator};
+use crate::{EngineResult, StreamChunk};
+
+/// Merges its inputs into `schema`: the visible columns, then a binary key.
+#[derive(Debug)]
+pub struct UnionOperator {
+    schema: SchemaRef,
+    /// Per input port, the columns of its stream key.
+    keys: Vec<Vec<usize>>,
+}
+
+impl UnionOperator {
+    /// Merges inputs whose stream keys are `keys` (one list per port).
+    pub fn new(schema: SchemaRef, keys: Vec<Vec<usize>>) -> Self {
+        Self { schema, keys }
+    }
+}
+
+#[async_trait]
+impl StreamOperator for UnionOperator {
+    fn name(&self) -> &'static str {
+        "union"
+    }
+
+    fn preserves_append_only(&self) -> bool {
+        true
+    }
+
+    async fn process_chunk(
+        &mut self,
+        input: usize,
+        chunk: StreamChunk,
+        out: &mut Output,
+    ) -> EngineResult<()> {
+        let batch = chunk.data();
+        let visible = self.schema.fields().len() - 1;
+        let key_columns: Vec<&ArrayRef> =
+            self.keys[input].iter().map(|&i| batch.column(i)).collect();
+        let mut keys = Vec::with_capacity(batch.num_rows());
+        for row in 0..batch.num_rows() {
+            let mut key = vec![input as u8];
+            encode_nullable_key(&key_columns, row, &mut key)?;
+            keys.push(key);
+        }
+        let mut columns: Vec<ArrayRef> = batch.columns()[..visible].to_vec();
+        columns.push(Arc::new(BinaryArray::from_iter_values(
+            keys.iter().map(Vec::as_slice),
+        )));
+        let data = RecordBatch::try_new(Arc::clone(&self.schema), columns)?;
+        out.emit(chunk.with_data(data)?);
+        Ok(())
+    }
+}

@@ -1,0 +1,248 @@
+//! Turning a [`StreamGraph`] into running tasks: channels per subtask,
+//! operators per subtask, sources and dispatchers wired between them.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use runnel_storage::{StateTable, Store};
+use tokio::sync::mpsc;
+
+use super::JobSpec;
+use super::exchange::{Dispatcher, InputReceiver, InputSender, channel};
+use super::logs::LogRegistry;
+use super::manager::{Report, RunningJob};
+use super::source::{LogSource, start_backfill, stored_position};
+use super::task::Task;
+use crate::graph::{FragmentInput, FragmentOutput, OperatorSpec, SourceSpec};
+use crate::operator::StreamOperator;
+use crate::operators::{
+    FilterOperator, HashAggOperator, MaterializeOperator, ProjectOperator, UnionOperator,
+};
+use crate::{EngineError, EngineResult, Epoch};
+
+/// Input indices of one fragment's subtasks: index → port, and
+/// (port, upstream subtask) → index.
+struct Inputs {
+    ports: Vec<usize>,
+    index: HashMap<(usize, usize), usize>,
+}
+
+pub(crate) async fn build_job(
+    spec: JobSpec,
+    store: Store,
+    logs: Arc<LogRegistry>,
+    reports: mpsc::UnboundedSender<Report>,
+    committed: Epoch,
+) -> EngineResult<RunningJob> {
+    let graph = &spec.graph;
+    let mut channels: Vec<Vec<(InputSender, Option<InputReceiver>)>> = vec![];
+    let mut inputs: Vec<Inputs> = vec![];
+    for fragment in &graph.fragments {
+        channels.push(
+            (0..fragment.parallelism)
+                .map(|_| {
+                    let (tx, rx) = channel();
+                    (tx, Some(rx))
+                })
+                .collect(),
+        );
+        let mut ports = vec![];
+        let mut index = HashMap::new();
+        for (port, input) in fragment.inputs.iter().enumerate() {
+            let upstream = match input {
+                FragmentInput::Source(_) => 1,
+                FragmentInput::Exchange { fragment } => graph.fragments[*fragment].parallelism,
+            };
+            for subtask in 0..upstream {
+                index.insert((port, subtask), ports.len());
+                ports.push(port);
+            }
+        }
+        inputs.push(Inputs { ports, index });
+    }
+
+    let mut handles = vec![];
+    let mut barriers = vec![];
+    let mut reads = vec![];
+    let mut writes_log = None;
+    let mut reporters = 0;
+    for fragment in &graph.fragments {
+        for (port, input) in fragment.inputs.iter().enumerate() {
+            let FragmentInput::Source(source) = input else {
+                continue;
+            };
+            if fragment.parallelism != 1 {
+                return Err(EngineError::Internal(
+                    "a fragment reading a change log must have parallelism 1".into(),
+                ));
+            }
+            let (barrier_tx, barrier_rx) = mpsc::unbounded_channel();
+            let output = (
+                channels[fragment.id][0].0.clone(),
+                inputs[fragment.id].index[&(port, 0)],
+            );
+            let runner = start_source(source, &store, &logs, committed).await?;
+            let (log, position, backfill) = runner;
+            handles.push(tokio::spawn(
+                LogSource {
+                    job: spec.id,
+                    log,
+                    position,
+                    backfill,
+                    barriers: barrier_rx,
+                    state: StateTable::new(store.clone(), source.state_id),
+                    output,
+                    reports: reports.clone(),
+                }
+                .run(),
+            ));
+            barriers.push(barrier_tx);
+            reads.push(source.relation_id);
+            reporters += 1;
+        }
+    }
+
+    for fragment in &graph.fragments {
+        for subtask in 0..fragment.parallelism {
+            let mut operators: Vec<Box<dyn StreamOperator>> = vec![];
+            for op in &fragment.operators {
+                if let OperatorSpec::Materialize { table_id, .. } = op {
+                    writes_log = Some(*table_id);
+                }
+                operators.push(build_operator(op, &store, &logs)?);
+            }
+            let dispatcher = match &fragment.output {
+                FragmentOutput::Sink => Dispatcher::None,
+                FragmentOutput::Exchange {
+                    fragment: to,
+                    port,
+                    distribution,
+                } => Dispatcher::Exchange {
+                    targets: channels[*to]
+                        .iter()
+                        .map(|(tx, _)| (tx.clone(), inputs[*to].index[&(*port, subtask)]))
+                        .collect(),
+                    distribution: distribution.clone(),
+                },
+            };
+            let input = channels[fragment.id][subtask]
+                .1
+                .take()
+                .ok_or_else(|| EngineError::Internal("subtask built twice".into()))?;
+            let task = Task {
+                job: spec.id,
+                input,
+                ports: inputs[fragment.id].ports.clone(),
+                operators,
+                dispatcher,
+                reports: reports.clone(),
+            };
+            handles.push(tokio::spawn(task.run()));
+            reporters += 1;
+        }
+    }
+    Ok(RunningJob {
+        id: spec.id,
+        reporters,
+        barriers,
+        handles,
+        reads,
+        writes_log,
+    })
+}
+
+type StartedSource = (
+    Arc<crate::log::ChangeLog>,
+    u64,
+    Option<mpsc::Receiver<EngineResult<crate::StreamChunk>>>,
+);
+
+/// Opens a source's log and finds where it starts: its committed position,
+/// or (for a new job) the position matching a snapshot it backfills from.
+async fn start_source(
+    source: &SourceSpec,
+    store: &Store,
+    logs: &LogRegistry,
+    committed: Epoch,
+) -> EngineResult<StartedSource> {
+    let log = if source.is_table {
+        logs.open_table_log(
+            store,
+            source.relation_id,
+            &source.relation_name,
+            &source.schema,
+        )?
+    } else {
+        logs.live_view_log(source.relation_id).ok_or_else(|| {
+            EngineError::UpstreamFailed(format!(
+                "materialized view {} is not running",
+                source.relation_name
+            ))
+        })?
+    };
+    if let Some(position) = stored_position(store, source)? {
+        return Ok((log, position, None));
+    }
+    if source.is_table {
+        let (rows, snapshot) = start_backfill(store, source, Some(Arc::clone(&log)));
+        let position = snapshot
+            .await
+            .map_err(|_| EngineError::Internal(format!("reading {} failed", source.relation_name)))?
+            .ok_or_else(|| EngineError::Internal("a table snapshot has a position".into()))?;
+        Ok((log, position, Some(rows)))
+    } else {
+        // Between epochs the view's rows in the store are those of the
+        // committed epoch, which ended at this seal of its log.
+        let position = log.seal_end(committed).unwrap_or_else(|| log.next_seq());
+        let (rows, snapshot) = start_backfill(store, source, None);
+        snapshot.await.map_err(|_| {
+            EngineError::Internal(format!("reading {} failed", source.relation_name))
+        })?;
+        Ok((log, position, Some(rows)))
+    }
+}
+
+fn build_operator(
+    spec: &OperatorSpec,
+    store: &Store,
+    logs: &LogRegistry,
+) -> EngineResult<Box<dyn StreamOperator>> {
+    Ok(match spec {
+        OperatorSpec::Project { exprs, schema } => {
+            Box::new(ProjectOperator::new(exprs.clone(), Arc::clone(schema)))
+        }
+        OperatorSpec::Filter { predicate } => Box::new(FilterOperator::new(Arc::clone(predicate))),
+        OperatorSpec::HashAggregate {
+            group_by,
+            aggregates,
+            schema,
+            state_id,
+        } => Box::new(HashAggOperator::new(
+            group_by.clone(),
+            aggregates.clone(),
+            Arc::clone(schema),
+            store.clone(),
+            *state_id,
+        )?),
+        OperatorSpec::Union { schema, keys } => {
+            Box::new(UnionOperator::new(Arc::clone(schema), keys.clone()))
+        }
+        OperatorSpec::Materialize {
+            table_id,
+            relation_name,
+            key,
+            state_id,
+            ..
+        } => {
+            let next_seq = MaterializeOperator::stored_log_position(store, *state_id)?.unwrap_or(0);
+            let log = logs.view_log(*table_id, relation_name, next_seq);
+            Box::new(MaterializeOperator::new(
+                *table_id,
+                key.clone(),
+                log,
+                store.clone(),
+                *state_id,
+            ))
+        }
+    })
+}

@@ -1,0 +1,158 @@
+//! Running jobs in this process: the [`Runtime`] owns the barrier manager,
+//! the change-log registry and the tasks of every job.
+
+mod build;
+mod exchange;
+mod logs;
+mod manager;
+mod source;
+mod task;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use runnel_storage::Store;
+use tokio::sync::{mpsc, oneshot};
+
+pub use logs::{LogRegistry, table_log_seq_key};
+pub use manager::JobState;
+
+use crate::graph::StreamGraph;
+use crate::{EngineError, EngineResult, Epoch};
+use manager::{Command, JobStates, Manager, Report};
+
+/// Everything needed to start a job.
+#[derive(Debug, Clone)]
+pub struct JobSpec {
+    /// The job's id: the id of the view it maintains.
+    pub id: u64,
+    pub graph: StreamGraph,
+}
+
+/// The streaming runtime of one process.
+pub struct Runtime {
+    store: Store,
+    logs: Arc<LogRegistry>,
+    states: JobStates,
+    commands: mpsc::UnboundedSender<Command>,
+}
+
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime").finish_non_exhaustive()
+    }
+}
+
+impl Runtime {
+    /// Starts the barrier manager, injecting a barrier every
+    /// `barrier_interval` while jobs run. Must be called inside a tokio
+    /// runtime.
+    pub fn start(store: Store, barrier_interval: Duration) -> EngineResult<Arc<Self>> {
+        let logs = Arc::new(LogRegistry::default());
+        let states = JobStates::default();
+        let (commands, receiver) = mpsc::unbounded_channel();
+        let manager = Manager::new(
+            store.clone(),
+            Arc::clone(&logs),
+            Arc::clone(&states),
+            barrier_interval,
+            receiver,
+        )?;
+        tokio::spawn(manager.run());
+        Ok(Arc::new(Self {
+            store,
+            logs,
+            states,
+            commands,
+        }))
+    }
+
+    /// The change logs (DML appends to tables' logs).
+    pub fn logs(&self) -> &LogRegistry {
+        &self.logs
+    }
+
+    /// The error a job failed with before the last restart, if it did.
+    pub fn recorded_failure(&self, job: u64) -> EngineResult<Option<String>> {
+        Ok(self
+            .store
+            .meta_scan(&manager::failed_key(job))?
+            .into_iter()
+            .next()
+            .map(|(_, v)| String::from_utf8_lossy(&v).into_owned()))
+    }
+
+    /// Marks a job as failed without running it (it failed before a
+    /// restart).
+    pub fn mark_failed(&self, job: u64, error: String) {
+        self.states
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(job, JobState::Failed(error));
+    }
+
+    /// Starts a job between two epochs. A job that never committed first
+    /// reads its inputs' current rows (backfill); one that did continues
+    /// where it committed. Returns once the job's sources hold their
+    /// starting positions: callers that keep DML out (the table write lock)
+    /// may let it in again. The job's first results are visible after the
+    /// next [`Runtime::flush`].
+    pub async fn create_job(&self, spec: JobSpec) -> EngineResult<()> {
+        let (done, wait) = oneshot::channel();
+        let (store, logs) = (self.store.clone(), Arc::clone(&self.logs));
+        let reports = self.report_sender();
+        let build: manager::JobBuilder = Box::new(move |committed: Epoch| {
+            Box::pin(build::build_job(spec, store, logs, reports, committed))
+        });
+        self.send(Command::Create { build, done })?;
+        wait.await
+            .map_err(|_| EngineError::Stopped("barrier manager ended".into()))?
+    }
+
+    /// Stops a job; its state stays until the caller deletes it.
+    pub async fn drop_job(&self, job: u64) -> EngineResult<()> {
+        let (done, wait) = oneshot::channel();
+        self.send(Command::Drop { job, done })?;
+        wait.await
+            .map_err(|_| EngineError::Stopped("barrier manager ended".into()))
+    }
+
+    /// Returns once a barrier injected after this call is committed: every
+    /// change committed to a table before the call is then reflected in
+    /// every view.
+    pub async fn flush(&self) -> EngineResult<()> {
+        let (done, wait) = oneshot::channel();
+        self.send(Command::Flush { done })?;
+        wait.await
+            .map_err(|_| EngineError::Stopped("barrier manager ended".into()))?
+    }
+
+    /// The state of job `id`, if it runs or failed.
+    pub fn job_state(&self, id: u64) -> Option<JobState> {
+        self.states
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&id)
+            .cloned()
+    }
+
+    fn send(&self, command: Command) -> EngineResult<()> {
+        self.commands
+            .send(command)
+            .map_err(|_| EngineError::Stopped("barrier manager ended".into()))
+    }
+
+    fn report_sender(&self) -> mpsc::UnboundedSender<Report> {
+        // Reports go through the command channel, in order with commands.
+        let (tx, mut rx) = mpsc::unbounded_channel::<Report>();
+        let commands = self.commands.clone();
+        tokio::spawn(async move {
+            while let Some(report) = rx.recv().await {
+                if commands.send(Command::Report(report)).is_err() {
+                    return;
+                }
+            }
+        });
+        tx
+    }
+}
