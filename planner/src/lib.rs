@@ -6,14 +6,15 @@
 //!
 //! Entry points: [`parser::parse_sql`] for text to statements,
 //! [`ddl::table_def_from_create`] for `CREATE TABLE`, [`types::ColumnType`]
-//! for the type mapping. Later issues add the streaming planner here
-//! (`LogicalPlan` to the engine's `StreamGraph`).
+//! for the type mapping, [`stream::plan_view`] for the streaming planner
+//! (an optimized `LogicalPlan` to the engine's `StreamGraph`).
 
 pub mod catalog;
 pub mod ddl;
 mod error;
 pub mod parser;
 pub mod pg_compat;
+pub mod stream;
 pub mod types;
 
 pub use error::{PlanError, PlanResult};

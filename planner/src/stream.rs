@@ -1,0 +1,515 @@
+//! The streaming planner: an optimized DataFusion `LogicalPlan` to the
+//! engine's [`StreamGraph`] of incremental operators.
+//!
+//! Every node of the plan becomes operators over changelog chunks whose
+//! columns are the node's logical columns followed by hidden columns that
+//! complete its stream key (the columns that identify a row, so a later
+//! delete finds what an earlier insert wrote). Exchanges cut the plan into
+//! fragments where rows must meet by key (before an aggregation) or come
+//! together (before the view is written). Anything the engine cannot
+//! maintain incrementally is refused with [`PlanError::NotSupported`].
+
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::common::{DFSchema, TableReference};
+use datafusion::logical_expr::execution_props::ExecutionProps;
+use datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext;
+use datafusion::logical_expr::{Aggregate, Expr, LogicalPlan, Projection, TableScan, Union};
+use datafusion::physical_expr::aggregate::LoweredAggregateBuilder;
+use datafusion::physical_expr::expressions::{CastExpr, Column};
+use datafusion::physical_expr::{PhysicalExpr, create_physical_expr};
+use runnel_engine::graph::{
+    AggregateCall, Distribution, Fragment, FragmentInput, FragmentOutput, OperatorSpec,
+    SourceSpec, StreamGraph,
+};
+use runnel_storage::row_codec::is_storable;
+
+use crate::{PlanError, PlanResult};
+
+/// A table or materialized view a stream can read the changes of.
+#[derive(Debug, Clone)]
+pub struct StreamInput {
+    pub id: u64,
+    pub name: String,
+    pub is_table: bool,
+    /// The rows as stored: visible columns, then hidden key columns.
+    pub schema: SchemaRef,
+    /// How many leading columns of `schema` are visible.
+    pub visible: usize,
+    /// The stream key (indices into `schema`).
+    pub key: Vec<usize>,
+}
+
+/// Finds what a plan's table scans read.
+pub trait StreamCatalog {
+    /// The table or materialized view `name` resolves to, if it is one.
+    fn stream_input(&self, name: &TableReference) -> Option<StreamInput>;
+}
+
+/// The planned job of a materialized view.
+#[derive(Debug, Clone)]
+pub struct PlannedView {
+    pub graph: StreamGraph,
+    /// The rows the view stores: visible columns, then hidden key columns.
+    pub schema: SchemaRef,
+    pub visible_columns: usize,
+    pub key: Vec<usize>,
+    /// Relations the view reads.
+    pub reads: Vec<u64>,
+}
+
+/// A planned node: the fragment being built and what its output looks like.
+struct Node {
+    /// The fragment id reserved for this node's fragment.
+    id: usize,
+    inputs: Vec<FragmentInput>,
+    operators: Vec<OperatorSpec>,
+    parallelism: usize,
+    /// Visible then hidden columns.
+    schema: SchemaRef,
+    key: Vec<usize>,
+}
+
+struct Planner<'a> {
+    catalog: &'a dyn StreamCatalog,
+    props: ExecutionProps,
+    planning: PhysicalPlanningContext,
+    /// Indexed by fragment id; `None` while a fragment is being built.
+    fragments: Vec<Option<Fragment>>,
+    job_id: u64,
+    next_state: u64,
+    parallelism: usize,
+    reads: Vec<u64>,
+}
+
+/// Plans view `job_id` (its rows stored under that id) as `plan`, with
+/// stateful fragments at `parallelism`.
+pub fn plan_view(
+    plan: &LogicalPlan,
+    catalog: &dyn StreamCatalog,
+    job_id: u64,
+    view_name: &str,
+    parallelism: usize,
+) -> PlanResult<PlannedView> {
+    let mut planner = Planner {
+        catalog,
+        props: ExecutionProps::new(),
+        planning: PhysicalPlanningContext::default(),
+        fragments: vec![],
+        job_id,
+        next_state: 0,
+        parallelism: parallelism.max(1),
+        reads: vec![],
+    };
+    let node = planner.plan(plan)?;
+    let node = planner.storable(node, plan.schema().fields().len())?;
+    let mut node = if node.parallelism == 1 {
+        node
+    } else {
+        planner.exchange(node, Distribution::Single, 1)
+    };
+    let schema = Arc::clone(&node.schema);
+    let key = node.key.clone();
+    let state_id = planner.state_ids(1);
+    node.operators.push(OperatorSpec::Materialize {
+        table_id: job_id,
+        relation_name: view_name.to_string(),
+        key: key.clone(),
+        schema: Arc::clone(&schema),
+        state_id,
+    });
+    planner.close(node, FragmentOutput::Sink);
+    let fragments = planner
+        .fragments
+        .into_iter()
+        .collect::<Option<Vec<_>>>()
+        .ok_or_else(|| PlanError::InvalidDefinition("a fragment was left unbuilt".into()))?;
+    Ok(PlannedView {
+        graph: StreamGraph { fragments },
+        schema,
+        visible_columns: plan.schema().fields().len(),
+        key,
+        reads: planner.reads,
+    })
+}
+
+fn not_supported(what: impl Into<String>) -> PlanError {
+    PlanError::NotSupported(what.into())
+}
+
+fn df(e: datafusion::error::DataFusionError) -> PlanError {
+    PlanError::InvalidDefinition(e.to_string())
+}
+
+impl Planner<'_> {
+    /// Ids for `count` state tables, stable for the same plan.
+    fn state_ids(&mut self, count: u64) -> u64 {
+        let first = (self.job_id << 12) + self.next_state;
+        self.next_state += count;
+        first
+    }
+
+    fn reserve(&mut self) -> usize {
+        self.fragments.push(None);
+        self.fragments.len() - 1
+    }
+
+    fn close(&mut self, node: Node, output: FragmentOutput) {
+        self.fragments[node.id] = Some(Fragment {
+            id: node.id,
+            parallelism: node.parallelism,
+            inputs: node.inputs,
+            operators: node.operators,
+            output,
+        });
+    }
+
+    /// Ends `node`'s fragment with an exchange into a new fragment of
+    /// `parallelism` subtasks, returned with no operators yet.
+    fn exchange(&mut self, node: Node, distribution: Distribution, parallelism: usize) -> Node {
+        let (schema, key, from) = (Arc::clone(&node.schema), node.key.clone(), node.id);
+        let to = self.reserve();
+        self.close(
+            node,
+            FragmentOutput::Exchange {
+                fragment: to,
+                port: 0,
+                distribution,
+            },
+        );
+        Node {
+            id: to,
+            inputs: vec![FragmentInput::Exchange { fragment: from }],
+            operators: vec![],
+            parallelism,
+            schema,
+            key,
+        }
+    }
+
+    fn plan(&mut self, plan: &LogicalPlan) -> PlanResult<Node> {
+        match plan {
+            LogicalPlan::TableScan(scan) => self.scan(scan),
+            LogicalPlan::Projection(projection) => self.projection(projection),
+            LogicalPlan::Filter(filter) => {
+                let mut node = self.plan(&filter.input)?;
+                let predicate = self.physical(&filter.predicate, filter.input.schema())?;
+                node.operators.push(OperatorSpec::Filter { predicate });
+                Ok(node)
+            }
+            LogicalPlan::SubqueryAlias(alias) => self.plan(&alias.input),
+            LogicalPlan::Aggregate(aggregate) => self.aggregate(aggregate),
+            LogicalPlan::Union(union) => self.union(union),
+            // A view's rows have no order; ORDER BY without LIMIT only
+            // matters to a query that reads them.
+            LogicalPlan::Sort(sort) if sort.fetch.is_none() => self.plan(&sort.input),
+            LogicalPlan::Sort(_) | LogicalPlan::Limit(_) => Err(not_supported(
+                "ORDER BY … LIMIT in a materialized view (Top-N)",
+            )),
+            LogicalPlan::Join(_) => Err(not_supported("a join in a materialized view")),
+            LogicalPlan::Window(_) => {
+                Err(not_supported("a window function in a materialized view"))
+            }
+            LogicalPlan::Values(_) | LogicalPlan::EmptyRelation(_) => Err(not_supported(
+                "a materialized view that reads no table or materialized view",
+            )),
+            LogicalPlan::Distinct(_) => Err(not_supported("this form of DISTINCT")),
+            other => Err(not_supported(format!(
+                "{} in a materialized view",
+                other.display().to_string().split(':').next().unwrap_or("this query")
+            ))),
+        }
+    }
+
+    fn physical(&self, expr: &Expr, schema: &DFSchema) -> PlanResult<Arc<dyn PhysicalExpr>> {
+        create_physical_expr(expr, schema, &self.props, &self.planning).map_err(df)
+    }
+
+    fn scan(&mut self, scan: &TableScan) -> PlanResult<Node> {
+        let input = self.catalog.stream_input(&scan.table_name).ok_or_else(|| {
+            not_supported(format!(
+                "reading {} in a materialized view (only tables and materialized views can be read)",
+                scan.table_name
+            ))
+        })?;
+        if scan.fetch.is_some() {
+            return Err(not_supported("LIMIT in a materialized view"));
+        }
+        if !self.reads.contains(&input.id) {
+            self.reads.push(input.id);
+        }
+        let state_id = self.state_ids(1);
+        let stored = Arc::clone(&input.schema);
+        let mut node = Node {
+            id: self.reserve(),
+            inputs: vec![FragmentInput::Source(SourceSpec {
+                relation_id: input.id,
+                relation_name: input.name.clone(),
+                schema: Arc::clone(&stored),
+                state_id,
+                is_table: input.is_table,
+            })],
+            operators: vec![],
+            parallelism: 1,
+            schema: Arc::clone(&stored),
+            key: input.key.clone(),
+        };
+        // Filters pushed into the scan are over the visible columns.
+        if !scan.filters.is_empty() {
+            let visible = input.visible;
+            let visible_schema = stored.project(&(0..visible).collect::<Vec<_>>()).map_err(|e| df(e.into()))?;
+            let dfschema = DFSchema::try_from_qualified_schema(scan.table_name.clone(), &visible_schema)
+                .map_err(df)?;
+            for filter in &scan.filters {
+                let predicate = self.physical(filter, &dfschema)?;
+                node.operators.push(OperatorSpec::Filter { predicate });
+            }
+        }
+        // The scan's columns, then the key.
+        let projection: Vec<usize> = match &scan.projection {
+            Some(p) => p.clone(),
+            None => (0..scan.projected_schema.fields().len()).collect(),
+        };
+        Ok(self.project_columns(node, &projection))
+    }
+
+    /// Keeps `columns` (as visible columns) and the key (hidden unless
+    /// kept).
+    fn project_columns(&mut self, node: Node, columns: &[usize]) -> Node {
+        let exprs: Vec<Arc<dyn PhysicalExpr>> = columns
+            .iter()
+            .map(|&i| {
+                Arc::new(Column::new(node.schema.field(i).name(), i)) as Arc<dyn PhysicalExpr>
+            })
+            .collect();
+        let fields: Vec<Field> = columns
+            .iter()
+            .map(|&i| node.schema.field(i).clone())
+            .collect();
+        self.project_with_key(node, exprs, fields, columns)
+    }
+
+    /// A projection computing `exprs` into `fields`; `passthrough[i]` is the
+    /// input column output `i` copies, if it is a bare column.
+    fn project_with_key(
+        &mut self,
+        mut node: Node,
+        mut exprs: Vec<Arc<dyn PhysicalExpr>>,
+        mut fields: Vec<Field>,
+        passthrough: &[usize],
+    ) -> Node {
+        let mut key = vec![];
+        for (n, &k) in node.key.iter().enumerate() {
+            match passthrough.iter().position(|&p| p == k) {
+                Some(out) => key.push(out),
+                None => {
+                    key.push(exprs.len());
+                    let field = node.schema.field(k);
+                    exprs.push(Arc::new(Column::new(field.name(), k)));
+                    fields.push(Field::new(
+                        format!("_runnel_key_{n}"),
+                        field.data_type().clone(),
+                        true,
+                    ));
+                }
+            }
+        }
+        let schema = Arc::new(Schema::new(fields));
+        node.operators.push(OperatorSpec::Project {
+            exprs,
+            schema: Arc::clone(&schema),
+        });
+        node.schema = schema;
+        node.key = key;
+        node
+    }
+
+    fn projection(&mut self, projection: &Projection) -> PlanResult<Node> {
+        let node = self.plan(&projection.input)?;
+        let input_schema = projection.input.schema();
+        let mut exprs = vec![];
+        let mut passthrough = vec![];
+        for expr in &projection.expr {
+            let physical = self.physical(expr, input_schema)?;
+            passthrough.push(match physical.downcast_ref::<Column>() {
+                Some(column) => column.index(),
+                None => usize::MAX,
+            });
+            exprs.push(physical);
+        }
+        let fields = projection
+            .schema
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone())
+            .collect();
+        Ok(self.project_with_key(node, exprs, fields, &passthrough))
+    }
+
+    fn aggregate(&mut self, aggregate: &Aggregate) -> PlanResult<Node> {
+        if aggregate
+            .group_expr
+            .iter()
+            .any(|e| matches!(e, Expr::GroupingSet(_)))
+        {
+            return Err(not_supported(
+                "GROUPING SETS, ROLLUP and CUBE in a materialized view",
+            ));
+        }
+        let mut node = self.plan(&aggregate.input)?;
+        let logical_input = aggregate.input.schema();
+        // Group values become columns, so the exchange can hash them.
+        let mut exprs: Vec<Arc<dyn PhysicalExpr>> = (0..node.schema.fields().len())
+            .map(|i| {
+                Arc::new(Column::new(node.schema.field(i).name(), i)) as Arc<dyn PhysicalExpr>
+            })
+            .collect();
+        let mut fields: Vec<Field> = node.schema.fields().iter().map(|f| f.as_ref().clone()).collect();
+        let mut group_columns = vec![];
+        for (i, expr) in aggregate.group_expr.iter().enumerate() {
+            let physical = self.physical(expr, logical_input)?;
+            let data_type = physical.data_type(&node.schema).map_err(df)?;
+            group_columns.push(exprs.len());
+            exprs.push(physical);
+            fields.push(Field::new(format!("_runnel_group_{i}"), data_type, true));
+        }
+        let widened = Arc::new(Schema::new(fields));
+        if !aggregate.group_expr.is_empty() {
+            node.operators.push(OperatorSpec::Project {
+                exprs,
+                schema: Arc::clone(&widened),
+            });
+            node.schema = Arc::clone(&widened);
+        }
+        let mut aggregates = vec![];
+        for expr in &aggregate.aggr_expr {
+            let lowered = LoweredAggregateBuilder::new(
+                expr,
+                logical_input,
+                &node.schema,
+                &self.props,
+                &self.planning,
+            )
+            .build()
+            .map_err(df)?;
+            if !lowered.order_bys.is_empty() {
+                return Err(not_supported(
+                    "ORDER BY inside an aggregate call in a materialized view",
+                ));
+            }
+            aggregates.push(AggregateCall {
+                function: lowered.aggregate,
+                filter: lowered.filter,
+            });
+        }
+        let (distribution, parallelism) = if group_columns.is_empty() {
+            (Distribution::Single, 1)
+        } else {
+            (Distribution::Hash(group_columns.clone()), self.parallelism)
+        };
+        let mut next = self.exchange(node, distribution, parallelism);
+        let group_by = group_columns
+            .iter()
+            .map(|&i| {
+                Arc::new(Column::new(widened.field(i).name(), i)) as Arc<dyn PhysicalExpr>
+            })
+            .collect::<Vec<_>>();
+        let schema = Arc::new(aggregate.schema.as_arrow().clone());
+        let state_id = self.state_ids(2);
+        next.operators.push(OperatorSpec::HashAggregate {
+            group_by: group_by.clone(),
+            aggregates,
+            schema: Arc::clone(&schema),
+            state_id,
+        });
+        next.schema = schema;
+        next.key = (0..group_by.len()).collect();
+        Ok(next)
+    }
+
+    fn union(&mut self, union: &Union) -> PlanResult<Node> {
+        let visible = union.schema.fields().len();
+        let branches = union
+            .inputs
+            .iter()
+            .map(|input| self.plan(input))
+            .collect::<PlanResult<Vec<_>>>()?;
+        let id = self.reserve();
+        let mut keys = vec![];
+        let mut inputs = vec![];
+        for (port, node) in branches.into_iter().enumerate() {
+            keys.push(node.key.clone());
+            inputs.push(FragmentInput::Exchange { fragment: node.id });
+            self.close(
+                node,
+                FragmentOutput::Exchange {
+                    fragment: id,
+                    port,
+                    distribution: Distribution::Single,
+                },
+            );
+        }
+        let mut fields: Vec<Field> = union.schema.fields().iter().map(|f| f.as_ref().clone()).collect();
+        fields.push(Field::new("_runnel_union_key", DataType::Binary, false));
+        let schema = Arc::new(Schema::new(fields));
+        Ok(Node {
+            id,
+            inputs,
+            operators: vec![OperatorSpec::Union {
+                keys,
+                schema: Arc::clone(&schema),
+            }],
+            parallelism: 1,
+            schema,
+            key: vec![visible],
+        })
+    }
+
+    /// Casts columns whose type the store cannot keep into one it can.
+    fn storable(&mut self, node: Node, visible: usize) -> PlanResult<Node> {
+        let mut changed = false;
+        let mut exprs: Vec<Arc<dyn PhysicalExpr>> = vec![];
+        let mut fields = vec![];
+        for (i, field) in node.schema.fields().iter().enumerate() {
+            let column: Arc<dyn PhysicalExpr> = Arc::new(Column::new(field.name(), i));
+            let target = match field.data_type() {
+                t if is_storable(t) => None,
+                DataType::Utf8View | DataType::LargeUtf8 => Some(DataType::Utf8),
+                DataType::LargeBinary | DataType::BinaryView => Some(DataType::Binary),
+                DataType::Int8 => Some(DataType::Int16),
+                DataType::UInt8 | DataType::UInt16 => Some(DataType::Int32),
+                DataType::UInt32 => Some(DataType::Int64),
+                DataType::UInt64 => Some(DataType::Decimal128(20, 0)),
+                other => {
+                    let name = if i < visible { field.name().as_str() } else { "a hidden key" };
+                    return Err(not_supported(format!(
+                        "column \"{name}\" of type {other} in a materialized view"
+                    )));
+                }
+            };
+            match target {
+                None => {
+                    exprs.push(column);
+                    fields.push(field.as_ref().clone());
+                }
+                Some(t) => {
+                    changed = true;
+                    exprs.push(Arc::new(CastExpr::new(column, t.clone(), None)));
+                    fields.push(Field::new(field.name(), t, field.is_nullable()));
+                }
+            }
+        }
+        if !changed {
+            return Ok(node);
+        }
+        let mut node = node;
+        let schema = Arc::new(Schema::new(fields));
+        node.operators.push(OperatorSpec::Project {
+            exprs,
+            schema: Arc::clone(&schema),
+        });
+        node.schema = schema;
+        Ok(node)
+    }
+}
