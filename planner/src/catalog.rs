@@ -93,4 +93,42 @@ pub struct ViewDef {
     pub column_names: Vec<String>,
     /// The relations the query reads.
     pub depends_on: Vec<RelationName>,
+    /// Set for a materialized view: its rows are stored and kept up to date
+    /// by a job.
+    #[serde(default)]
+    pub materialized: Option<MaterializedDef>,
+}
+
+/// How a materialized view stores its rows (under the view's id).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MaterializedDef {
+    /// Every stored column: the visible ones, then hidden key columns.
+    pub columns: Vec<ColumnDef>,
+    /// How many leading columns are visible.
+    pub visible: usize,
+    /// The stream key: the columns that identify a row.
+    pub key: Vec<usize>,
+    /// Parallelism of the job's stateful fragments.
+    pub parallelism: usize,
+    /// The schema unqualified names in the query resolve in.
+    pub search_schema: String,
+}
+
+impl MaterializedDef {
+    /// The Arrow schema of the stored rows.
+    pub fn stored_schema(&self) -> SchemaRef {
+        Arc::new(Schema::new(
+            self.columns
+                .iter()
+                .map(|c| c.column_type.field(&c.name, !c.not_null))
+                .collect::<Vec<_>>(),
+        ))
+    }
+}
+
+impl ViewDef {
+    /// True for a materialized view.
+    pub fn is_materialized(&self) -> bool {
+        self.materialized.is_some()
+    }
 }

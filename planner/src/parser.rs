@@ -98,6 +98,71 @@ fn check_operator_chains(sql: &str) -> PlanResult<()> {
 /// Parses `sql` into statements (none for empty text).
 pub fn parse_sql(sql: &str) -> PlanResult<Vec<Statement>> {
     check_operator_chains(sql)?;
+    if let Some(pieces) = split_runnel_statements(sql) {
+        let mut out = vec![];
+        for piece in pieces {
+            match piece {
+                Piece::Flush => out.push(flush_statement()),
+                Piece::Sql(text) => out.extend(parse_standard(&text)?),
+            }
+        }
+        return Ok(out);
+    }
+    parse_standard(sql)
+}
+
+/// `FLUSH`: Runnel's own statement, carried as sqlparser's MySQL-style
+/// `FLUSH TABLES` (which Runnel has no other use for).
+pub fn flush_statement() -> Statement {
+    use datafusion::sql::sqlparser::ast::FlushType;
+    Statement::Flush {
+        object_type: FlushType::Tables,
+        location: None,
+        channel: None,
+        read_lock: false,
+        export: false,
+        tables: vec![],
+    }
+}
+
+enum Piece {
+    Flush,
+    Sql(String),
+}
+
+/// Splits `sql` into statements when one of them is Runnel's own `FLUSH`,
+/// which sqlparser does not parse; None when there is none.
+fn split_runnel_statements(sql: &str) -> Option<Vec<Piece>> {
+    use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
+    if !sql.to_ascii_lowercase().contains("flush") {
+        return None;
+    }
+    let tokens = Tokenizer::new(&PostgreSqlDialect {}, sql).tokenize().ok()?;
+    let mut pieces = vec![];
+    let mut current = String::new();
+    let mut found = false;
+    let mut finish = |current: &mut String, pieces: &mut Vec<Piece>| {
+        let text = std::mem::take(current);
+        let words: Vec<&str> = text.split_whitespace().collect();
+        if words.len() == 1 && words[0].eq_ignore_ascii_case("flush") {
+            found = true;
+            pieces.push(Piece::Flush);
+        } else if !words.is_empty() {
+            pieces.push(Piece::Sql(text));
+        }
+    };
+    for token in tokens {
+        if token == Token::SemiColon {
+            finish(&mut current, &mut pieces);
+        } else {
+            current.push_str(&token.to_string());
+        }
+    }
+    finish(&mut current, &mut pieces);
+    found.then_some(pieces)
+}
+
+fn parse_standard(sql: &str) -> PlanResult<Vec<Statement>> {
     let plain = Parser::parse_sql(&PostgreSqlDialect {}, sql).map_err(|e| syntax_error(sql, e))?;
     match COMPATIBILITY.parse(sql) {
         Ok(rewritten) if rewritten.len() == plain.len() => Ok(rewritten),
@@ -194,6 +259,15 @@ mod tests {
         let half = vec!["1"; MAX_OPERATOR_CHAIN / 2 + 1].join(" + ");
         let nested = format!("SELECT {half} + ({half})");
         assert!(matches!(parse_sql(&nested), Err(PlanError::TooComplex(_))));
+    }
+
+    #[test]
+    fn flush_is_a_statement_of_its_own() {
+        let statements = parse_sql("INSERT INTO t VALUES (1); flush ; SELECT 'flush'").unwrap();
+        assert_eq!(statements.len(), 3);
+        assert_eq!(statements[1], flush_statement());
+        assert_eq!(parse_sql("FLUSH").unwrap(), vec![flush_statement()]);
+        assert!(parse_sql("SELECT flush FROM t").unwrap().len() == 1);
     }
 
     #[test]

@@ -11,6 +11,8 @@
 
 use std::sync::Arc;
 
+use crate::types::ColumnType;
+use crate::{PlanError, PlanResult};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::common::{DFSchema, TableReference};
 use datafusion::logical_expr::execution_props::ExecutionProps;
@@ -20,12 +22,9 @@ use datafusion::physical_expr::aggregate::LoweredAggregateBuilder;
 use datafusion::physical_expr::expressions::{CastExpr, Column};
 use datafusion::physical_expr::{PhysicalExpr, create_physical_expr};
 use runnel_engine::graph::{
-    AggregateCall, Distribution, Fragment, FragmentInput, FragmentOutput, OperatorSpec,
-    SourceSpec, StreamGraph,
+    AggregateCall, Distribution, Fragment, FragmentInput, FragmentOutput, OperatorSpec, SourceSpec,
+    StreamGraph,
 };
-use runnel_storage::row_codec::is_storable;
-
-use crate::{PlanError, PlanResult};
 
 /// A table or materialized view a stream can read the changes of.
 #[derive(Debug, Clone)]
@@ -217,7 +216,12 @@ impl Planner<'_> {
             LogicalPlan::Distinct(_) => Err(not_supported("this form of DISTINCT")),
             other => Err(not_supported(format!(
                 "{} in a materialized view",
-                other.display().to_string().split(':').next().unwrap_or("this query")
+                other
+                    .display()
+                    .to_string()
+                    .split(':')
+                    .next()
+                    .unwrap_or("this query")
             ))),
         }
     }
@@ -258,9 +262,12 @@ impl Planner<'_> {
         // Filters pushed into the scan are over the visible columns.
         if !scan.filters.is_empty() {
             let visible = input.visible;
-            let visible_schema = stored.project(&(0..visible).collect::<Vec<_>>()).map_err(|e| df(e.into()))?;
-            let dfschema = DFSchema::try_from_qualified_schema(scan.table_name.clone(), &visible_schema)
-                .map_err(df)?;
+            let visible_schema = stored
+                .project(&(0..visible).collect::<Vec<_>>())
+                .map_err(|e| df(e.into()))?;
+            let dfschema =
+                DFSchema::try_from_qualified_schema(scan.table_name.clone(), &visible_schema)
+                    .map_err(df)?;
             for filter in &scan.filters {
                 let predicate = self.physical(filter, &dfschema)?;
                 node.operators.push(OperatorSpec::Filter { predicate });
@@ -361,11 +368,14 @@ impl Planner<'_> {
         let logical_input = aggregate.input.schema();
         // Group values become columns, so the exchange can hash them.
         let mut exprs: Vec<Arc<dyn PhysicalExpr>> = (0..node.schema.fields().len())
-            .map(|i| {
-                Arc::new(Column::new(node.schema.field(i).name(), i)) as Arc<dyn PhysicalExpr>
-            })
+            .map(|i| Arc::new(Column::new(node.schema.field(i).name(), i)) as Arc<dyn PhysicalExpr>)
             .collect();
-        let mut fields: Vec<Field> = node.schema.fields().iter().map(|f| f.as_ref().clone()).collect();
+        let mut fields: Vec<Field> = node
+            .schema
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone())
+            .collect();
         let mut group_columns = vec![];
         for (i, expr) in aggregate.group_expr.iter().enumerate() {
             let physical = self.physical(expr, logical_input)?;
@@ -411,9 +421,7 @@ impl Planner<'_> {
         let mut next = self.exchange(node, distribution, parallelism);
         let group_by = group_columns
             .iter()
-            .map(|&i| {
-                Arc::new(Column::new(widened.field(i).name(), i)) as Arc<dyn PhysicalExpr>
-            })
+            .map(|&i| Arc::new(Column::new(widened.field(i).name(), i)) as Arc<dyn PhysicalExpr>)
             .collect::<Vec<_>>();
         let schema = Arc::new(aggregate.schema.as_arrow().clone());
         let state_id = self.state_ids(2);
@@ -450,7 +458,12 @@ impl Planner<'_> {
                 },
             );
         }
-        let mut fields: Vec<Field> = union.schema.fields().iter().map(|f| f.as_ref().clone()).collect();
+        let mut fields: Vec<Field> = union
+            .schema
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone())
+            .collect();
         fields.push(Field::new("_runnel_union_key", DataType::Binary, false));
         let schema = Arc::new(Schema::new(fields));
         Ok(Node {
@@ -466,38 +479,36 @@ impl Planner<'_> {
         })
     }
 
-    /// Casts columns whose type the store cannot keep into one it can.
+    /// Casts columns to the type of the column that stores them.
     fn storable(&mut self, node: Node, visible: usize) -> PlanResult<Node> {
         let mut changed = false;
         let mut exprs: Vec<Arc<dyn PhysicalExpr>> = vec![];
         let mut fields = vec![];
         for (i, field) in node.schema.fields().iter().enumerate() {
             let column: Arc<dyn PhysicalExpr> = Arc::new(Column::new(field.name(), i));
-            let target = match field.data_type() {
-                t if is_storable(t) => None,
-                DataType::Utf8View | DataType::LargeUtf8 => Some(DataType::Utf8),
-                DataType::LargeBinary | DataType::BinaryView => Some(DataType::Binary),
-                DataType::Int8 => Some(DataType::Int16),
-                DataType::UInt8 | DataType::UInt16 => Some(DataType::Int32),
-                DataType::UInt32 => Some(DataType::Int64),
-                DataType::UInt64 => Some(DataType::Decimal128(20, 0)),
-                other => {
-                    let name = if i < visible { field.name().as_str() } else { "a hidden key" };
-                    return Err(not_supported(format!(
-                        "column \"{name}\" of type {other} in a materialized view"
-                    )));
-                }
+            let Some(column_type) = ColumnType::from_arrow(field) else {
+                let name = if i < visible {
+                    field.name().as_str()
+                } else {
+                    "a hidden key"
+                };
+                return Err(not_supported(format!(
+                    "column \"{name}\" of type {} in a materialized view",
+                    field.data_type()
+                )));
             };
-            match target {
-                None => {
-                    exprs.push(column);
-                    fields.push(field.as_ref().clone());
-                }
-                Some(t) => {
-                    changed = true;
-                    exprs.push(Arc::new(CastExpr::new(column, t.clone(), None)));
-                    fields.push(Field::new(field.name(), t, field.is_nullable()));
-                }
+            let stored = column_type.field(field.name(), field.is_nullable());
+            if stored.data_type() == field.data_type() {
+                exprs.push(column);
+                fields.push(field.as_ref().clone());
+            } else {
+                changed = true;
+                exprs.push(Arc::new(CastExpr::new(
+                    column,
+                    stored.data_type().clone(),
+                    None,
+                )));
+                fields.push(stored);
             }
         }
         if !changed {

@@ -125,6 +125,42 @@ impl ColumnType {
         }
     }
 
+    /// The column type that stores values of `field` (whose type a query
+    /// computed), if there is one; values may need a cast to
+    /// [`ColumnType::arrow_type`].
+    pub fn from_arrow(field: &Field) -> Option<Self> {
+        let metadata = field.metadata();
+        if metadata.get(EXTENSION_NAME_KEY).map(String::as_str) == Some(JSON_EXTENSION) {
+            return Some(
+                if metadata.get(PG_TYPE_KEY).map(String::as_str) == Some("jsonb") {
+                    Self::Jsonb
+                } else {
+                    Self::Json
+                },
+            );
+        }
+        Some(match field.data_type() {
+            DataType::Boolean => Self::Boolean,
+            DataType::Int8 | DataType::Int16 | DataType::UInt8 => Self::Int2,
+            DataType::Int32 | DataType::UInt16 => Self::Int4,
+            DataType::Int64 | DataType::UInt32 => Self::Int8,
+            DataType::UInt64 => numeric_type(20, 0),
+            DataType::Float16 | DataType::Float32 => Self::Float4,
+            DataType::Float64 => Self::Float8,
+            DataType::Decimal128(p, s) => numeric_type(*p, *s),
+            DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View | DataType::Null => {
+                Self::Text
+            }
+            DataType::Binary | DataType::LargeBinary | DataType::BinaryView => Self::Bytea,
+            DataType::Date32 => Self::Date,
+            DataType::Time64(_) | DataType::Time32(_) => Self::Time,
+            DataType::Timestamp(_, None) => Self::Timestamp,
+            DataType::Timestamp(_, Some(_)) => Self::Timestamptz,
+            DataType::Interval(IntervalUnit::MonthDayNano) => Self::Interval,
+            _ => return None,
+        })
+    }
+
     /// The Arrow field metadata that marks types Arrow cannot tell apart.
     pub fn field_metadata(&self) -> HashMap<String, String> {
         let mut metadata = HashMap::new();

@@ -102,6 +102,12 @@ pub const KEYS: &[KeySpec] = &[
         default: "1",
         help: "Parallelism of a new job unless the session sets one",
     },
+    KeySpec {
+        key: "streaming.barrier-interval-ms",
+        aliases: &[],
+        default: "250",
+        help: "Milliseconds between barriers: how often materialized views commit new results",
+    },
 ];
 
 /// The resolved configuration.
@@ -120,6 +126,7 @@ pub struct Config {
     pub coordinator_rpc_port: u16,
     pub worker_slots: u32,
     pub parallelism_default: u32,
+    pub barrier_interval_ms: u64,
 }
 
 /// A bad configuration, reported before anything starts.
@@ -231,6 +238,10 @@ impl Config {
             coordinator_rpc_port: parse("coordinator.rpc-port", &get("coordinator.rpc-port"))?,
             worker_slots: parse("worker.slots", &get("worker.slots"))?,
             parallelism_default: parse("parallelism.default", &get("parallelism.default"))?,
+            barrier_interval_ms: parse(
+                "streaming.barrier-interval-ms",
+                &get("streaming.barrier-interval-ms"),
+            )?,
         })
     }
 }

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use datafusion::arrow::datatypes::DataType;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
@@ -12,6 +12,7 @@ use datafusion::logical_expr::{ColumnarValue, ScalarUDF, Volatility, create_udf}
 use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion::scalar::ScalarValue;
 use datafusion_pg_catalog::pg_catalog::context::EmptyContextProvider;
+use runnel_engine::runtime::Runtime;
 use runnel_planner::catalog::{DATABASE, DEFAULT_SCHEMA};
 use runnel_planner::pg_compat::ByteaInputRule;
 use runnel_planner::types::RunnelTypePlanner;
@@ -43,6 +44,8 @@ pub struct Database {
     /// statements that change rows apply one after another.
     pub write_lock: tokio::sync::Mutex<()>,
     pub row_ids: RowIds,
+    /// Runs the jobs of materialized views.
+    pub runtime: Arc<Runtime>,
     pub started_at: Instant,
     /// Connections open now.
     pub connections: AtomicUsize,
@@ -74,6 +77,10 @@ impl Database {
         )?;
         let catalog = Catalog::open(store.clone())?;
         let base_state = base_state(Arc::clone(&catalog), config.query_memory_limit_mb << 20)?;
+        let runtime = Runtime::start(
+            store.clone(),
+            Duration::from_millis(config.barrier_interval_ms.max(1)),
+        )?;
         Ok(Arc::new(Self {
             config,
             store,
@@ -81,9 +88,17 @@ impl Database {
             base_state,
             write_lock: tokio::sync::Mutex::new(()),
             row_ids: RowIds::default(),
+            runtime,
             started_at: Instant::now(),
             connections: AtomicUsize::new(0),
         }))
+    }
+
+    /// The template state with unqualified names resolving in `schema`.
+    pub fn state_in_schema(&self, schema: &str) -> SessionState {
+        let mut state = self.base_state.clone();
+        state.config_mut().options_mut().catalog.default_schema = schema.to_string();
+        state
     }
 
     /// A fresh DataFusion context for one session.

@@ -73,6 +73,10 @@ pub enum ServerError {
     StalePlan(String),
     #[error("{0}")]
     WrongObjectType(String),
+    #[error(transparent)]
+    Engine(#[from] runnel_engine::EngineError),
+    #[error("materialized view {view} failed: {error}")]
+    JobFailed { view: String, error: String },
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -133,6 +137,8 @@ impl ServerError {
             ServerError::StatementTimeout => "57014",
             ServerError::NotSupported(_) | ServerError::StalePlan(_) => "0A000",
             ServerError::WrongObjectType(_) => "42809",
+            ServerError::Engine(e) => engine_code(e),
+            ServerError::JobFailed { .. } => "22000",
             ServerError::Internal(_) => "XX000",
         };
         SqlError {
@@ -165,6 +171,18 @@ fn datafusion_code(e: &DataFusionError) -> &'static str {
         DataFusionError::Plan(_) => plan_code(&message),
         DataFusionError::Execution(_) | DataFusionError::External(_) => execution_code(&message),
         _ => "XX000",
+    }
+}
+
+fn engine_code(e: &runnel_engine::EngineError) -> &'static str {
+    use runnel_engine::EngineError;
+    match e {
+        EngineError::Expression(e) => datafusion_code(e),
+        EngineError::Arrow(e) => arrow_code(e),
+        EngineError::Storage(StorageError::Corrupt { .. }) => "XX001",
+        EngineError::Storage(_) => "58030",
+        EngineError::UpstreamFailed(_) | EngineError::Stopped(_) => "55000",
+        EngineError::InvalidChunk(_) | EngineError::Internal(_) => "XX000",
     }
 }
 

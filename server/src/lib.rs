@@ -12,6 +12,7 @@ pub mod error;
 mod http;
 mod pg;
 pub mod session;
+pub mod streaming;
 pub mod tables;
 
 use std::sync::Arc;
@@ -57,6 +58,7 @@ pub async fn run(
     let web_listener = bind(&config.web_host, config.web_port, "--web-port").await?;
     let max_connections = config.max_connections;
     let db = Database::open(config)?;
+    streaming::restart_jobs(&db).await?;
     tracing::info!(
         pgwire = %pg_listener.local_addr().map(|a| a.to_string()).unwrap_or_default(),
         web = %web_listener.local_addr().map(|a| a.to_string()).unwrap_or_default(),

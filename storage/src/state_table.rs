@@ -149,7 +149,12 @@ impl StateTable {
 
 /// Adds the deletion of every row of state table `id` to `writes`.
 pub fn delete_state_table(id: u64, writes: &mut WriteSet) {
-    writes.delete_state_range(state_prefix(id), state_prefix(id + 1));
+    delete_state_tables(id, id + 1, writes);
+}
+
+/// Adds the deletion of every row of state tables `from..to` to `writes`.
+pub fn delete_state_tables(from: u64, to: u64, writes: &mut WriteSet) {
+    writes.delete_state_range(state_prefix(from), state_prefix(to));
 }
 
 #[cfg(test)]

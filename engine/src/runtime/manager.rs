@@ -312,6 +312,6 @@ impl Manager {
 }
 
 /// The catalog record naming a failed job's error.
-pub(crate) fn failed_key(job: u64) -> Vec<u8> {
+pub fn failed_key(job: u64) -> Vec<u8> {
     format!("job_failed/{job:020}").into_bytes()
 }

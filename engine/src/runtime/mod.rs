@@ -15,7 +15,7 @@ use runnel_storage::Store;
 use tokio::sync::{mpsc, oneshot};
 
 pub use logs::{LogRegistry, table_log_seq_key};
-pub use manager::JobState;
+pub use manager::{JobState, failed_key as failed_job_key};
 
 use crate::graph::StreamGraph;
 use crate::{EngineError, EngineResult, Epoch};

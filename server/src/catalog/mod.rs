@@ -144,6 +144,11 @@ impl Catalog {
         state.views.get(name).map(|v| Relation::View(Arc::clone(v)))
     }
 
+    /// Every view, materialized or not.
+    pub fn views(&self) -> Vec<Arc<ViewDef>> {
+        self.read().views.values().cloned().collect()
+    }
+
     /// The table called `name`.
     pub fn table(&self, name: &RelationName) -> Option<Arc<TableDef>> {
         self.read().tables.get(name).cloned()
@@ -246,22 +251,50 @@ impl Catalog {
         Ok(def)
     }
 
-    /// Creates a view from `build(id)`.
+    /// Creates a view (materialized or not) from `build(id)`, which runs
+    /// without the catalog locked (planning reads the catalog).
     pub fn create_view(
         &self,
         name: &RelationName,
-        build: impl FnOnce(u64) -> ViewDef,
-    ) -> ServerResult<()> {
+        build: impl FnOnce(u64) -> ServerResult<ViewDef>,
+    ) -> ServerResult<Arc<ViewDef>> {
+        let id = {
+            let mut state = self.write();
+            self.check_free(&state, name)?;
+            let mut writes = WriteSet::new();
+            let id = self.take_id(&mut state, &mut writes)?;
+            self.store.write(writes)?;
+            state.next_id = id + 1;
+            id
+        };
+        let def = Arc::new(build(id)?);
         let mut state = self.write();
         self.check_free(&state, name)?;
         let mut writes = WriteSet::new();
-        let id = self.take_id(&mut state, &mut writes)?;
-        let def = build(id);
-        writes.put_meta(&view_key(id), &encode(&def)?);
+        writes.put_meta(&view_key(id), &encode(def.as_ref())?);
+        // Ids are never reused, but clear what a crash could have left.
+        clear_view_data(id, &mut writes);
         self.store.write(writes)?;
-        state.next_id = id + 1;
-        state.views.insert(name.clone(), Arc::new(def));
-        Ok(())
+        state.views.insert(name.clone(), Arc::clone(&def));
+        Ok(def)
+    }
+
+    /// The materialized views a drop of `name` (with `cascade`) would drop,
+    /// `name` included; the same checks as [`Catalog::drop_relation`].
+    pub fn materialized_in_drop(
+        &self,
+        name: &RelationName,
+        kind: RelationKind,
+        cascade: bool,
+    ) -> ServerResult<Vec<Arc<ViewDef>>> {
+        let state = self.read();
+        let doomed = doomed_by_drop(&state, name, kind, cascade)?;
+        Ok(doomed
+            .iter()
+            .filter_map(|n| state.views.get(n))
+            .filter(|v| v.is_materialized())
+            .cloned()
+            .collect())
     }
 
     /// Replaces a table's definition (ALTER TABLE), moving it when its name
@@ -289,6 +322,22 @@ impl Catalog {
                 )));
             }
         }
+        let mut dependants = BTreeSet::new();
+        collect_dependants(&state, old, &mut dependants);
+        let materialized: Vec<&RelationName> = dependants
+            .iter()
+            .filter(|n| state.views.get(*n).is_some_and(|v| v.is_materialized()))
+            .collect();
+        if !materialized.is_empty() {
+            return Err(ServerError::NotSupported(format!(
+                "ALTER TABLE {old} while materialized views read it ({}); drop them first",
+                materialized
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
         writes.put_meta(&table_key(def.id), &encode(&def)?);
         self.store.write(writes)?;
         state.tables.remove(old);
@@ -296,46 +345,20 @@ impl Catalog {
         Ok(())
     }
 
-    /// Drops a table or a view (`want_view` says which the statement named)
-    /// and, with `cascade`, the views that read it.
+    /// Drops a table, view or materialized view (`kind` says which the
+    /// statement named) and, with `cascade`, the views that read it.
     pub fn drop_relation(
         &self,
         name: &RelationName,
-        want_view: bool,
+        kind: RelationKind,
         cascade: bool,
     ) -> ServerResult<()> {
         let mut state = self.write();
-        let is_table = state.tables.contains_key(name);
-        let is_view = state.views.contains_key(name);
-        match (want_view, is_table, is_view) {
-            (_, false, false) => return Err(ServerError::UndefinedTable(name.name.clone())),
-            (true, true, _) => {
-                return Err(ServerError::WrongObjectType(format!(
-                    "\"{}\" is not a view; use DROP TABLE",
-                    name.name
-                )));
-            }
-            (false, _, true) => {
-                return Err(ServerError::WrongObjectType(format!(
-                    "\"{}\" is not a table; use DROP VIEW",
-                    name.name
-                )));
-            }
-            _ => {}
-        }
-        let mut dependants = BTreeSet::new();
-        collect_dependants(&state, name, &mut dependants);
-        if !cascade && !dependants.is_empty() {
-            return Err(ServerError::DependentObjects {
-                what: name.to_string(),
-                dependants: names(&dependants),
-            });
-        }
-        dependants.insert(name.clone());
+        let doomed = doomed_by_drop(&state, name, kind, cascade)?;
         let mut writes = WriteSet::new();
-        self.drop_relations(&state, &dependants, &mut writes);
+        self.drop_relations(&state, &doomed, &mut writes);
         self.store.write(writes)?;
-        forget_relations(&mut state, &dependants);
+        forget_relations(&mut state, &doomed);
         Ok(())
     }
 
@@ -349,12 +372,67 @@ impl Catalog {
             if let Some(table) = state.tables.get(name) {
                 writes.delete_meta(&table_key(table.id));
                 writes.delete_all_rows(table.id);
+                writes.delete_all_changes(table.id);
+                writes.delete_meta(&runnel_engine::runtime::table_log_seq_key(table.id));
             }
             if let Some(view) = state.views.get(name) {
                 writes.delete_meta(&view_key(view.id));
+                clear_view_data(view.id, writes);
             }
         }
     }
+}
+
+/// Which statement named the relation being dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RelationKind {
+    Table,
+    View,
+    MaterializedView,
+}
+
+/// What dropping `name` drops, after checking it is of `kind` and that
+/// nothing else depends on it unless `cascade`.
+fn doomed_by_drop(
+    state: &CatalogState,
+    name: &RelationName,
+    kind: RelationKind,
+    cascade: bool,
+) -> ServerResult<BTreeSet<RelationName>> {
+    let found = match (state.tables.get(name), state.views.get(name)) {
+        (Some(_), _) => RelationKind::Table,
+        (None, Some(v)) if v.is_materialized() => RelationKind::MaterializedView,
+        (None, Some(_)) => RelationKind::View,
+        (None, None) => return Err(ServerError::UndefinedTable(name.name.clone())),
+    };
+    if found != kind {
+        let (is, hint) = match found {
+            RelationKind::Table => ("a table", "DROP TABLE"),
+            RelationKind::View => ("a view", "DROP VIEW"),
+            RelationKind::MaterializedView => ("a materialized view", "DROP MATERIALIZED VIEW"),
+        };
+        return Err(ServerError::WrongObjectType(format!(
+            "\"{}\" is {is}; use {hint}",
+            name.name
+        )));
+    }
+    let mut dependants = BTreeSet::new();
+    collect_dependants(state, name, &mut dependants);
+    if !cascade && !dependants.is_empty() {
+        return Err(ServerError::DependentObjects {
+            what: name.to_string(),
+            dependants: names(&dependants),
+        });
+    }
+    dependants.insert(name.clone());
+    Ok(dependants)
+}
+
+/// Adds the deletion of a materialized view's rows and its job's state.
+fn clear_view_data(id: u64, writes: &mut WriteSet) {
+    writes.delete_all_rows(id);
+    runnel_storage::state_table::delete_state_tables(id << 12, (id + 1) << 12, writes);
+    writes.delete_meta(&runnel_engine::runtime::failed_job_key(id));
 }
 
 fn forget_relations(state: &mut CatalogState, doomed: &BTreeSet<RelationName>) {
@@ -411,12 +489,15 @@ mod tests {
             let catalog = Catalog::open(store).unwrap();
             catalog.create_table(&t, |id| Ok(table(id, &t))).unwrap();
             catalog
-                .create_view(&v, |id| ViewDef {
-                    id,
-                    name: v.clone(),
-                    sql: "SELECT a FROM t".into(),
-                    column_names: vec![],
-                    depends_on: vec![t.clone()],
+                .create_view(&v, |id| {
+                    Ok(ViewDef {
+                        id,
+                        name: v.clone(),
+                        sql: "SELECT a FROM t".into(),
+                        column_names: vec![],
+                        depends_on: vec![t.clone()],
+                        materialized: None,
+                    })
                 })
                 .unwrap();
             assert!(matches!(
@@ -429,14 +510,16 @@ mod tests {
         assert!(matches!(catalog.relation(&t), Some(Relation::Table(_))));
         assert!(matches!(catalog.relation(&v), Some(Relation::View(_))));
         assert!(matches!(
-            catalog.drop_relation(&t, false, false),
+            catalog.drop_relation(&t, RelationKind::Table, false),
             Err(ServerError::DependentObjects { .. })
         ));
         assert!(matches!(
-            catalog.drop_relation(&t, true, false),
+            catalog.drop_relation(&t, RelationKind::View, false),
             Err(ServerError::WrongObjectType(_))
         ));
-        catalog.drop_relation(&t, false, true).unwrap();
+        catalog
+            .drop_relation(&t, RelationKind::Table, true)
+            .unwrap();
         assert!(catalog.relation(&v).is_none());
         let next = catalog.create_table(&t, |id| Ok(table(id, &t))).unwrap();
         assert_eq!(next.id, 3, "ids are never reused");

@@ -194,6 +194,9 @@ impl SchemaProvider for RunnelSchemaProvider {
             .relation(&RelationName::new(self.schema.clone(), name))
         {
             Some(Relation::Table(def)) => self.stored_table(def, false).map(Some),
+            Some(Relation::View(def)) if def.is_materialized() => Ok(Some(Arc::new(
+                StoredTable::materialized(&def, self.catalog.store())?,
+            ))),
             Some(Relation::View(def)) => self.view(&def).await.map(Some),
             None => Ok(None),
         }
@@ -206,6 +209,7 @@ impl SchemaProvider for RunnelSchemaProvider {
                 .relation(&RelationName::new(self.schema.clone(), name))
             {
                 Some(Relation::Table(_)) => Some(TableType::Base),
+                Some(Relation::View(def)) if def.is_materialized() => Some(TableType::Base),
                 Some(Relation::View(_)) => Some(TableType::View),
                 None => None,
             },

@@ -15,7 +15,7 @@ use runnel_planner::ddl::{column_def, name_parts, table_def_from_create};
 use runnel_storage::ScanSpec;
 
 use super::{Session, StatementResult};
-use crate::catalog::plan_defaults;
+use crate::catalog::{RelationKind, plan_defaults};
 use crate::error::{ServerError, ServerResult};
 use crate::tables::rewrite_rows;
 
@@ -77,7 +77,7 @@ impl Session {
                 names,
                 cascade,
                 ..
-            } => self.drop(*object_type, *if_exists, names, *cascade),
+            } => self.drop(*object_type, *if_exists, names, *cascade).await,
             Statement::AlterTable(alter) => self.alter_table(alter).await,
             Statement::Truncate(truncate) => {
                 let _write = self.db.write_lock.lock().await;
@@ -90,6 +90,11 @@ impl Session {
                         .catalog
                         .table(&name)
                         .ok_or_else(|| ServerError::UndefinedTable(name.name.clone()))?;
+                    if self.db.runtime.logs().table_log(def.id).is_some() {
+                        return Err(ServerError::NotSupported(format!(
+                            "TRUNCATE of {name}, which materialized views read (use DELETE FROM)"
+                        )));
+                    }
                     writes.delete_all_rows(def.id);
                     tables.push(def.id);
                 }
@@ -105,9 +110,7 @@ impl Session {
 
     async fn create_view(&mut self, create: &CreateView) -> ServerResult<StatementResult> {
         if create.materialized {
-            return Err(ServerError::NotSupported(
-                "CREATE MATERIALIZED VIEW (it arrives with the streaming engine)".into(),
-            ));
+            return self.create_materialized_view(create).await;
         }
         if create.or_replace || create.or_alter {
             return Err(ServerError::NotSupported("CREATE OR REPLACE VIEW".into()));
@@ -134,18 +137,24 @@ impl Session {
             ));
         }
         let depends_on = self.referenced_relations(&plan)?;
-        self.db.catalog.create_view(&name, |id| ViewDef {
-            id,
-            name: name.clone(),
-            sql,
-            column_names,
-            depends_on,
+        self.db.catalog.create_view(&name, |id| {
+            Ok(ViewDef {
+                id,
+                name: name.clone(),
+                sql,
+                column_names,
+                depends_on,
+                materialized: None,
+            })
         })?;
         Ok(StatementResult::command("CREATE VIEW", None))
     }
 
     /// The catalog relations a (not yet analysed) plan scans.
-    fn referenced_relations(&self, plan: &LogicalPlan) -> ServerResult<Vec<RelationName>> {
+    pub(super) fn referenced_relations(
+        &self,
+        plan: &LogicalPlan,
+    ) -> ServerResult<Vec<RelationName>> {
         let current = self.current_schema();
         let mut out = vec![];
         plan.apply_with_subqueries(|node| {
@@ -161,7 +170,7 @@ impl Session {
         Ok(out)
     }
 
-    fn drop(
+    async fn drop(
         &mut self,
         object_type: ObjectType,
         if_exists: bool,
@@ -171,6 +180,7 @@ impl Session {
         let tag = match object_type {
             ObjectType::Table => "DROP TABLE",
             ObjectType::View => "DROP VIEW",
+            ObjectType::MaterializedView => "DROP MATERIALIZED VIEW",
             ObjectType::Schema => "DROP SCHEMA",
             other => return Err(ServerError::NotSupported(format!("DROP {other}"))),
         };
@@ -181,12 +191,13 @@ impl Session {
                 self.db.catalog.drop_schema(&schema, cascade)
             } else {
                 let relation = self.resolve(name)?;
+                let kind = match object_type {
+                    ObjectType::Table => RelationKind::Table,
+                    ObjectType::View => RelationKind::View,
+                    _ => RelationKind::MaterializedView,
+                };
                 let table_id = self.db.catalog.table(&relation).map(|t| t.id);
-                let dropped = self.db.catalog.drop_relation(
-                    &relation,
-                    object_type == ObjectType::View,
-                    cascade,
-                );
+                let dropped = self.drop_relation(&relation, kind, cascade).await;
                 if let (Ok(()), Some(id)) = (&dropped, table_id) {
                     self.db.row_ids.forget(id);
                 }
@@ -204,6 +215,27 @@ impl Session {
             }
         }
         Ok(result)
+    }
+
+    /// Stops the jobs of the materialized views a drop takes with it, then
+    /// drops (rows and state go in the same write as the catalog records).
+    async fn drop_relation(
+        &self,
+        relation: &RelationName,
+        kind: RelationKind,
+        cascade: bool,
+    ) -> ServerResult<()> {
+        // Serialised with DML so no statement logs changes for a job that
+        // is going away.
+        let _write = self.db.write_lock.lock().await;
+        for view in self
+            .db
+            .catalog
+            .materialized_in_drop(relation, kind, cascade)?
+        {
+            self.db.runtime.drop_job(view.id).await?;
+        }
+        self.db.catalog.drop_relation(relation, kind, cascade)
     }
 
     async fn alter_table(&mut self, alter: &AlterTable) -> ServerResult<StatementResult> {

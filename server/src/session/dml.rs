@@ -332,10 +332,14 @@ impl Session {
         let (kind, table, apply_db) = (dml.kind, Arc::clone(&dml.table), Arc::clone(&db));
         let (count, rows) = tokio::task::spawn_blocking(move || {
             let (def, store, row_ids) = (table.as_ref(), &apply_db.store, &apply_db.row_ids);
+            // Read under the write lock: a job starting to read the table
+            // takes the lock too, so no change slips past its snapshot.
+            let log = apply_db.runtime.logs().table_log(def.id);
+            let log = log.as_deref();
             let count = match kind {
-                DmlKind::Insert => insert_rows(def, store, row_ids, &rows)?,
-                DmlKind::Update => update_rows(def, store, &keys, &rows)?,
-                DmlKind::Delete => delete_rows(def, store, &keys)?,
+                DmlKind::Insert => insert_rows(def, store, row_ids, &rows, log)?,
+                DmlKind::Update => update_rows(def, store, &keys, &rows, log)?,
+                DmlKind::Delete => delete_rows(def, store, &keys, log)?,
             };
             Ok::<_, ServerError>((count, rows))
         })

@@ -5,6 +5,7 @@
 mod ddl;
 mod dml;
 mod settings;
+mod streaming;
 mod utility;
 
 pub use dml::DmlPlan;
@@ -223,6 +224,12 @@ impl Session {
     /// Plans `statement` (parsed from `sql`) without running it.
     pub async fn prepare(&mut self, statement: Statement, sql: &str) -> ServerResult<Prepared> {
         let kind = match statement {
+            Statement::Explain {
+                statement: ref inner,
+                ..
+            } if matches!(inner.as_ref(), Statement::CreateView(c) if c.materialized) => {
+                PreparedKind::Utility(Box::new(statement))
+            }
             Statement::Query(_) | Statement::Explain { .. } => {
                 let plan = self.plan(statement).await?;
                 PreparedKind::Query(plan)

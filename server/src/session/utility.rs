@@ -36,6 +36,10 @@ pub(super) fn check_supported(statement: &Statement) -> ServerResult<()> {
         | Statement::Commit { .. }
         | Statement::Rollback {
             savepoint: None, ..
+        }
+        | Statement::Flush { .. }
+        | Statement::ShowViews {
+            materialized: true, ..
         } => Ok(()),
         other => Err(ServerError::NotSupported(statement_kind(other))),
     }
@@ -62,6 +66,11 @@ fn show_name(variable: &[Ident]) -> String {
 /// The single text column SHOW answers with.
 pub(super) fn result_schema(statement: &Statement) -> Option<SchemaRef> {
     match statement {
+        Statement::ShowViews { .. } => Some(super::streaming::views_schema()),
+        Statement::Explain { .. } => Some(super::streaming::explain_schema()),
+        Statement::ShowVariable { variable } if show_name(variable) == "jobs" => {
+            Some(super::streaming::jobs_schema())
+        }
         Statement::ShowVariable { variable } => {
             let name = show_name(variable);
             if name == "all" {
@@ -95,6 +104,15 @@ fn value_text(expr: &Expr) -> String {
 }
 
 fn rows_result(schema: SchemaRef, columns: Vec<Vec<String>>) -> ServerResult<StatementResult> {
+    rows_result_tagged(schema, columns, "SHOW")
+}
+
+/// A result of text columns, answered with command tag `tag`.
+pub(super) fn rows_result_tagged(
+    schema: SchemaRef,
+    columns: Vec<Vec<String>>,
+    tag: &str,
+) -> ServerResult<StatementResult> {
     let arrays = columns
         .into_iter()
         .map(|c| Arc::new(StringArray::from(c)) as _)
@@ -104,7 +122,7 @@ fn rows_result(schema: SchemaRef, columns: Vec<Vec<String>>) -> ServerResult<Sta
     Ok(Outcome::Rows {
         schema: Arc::clone(&schema),
         stream: Box::pin(RecordBatchStreamAdapter::new(schema, stream)),
-        tag: "SHOW".into(),
+        tag: tag.into(),
     }
     .into())
 }
@@ -130,6 +148,17 @@ impl Session {
                 result.parameter_changes = changes;
                 Ok(result)
             }
+            Statement::ShowVariable { variable } if show_name(variable) == "jobs" => {
+                self.show_jobs()
+            }
+            Statement::ShowViews { .. } => self.show_materialized_views(),
+            Statement::Flush { .. } => self.flush().await,
+            Statement::Explain { statement, .. } => match statement.as_ref() {
+                Statement::CreateView(create) if create.materialized => {
+                    self.explain_materialized_view(create).await
+                }
+                other => Err(ServerError::NotSupported(format!("EXPLAIN {other}"))),
+            },
             Statement::ShowVariable { variable } => {
                 let name = show_name(variable);
                 let schema = result_schema(statement)

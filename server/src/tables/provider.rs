@@ -15,7 +15,7 @@ use datafusion::logical_expr::Expr;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::streaming::{PartitionStream, StreamingTableExec};
-use runnel_planner::catalog::TableDef;
+use runnel_planner::catalog::{TableDef, ViewDef};
 use runnel_storage::{ScanSpec, Store, TableStore};
 
 use crate::catalog::ROW_KEY_COLUMN;
@@ -64,6 +64,32 @@ impl StoredTable {
             with_row_key,
             defaults,
         }
+    }
+}
+
+impl StoredTable {
+    /// The provider of materialized view `view`: its stored rows, showing
+    /// only the visible columns.
+    pub fn materialized(view: &ViewDef, store: &Store) -> Result<Self> {
+        let m = view.materialized.as_ref().ok_or_else(|| {
+            DataFusionError::Internal(format!("{} is not materialized", view.name))
+        })?;
+        let def = Arc::new(TableDef {
+            id: view.id,
+            name: view.name.clone(),
+            columns: m.columns.clone(),
+            primary_key: vec![],
+        });
+        let table_schema = def.arrow_schema();
+        let schema = Arc::new(table_schema.project(&(0..m.visible).collect::<Vec<_>>())?);
+        Ok(Self {
+            store: store.table(def.id),
+            def,
+            table_schema,
+            schema,
+            with_row_key: false,
+            defaults: HashMap::new(),
+        })
     }
 }
 

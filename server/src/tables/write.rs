@@ -6,6 +6,10 @@ use std::sync::{Arc, Mutex};
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
 use datafusion::arrow::compute::cast;
+use runnel_engine::Op;
+use runnel_engine::log::ChangeLog;
+use runnel_engine::log_codec::RowChanges;
+use runnel_engine::runtime::table_log_seq_key;
 use runnel_planner::catalog::TableDef;
 use runnel_planner::types::ColumnType;
 use runnel_storage::key_codec::encode_key;
@@ -13,6 +17,32 @@ use runnel_storage::row_codec::encode_row;
 use runnel_storage::{Store, WriteSet};
 
 use crate::error::{ServerError, ServerResult};
+use crate::streaming::table_stream_schema;
+
+/// Applies a statement's writes; when materialized views read the table,
+/// its changes go to the table's change log in the same atomic write.
+fn apply(
+    def: &TableDef,
+    store: &Store,
+    mut writes: WriteSet,
+    changes: Option<RowChanges>,
+    log: Option<&ChangeLog>,
+) -> ServerResult<()> {
+    match (log, changes) {
+        (Some(log), Some(changes)) if !changes.is_empty() => {
+            let chunk = changes.to_chunk(&table_stream_schema(def))?;
+            let mut appender = log.appender();
+            let seq = appender.next_seq();
+            writes.put_change(def.id, seq, &changes.encode());
+            writes.put_meta(&table_log_seq_key(def.id), &(seq + 1).to_be_bytes());
+            store.write(writes)?;
+            appender.append(chunk);
+        }
+        _ if !writes.is_empty() => store.write(writes)?,
+        _ => {}
+    }
+    Ok(())
+}
 
 /// Hands out hidden row ids for tables without a primary key. Callers hold
 /// the database's write lock, so ids are handed out one statement at a time.
@@ -144,12 +174,20 @@ pub fn insert_rows(
     store: &Store,
     row_ids: &RowIds,
     batches: &[RecordBatch],
+    log: Option<&ChangeLog>,
 ) -> ServerResult<u64> {
     let mut writes = WriteSet::new();
-    let total = add_inserts(def, store, row_ids, batches, &mut writes, true)?;
-    if !writes.is_empty() {
-        store.write(writes)?;
-    }
+    let mut changes = log.map(|_| RowChanges::default());
+    let total = add_inserts(
+        def,
+        store,
+        row_ids,
+        batches,
+        &mut writes,
+        true,
+        changes.as_mut(),
+    )?;
+    apply(def, store, writes, changes, log)?;
     Ok(total)
 }
 
@@ -164,7 +202,7 @@ pub fn rewrite_rows(
 ) -> ServerResult<()> {
     writes.delete_all_rows(def.id);
     row_ids.forget(def.id);
-    add_inserts(def, store, row_ids, batches, writes, false).map(|_| ())
+    add_inserts(def, store, row_ids, batches, writes, false, None).map(|_| ())
 }
 
 fn add_inserts(
@@ -174,6 +212,7 @@ fn add_inserts(
     batches: &[RecordBatch],
     writes: &mut WriteSet,
     check_stored: bool,
+    mut changes: Option<&mut RowChanges>,
 ) -> ServerResult<u64> {
     let total: usize = batches.iter().map(RecordBatch::num_rows).sum();
     let table = store.table(def.id);
@@ -205,6 +244,9 @@ fn add_inserts(
             value.clear();
             encode_row(&columns, row, &mut value)?;
             writes.put_row(def.id, &key, &value);
+            if let Some(changes) = changes.as_deref_mut() {
+                changes.push(Op::Insert, key, value.clone());
+            }
         }
     }
     Ok(total as u64)
@@ -216,7 +258,9 @@ pub fn update_rows(
     store: &Store,
     old_keys: &[Vec<u8>],
     new_rows: &[RecordBatch],
+    log: Option<&ChangeLog>,
 ) -> ServerResult<u64> {
+    let mut changes = log.map(|_| RowChanges::default());
     let deleted: HashSet<&[u8]> = old_keys.iter().map(Vec::as_slice).collect();
     if deleted.len() != old_keys.len() {
         // UPDATE … FROM matched a row more than once.
@@ -251,23 +295,43 @@ pub fn update_rows(
             value.clear();
             encode_row(&columns, row, &mut value)?;
             writes.put_row(def.id, &key, &value);
+            if let Some(changes) = changes.as_mut() {
+                let old_value = table.get(old_key)?.ok_or_else(|| {
+                    ServerError::Internal(format!("updated row of {} vanished", def.name))
+                })?;
+                let (before, after) = if key == *old_key {
+                    (Op::UpdateDelete, Op::UpdateInsert)
+                } else {
+                    (Op::Delete, Op::Insert)
+                };
+                changes.push(before, old_key.clone(), old_value);
+                changes.push(after, key, value.clone());
+            }
         }
     }
     let count = old_keys.len() as u64;
-    if !writes.is_empty() {
-        store.write(writes)?;
-    }
+    apply(def, store, writes, changes, log)?;
     Ok(count)
 }
 
 /// Deletes the rows at `keys`.
-pub fn delete_rows(def: &TableDef, store: &Store, keys: &[Vec<u8>]) -> ServerResult<u64> {
+pub fn delete_rows(
+    def: &TableDef,
+    store: &Store,
+    keys: &[Vec<u8>],
+    log: Option<&ChangeLog>,
+) -> ServerResult<u64> {
     let mut writes = WriteSet::new();
+    let mut changes = log.map(|_| RowChanges::default());
+    let table = store.table(def.id);
     for key in keys {
         writes.delete_row(def.id, key);
+        if let Some(changes) = changes.as_mut()
+            && let Some(old_value) = table.get(key)?
+        {
+            changes.push(Op::Delete, key.clone(), old_value);
+        }
     }
-    if !writes.is_empty() {
-        store.write(writes)?;
-    }
+    apply(def, store, writes, changes, log)?;
     Ok(keys.len() as u64)
 }

@@ -1,0 +1,270 @@
+//! Statements about materialized views and their jobs: CREATE (and
+//! EXPLAIN CREATE) MATERIALIZED VIEW, FLUSH, SHOW MATERIALIZED VIEWS and
+//! SHOW JOBS.
+
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::sql::sqlparser::ast::{CreateView, Statement};
+use runnel_engine::runtime::{JobSpec, JobState};
+use runnel_planner::catalog::{ColumnDef, MaterializedDef, RelationName, ViewDef};
+use runnel_planner::stream::PlannedView;
+use runnel_planner::types::ColumnType;
+
+use super::utility::rows_result_tagged;
+use super::{Session, StatementResult};
+use crate::catalog::RelationKind;
+use crate::error::{ServerError, ServerResult};
+use crate::streaming::plan_materialized;
+
+/// Columns of `SHOW JOBS`.
+pub(super) fn jobs_schema() -> SchemaRef {
+    Arc::new(Schema::new(
+        ["id", "name", "status", "parallelism", "definition", "error"]
+            .iter()
+            .map(|n| Field::new(*n, DataType::Utf8, true))
+            .collect::<Vec<_>>(),
+    ))
+}
+
+/// Columns of `SHOW MATERIALIZED VIEWS`.
+pub(super) fn views_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("schema", DataType::Utf8, false),
+        Field::new("name", DataType::Utf8, false),
+    ]))
+}
+
+/// Columns of `EXPLAIN CREATE MATERIALIZED VIEW`.
+pub(super) fn explain_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![Field::new(
+        "QUERY PLAN",
+        DataType::Utf8,
+        false,
+    )]))
+}
+
+impl Session {
+    fn parallelism(&self) -> usize {
+        self.settings
+            .value("parallelism")
+            .parse::<usize>()
+            .unwrap_or(1)
+            .max(1)
+    }
+
+    /// Plans a view's query for view id `id`.
+    async fn plan_view_query(
+        &self,
+        create: &CreateView,
+        id: u64,
+        name: &RelationName,
+    ) -> ServerResult<PlannedView> {
+        if !create.columns.is_empty() {
+            return Err(ServerError::NotSupported(
+                "column names in CREATE MATERIALIZED VIEW (name them with AS in the query)".into(),
+            ));
+        }
+        let plan = self.plan(Statement::Query(create.query.clone())).await?;
+        plan_materialized(
+            &self.db,
+            &self.ctx.state(),
+            &plan,
+            id,
+            name,
+            &self.current_schema(),
+            self.parallelism(),
+        )
+    }
+
+    pub(super) async fn create_materialized_view(
+        &mut self,
+        create: &CreateView,
+    ) -> ServerResult<StatementResult> {
+        const TAG: &str = "CREATE MATERIALIZED VIEW";
+        if create.or_replace || create.or_alter {
+            return Err(ServerError::NotSupported(
+                "CREATE OR REPLACE MATERIALIZED VIEW".into(),
+            ));
+        }
+        let name = self.resolve(&create.name)?;
+        if self.db.catalog.relation(&name).is_some() {
+            if create.if_not_exists {
+                let mut result = StatementResult::command(TAG, None);
+                result.notices.push((
+                    "NOTICE",
+                    format!("relation \"{}\" already exists, skipping", name.name),
+                ));
+                return Ok(result);
+            }
+            return Err(ServerError::DuplicateTable(name.name));
+        }
+        // Plan once with a placeholder id to refuse bad queries before
+        // anything is written; the real plan needs the view's id.
+        self.plan_view_query(create, 0, &name).await?;
+        let plan = self.plan(Statement::Query(create.query.clone())).await?;
+        let depends_on = self.referenced_relations(&plan)?;
+        let sql = Statement::Query(create.query.clone()).to_string();
+        let search_schema = self.current_schema();
+        let parallelism = self.parallelism();
+        let state = self.ctx.state();
+        let mut planned = None;
+        let view = self.db.catalog.create_view(&name, |id| {
+            let view = plan_materialized(
+                &self.db,
+                &state,
+                &plan,
+                id,
+                &name,
+                &search_schema,
+                parallelism,
+            )?;
+            let columns = view
+                .schema
+                .fields()
+                .iter()
+                .map(|f| {
+                    let column_type = ColumnType::from_arrow(f).ok_or_else(|| {
+                        ServerError::NotSupported(format!(
+                            "column \"{}\" of type {}",
+                            f.name(),
+                            f.data_type()
+                        ))
+                    })?;
+                    Ok(ColumnDef {
+                        name: f.name().clone(),
+                        column_type,
+                        not_null: false,
+                        default: None,
+                    })
+                })
+                .collect::<ServerResult<Vec<_>>>()?;
+            let def = ViewDef {
+                id,
+                name: name.clone(),
+                sql,
+                column_names: vec![],
+                depends_on,
+                materialized: Some(MaterializedDef {
+                    columns,
+                    visible: view.visible_columns,
+                    key: view.key.clone(),
+                    parallelism,
+                    search_schema,
+                }),
+            };
+            planned = Some(view);
+            Ok(def)
+        })?;
+        let planned =
+            planned.ok_or_else(|| ServerError::Internal("view planned without a plan".into()))?;
+        if let Err(e) = self.start_job(view.id, planned).await {
+            self.forget_view(&name).await;
+            return Err(e);
+        }
+        if let Some(JobState::Failed(error)) = self.db.runtime.job_state(view.id) {
+            self.forget_view(&name).await;
+            return Err(ServerError::JobFailed {
+                view: name.to_string(),
+                error,
+            });
+        }
+        Ok(StatementResult::command(TAG, None))
+    }
+
+    /// Starts a new view's job and waits for its first results.
+    async fn start_job(&self, id: u64, planned: PlannedView) -> ServerResult<()> {
+        {
+            // Keep DML out while the job's sources take their snapshots.
+            let _write = self.db.write_lock.lock().await;
+            self.db
+                .runtime
+                .create_job(JobSpec {
+                    id,
+                    graph: planned.graph,
+                })
+                .await?;
+        }
+        self.db.runtime.flush().await?;
+        Ok(())
+    }
+
+    /// Removes a view whose job could not start.
+    async fn forget_view(&self, name: &RelationName) {
+        if let Some(crate::catalog::Relation::View(view)) = self.db.catalog.relation(name) {
+            let _ = self.db.runtime.drop_job(view.id).await;
+        }
+        if let Err(e) = self
+            .db
+            .catalog
+            .drop_relation(name, RelationKind::MaterializedView, true)
+        {
+            tracing::warn!(view = %name, error = %e, "could not remove a failed view");
+        }
+    }
+
+    pub(super) async fn explain_materialized_view(
+        &mut self,
+        create: &CreateView,
+    ) -> ServerResult<StatementResult> {
+        let name = self.resolve(&create.name)?;
+        let planned = self.plan_view_query(create, 0, &name).await?;
+        let lines: Vec<String> = planned
+            .graph
+            .to_string()
+            .lines()
+            .map(String::from)
+            .collect();
+        rows_result_tagged(explain_schema(), vec![lines], "EXPLAIN")
+    }
+
+    pub(super) async fn flush(&mut self) -> ServerResult<StatementResult> {
+        self.db.runtime.flush().await?;
+        Ok(StatementResult::command("FLUSH", None))
+    }
+
+    pub(super) fn show_materialized_views(&self) -> ServerResult<StatementResult> {
+        let mut views: Vec<_> = self
+            .db
+            .catalog
+            .views()
+            .into_iter()
+            .filter(|v| v.is_materialized())
+            .collect();
+        views.sort_by(|a, b| a.name.cmp(&b.name));
+        let schemas = views.iter().map(|v| v.name.schema.clone()).collect();
+        let names = views.iter().map(|v| v.name.name.clone()).collect();
+        rows_result_tagged(views_schema(), vec![schemas, names], "SHOW")
+    }
+
+    pub(super) fn show_jobs(&self) -> ServerResult<StatementResult> {
+        let mut views: Vec<_> = self
+            .db
+            .catalog
+            .views()
+            .into_iter()
+            .filter(|v| v.is_materialized())
+            .collect();
+        views.sort_by_key(|v| v.id);
+        let mut columns: Vec<Vec<String>> = vec![vec![]; 6];
+        for view in views {
+            let (status, error) = match self.db.runtime.job_state(view.id) {
+                Some(JobState::Running) => ("running".to_string(), String::new()),
+                Some(JobState::Failed(e)) => ("failed".to_string(), e),
+                None => ("stopped".to_string(), String::new()),
+            };
+            let parallelism = view
+                .materialized
+                .as_ref()
+                .map(|m| m.parallelism)
+                .unwrap_or(1);
+            columns[0].push(view.id.to_string());
+            columns[1].push(view.name.to_string());
+            columns[2].push(status);
+            columns[3].push(parallelism.to_string());
+            columns[4].push(view.sql.clone());
+            columns[5].push(error);
+        }
+        rows_result_tagged(jobs_schema(), columns, "SHOW")
+    }
+}
