@@ -133,6 +133,35 @@ pub fn plan_view(
     })
 }
 
+/// Refuses functions whose value is not fixed by their arguments (`now()`,
+/// `random()`, …): the optimizer would fold them into the value they had
+/// at CREATE, and the view would drift from its query.
+pub fn check_deterministic(plan: &LogicalPlan) -> PlanResult<()> {
+    use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+    use datafusion::logical_expr::Volatility;
+    let mut found = None;
+    plan.apply_with_subqueries(|node| {
+        node.apply_expressions(|expr| {
+            expr.apply(|e| {
+                if let Expr::ScalarFunction(f) = e
+                    && f.func.signature().volatility != Volatility::Immutable
+                {
+                    found = Some(f.func.name().to_string());
+                    return Ok(TreeNodeRecursion::Stop);
+                }
+                Ok(TreeNodeRecursion::Continue)
+            })
+        })
+    })
+    .map_err(df)?;
+    match found {
+        Some(name) => Err(not_supported(format!(
+            "{name}() in a materialized view (its result changes while its arguments do not)"
+        ))),
+        None => Ok(()),
+    }
+}
+
 fn not_supported(what: impl Into<String>) -> PlanError {
     PlanError::NotSupported(what.into())
 }

@@ -76,6 +76,7 @@ pub fn plan_materialized(
     search_schema: &str,
     parallelism: usize,
 ) -> ServerResult<PlannedView> {
+    runnel_planner::stream::check_deterministic(plan)?;
     let optimized = state.optimize(plan)?;
     let inputs = CatalogInputs {
         catalog: &db.catalog,
@@ -122,6 +123,7 @@ pub async fn restart_jobs(db: &Database) -> ServerResult<()> {
             db.runtime.mark_failed(view.id, e.to_string());
         }
     }
+    db.runtime.resume()?;
     Ok(())
 }
 

@@ -65,6 +65,8 @@ pub(crate) enum Command {
         done: oneshot::Sender<EngineResult<()>>,
     },
     Report(Report),
+    /// Start injecting barriers (after the jobs of a restart all exist).
+    Resume,
 }
 
 /// What SHOW JOBS tells of a job's health.
@@ -93,6 +95,10 @@ pub(crate) struct Manager {
     pub interval: Duration,
     pub commands: mpsc::UnboundedReceiver<Command>,
     in_flight: Option<InFlight>,
+    /// No barrier is injected until resumed: restarted jobs must all be in
+    /// place before the first epoch, or a view's log would move on before
+    /// the views reading it rejoin.
+    paused: bool,
     pending_flushes: Vec<oneshot::Sender<EngineResult<()>>>,
     pending_creates: Vec<(JobBuilder, oneshot::Sender<EngineResult<()>>)>,
 }
@@ -127,6 +133,7 @@ impl Manager {
             interval,
             commands,
             in_flight: None,
+            paused: true,
             pending_flushes: vec![],
             pending_creates: vec![],
         })
@@ -141,7 +148,7 @@ impl Manager {
                     Some(command) => self.handle(command).await,
                     None => return,
                 },
-                _ = ticker.tick(), if self.in_flight.is_none() && !self.jobs.is_empty() => {
+                _ = ticker.tick(), if !self.paused && self.in_flight.is_none() && !self.jobs.is_empty() => {
                     self.inject();
                 }
             }
@@ -167,9 +174,16 @@ impl Manager {
                 self.check_complete().await;
                 let _ = done.send(());
             }
+            Command::Resume => {
+                self.paused = false;
+                if !self.pending_flushes.is_empty() && self.in_flight.is_none() {
+                    self.inject();
+                    self.check_complete().await;
+                }
+            }
             Command::Flush { done } => {
                 self.pending_flushes.push(done);
-                if self.in_flight.is_none() {
+                if !self.paused && self.in_flight.is_none() {
                     self.inject();
                     self.check_complete().await;
                 }

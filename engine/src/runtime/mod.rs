@@ -44,9 +44,9 @@ impl std::fmt::Debug for Runtime {
 }
 
 impl Runtime {
-    /// Starts the barrier manager, injecting a barrier every
-    /// `barrier_interval` while jobs run. Must be called inside a tokio
-    /// runtime.
+    /// Starts the barrier manager, which injects a barrier every
+    /// `barrier_interval` while jobs run, once [`Runtime::resume`]d. Must be
+    /// called inside a tokio runtime.
     pub fn start(store: Store, barrier_interval: Duration) -> EngineResult<Arc<Self>> {
         let logs = Arc::new(LogRegistry::default());
         let states = JobStates::default();
@@ -125,6 +125,12 @@ impl Runtime {
         self.send(Command::Flush { done })?;
         wait.await
             .map_err(|_| EngineError::Stopped("barrier manager ended".into()))?
+    }
+
+    /// Starts injecting barriers. Until then jobs can be created but none
+    /// runs an epoch: a restart creates every job first, then resumes.
+    pub fn resume(&self) -> EngineResult<()> {
+        self.send(Command::Resume)
     }
 
     /// The state of job `id`, if it runs or failed.
