@@ -1,0 +1,210 @@
+//! The differential oracle: materialized views over tables that take long
+//! random sequences of inserts, updates and deletes (and, now and then, a
+//! `kill -9` of the server) must always equal their own query run as a batch
+//! `SELECT` over the same tables (multiset equality).
+//!
+//! Fixed seed and 150 steps by default; `RUNNEL_ORACLE_SEED` and
+//! `RUNNEL_ORACLE_STEPS` change them for longer soaks.
+
+use anyhow::{Context, Result, bail};
+use runnel_sql_tests::{TestServer, runnel_binary};
+use tokio_postgres::{Client, NoTls, SimpleQueryMessage};
+
+/// SplitMix64: small, deterministic, good enough to pick statements.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    fn below(&mut self, n: u64) -> i64 {
+        (self.next() % n) as i64
+    }
+
+    fn text(&mut self) -> String {
+        match self.below(5) {
+            0 => "NULL".into(),
+            n => format!("'s{n}'"),
+        }
+    }
+
+    fn int_or_null(&mut self, n: u64) -> String {
+        if self.below(8) == 0 {
+            "NULL".into()
+        } else {
+            self.below(n).to_string()
+        }
+    }
+}
+
+const TABLES: &[&str] = &[
+    "CREATE TABLE a (id int PRIMARY KEY, k int, v int, s text)",
+    "CREATE TABLE b (id int PRIMARY KEY, k int, w bigint)",
+    "CREATE TABLE c (x int, y int)",
+];
+
+/// (name, query): each becomes `CREATE MATERIALIZED VIEW name AS query`.
+const VIEWS: &[(&str, &str)] = &[
+    (
+        "v_agg",
+        "SELECT k, count(*) AS n, count(v) AS nv, sum(v) AS sv, min(v) AS mn, max(v) AS mx, \
+         count(DISTINCT s) AS ds, avg(v) AS av, bool_or(v > 5) AS big FROM a GROUP BY k",
+    ),
+    (
+        "v_filter",
+        "SELECT id, v * 2 AS v2, upper(s) AS us FROM a WHERE v % 3 <> 0",
+    ),
+    (
+        "v_global",
+        "SELECT count(*) AS n, sum(w) AS sw, max(w) AS mw, min(k) AS mk FROM b",
+    ),
+    (
+        "v_nested",
+        "SELECT n, count(*) AS groups, sum(sv) AS total FROM v_agg GROUP BY n",
+    ),
+    (
+        "v_union",
+        "SELECT k, v AS val FROM a UNION ALL SELECT k, w FROM b WHERE w > 3",
+    ),
+    (
+        "v_bag",
+        "SELECT x, count(*) AS c, sum(y) AS sy FROM c GROUP BY x HAVING count(*) > 1",
+    ),
+    ("v_distinct", "SELECT DISTINCT y FROM c"),
+    (
+        "v_union_of_views",
+        "SELECT n AS a, total AS b FROM v_nested UNION ALL SELECT n, sw FROM v_global",
+    ),
+];
+
+/// One random change to one table.
+fn random_statement(rng: &mut Rng) -> String {
+    let id = rng.below(12);
+    match rng.below(10) {
+        0..=2 => format!(
+            "INSERT INTO a VALUES ({id}, {}, {}, {})",
+            rng.int_or_null(4),
+            rng.int_or_null(10),
+            rng.text()
+        ),
+        3 => format!(
+            "UPDATE a SET v = {}, s = {} WHERE id = {id}",
+            rng.int_or_null(10),
+            rng.text()
+        ),
+        4 => format!(
+            "UPDATE a SET k = {}, id = {} WHERE id = {id}",
+            rng.int_or_null(4),
+            rng.below(12)
+        ),
+        5 => format!("DELETE FROM a WHERE k = {}", rng.below(4)),
+        6 => format!(
+            "INSERT INTO b VALUES ({id}, {}, {})",
+            rng.int_or_null(4),
+            rng.int_or_null(8)
+        ),
+        7 => format!("UPDATE b SET w = w + 1 WHERE k = {}", rng.below(4)),
+        8 => format!(
+            "INSERT INTO c VALUES ({}, {}), ({}, {})",
+            rng.below(4),
+            rng.int_or_null(3),
+            rng.below(4),
+            rng.int_or_null(3)
+        ),
+        _ => match rng.below(3) {
+            0 => format!("DELETE FROM c WHERE x = {}", rng.below(4)),
+            1 => format!("DELETE FROM b WHERE id = {id}"),
+            _ => format!("UPDATE c SET y = {} WHERE x = {}", rng.int_or_null(3), rng.below(4)),
+        },
+    }
+}
+
+async fn connect(server: &TestServer) -> Result<Client> {
+    let (client, connection) = tokio_postgres::connect(&server.conn_str(), NoTls).await?;
+    tokio::spawn(connection);
+    Ok(client)
+}
+
+/// The rows of `sql` as sorted text lines (a multiset).
+async fn rows(client: &Client, sql: &str) -> Result<Vec<String>> {
+    let mut out = vec![];
+    for message in client
+        .simple_query(sql)
+        .await
+        .with_context(|| sql.to_string())?
+    {
+        if let SimpleQueryMessage::Row(row) = message {
+            let values: Vec<&str> = (0..row.len())
+                .map(|i| row.get(i).unwrap_or("NULL"))
+                .collect();
+            out.push(values.join("|"));
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+async fn check_views(client: &Client, step: usize, history: &[String]) -> Result<()> {
+    client.simple_query("FLUSH").await?;
+    for (name, query) in VIEWS {
+        let view = rows(client, &format!("SELECT * FROM {name}")).await?;
+        let batch = rows(client, query).await?;
+        if view != batch {
+            bail!(
+                "after step {step}, {name} differs from its query\n view:  {view:?}\n query: {batch:?}\nlast statements:\n{}",
+                history[history.len().saturating_sub(10)..].join("\n")
+            );
+        }
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn views_equal_their_queries_after_random_changes() -> Result<()> {
+    let seed: u64 = std::env::var("RUNNEL_ORACLE_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(20261124);
+    let steps: usize = std::env::var("RUNNEL_ORACLE_STEPS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(150);
+    let mut server = TestServer::start(&runnel_binary()?)?;
+    let mut client = connect(&server).await?;
+    for sql in TABLES {
+        client.simple_query(sql).await?;
+    }
+    for (name, query) in VIEWS {
+        client
+            .simple_query(&format!("CREATE MATERIALIZED VIEW {name} AS {query}"))
+            .await
+            .with_context(|| format!("creating {name}"))?;
+    }
+    let mut rng = Rng(seed);
+    let mut history = vec![];
+    check_views(&client, 0, &history).await?;
+    for step in 1..=steps {
+        let sql = random_statement(&mut rng);
+        // Key clashes and NOT NULL keys fail; the state must not change.
+        let outcome = client.simple_query(&sql).await;
+        history.push(format!(
+            "{sql}{}",
+            if outcome.is_err() { "  -- failed" } else { "" }
+        ));
+        if rng.below(40) == 0 {
+            // Crash: whatever the views had not yet committed is redone.
+            history.push("-- kill -9 and restart".into());
+            server.kill_and_restart()?;
+            client = connect(&server).await?;
+        }
+        if step % 3 == 0 || step == steps {
+            check_views(&client, step, &history).await?;
+        }
+    }
+    Ok(())
+}
