@@ -89,6 +89,34 @@ pub struct AggregateCall {
     pub filter: Option<Arc<dyn PhysicalExpr>>,
 }
 
+/// Which rows a join emits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JoinKind {
+    Inner,
+    /// Every left row, null-padded when nothing matches.
+    Left,
+    Right,
+    Full,
+    /// Left rows with at least one match (`IN`, `EXISTS`).
+    LeftSemi,
+    /// Left rows without a match (`NOT EXISTS`).
+    LeftAnti,
+    RightSemi,
+    RightAnti,
+}
+
+/// One input of a join.
+#[derive(Debug, Clone)]
+pub struct JoinSide {
+    /// The input's columns: visible ones first.
+    pub schema: SchemaRef,
+    pub visible: usize,
+    /// Columns compared with the other side's (in pairs, in order).
+    pub keys: Vec<usize>,
+    /// The input's stream key.
+    pub stream_key: Vec<usize>,
+}
+
 /// One operator of a fragment.
 #[derive(Debug, Clone)]
 pub enum OperatorSpec {
@@ -113,6 +141,21 @@ pub enum OperatorSpec {
         keys: Vec<Vec<usize>>,
         schema: SchemaRef,
     },
+    /// An equi-join (possibly with no key: a cross join) with an optional
+    /// extra condition, over both inputs' full state.
+    HashJoin {
+        kind: JoinKind,
+        left: JoinSide,
+        right: JoinSide,
+        /// Over the left's visible columns followed by the right's.
+        filter: Option<Arc<dyn PhysicalExpr>>,
+        /// `NULL = NULL` matches (IS NOT DISTINCT FROM keys).
+        nulls_equal: bool,
+        /// Inner and outer joins: left visible, right visible, left hidden,
+        /// right hidden. Semi and anti joins: the kept side's columns.
+        schema: SchemaRef,
+        state_id: u64,
+    },
     /// Writes the view's rows and feeds its change log.
     Materialize {
         table_id: u64,
@@ -132,13 +175,17 @@ impl OperatorSpec {
             OperatorSpec::Filter { .. } => "Filter",
             OperatorSpec::HashAggregate { .. } => "HashAggregate",
             OperatorSpec::Union { .. } => "Union",
+            OperatorSpec::HashJoin { .. } => "HashJoin",
             OperatorSpec::Materialize { .. } => "Materialize",
         }
     }
 
     /// True when the output is append-only whenever the input is.
     pub fn preserves_append_only(&self) -> bool {
-        !matches!(self, OperatorSpec::HashAggregate { .. })
+        !matches!(
+            self,
+            OperatorSpec::HashAggregate { .. } | OperatorSpec::HashJoin { .. }
+        )
     }
 }
 
@@ -166,6 +213,32 @@ impl fmt::Display for OperatorSpec {
                 list(aggregates.iter().map(|a| a.function.name().to_string()))
             ),
             OperatorSpec::Union { keys, .. } => write!(f, "Union: inputs={}", keys.len()),
+            OperatorSpec::HashJoin {
+                kind,
+                left,
+                right,
+                filter,
+                ..
+            } => {
+                write!(
+                    f,
+                    "HashJoin: {kind:?}, on=[{}]",
+                    left.keys
+                        .iter()
+                        .zip(&right.keys)
+                        .map(|(l, r)| format!(
+                            "left.{} = right.{}",
+                            left.schema.field(*l).name(),
+                            right.schema.field(*r).name()
+                        ))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )?;
+                if let Some(filter) = filter {
+                    write!(f, ", filter={filter}")?;
+                }
+                Ok(())
+            }
             OperatorSpec::Materialize {
                 relation_name, key, ..
             } => write!(f, "Materialize: {relation_name}, key=[{}]", list(key)),

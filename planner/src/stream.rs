@@ -15,15 +15,16 @@ use crate::types::ColumnType;
 use crate::{PlanError, PlanResult};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::common::{DFSchema, TableReference};
+use datafusion::common::{JoinType, NullEquality};
 use datafusion::logical_expr::execution_props::ExecutionProps;
 use datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext;
-use datafusion::logical_expr::{Aggregate, Expr, LogicalPlan, Projection, TableScan, Union};
+use datafusion::logical_expr::{Aggregate, Expr, Join, LogicalPlan, Projection, TableScan, Union};
 use datafusion::physical_expr::aggregate::LoweredAggregateBuilder;
 use datafusion::physical_expr::expressions::{CastExpr, Column};
 use datafusion::physical_expr::{PhysicalExpr, create_physical_expr};
 use runnel_engine::graph::{
-    AggregateCall, Distribution, Fragment, FragmentInput, FragmentOutput, OperatorSpec, SourceSpec,
-    StreamGraph,
+    AggregateCall, Distribution, Fragment, FragmentInput, FragmentOutput, JoinKind, JoinSide,
+    OperatorSpec, SourceSpec, StreamGraph,
 };
 
 /// A table or materialized view a stream can read the changes of.
@@ -235,7 +236,7 @@ impl Planner<'_> {
             LogicalPlan::Sort(_) | LogicalPlan::Limit(_) => Err(not_supported(
                 "ORDER BY … LIMIT in a materialized view (Top-N)",
             )),
-            LogicalPlan::Join(_) => Err(not_supported("a join in a materialized view")),
+            LogicalPlan::Join(join) => self.join(join),
             LogicalPlan::Window(_) => {
                 Err(not_supported("a window function in a materialized view"))
             }
@@ -465,6 +466,185 @@ impl Planner<'_> {
         Ok(next)
     }
 
+    /// Appends `exprs` (over `logical`, the node's visible columns) as
+    /// hidden columns; returns their indices.
+    fn append_columns(
+        &mut self,
+        node: &mut Node,
+        exprs: &[&Expr],
+        logical: &DFSchema,
+        prefix: &str,
+    ) -> PlanResult<Vec<usize>> {
+        if exprs.is_empty() {
+            return Ok(vec![]);
+        }
+        let mut physical: Vec<Arc<dyn PhysicalExpr>> = (0..node.schema.fields().len())
+            .map(|i| Arc::new(Column::new(node.schema.field(i).name(), i)) as Arc<dyn PhysicalExpr>)
+            .collect();
+        let mut fields: Vec<Field> = node
+            .schema
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone())
+            .collect();
+        let mut indices = vec![];
+        for (i, expr) in exprs.iter().enumerate() {
+            let e = self.physical(expr, logical)?;
+            let data_type = e.data_type(&node.schema).map_err(df)?;
+            indices.push(physical.len());
+            physical.push(e);
+            fields.push(Field::new(format!("{prefix}{i}"), data_type, true));
+        }
+        let schema = Arc::new(Schema::new(fields));
+        node.operators.push(OperatorSpec::Project {
+            exprs: physical,
+            schema: Arc::clone(&schema),
+        });
+        node.schema = schema;
+        Ok(indices)
+    }
+
+    fn join(&mut self, join: &Join) -> PlanResult<Node> {
+        let kind = match join.join_type {
+            JoinType::Inner => JoinKind::Inner,
+            JoinType::Left => JoinKind::Left,
+            JoinType::Right => JoinKind::Right,
+            JoinType::Full => JoinKind::Full,
+            JoinType::LeftSemi => JoinKind::LeftSemi,
+            JoinType::LeftAnti => JoinKind::LeftAnti,
+            JoinType::RightSemi => JoinKind::RightSemi,
+            JoinType::RightAnti => JoinKind::RightAnti,
+            other => {
+                return Err(not_supported(format!(
+                    "a {other} join in a materialized view"
+                )));
+            }
+        };
+        if join.null_aware {
+            return Err(not_supported(
+                "NOT IN (subquery) in a materialized view (use NOT EXISTS)",
+            ));
+        }
+        let mut left = self.plan(&join.left)?;
+        let mut right = self.plan(&join.right)?;
+        let left_visible = join.left.schema().fields().len();
+        let right_visible = join.right.schema().fields().len();
+        let left_exprs: Vec<&Expr> = join.on.iter().map(|(l, _)| l).collect();
+        let right_exprs: Vec<&Expr> = join.on.iter().map(|(_, r)| r).collect();
+        let left_keys =
+            self.append_columns(&mut left, &left_exprs, join.left.schema(), "_runnel_join_")?;
+        let right_keys = self.append_columns(
+            &mut right,
+            &right_exprs,
+            join.right.schema(),
+            "_runnel_join_",
+        )?;
+        let left_side = JoinSide {
+            schema: Arc::clone(&left.schema),
+            visible: left_visible,
+            keys: left_keys.clone(),
+            stream_key: left.key.clone(),
+        };
+        let right_side = JoinSide {
+            schema: Arc::clone(&right.schema),
+            visible: right_visible,
+            keys: right_keys.clone(),
+            stream_key: right.key.clone(),
+        };
+        let filter = match &join.filter {
+            Some(filter) => {
+                let both = join.left.schema().join(join.right.schema()).map_err(df)?;
+                Some(self.physical(filter, &both)?)
+            }
+            None => None,
+        };
+        let (distribution, parallelism) = if join.on.is_empty() {
+            (None, 1)
+        } else {
+            (Some(()), self.parallelism)
+        };
+        let id = self.reserve();
+        let inputs = vec![
+            FragmentInput::Exchange { fragment: left.id },
+            FragmentInput::Exchange { fragment: right.id },
+        ];
+        for (port, (node, keys)) in [(left, left_keys), (right, right_keys)]
+            .into_iter()
+            .enumerate()
+        {
+            let distribution = match distribution {
+                Some(()) => Distribution::Hash(keys),
+                None => Distribution::Single,
+            };
+            self.close(
+                node,
+                FragmentOutput::Exchange {
+                    fragment: id,
+                    port,
+                    distribution,
+                },
+            );
+        }
+        let nullable = |f: &Field| Field::new(f.name(), f.data_type().clone(), true);
+        let (schema, key) = match kind {
+            JoinKind::LeftSemi | JoinKind::LeftAnti => {
+                (Arc::clone(&left_side.schema), left_side.stream_key.clone())
+            }
+            JoinKind::RightSemi | JoinKind::RightAnti => (
+                Arc::clone(&right_side.schema),
+                right_side.stream_key.clone(),
+            ),
+            _ => {
+                let lf = left_side.schema.fields();
+                let rf = right_side.schema.fields();
+                let mut fields: Vec<Field> = join
+                    .schema
+                    .fields()
+                    .iter()
+                    .map(|f| f.as_ref().clone())
+                    .collect();
+                fields.extend(lf[left_visible..].iter().map(|f| nullable(f)));
+                fields.extend(rf[right_visible..].iter().map(|f| nullable(f)));
+                // Where each side's column lands in the output.
+                let left_at = |i: usize| {
+                    if i < left_visible {
+                        i
+                    } else {
+                        right_visible + i
+                    }
+                };
+                let right_at = |i: usize| {
+                    if i < right_visible {
+                        left_visible + i
+                    } else {
+                        lf.len() + i
+                    }
+                };
+                let mut key: Vec<usize> =
+                    left_side.stream_key.iter().map(|&i| left_at(i)).collect();
+                key.extend(right_side.stream_key.iter().map(|&i| right_at(i)));
+                (Arc::new(Schema::new(fields)), key)
+            }
+        };
+        let state_id = self.state_ids(2);
+        Ok(Node {
+            id,
+            inputs,
+            operators: vec![OperatorSpec::HashJoin {
+                kind,
+                left: left_side,
+                right: right_side,
+                filter,
+                nulls_equal: join.null_equality == NullEquality::NullEqualsNull,
+                schema: Arc::clone(&schema),
+                state_id,
+            }],
+            parallelism,
+            schema,
+            key,
+        })
+    }
+
     fn union(&mut self, union: &Union) -> PlanResult<Node> {
         let visible = union.schema.fields().len();
         let branches = union
@@ -526,10 +706,18 @@ impl Planner<'_> {
                     field.data_type()
                 )));
             };
-            let stored = column_type.field(field.name(), field.is_nullable());
+            // Hidden columns get names of their own: inputs may have
+            // given two of them the same one.
+            let name = if i < visible {
+                field.name().clone()
+            } else {
+                format!("_runnel_hidden_{}", i - visible)
+            };
+            let stored = column_type.field(&name, field.is_nullable());
             if stored.data_type() == field.data_type() {
+                changed |= &name != field.name();
                 exprs.push(column);
-                fields.push(field.as_ref().clone());
+                fields.push(stored);
             } else {
                 changed = true;
                 exprs.push(Arc::new(CastExpr::new(

@@ -77,6 +77,34 @@ const VIEWS: &[(&str, &str)] = &[
     ),
     ("v_distinct", "SELECT DISTINCT y FROM c"),
     (
+        "v_join",
+        "SELECT a.id, a.v, b.id AS bid, b.w FROM a JOIN b ON a.k = b.k",
+    ),
+    (
+        "v_left",
+        "SELECT a.id, a.s, b.w FROM a LEFT JOIN b ON a.id = b.id AND b.w > a.v",
+    ),
+    (
+        "v_full_agg",
+        "SELECT a.k AS ak, b.k AS bk, count(*) AS n, sum(b.w) AS sw FROM a FULL JOIN b ON a.k = b.k GROUP BY a.k, b.k",
+    ),
+    (
+        "v_semi",
+        "SELECT x, y FROM c WHERE EXISTS (SELECT 1 FROM a WHERE a.k = c.x AND a.v > c.y)",
+    ),
+    (
+        "v_anti",
+        "SELECT id, k FROM b WHERE NOT EXISTS (SELECT 1 FROM c WHERE c.x = b.k)",
+    ),
+    (
+        "v_in",
+        "SELECT id FROM a WHERE k IN (SELECT x FROM c WHERE y = 1)",
+    ),
+    (
+        "v_join_views",
+        "SELECT g.k, g.n, f.v2 FROM v_agg g JOIN v_filter f ON f.id = g.n",
+    ),
+    (
         "v_union_of_views",
         "SELECT n AS a, total AS b FROM v_nested UNION ALL SELECT n, sw FROM v_global",
     ),
@@ -119,7 +147,11 @@ fn random_statement(rng: &mut Rng) -> String {
         _ => match rng.below(3) {
             0 => format!("DELETE FROM c WHERE x = {}", rng.below(4)),
             1 => format!("DELETE FROM b WHERE id = {id}"),
-            _ => format!("UPDATE c SET y = {} WHERE x = {}", rng.int_or_null(3), rng.below(4)),
+            _ => format!(
+                "UPDATE c SET y = {} WHERE x = {}",
+                rng.int_or_null(3),
+                rng.below(4)
+            ),
         },
     }
 }

@@ -2,12 +2,14 @@
 
 mod filter;
 mod hash_agg;
+mod hash_join;
 mod materialize;
 mod project;
 mod union;
 
 pub use filter::FilterOperator;
 pub use hash_agg::HashAggOperator;
+pub use hash_join::HashJoinOperator;
 pub use materialize::MaterializeOperator;
 pub use project::ProjectOperator;
 pub use union::UnionOperator;

@@ -16,7 +16,8 @@ use super::task::Task;
 use crate::graph::{FragmentInput, FragmentOutput, OperatorSpec, SourceSpec};
 use crate::operator::StreamOperator;
 use crate::operators::{
-    FilterOperator, HashAggOperator, MaterializeOperator, ProjectOperator, UnionOperator,
+    FilterOperator, HashAggOperator, HashJoinOperator, MaterializeOperator, ProjectOperator,
+    UnionOperator,
 };
 use crate::{EngineError, EngineResult, Epoch};
 
@@ -224,6 +225,24 @@ fn build_operator(
             store.clone(),
             *state_id,
         )?),
+        OperatorSpec::HashJoin {
+            kind,
+            left,
+            right,
+            filter,
+            nulls_equal,
+            schema,
+            state_id,
+        } => Box::new(HashJoinOperator::new(
+            *kind,
+            left.clone(),
+            right.clone(),
+            filter.clone(),
+            *nulls_equal,
+            Arc::clone(schema),
+            store.clone(),
+            *state_id,
+        )),
         OperatorSpec::Union { schema, keys } => {
             Box::new(UnionOperator::new(Arc::clone(schema), keys.clone()))
         }

@@ -1,0 +1,382 @@
+//! Joins with retractions: inner, left/right/full outer, semi and anti.
+//!
+//! Both inputs' rows are kept in state, keyed by join key then stream key.
+//! A row arriving on one side is matched against the other side's rows with
+//! the same key (and the extra condition, if any). Outer and semi/anti
+//! joins also keep, per row of a preserved or kept side, its number of
+//! matches ("degree"), so a row's null-padded result or its membership is
+//! retracted exactly when the degree moves between zero and one.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch, UInt32Array};
+use datafusion::arrow::compute::take;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::physical_expr::PhysicalExpr;
+use runnel_storage::key_codec::encode_nullable_key;
+use runnel_storage::row_codec::{RowDecoder, encode_row};
+use runnel_storage::state_table::key_group;
+use runnel_storage::{StateTable, Store};
+
+use crate::graph::{JoinKind, JoinSide};
+use crate::operator::{Output, StreamOperator};
+use crate::{Barrier, EngineError, EngineResult, Op, StreamChunk};
+
+/// Prefix of rows whose key can match (no null, or nulls compare equal).
+const MATCHABLE: u8 = 1;
+/// Prefix of rows whose key holds a null: kept, never matched.
+const UNMATCHABLE: u8 = 0;
+
+/// A row of the other side found by key.
+struct Match {
+    state_key: Vec<u8>,
+    row: Vec<u8>,
+    degree: i64,
+}
+
+/// One output row: the op, then the left and right rows (None: padded).
+type OutRow = (Op, Option<Vec<u8>>, Option<Vec<u8>>);
+
+/// One parallel instance of a join.
+pub struct HashJoinOperator {
+    kind: JoinKind,
+    sides: [JoinSide; 2],
+    filter: Option<Arc<dyn PhysicalExpr>>,
+    nulls_equal: bool,
+    schema: SchemaRef,
+    states: [StateTable; 2],
+}
+
+impl std::fmt::Debug for HashJoinOperator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HashJoinOperator")
+            .field("kind", &self.kind)
+            .finish()
+    }
+}
+
+fn encode_value(row: &[u8], degree: i64) -> Vec<u8> {
+    let mut out = Vec::with_capacity(row.len() + 8);
+    out.extend_from_slice(&degree.to_le_bytes());
+    out.extend_from_slice(row);
+    out
+}
+
+fn decode_value(bytes: &[u8]) -> EngineResult<(Vec<u8>, i64)> {
+    if bytes.len() < 8 {
+        return Err(EngineError::Internal("join state row cut short".into()));
+    }
+    let degree = i64::from_le_bytes(bytes[..8].try_into().expect("8 bytes"));
+    Ok((bytes[8..].to_vec(), degree))
+}
+
+impl HashJoinOperator {
+    /// A join of `left` (port 0) and `right` (port 1) into `schema`, state in
+    /// tables `state_id` (left) and `state_id + 1` (right).
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        kind: JoinKind,
+        left: JoinSide,
+        right: JoinSide,
+        filter: Option<Arc<dyn PhysicalExpr>>,
+        nulls_equal: bool,
+        schema: SchemaRef,
+        store: Store,
+        state_id: u64,
+    ) -> Self {
+        Self {
+            kind,
+            sides: [left, right],
+            filter,
+            nulls_equal,
+            schema,
+            states: [
+                StateTable::new(store.clone(), state_id),
+                StateTable::new(store, state_id + 1),
+            ],
+        }
+    }
+
+    /// Side `side` keeps its unmatched rows, null-padded.
+    fn preserved(&self, side: usize) -> bool {
+        matches!(
+            (self.kind, side),
+            (JoinKind::Left | JoinKind::Full, 0) | (JoinKind::Right | JoinKind::Full, 1)
+        )
+    }
+
+    /// The side a semi or anti join emits, if this is one.
+    fn kept(&self) -> Option<(usize, bool)> {
+        match self.kind {
+            JoinKind::LeftSemi => Some((0, true)),
+            JoinKind::LeftAnti => Some((0, false)),
+            JoinKind::RightSemi => Some((1, true)),
+            JoinKind::RightAnti => Some((1, false)),
+            _ => None,
+        }
+    }
+
+    fn tracks_degree(&self, side: usize) -> bool {
+        self.preserved(side) || self.kept().is_some_and(|(kept, _)| kept == side)
+    }
+
+    /// Rows of `side` as a batch; `rows[i]` None gives a null row.
+    fn side_columns(&self, side: usize, rows: &[Option<&[u8]>]) -> EngineResult<Vec<ArrayRef>> {
+        let schema = &self.sides[side].schema;
+        let mut decoder = RowDecoder::new(schema, None)?;
+        let mut indices = Vec::with_capacity(rows.len());
+        for row in rows {
+            match row {
+                Some(bytes) => {
+                    indices.push(Some(decoder.len() as u32));
+                    decoder.push(bytes)?;
+                }
+                None => indices.push(None),
+            }
+        }
+        let decoded = decoder.finish()?;
+        let indices = UInt32Array::from(indices);
+        Ok(decoded
+            .columns()
+            .iter()
+            .map(|c| take(c, &indices, None))
+            .collect::<Result<Vec<_>, _>>()?)
+    }
+
+    /// Joined rows in the output layout.
+    fn build(&self, rows: &[OutRow]) -> EngineResult<RecordBatch> {
+        if let Some((kept, _)) = self.kept() {
+            let side_rows: Vec<Option<&[u8]>> = rows
+                .iter()
+                .map(|(_, l, r)| if kept == 0 { l } else { r }.as_deref())
+                .collect();
+            let columns = self.side_columns(kept, &side_rows)?;
+            return Ok(RecordBatch::try_new(Arc::clone(&self.schema), columns)?);
+        }
+        let left: Vec<Option<&[u8]>> = rows.iter().map(|(_, l, _)| l.as_deref()).collect();
+        let right: Vec<Option<&[u8]>> = rows.iter().map(|(_, _, r)| r.as_deref()).collect();
+        let left = self.side_columns(0, &left)?;
+        let right = self.side_columns(1, &right)?;
+        let (lv, rv) = (self.sides[0].visible, self.sides[1].visible);
+        let mut columns = Vec::with_capacity(left.len() + right.len());
+        columns.extend_from_slice(&left[..lv]);
+        columns.extend_from_slice(&right[..rv]);
+        columns.extend_from_slice(&left[lv..]);
+        columns.extend_from_slice(&right[rv..]);
+        let options =
+            datafusion::arrow::array::RecordBatchOptions::new().with_row_count(Some(rows.len()));
+        Ok(RecordBatch::try_new_with_options(
+            Arc::clone(&self.schema),
+            columns,
+            &options,
+        )?)
+    }
+
+    /// Which of `matches` pass the extra condition with `row` of `side`.
+    fn filter_matches(
+        &self,
+        side: usize,
+        row: &[u8],
+        matches: Vec<Match>,
+    ) -> EngineResult<Vec<Match>> {
+        let Some(filter) = &self.filter else {
+            return Ok(matches);
+        };
+        if matches.is_empty() {
+            return Ok(matches);
+        }
+        let pairs: Vec<OutRow> = matches
+            .iter()
+            .map(|m| {
+                let (l, r) = if side == 0 {
+                    (row.to_vec(), m.row.clone())
+                } else {
+                    (m.row.clone(), row.to_vec())
+                };
+                (Op::Insert, Some(l), Some(r))
+            })
+            .collect();
+        // The condition sees both sides' columns even in semi/anti joins.
+        let batch = self.build_pairs(&pairs)?;
+        let mask = filter.evaluate(&batch)?.into_array(batch.num_rows())?;
+        let mask = mask.as_boolean();
+        Ok(matches
+            .into_iter()
+            .enumerate()
+            .filter(|(i, _)| mask.is_valid(*i) && mask.value(*i))
+            .map(|(_, m)| m)
+            .collect())
+    }
+
+    /// Pairs as left visible, right visible columns (what the condition
+    /// reads), whatever the join's output layout.
+    fn build_pairs(&self, rows: &[OutRow]) -> EngineResult<RecordBatch> {
+        let left: Vec<Option<&[u8]>> = rows.iter().map(|(_, l, _)| l.as_deref()).collect();
+        let right: Vec<Option<&[u8]>> = rows.iter().map(|(_, _, r)| r.as_deref()).collect();
+        let left = self.side_columns(0, &left)?;
+        let right = self.side_columns(1, &right)?;
+        let (lv, rv) = (self.sides[0].visible, self.sides[1].visible);
+        let mut fields = Vec::with_capacity(lv + rv);
+        fields.extend(self.sides[0].schema.fields()[..lv].iter().cloned());
+        fields.extend(self.sides[1].schema.fields()[..rv].iter().cloned());
+        let mut columns = left[..lv].to_vec();
+        columns.extend_from_slice(&right[..rv]);
+        let schema = Arc::new(datafusion::arrow::datatypes::Schema::new(fields));
+        Ok(RecordBatch::try_new(schema, columns)?)
+    }
+
+    fn handle_row(
+        &mut self,
+        side: usize,
+        chunk: &StreamChunk,
+        row: usize,
+        out: &mut Vec<OutRow>,
+    ) -> EngineResult<()> {
+        let other = 1 - side;
+        let batch = chunk.data();
+        let spec = &self.sides[side];
+        let key_columns: Vec<&ArrayRef> = spec.keys.iter().map(|&k| batch.column(k)).collect();
+        let has_null = key_columns.iter().any(|c| c.is_null(row));
+        let mut join_key = vec![];
+        encode_nullable_key(&key_columns, row, &mut join_key)?;
+        let stream_columns: Vec<&ArrayRef> =
+            spec.stream_key.iter().map(|&k| batch.column(k)).collect();
+        let mut state_key = vec![if has_null && !self.nulls_equal {
+            UNMATCHABLE
+        } else {
+            MATCHABLE
+        }];
+        state_key.extend_from_slice(&join_key);
+        encode_nullable_key(&stream_columns, row, &mut state_key)?;
+        let mut value = vec![];
+        encode_row(batch.columns(), row, &mut value)?;
+        let group = key_group(&join_key);
+        let insert = chunk.op(row)?.sign() > 0;
+
+        let matches = if state_key[0] == MATCHABLE {
+            let mut prefix = vec![MATCHABLE];
+            prefix.extend_from_slice(&join_key);
+            let found = self.states[other]
+                .scan_prefix(group, &prefix)?
+                .into_iter()
+                .map(|(state_key, bytes)| {
+                    let (row, degree) = decode_value(&bytes)?;
+                    Ok(Match {
+                        state_key,
+                        row,
+                        degree,
+                    })
+                })
+                .collect::<EngineResult<Vec<_>>>()?;
+            self.filter_matches(side, &value, found)?
+        } else {
+            vec![]
+        };
+
+        let pair = |own: &[u8], theirs: &[u8]| -> (Option<Vec<u8>>, Option<Vec<u8>>) {
+            if side == 0 {
+                (Some(own.to_vec()), Some(theirs.to_vec()))
+            } else {
+                (Some(theirs.to_vec()), Some(own.to_vec()))
+            }
+        };
+        let padded_own = |own: &[u8]| -> (Option<Vec<u8>>, Option<Vec<u8>>) {
+            if side == 0 {
+                (Some(own.to_vec()), None)
+            } else {
+                (None, Some(own.to_vec()))
+            }
+        };
+        let padded_theirs = |theirs: &[u8]| -> (Option<Vec<u8>>, Option<Vec<u8>>) {
+            if side == 0 {
+                (None, Some(theirs.to_vec()))
+            } else {
+                (Some(theirs.to_vec()), None)
+            }
+        };
+        let kept = self.kept();
+        let add = if insert { Op::Insert } else { Op::Delete };
+
+        for m in &matches {
+            if kept.is_none() {
+                let (l, r) = pair(&value, &m.row);
+                out.push((add, l, r));
+            }
+            if self.tracks_degree(other) {
+                let before = m.degree;
+                let after = before + if insert { 1 } else { -1 };
+                // The other row's result changes when its degree leaves or
+                // reaches zero.
+                let transition = (before == 0) != (after == 0);
+                if transition {
+                    let now_matched = after > 0;
+                    if self.preserved(other) {
+                        let (l, r) = padded_theirs(&m.row);
+                        out.push((if now_matched { Op::Delete } else { Op::Insert }, l, r));
+                    } else if let Some((_, semi)) = kept {
+                        let show = now_matched == semi;
+                        let (l, r) = padded_theirs(&m.row);
+                        out.push((if show { Op::Insert } else { Op::Delete }, l, r));
+                    }
+                }
+                self.states[other].put(group, &m.state_key, encode_value(&m.row, after));
+            }
+        }
+        let degree = matches.len() as i64;
+        if self.preserved(side) && degree == 0 {
+            let (l, r) = padded_own(&value);
+            out.push((add, l, r));
+        }
+        if let Some((kept_side, semi)) = kept
+            && kept_side == side
+            && (degree > 0) == semi
+        {
+            let (l, r) = padded_own(&value);
+            out.push((add, l, r));
+        }
+        if insert {
+            let degree = if self.tracks_degree(side) { degree } else { 0 };
+            self.states[side].put(group, &state_key, encode_value(&value, degree));
+        } else {
+            self.states[side].delete(group, &state_key);
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl StreamOperator for HashJoinOperator {
+    fn name(&self) -> &'static str {
+        "hash_join"
+    }
+
+    fn preserves_append_only(&self) -> bool {
+        false
+    }
+
+    async fn process_chunk(
+        &mut self,
+        input: usize,
+        chunk: StreamChunk,
+        out: &mut Output,
+    ) -> EngineResult<()> {
+        let mut rows = vec![];
+        for row in 0..chunk.num_rows() {
+            self.handle_row(input, &chunk, row, &mut rows)?;
+        }
+        if !rows.is_empty() {
+            let batch = self.build(&rows)?;
+            let ops: Vec<Op> = rows.iter().map(|(op, _, _)| *op).collect();
+            out.emit(StreamChunk::new(batch, &ops)?);
+        }
+        Ok(())
+    }
+
+    async fn on_barrier(&mut self, barrier: &Barrier, out: &mut Output) -> EngineResult<()> {
+        for state in &mut self.states {
+            state.seal_epoch(barrier.epoch.0, out.writes());
+        }
+        Ok(())
+    }
+}
