@@ -117,6 +117,14 @@ pub struct JoinSide {
     pub stream_key: Vec<usize>,
 }
 
+/// Direction of one ORDER BY column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SortOrder {
+    pub column: usize,
+    pub descending: bool,
+    pub nulls_first: bool,
+}
+
 /// One operator of a fragment.
 #[derive(Debug, Clone)]
 pub enum OperatorSpec {
@@ -156,6 +164,20 @@ pub enum OperatorSpec {
         schema: SchemaRef,
         state_id: u64,
     },
+    /// The first `limit` rows (after `offset`) of each partition in
+    /// `order`: `ORDER BY … LIMIT` and `row_number() … <= N`.
+    TopN {
+        partition: Vec<usize>,
+        order: Vec<SortOrder>,
+        offset: usize,
+        limit: usize,
+        /// Where the 1-based row number goes in the output, if it is kept.
+        rank_column: Option<usize>,
+        input_schema: SchemaRef,
+        stream_key: Vec<usize>,
+        schema: SchemaRef,
+        state_id: u64,
+    },
     /// Writes the view's rows and feeds its change log.
     Materialize {
         table_id: u64,
@@ -176,6 +198,7 @@ impl OperatorSpec {
             OperatorSpec::HashAggregate { .. } => "HashAggregate",
             OperatorSpec::Union { .. } => "Union",
             OperatorSpec::HashJoin { .. } => "HashJoin",
+            OperatorSpec::TopN { .. } => "TopN",
             OperatorSpec::Materialize { .. } => "Materialize",
         }
     }
@@ -184,7 +207,9 @@ impl OperatorSpec {
     pub fn preserves_append_only(&self) -> bool {
         !matches!(
             self,
-            OperatorSpec::HashAggregate { .. } | OperatorSpec::HashJoin { .. }
+            OperatorSpec::HashAggregate { .. }
+                | OperatorSpec::HashJoin { .. }
+                | OperatorSpec::TopN { .. }
         )
     }
 }
@@ -213,6 +238,22 @@ impl fmt::Display for OperatorSpec {
                 list(aggregates.iter().map(|a| a.function.name().to_string()))
             ),
             OperatorSpec::Union { keys, .. } => write!(f, "Union: inputs={}", keys.len()),
+            OperatorSpec::TopN {
+                partition,
+                order,
+                offset,
+                limit,
+                ..
+            } => write!(
+                f,
+                "TopN: partition_by=[{}], order_by=[{}], offset={offset}, limit={limit}",
+                list(partition),
+                list(order.iter().map(|o| format!(
+                    "{}{}",
+                    o.column,
+                    if o.descending { " DESC" } else { "" }
+                )))
+            ),
             OperatorSpec::HashJoin {
                 kind,
                 left,

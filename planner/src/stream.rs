@@ -81,6 +81,9 @@ struct Planner<'a> {
     next_state: u64,
     parallelism: usize,
     reads: Vec<u64>,
+    /// Set by a filter `rn <= N` over a row_number() window, for that
+    /// window to become a Top-N.
+    rank_limit: Option<usize>,
 }
 
 /// Plans view `job_id` (its rows stored under that id) as `plan`, with
@@ -101,6 +104,7 @@ pub fn plan_view(
         next_state: 0,
         parallelism: parallelism.max(1),
         reads: vec![],
+        rank_limit: None,
     };
     let node = planner.plan(plan)?;
     let node = planner.storable(node, plan.schema().fields().len())?;
@@ -132,6 +136,82 @@ pub fn plan_view(
         key,
         reads: planner.reads,
     })
+}
+
+/// The stream key after an exchange. Across a hash exchange into several
+/// subtasks the key also takes the hash columns: a row whose hash columns
+/// change is retracted on one subtask and inserted on another, and the two
+/// reach the view in no fixed order, so they must not share a key.
+fn key_with_distribution(
+    key: &[usize],
+    distribution: &Distribution,
+    parallelism: usize,
+) -> Vec<usize> {
+    let mut key = key.to_vec();
+    if let Distribution::Hash(columns) = distribution
+        && parallelism > 1
+    {
+        for column in columns {
+            if !key.contains(column) {
+                key.push(*column);
+            }
+        }
+    }
+    key
+}
+
+/// The N of a filter `rn <= N` (or `rn < N + 1`, `rn = 1`), when `rn` is
+/// the row_number() of a window right below it (through projections).
+fn rank_limit(filter: &datafusion::logical_expr::Filter) -> Option<usize> {
+    use datafusion::logical_expr::{BinaryExpr, Operator};
+    use datafusion::scalar::ScalarValue;
+    let Expr::BinaryExpr(BinaryExpr { left, op, right }) = &filter.predicate else {
+        return None;
+    };
+    let (Expr::Column(column), Expr::Literal(value, _)) = (left.as_ref(), right.as_ref()) else {
+        return None;
+    };
+    let n = match value {
+        ScalarValue::Int64(Some(n)) => *n,
+        ScalarValue::UInt64(Some(n)) => i64::try_from(*n).ok()?,
+        ScalarValue::Int32(Some(n)) => i64::from(*n),
+        _ => return None,
+    };
+    let limit = match op {
+        Operator::LtEq => n,
+        Operator::Lt => n - 1,
+        Operator::Eq if n == 1 => 1,
+        _ => return None,
+    };
+    // Follow the column down to the window that computes it.
+    let mut name = column.name.clone();
+    let mut plan = filter.input.as_ref();
+    loop {
+        match plan {
+            LogicalPlan::SubqueryAlias(alias) => plan = alias.input.as_ref(),
+            LogicalPlan::Projection(projection) => {
+                let index = projection
+                    .schema
+                    .fields()
+                    .iter()
+                    .position(|f| f.name() == &name)?;
+                match projection.expr[index].clone().unalias() {
+                    Expr::Column(c) => name = c.name,
+                    _ => return None,
+                }
+                plan = projection.input.as_ref();
+            }
+            LogicalPlan::Window(window) => {
+                let is_rank = window
+                    .schema
+                    .fields()
+                    .last()
+                    .is_some_and(|f| f.name() == &name);
+                return (is_rank && limit >= 0).then_some(limit as usize);
+            }
+            _ => return None,
+        }
+    }
 }
 
 /// Refuses functions whose value is not fixed by their arguments (`now()`,
@@ -197,7 +277,8 @@ impl Planner<'_> {
     /// Ends `node`'s fragment with an exchange into a new fragment of
     /// `parallelism` subtasks, returned with no operators yet.
     fn exchange(&mut self, node: Node, distribution: Distribution, parallelism: usize) -> Node {
-        let (schema, key, from) = (Arc::clone(&node.schema), node.key.clone(), node.id);
+        let (schema, from) = (Arc::clone(&node.schema), node.id);
+        let key = key_with_distribution(&node.key, &distribution, parallelism);
         let to = self.reserve();
         self.close(
             node,
@@ -222,6 +303,9 @@ impl Planner<'_> {
             LogicalPlan::TableScan(scan) => self.scan(scan),
             LogicalPlan::Projection(projection) => self.projection(projection),
             LogicalPlan::Filter(filter) => {
+                if let Some(limit) = rank_limit(filter) {
+                    self.rank_limit = Some(limit);
+                }
                 let mut node = self.plan(&filter.input)?;
                 let predicate = self.physical(&filter.predicate, filter.input.schema())?;
                 node.operators.push(OperatorSpec::Filter { predicate });
@@ -232,14 +316,29 @@ impl Planner<'_> {
             LogicalPlan::Union(union) => self.union(union),
             // A view's rows have no order; ORDER BY without LIMIT only
             // matters to a query that reads them.
-            LogicalPlan::Sort(sort) if sort.fetch.is_none() => self.plan(&sort.input),
-            LogicalPlan::Sort(_) | LogicalPlan::Limit(_) => Err(not_supported(
-                "ORDER BY … LIMIT in a materialized view (Top-N)",
-            )),
-            LogicalPlan::Join(join) => self.join(join),
-            LogicalPlan::Window(_) => {
-                Err(not_supported("a window function in a materialized view"))
+            LogicalPlan::Sort(sort) => match sort.fetch {
+                None => self.plan(&sort.input),
+                Some(fetch) => self.top_n(&sort.input, &sort.expr, 0, fetch),
+            },
+            LogicalPlan::Limit(limit) => {
+                let skip = match limit.get_skip_type().map_err(df)? {
+                    datafusion::logical_expr::SkipType::Literal(n) => n,
+                    _ => return Err(not_supported("a computed OFFSET in a materialized view")),
+                };
+                let fetch = match limit.get_fetch_type().map_err(df)? {
+                    datafusion::logical_expr::FetchType::Literal(n) => n,
+                    _ => return Err(not_supported("a computed LIMIT in a materialized view")),
+                };
+                let LogicalPlan::Sort(sort) = limit.input.as_ref() else {
+                    return Err(not_supported(
+                        "LIMIT without ORDER BY in a materialized view (which rows it keeps is arbitrary)",
+                    ));
+                };
+                let fetch = fetch.unwrap_or(usize::MAX - skip);
+                self.top_n(&sort.input, &sort.expr, skip, fetch)
             }
+            LogicalPlan::Join(join) => self.join(join),
+            LogicalPlan::Window(window) => self.ranked_top_n(window),
             LogicalPlan::Values(_) | LogicalPlan::EmptyRelation(_) => Err(not_supported(
                 "a materialized view that reads no table or materialized view",
             )),
@@ -539,6 +638,18 @@ impl Planner<'_> {
             join.right.schema(),
             "_runnel_join_",
         )?;
+        if !join.on.is_empty() {
+            left.key = key_with_distribution(
+                &left.key,
+                &Distribution::Hash(left_keys.clone()),
+                self.parallelism,
+            );
+            right.key = key_with_distribution(
+                &right.key,
+                &Distribution::Hash(right_keys.clone()),
+                self.parallelism,
+            );
+        }
         let left_side = JoinSide {
             schema: Arc::clone(&left.schema),
             visible: left_visible,
@@ -643,6 +754,154 @@ impl Planner<'_> {
             schema,
             key,
         })
+    }
+
+    /// The first `fetch` rows after `skip` of `input` in `order`, over all
+    /// rows (one partition).
+    fn top_n(
+        &mut self,
+        input: &LogicalPlan,
+        order: &[datafusion::logical_expr::SortExpr],
+        skip: usize,
+        fetch: usize,
+    ) -> PlanResult<Node> {
+        let node = self.plan(input)?;
+        self.top_n_node(node, input.schema(), &[], order, skip, fetch, false)
+    }
+
+    /// `row_number() OVER (PARTITION BY … ORDER BY …)` under a filter that
+    /// keeps the first rows of each partition.
+    fn ranked_top_n(&mut self, window: &datafusion::logical_expr::Window) -> PlanResult<Node> {
+        let Some(limit) = self.rank_limit.take() else {
+            return Err(not_supported(
+                "a window function in a materialized view (only row_number() <= N, a Top-N, is)",
+            ));
+        };
+        let [Expr::WindowFunction(function)] = window.window_expr.as_slice() else {
+            return Err(not_supported(
+                "several window functions in one materialized view",
+            ));
+        };
+        if function.fun.name() != "row_number" {
+            return Err(not_supported(format!(
+                "window function {} in a materialized view (only row_number() <= N is)",
+                function.fun.name()
+            )));
+        }
+        let node = self.plan(&window.input)?;
+        let partition: Vec<&Expr> = function.params.partition_by.iter().collect();
+        self.top_n_node_with_partition(node, window, &partition, &function.params.order_by, limit)
+    }
+
+    fn top_n_node_with_partition(
+        &mut self,
+        mut node: Node,
+        window: &datafusion::logical_expr::Window,
+        partition: &[&Expr],
+        order: &[datafusion::logical_expr::SortExpr],
+        limit: usize,
+    ) -> PlanResult<Node> {
+        let logical = window.input.schema();
+        let partition_columns =
+            self.append_columns(&mut node, partition, logical, "_runnel_partition_")?;
+        self.finish_top_n(
+            node,
+            logical,
+            partition_columns,
+            order,
+            0,
+            limit,
+            true,
+            Some(window),
+        )
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn top_n_node(
+        &mut self,
+        node: Node,
+        logical: &DFSchema,
+        _partition: &[&Expr],
+        order: &[datafusion::logical_expr::SortExpr],
+        skip: usize,
+        fetch: usize,
+        _ranked: bool,
+    ) -> PlanResult<Node> {
+        self.finish_top_n(node, logical, vec![], order, skip, fetch, false, None)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn finish_top_n(
+        &mut self,
+        mut node: Node,
+        logical: &DFSchema,
+        partition: Vec<usize>,
+        order: &[datafusion::logical_expr::SortExpr],
+        offset: usize,
+        limit: usize,
+        ranked: bool,
+        window: Option<&datafusion::logical_expr::Window>,
+    ) -> PlanResult<Node> {
+        let order_exprs: Vec<&Expr> = order.iter().map(|o| &o.expr).collect();
+        let order_columns =
+            self.append_columns(&mut node, &order_exprs, logical, "_runnel_order_")?;
+        let order = order
+            .iter()
+            .zip(order_columns)
+            .map(|(o, column)| runnel_engine::graph::SortOrder {
+                column,
+                descending: !o.asc,
+                nulls_first: o.nulls_first,
+            })
+            .collect();
+        let (distribution, parallelism) = if partition.is_empty() {
+            (Distribution::Single, 1)
+        } else {
+            (Distribution::Hash(partition.clone()), self.parallelism)
+        };
+        let mut next = self.exchange(node, distribution, parallelism);
+        let input_schema = Arc::clone(&next.schema);
+        let visible = logical.fields().len();
+        let (schema, rank_column, key) = match window {
+            Some(window) => {
+                // Output: the input's visible columns, the row number, then
+                // the input's hidden columns.
+                let mut fields: Vec<Field> = window
+                    .schema
+                    .fields()
+                    .iter()
+                    .map(|f| f.as_ref().clone())
+                    .collect();
+                fields.extend(
+                    input_schema.fields()[visible..]
+                        .iter()
+                        .map(|f| f.as_ref().clone()),
+                );
+                let key = next
+                    .key
+                    .iter()
+                    .map(|&k| if k < visible { k } else { k + 1 })
+                    .collect();
+                (Arc::new(Schema::new(fields)), Some(visible), key)
+            }
+            None => (Arc::clone(&input_schema), None, next.key.clone()),
+        };
+        let _ = ranked;
+        let state_id = self.state_ids(2);
+        next.operators.push(OperatorSpec::TopN {
+            partition,
+            order,
+            offset,
+            limit,
+            rank_column,
+            input_schema,
+            stream_key: next.key.clone(),
+            schema: Arc::clone(&schema),
+            state_id,
+        });
+        next.schema = schema;
+        next.key = key;
+        Ok(next)
     }
 
     fn union(&mut self, union: &Union) -> PlanResult<Node> {

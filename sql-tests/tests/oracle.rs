@@ -3,8 +3,9 @@
 //! `kill -9` of the server) must always equal their own query run as a batch
 //! `SELECT` over the same tables (multiset equality).
 //!
-//! Fixed seed and 150 steps by default; `RUNNEL_ORACLE_SEED` and
-//! `RUNNEL_ORACLE_STEPS` change them for longer soaks.
+//! Fixed seed and 150 steps by default (60 for the parallel run);
+//! `RUNNEL_ORACLE_SEED` and `RUNNEL_ORACLE_STEPS` change them for longer
+//! soaks, `RUNNEL_ORACLE_FULL` prints the whole history on a failure.
 
 use anyhow::{Context, Result, bail};
 use runnel_sql_tests::{TestServer, runnel_binary};
@@ -105,6 +106,18 @@ const VIEWS: &[(&str, &str)] = &[
         "SELECT g.k, g.n, f.v2 FROM v_agg g JOIN v_filter f ON f.id = g.n",
     ),
     (
+        "v_top",
+        "SELECT id, v FROM a ORDER BY v DESC NULLS LAST, id LIMIT 3",
+    ),
+    (
+        "v_page",
+        "SELECT id, w FROM b ORDER BY w, id LIMIT 2 OFFSET 1",
+    ),
+    (
+        "v_rank",
+        "SELECT * FROM (SELECT k, id, v, row_number() OVER (PARTITION BY k ORDER BY v, id) AS rn FROM a) t WHERE rn <= 2",
+    ),
+    (
         "v_union_of_views",
         "SELECT n AS a, total AS b FROM v_nested UNION ALL SELECT n, sw FROM v_global",
     ),
@@ -189,7 +202,14 @@ async fn check_views(client: &Client, step: usize, history: &[String]) -> Result
         if view != batch {
             bail!(
                 "after step {step}, {name} differs from its query\n view:  {view:?}\n query: {batch:?}\nlast statements:\n{}",
-                history[history.len().saturating_sub(10)..].join("\n")
+                history[history.len().saturating_sub(
+                    if std::env::var_os("RUNNEL_ORACLE_FULL").is_some() {
+                        usize::MAX
+                    } else {
+                        10
+                    }
+                )..]
+                    .join("\n")
             );
         }
     }
@@ -198,6 +218,17 @@ async fn check_views(client: &Client, step: usize, history: &[String]) -> Result
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn views_equal_their_queries_after_random_changes() -> Result<()> {
+    run_oracle(1, 150).await
+}
+
+/// The same with the stateful fragments split over three subtasks, so rows
+/// cross hash exchanges and arrive at the view from several of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parallel_views_equal_their_queries() -> Result<()> {
+    run_oracle(3, 60).await
+}
+
+async fn run_oracle(parallelism: usize, default_steps: usize) -> Result<()> {
     let seed: u64 = std::env::var("RUNNEL_ORACLE_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -205,9 +236,12 @@ async fn views_equal_their_queries_after_random_changes() -> Result<()> {
     let steps: usize = std::env::var("RUNNEL_ORACLE_STEPS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(150);
+        .unwrap_or(default_steps);
     let mut server = TestServer::start(&runnel_binary()?)?;
     let mut client = connect(&server).await?;
+    client
+        .simple_query(&format!("SET parallelism = {parallelism}"))
+        .await?;
     for sql in TABLES {
         client.simple_query(sql).await?;
     }

@@ -1,6 +1,12 @@
 //! The end of every materialized view's job: writes the view's rows (keyed
 //! by the stream key) at each barrier and feeds the view's change log, so
 //! views on this view see its changes in the same epoch.
+//!
+//! Changes are consolidated per key over the epoch. With parallel upstream
+//! subtasks, the delete of a row's old version and the insert of its new
+//! version can arrive in either order; a delete only removes the version it
+//! names. The log gets, per changed key, the delete of the committed row and
+//! the insert of the new one, in that order.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -14,7 +20,7 @@ use runnel_storage::{StateTable, Store};
 
 use crate::log::ChangeLog;
 use crate::operator::{Output, StreamOperator};
-use crate::{Barrier, EngineResult, StreamChunk};
+use crate::{Barrier, EngineResult, Op, StreamChunk};
 
 const LOG_POSITION: &[u8] = b"log_next_seq";
 
@@ -23,6 +29,8 @@ const LOG_POSITION: &[u8] = b"log_next_seq";
 pub struct MaterializeOperator {
     table_id: u64,
     key: Vec<usize>,
+    schema: datafusion::arrow::datatypes::SchemaRef,
+    store: Store,
     /// Row key → new row value (None: deleted) of the running epoch.
     changes: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
     log: Arc<ChangeLog>,
@@ -36,6 +44,7 @@ impl MaterializeOperator {
     pub fn new(
         table_id: u64,
         key: Vec<usize>,
+        schema: datafusion::arrow::datatypes::SchemaRef,
         log: Arc<ChangeLog>,
         store: Store,
         state_id: u64,
@@ -43,10 +52,38 @@ impl MaterializeOperator {
         Self {
             table_id,
             key,
+            schema,
             changes: BTreeMap::new(),
             log,
-            state: StateTable::new(store, state_id),
+            state: StateTable::new(store.clone(), state_id),
+            store,
         }
+    }
+
+    /// The epoch's consolidated changes as a chunk: per key, the delete of
+    /// the committed row, then the insert of the new one.
+    fn consolidated(&self) -> EngineResult<Option<StreamChunk>> {
+        let table = self.store.table(self.table_id);
+        let mut decoder = runnel_storage::row_codec::RowDecoder::new(&self.schema, None)?;
+        let mut ops = vec![];
+        for (key, new) in &self.changes {
+            let old = table.get(key)?;
+            if &old == new {
+                continue;
+            }
+            if let Some(old) = old {
+                decoder.push(&old)?;
+                ops.push(Op::Delete);
+            }
+            if let Some(new) = new {
+                decoder.push(new)?;
+                ops.push(Op::Insert);
+            }
+        }
+        if ops.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(StreamChunk::new(decoder.finish()?, &ops)?))
     }
 
     /// Where the view's change log continues after a restart: the position
@@ -86,19 +123,30 @@ impl StreamOperator for MaterializeOperator {
         for row in 0..batch.num_rows() {
             let mut key = vec![];
             encode_nullable_key(&key_columns, row, &mut key)?;
+            let mut value = vec![];
+            encode_row(batch.columns(), row, &mut value)?;
             if chunk.op(row)?.sign() > 0 {
-                let mut value = vec![];
-                encode_row(batch.columns(), row, &mut value)?;
                 self.changes.insert(key, Some(value));
             } else {
-                self.changes.insert(key, None);
+                match self.changes.get(&key) {
+                    // A newer version arrived first: this delete is of
+                    // the version it replaced.
+                    Some(Some(pending)) if *pending != value => {}
+                    _ => {
+                        self.changes.insert(key, None);
+                    }
+                }
             }
         }
-        self.log.appender().append(chunk);
         Ok(())
     }
 
     async fn on_barrier(&mut self, barrier: &Barrier, out: &mut Output) -> EngineResult<()> {
+        // The previous epoch is committed (barriers wait for it), so the
+        // store holds the rows as they were before this epoch.
+        if let Some(chunk) = self.consolidated()? {
+            self.log.appender().append(chunk);
+        }
         let writes = out.writes();
         for (key, value) in std::mem::take(&mut self.changes) {
             match value {

@@ -5,6 +5,7 @@ mod hash_agg;
 mod hash_join;
 mod materialize;
 mod project;
+mod top_n;
 mod union;
 
 pub use filter::FilterOperator;
@@ -12,6 +13,7 @@ pub use hash_agg::HashAggOperator;
 pub use hash_join::HashJoinOperator;
 pub use materialize::MaterializeOperator;
 pub use project::ProjectOperator;
+pub use top_n::TopNOperator;
 pub use union::UnionOperator;
 
 #[cfg(test)]

@@ -17,7 +17,7 @@ use crate::graph::{FragmentInput, FragmentOutput, OperatorSpec, SourceSpec};
 use crate::operator::StreamOperator;
 use crate::operators::{
     FilterOperator, HashAggOperator, HashJoinOperator, MaterializeOperator, ProjectOperator,
-    UnionOperator,
+    TopNOperator, UnionOperator,
 };
 use crate::{EngineError, EngineResult, Epoch};
 
@@ -243,6 +243,28 @@ fn build_operator(
             store.clone(),
             *state_id,
         )),
+        OperatorSpec::TopN {
+            partition,
+            order,
+            offset,
+            limit,
+            rank_column,
+            input_schema,
+            stream_key,
+            schema,
+            state_id,
+        } => Box::new(TopNOperator::new(
+            partition.clone(),
+            order.clone(),
+            *offset,
+            *limit,
+            *rank_column,
+            Arc::clone(input_schema),
+            stream_key.clone(),
+            Arc::clone(schema),
+            store.clone(),
+            *state_id,
+        )),
         OperatorSpec::Union { schema, keys } => {
             Box::new(UnionOperator::new(Arc::clone(schema), keys.clone()))
         }
@@ -250,14 +272,15 @@ fn build_operator(
             table_id,
             relation_name,
             key,
+            schema,
             state_id,
-            ..
         } => {
             let next_seq = MaterializeOperator::stored_log_position(store, *state_id)?.unwrap_or(0);
             let log = logs.view_log(*table_id, relation_name, next_seq);
             Box::new(MaterializeOperator::new(
                 *table_id,
                 key.clone(),
+                Arc::clone(schema),
                 log,
                 store.clone(),
                 *state_id,

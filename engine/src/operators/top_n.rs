@@ -1,0 +1,257 @@
+//! Top-N per partition with retractions. Every input row is kept in state
+//! ordered by partition, then sort key, then stream key; at each barrier the
+//! first rows of every partition that changed are read back and compared
+//! with what was emitted before, and only the difference goes out (row
+//! numbers included, so rows whose rank moved are updated).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::arrow::array::{ArrayRef, Int64Array, RecordBatch};
+use datafusion::arrow::datatypes::SchemaRef;
+use runnel_storage::key_codec::encode_nullable_key;
+use runnel_storage::row_codec::{RowDecoder, encode_row};
+use runnel_storage::state_table::key_group;
+use runnel_storage::{StateTable, Store};
+
+use crate::graph::SortOrder;
+use crate::operator::{Output, StreamOperator};
+use crate::{Barrier, EngineError, EngineResult, Op, StreamChunk};
+
+/// One parallel instance of a Top-N.
+pub struct TopNOperator {
+    partition: Vec<usize>,
+    order: Vec<SortOrder>,
+    offset: usize,
+    limit: usize,
+    rank_column: Option<usize>,
+    input_schema: SchemaRef,
+    stream_key: Vec<usize>,
+    schema: SchemaRef,
+    /// Partition + sort key + stream key → stream key and row.
+    rows: StateTable,
+    /// Partition + stream key → rank and row, as last emitted.
+    emitted: StateTable,
+    /// Partitions changed in this epoch.
+    dirty: BTreeMap<Vec<u8>, u16>,
+}
+
+impl std::fmt::Debug for TopNOperator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TopNOperator")
+            .field("limit", &self.limit)
+            .finish()
+    }
+}
+
+/// Appends the sort key of `row`: per column a null marker placed by
+/// NULLS FIRST/LAST, then the value, its bytes inverted when descending.
+fn encode_sort_key(
+    columns: &[ArrayRef],
+    order: &[SortOrder],
+    row: usize,
+    out: &mut Vec<u8>,
+) -> EngineResult<()> {
+    for o in order {
+        let column = &columns[o.column];
+        if column.is_null(row) {
+            out.push(if o.nulls_first { 0x00 } else { 0xFF });
+            continue;
+        }
+        out.push(0x01);
+        let mut value = vec![];
+        encode_nullable_key(&[column], row, &mut value)?;
+        // Skip the nullable encoding's own marker byte.
+        let value = &value[1..];
+        if o.descending {
+            out.extend(value.iter().map(|b| !b));
+        } else {
+            out.extend_from_slice(value);
+        }
+    }
+    Ok(())
+}
+
+fn with_len(bytes: &[u8], out: &mut Vec<u8>) {
+    out.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+    out.extend_from_slice(bytes);
+}
+
+/// Splits `[u32 len][first][rest]`.
+fn split_len(bytes: &[u8]) -> EngineResult<(&[u8], &[u8])> {
+    let corrupt = || EngineError::Internal("Top-N state row cut short".into());
+    let len = u32::from_le_bytes(
+        bytes
+            .get(..4)
+            .ok_or_else(corrupt)?
+            .try_into()
+            .map_err(|_| corrupt())?,
+    ) as usize;
+    let first = bytes.get(4..4 + len).ok_or_else(corrupt)?;
+    Ok((first, &bytes[4 + len..]))
+}
+
+impl TopNOperator {
+    /// A Top-N over rows of `input_schema` producing `schema`; state in
+    /// tables `state_id` and `state_id + 1`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        partition: Vec<usize>,
+        order: Vec<SortOrder>,
+        offset: usize,
+        limit: usize,
+        rank_column: Option<usize>,
+        input_schema: SchemaRef,
+        stream_key: Vec<usize>,
+        schema: SchemaRef,
+        store: Store,
+        state_id: u64,
+    ) -> Self {
+        Self {
+            partition,
+            order,
+            offset,
+            limit,
+            rank_column,
+            input_schema,
+            stream_key,
+            schema,
+            rows: StateTable::new(store.clone(), state_id),
+            emitted: StateTable::new(store, state_id + 1),
+            dirty: BTreeMap::new(),
+        }
+    }
+
+    /// The partition's current top rows: stream key → (rank, row).
+    fn current_top(
+        &self,
+        group: u16,
+        partition: &[u8],
+    ) -> EngineResult<BTreeMap<Vec<u8>, (i64, Vec<u8>)>> {
+        let mut top = BTreeMap::new();
+        for (rank, (_, value)) in self
+            .rows
+            .scan_prefix(group, partition)?
+            .into_iter()
+            .skip(self.offset)
+            .take(self.limit)
+            .enumerate()
+        {
+            let (stream_key, row) = split_len(&value)?;
+            top.insert(
+                stream_key.to_vec(),
+                ((self.offset + rank + 1) as i64, row.to_vec()),
+            );
+        }
+        Ok(top)
+    }
+
+    fn build(&self, out: Vec<(Op, i64, Vec<u8>)>) -> EngineResult<StreamChunk> {
+        let mut decoder = RowDecoder::new(&self.input_schema, None)?;
+        for (_, _, row) in &out {
+            decoder.push(row)?;
+        }
+        let mut columns: Vec<ArrayRef> = decoder.finish()?.columns().to_vec();
+        if let Some(at) = self.rank_column {
+            let ranks: ArrayRef =
+                Arc::new(Int64Array::from_iter_values(out.iter().map(|(_, r, _)| *r)));
+            let ranks =
+                datafusion::arrow::compute::cast(&ranks, self.schema.field(at).data_type())?;
+            columns.insert(at, ranks);
+        }
+        let batch = RecordBatch::try_new(Arc::clone(&self.schema), columns)?;
+        let ops: Vec<Op> = out.iter().map(|(op, _, _)| *op).collect();
+        StreamChunk::new(batch, &ops)
+    }
+}
+
+#[async_trait]
+impl StreamOperator for TopNOperator {
+    fn name(&self) -> &'static str {
+        "top_n"
+    }
+
+    fn preserves_append_only(&self) -> bool {
+        false
+    }
+
+    async fn process_chunk(
+        &mut self,
+        _input: usize,
+        chunk: StreamChunk,
+        _out: &mut Output,
+    ) -> EngineResult<()> {
+        let batch = chunk.data();
+        let partition_columns: Vec<&ArrayRef> =
+            self.partition.iter().map(|&i| batch.column(i)).collect();
+        let key_columns: Vec<&ArrayRef> =
+            self.stream_key.iter().map(|&i| batch.column(i)).collect();
+        for row in 0..batch.num_rows() {
+            let mut partition = vec![];
+            encode_nullable_key(&partition_columns, row, &mut partition)?;
+            let group = key_group(&partition);
+            let mut stream_key = vec![];
+            encode_nullable_key(&key_columns, row, &mut stream_key)?;
+            let mut key = partition.clone();
+            encode_sort_key(batch.columns(), &self.order, row, &mut key)?;
+            key.extend_from_slice(&stream_key);
+            if chunk.op(row)?.sign() > 0 {
+                let mut value = vec![];
+                with_len(&stream_key, &mut value);
+                encode_row(batch.columns(), row, &mut value)?;
+                self.rows.put(group, &key, value);
+            } else {
+                self.rows.delete(group, &key);
+            }
+            self.dirty.insert(partition, group);
+        }
+        Ok(())
+    }
+
+    async fn on_barrier(&mut self, barrier: &Barrier, out: &mut Output) -> EngineResult<()> {
+        // All deletes go before all inserts: a row that moved between
+        // partitions in this epoch keeps its stream key, and its insert in
+        // the new partition must not be undone by the old one's delete.
+        let mut deletes = vec![];
+        let mut inserts = vec![];
+        for (partition, group) in std::mem::take(&mut self.dirty) {
+            let top = self.current_top(group, &partition)?;
+            let mut before = BTreeMap::new();
+            for (key, value) in self.emitted.scan_prefix(group, &partition)? {
+                let (rank, row) = split_len(&value)?;
+                let rank = i64::from_le_bytes(
+                    rank.try_into()
+                        .map_err(|_| EngineError::Internal("Top-N rank is not 8 bytes".into()))?,
+                );
+                before.insert(key[partition.len()..].to_vec(), (rank, row.to_vec()));
+            }
+            for (stream_key, (rank, row)) in &before {
+                if top.get(stream_key) != Some(&(*rank, row.clone())) {
+                    deletes.push((Op::Delete, *rank, row.clone()));
+                    let mut key = partition.clone();
+                    key.extend_from_slice(stream_key);
+                    self.emitted.delete(group, &key);
+                }
+            }
+            for (stream_key, (rank, row)) in top {
+                if before.get(&stream_key) != Some(&(rank, row.clone())) {
+                    let mut key = partition.clone();
+                    key.extend_from_slice(&stream_key);
+                    let mut value = vec![];
+                    with_len(&rank.to_le_bytes(), &mut value);
+                    value.extend_from_slice(&row);
+                    self.emitted.put(group, &key, value);
+                    inserts.push((Op::Insert, rank, row));
+                }
+            }
+        }
+        deletes.extend(inserts);
+        if !deletes.is_empty() {
+            out.emit(self.build(deletes)?);
+        }
+        self.rows.seal_epoch(barrier.epoch.0, out.writes());
+        self.emitted.seal_epoch(barrier.epoch.0, out.writes());
+        Ok(())
+    }
+}
