@@ -766,7 +766,7 @@ impl Planner<'_> {
         fetch: usize,
     ) -> PlanResult<Node> {
         let node = self.plan(input)?;
-        self.top_n_node(node, input.schema(), &[], order, skip, fetch, false)
+        self.finish_top_n(node, input.schema(), vec![], order, skip, fetch, None)
     }
 
     /// `row_number() OVER (PARTITION BY … ORDER BY …)` under a filter that
@@ -788,46 +788,13 @@ impl Planner<'_> {
                 function.fun.name()
             )));
         }
-        let node = self.plan(&window.input)?;
-        let partition: Vec<&Expr> = function.params.partition_by.iter().collect();
-        self.top_n_node_with_partition(node, window, &partition, &function.params.order_by, limit)
-    }
-
-    fn top_n_node_with_partition(
-        &mut self,
-        mut node: Node,
-        window: &datafusion::logical_expr::Window,
-        partition: &[&Expr],
-        order: &[datafusion::logical_expr::SortExpr],
-        limit: usize,
-    ) -> PlanResult<Node> {
+        let mut node = self.plan(&window.input)?;
         let logical = window.input.schema();
-        let partition_columns =
-            self.append_columns(&mut node, partition, logical, "_runnel_partition_")?;
-        self.finish_top_n(
-            node,
-            logical,
-            partition_columns,
-            order,
-            0,
-            limit,
-            true,
-            Some(window),
-        )
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn top_n_node(
-        &mut self,
-        node: Node,
-        logical: &DFSchema,
-        _partition: &[&Expr],
-        order: &[datafusion::logical_expr::SortExpr],
-        skip: usize,
-        fetch: usize,
-        _ranked: bool,
-    ) -> PlanResult<Node> {
-        self.finish_top_n(node, logical, vec![], order, skip, fetch, false, None)
+        let partition: Vec<&Expr> = function.params.partition_by.iter().collect();
+        let partition =
+            self.append_columns(&mut node, &partition, logical, "_runnel_partition_")?;
+        let order = &function.params.order_by;
+        self.finish_top_n(node, logical, partition, order, 0, limit, Some(window))
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -839,7 +806,6 @@ impl Planner<'_> {
         order: &[datafusion::logical_expr::SortExpr],
         offset: usize,
         limit: usize,
-        ranked: bool,
         window: Option<&datafusion::logical_expr::Window>,
     ) -> PlanResult<Node> {
         let order_exprs: Vec<&Expr> = order.iter().map(|o| &o.expr).collect();
@@ -886,7 +852,6 @@ impl Planner<'_> {
             }
             None => (Arc::clone(&input_schema), None, next.key.clone()),
         };
-        let _ = ranked;
         let state_id = self.state_ids(2);
         next.operators.push(OperatorSpec::TopN {
             partition,

@@ -19,6 +19,9 @@ use crate::graph::SortOrder;
 use crate::operator::{Output, StreamOperator};
 use crate::{Barrier, EngineError, EngineResult, Op, StreamChunk};
 
+/// The rows of one partition's result: stream key → (rank, row).
+type Ranked = BTreeMap<Vec<u8>, (i64, Vec<u8>)>;
+
 /// One parallel instance of a Top-N.
 pub struct TopNOperator {
     partition: Vec<usize>,
@@ -128,7 +131,7 @@ impl TopNOperator {
         &self,
         group: u16,
         partition: &[u8],
-    ) -> EngineResult<BTreeMap<Vec<u8>, (i64, Vec<u8>)>> {
+    ) -> EngineResult<Ranked> {
         let mut top = BTreeMap::new();
         for (rank, (_, value)) in self
             .rows
