@@ -7,7 +7,7 @@
 
 use std::sync::LazyLock;
 
-use datafusion::sql::sqlparser::ast::Statement;
+use datafusion::sql::sqlparser::ast::{ObjectName, Statement};
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::{Parser, ParserError};
 use datafusion_pg_catalog::sql::PostgresCompatibilityParser;
@@ -95,71 +95,108 @@ fn check_operator_chains(sql: &str) -> PlanResult<()> {
     Ok(())
 }
 
-/// Parses `sql` into statements (none for empty text).
-pub fn parse_sql(sql: &str) -> PlanResult<Vec<Statement>> {
-    check_operator_chains(sql)?;
-    if let Some(pieces) = split_runnel_statements(sql) {
-        let mut out = vec![];
-        for piece in pieces {
-            match piece {
-                Piece::Flush => out.push(flush_statement()),
-                Piece::Sql(text) => out.extend(parse_standard(&text)?),
-            }
-        }
-        return Ok(out);
-    }
-    parse_standard(sql)
-}
-
-/// `FLUSH`: Runnel's own statement, carried as sqlparser's MySQL-style
-/// `FLUSH TABLES` (which Runnel has no other use for).
-pub fn flush_statement() -> Statement {
-    use datafusion::sql::sqlparser::ast::FlushType;
-    Statement::Flush {
-        object_type: FlushType::Tables,
-        location: None,
-        channel: None,
-        read_lock: false,
-        export: false,
-        tables: vec![],
-    }
-}
-
-enum Piece {
+/// A statement as Runnel runs it: SQL that sqlparser knows, or one of
+/// Runnel's own commands.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Command {
+    Sql(Statement),
+    /// `FLUSH`: wait until every committed change is in every view.
     Flush,
-    Sql(String),
+    /// `CHECK MATERIALIZED VIEW name`: compare a view with its query.
+    CheckMaterializedView(ObjectName),
 }
 
-/// Splits `sql` into statements when one of them is Runnel's own `FLUSH`,
-/// which sqlparser does not parse; None when there is none.
-fn split_runnel_statements(sql: &str) -> Option<Vec<Piece>> {
-    use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
-    if !sql.to_ascii_lowercase().contains("flush") {
-        return None;
-    }
-    let tokens = Tokenizer::new(&PostgreSqlDialect {}, sql).tokenize().ok()?;
-    let mut pieces = vec![];
-    let mut current = String::new();
-    let mut found = false;
-    let mut finish = |current: &mut String, pieces: &mut Vec<Piece>| {
-        let text = std::mem::take(current);
-        let words: Vec<&str> = text.split_whitespace().collect();
-        if words.len() == 1 && words[0].eq_ignore_ascii_case("flush") {
-            found = true;
-            pieces.push(Piece::Flush);
-        } else if !words.is_empty() {
-            pieces.push(Piece::Sql(text));
+impl std::fmt::Display for Command {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Command::Sql(statement) => write!(f, "{statement}"),
+            Command::Flush => write!(f, "FLUSH"),
+            Command::CheckMaterializedView(name) => write!(f, "CHECK MATERIALIZED VIEW {name}"),
         }
+    }
+}
+
+/// Parses `sql` into commands (none for empty text).
+pub fn parse_commands(sql: &str) -> PlanResult<Vec<Command>> {
+    check_operator_chains(sql)?;
+    match split_runnel_commands(sql)? {
+        Some(commands) => Ok(commands),
+        None => Ok(parse_standard(sql)?.into_iter().map(Command::Sql).collect()),
+    }
+}
+
+/// Parses `sql` into SQL statements only (text Runnel generates itself).
+pub fn parse_sql(sql: &str) -> PlanResult<Vec<Statement>> {
+    parse_commands(sql)?
+        .into_iter()
+        .map(|command| match command {
+            Command::Sql(statement) => Ok(statement),
+            other => Err(PlanError::NotSupported(format!("{other} here"))),
+        })
+        .collect()
+}
+
+/// Splits `sql` into commands when one of them is Runnel's own (`FLUSH`,
+/// `CHECK MATERIALIZED VIEW`), which sqlparser does not parse; None when
+/// there is none.
+fn split_runnel_commands(sql: &str) -> PlanResult<Option<Vec<Command>>> {
+    use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
+    let lower = sql.to_ascii_lowercase();
+    if !lower.contains("flush") && !lower.contains("check") {
+        return Ok(None);
+    }
+    let Ok(tokens) = Tokenizer::new(&PostgreSqlDialect {}, sql).tokenize() else {
+        return Ok(None);
     };
+    let mut pieces = vec![String::new()];
     for token in tokens {
         if token == Token::SemiColon {
-            finish(&mut current, &mut pieces);
-        } else {
-            current.push_str(&token.to_string());
+            pieces.push(String::new());
+        } else if let Some(last) = pieces.last_mut() {
+            last.push_str(&token.to_string());
         }
     }
-    finish(&mut current, &mut pieces);
-    found.then_some(pieces)
+    let mut commands = vec![];
+    let mut found = false;
+    for text in pieces {
+        let words: Vec<&str> = text.split_whitespace().collect();
+        let upper: Vec<String> = words
+            .iter()
+            .take(3)
+            .map(|w| w.to_ascii_uppercase())
+            .collect();
+        if words.is_empty() {
+            continue;
+        }
+        if words.len() == 1 && upper[0] == "FLUSH" {
+            found = true;
+            commands.push(Command::Flush);
+        } else if upper.len() == 3
+            && upper[0] == "CHECK"
+            && upper[1] == "MATERIALIZED"
+            && upper[2] == "VIEW"
+        {
+            found = true;
+            let rest = text
+                .trim_start()
+                .splitn(4, char::is_whitespace)
+                .nth(3)
+                .unwrap_or("")
+                .to_string();
+            let name = Parser::new(&PostgreSqlDialect {})
+                .try_with_sql(&rest)
+                .and_then(|mut p| {
+                    let name = p.parse_object_name(false)?;
+                    p.expect_token(&Token::EOF)?;
+                    Ok(name)
+                })
+                .map_err(|e| syntax_error(&rest, e))?;
+            commands.push(Command::CheckMaterializedView(name));
+        } else {
+            commands.extend(parse_standard(&text)?.into_iter().map(Command::Sql));
+        }
+    }
+    Ok(found.then_some(commands))
 }
 
 fn parse_standard(sql: &str) -> PlanResult<Vec<Statement>> {
@@ -262,12 +299,18 @@ mod tests {
     }
 
     #[test]
-    fn flush_is_a_statement_of_its_own() {
-        let statements = parse_sql("INSERT INTO t VALUES (1); flush ; SELECT 'flush'").unwrap();
-        assert_eq!(statements.len(), 3);
-        assert_eq!(statements[1], flush_statement());
-        assert_eq!(parse_sql("FLUSH").unwrap(), vec![flush_statement()]);
-        assert!(parse_sql("SELECT flush FROM t").unwrap().len() == 1);
+    fn runnel_commands_mix_with_sql() {
+        let commands = parse_commands(
+            "INSERT INTO t VALUES (1); flush ; SELECT 'flush'; check materialized view s.v",
+        )
+        .unwrap();
+        assert_eq!(commands.len(), 4);
+        assert_eq!(commands[1], Command::Flush);
+        assert_eq!(commands[3].to_string(), "CHECK MATERIALIZED VIEW s.v");
+        assert_eq!(parse_commands("FLUSH").unwrap(), vec![Command::Flush]);
+        assert_eq!(parse_commands("SELECT flush FROM t").unwrap().len(), 1);
+        assert!(parse_commands("CHECK MATERIALIZED VIEW a b").is_err());
+        assert!(parse_sql("FLUSH").is_err());
     }
 
     #[test]

@@ -127,11 +127,7 @@ impl TopNOperator {
     }
 
     /// The partition's current top rows: stream key → (rank, row).
-    fn current_top(
-        &self,
-        group: u16,
-        partition: &[u8],
-    ) -> EngineResult<Ranked> {
+    fn current_top(&self, group: u16, partition: &[u8]) -> EngineResult<Ranked> {
         let mut top = BTreeMap::new();
         for (rank, (_, value)) in self
             .rows

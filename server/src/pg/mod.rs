@@ -224,14 +224,14 @@ impl ConnectionHandler {
     /// Plans one parsed statement.
     async fn prepare_one(
         &self,
-        statement: datafusion::sql::sqlparser::ast::Statement,
+        statement: runnel_planner::parser::Command,
     ) -> Result<Prepared, ServerError> {
         let mut guard = self.session.lock().await;
         let session = guard
             .as_mut()
             .ok_or_else(|| ServerError::Internal("query before startup finished".into()))?;
         let text = statement.to_string();
-        match AssertUnwindSafe(session.prepare(statement, &text))
+        match AssertUnwindSafe(session.prepare_command(statement, &text))
             .catch_unwind()
             .await
         {
@@ -346,7 +346,7 @@ impl SimpleQueryHandler for ConnectionHandler {
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         tracing::debug!(sql = %query, "simple query");
-        let statements = match runnel_planner::parser::parse_sql(query) {
+        let statements = match runnel_planner::parser::parse_commands(query) {
             Ok(s) => s,
             Err(e) => return Ok(vec![Response::Error(Box::new(error_info(&e.into())))]),
         };
@@ -399,7 +399,7 @@ impl QueryParser for ConnectionHandler {
         C: ClientInfo + Unpin + Send + Sync,
     {
         tracing::debug!(sql = %sql, "parse");
-        let mut statements = runnel_planner::parser::parse_sql(sql)
+        let mut statements = runnel_planner::parser::parse_commands(sql)
             .map_err(|e| sql_error_to_pgwire(&ServerError::from(e)))?;
         match statements.len() {
             0 => Ok(None),

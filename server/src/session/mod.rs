@@ -22,6 +22,7 @@ use datafusion::sql::parser::Statement as DfStatement;
 use datafusion::sql::sqlparser::ast::{ObjectName, Statement};
 use runnel_planner::catalog::{DEFAULT_SCHEMA, RelationName};
 use runnel_planner::ddl::name_parts;
+use runnel_planner::parser::Command;
 
 use crate::database::{Database, constant_text_udf};
 use crate::error::{ServerError, ServerResult};
@@ -42,6 +43,15 @@ pub enum PreparedKind {
     Dml(Arc<DmlPlan>),
     /// Everything run from its syntax tree: DDL, SET, SHOW, transactions.
     Utility(Box<Statement>),
+    /// Runnel's own commands.
+    Streaming(StreamingCommand),
+}
+
+/// A Runnel command about materialized views.
+#[derive(Debug, Clone)]
+pub enum StreamingCommand {
+    Flush,
+    Check(RelationName),
 }
 
 impl Prepared {
@@ -51,7 +61,7 @@ impl Prepared {
         let plan = match &self.kind {
             PreparedKind::Query(plan) => plan,
             PreparedKind::Dml(dml) => &dml.source,
-            PreparedKind::Utility(_) => return Ok(vec![]),
+            PreparedKind::Utility(_) | PreparedKind::Streaming(_) => return Ok(vec![]),
         };
         let fields = plan.get_parameter_fields()?;
         let mut numbered: Vec<(usize, Option<FieldRef>)> = fields
@@ -84,6 +94,8 @@ impl Prepared {
             PreparedKind::Query(plan) => Some(Arc::clone(plan.schema().inner())),
             PreparedKind::Dml(dml) => dml.returning.as_ref().map(|r| Arc::clone(&r.schema)),
             PreparedKind::Utility(statement) => utility::result_schema(statement),
+            PreparedKind::Streaming(StreamingCommand::Flush) => None,
+            PreparedKind::Streaming(StreamingCommand::Check(_)) => Some(streaming::check_schema()),
         }
     }
 
@@ -221,6 +233,19 @@ impl Session {
         }
     }
 
+    /// Plans `command` (parsed from `sql`) without running it.
+    pub async fn prepare_command(&mut self, command: Command, sql: &str) -> ServerResult<Prepared> {
+        let kind = match command {
+            Command::Sql(statement) => return self.prepare(statement, sql).await,
+            Command::Flush => StreamingCommand::Flush,
+            Command::CheckMaterializedView(name) => StreamingCommand::Check(self.resolve(&name)?),
+        };
+        Ok(Prepared {
+            sql: sql.to_string(),
+            kind: PreparedKind::Streaming(kind),
+        })
+    }
+
     /// Plans `statement` (parsed from `sql`) without running it.
     pub async fn prepare(&mut self, statement: Statement, sql: &str) -> ServerResult<Prepared> {
         let kind = match statement {
@@ -289,6 +314,10 @@ impl Session {
                 Ok(result)
             }
             PreparedKind::Utility(statement) => self.execute_utility(statement).await,
+            PreparedKind::Streaming(StreamingCommand::Flush) => self.flush().await,
+            PreparedKind::Streaming(StreamingCommand::Check(name)) => {
+                self.check_materialized_view(name).await
+            }
         }
     }
 }

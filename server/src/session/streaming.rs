@@ -268,3 +268,185 @@ impl Session {
         rows_result_tagged(jobs_schema(), columns, "SHOW")
     }
 }
+
+/// Columns of `CHECK MATERIALIZED VIEW`.
+pub(super) fn check_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("view", DataType::Utf8, false),
+        Field::new("rows", DataType::Int64, false),
+        Field::new("missing", DataType::Int64, false),
+        Field::new("extra", DataType::Int64, false),
+        Field::new("sample", DataType::Utf8, false),
+    ]))
+}
+
+/// How many differing rows `CHECK` shows.
+const CHECK_SAMPLE: usize = 5;
+
+/// Rows as text lines, each column cast to `types` first (the view stores
+/// some types widened, e.g. unsigned integers as numeric).
+fn row_lines(
+    batches: &[datafusion::arrow::array::RecordBatch],
+    types: &[DataType],
+) -> ServerResult<Vec<String>> {
+    use datafusion::arrow::util::display::array_value_to_string;
+    let mut lines = vec![];
+    for batch in batches {
+        let columns = batch
+            .columns()
+            .iter()
+            .zip(types)
+            .map(|(c, t)| datafusion::arrow::compute::cast(c, t))
+            .collect::<Result<Vec<_>, _>>()?;
+        for row in 0..batch.num_rows() {
+            let cells = columns
+                .iter()
+                .map(|c| {
+                    if c.is_null(row) {
+                        Ok("NULL".to_string())
+                    } else {
+                        array_value_to_string(c, row)
+                    }
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            lines.push(format!("({})", cells.join(", ")));
+        }
+    }
+    Ok(lines)
+}
+
+/// What is in `a` and not in `b`, as multisets.
+fn multiset_minus(a: &[String], b: &[String]) -> Vec<String> {
+    let mut counts: std::collections::HashMap<&str, i64> = std::collections::HashMap::new();
+    for line in b {
+        *counts.entry(line).or_default() += 1;
+    }
+    let mut out = vec![];
+    for line in a {
+        let count = counts.entry(line).or_default();
+        if *count > 0 {
+            *count -= 1;
+        } else {
+            out.push(line.clone());
+        }
+    }
+    out
+}
+
+impl Session {
+    /// Recomputes a view's query as a batch with writes held off and every
+    /// committed change flushed into the view, and compares the two.
+    pub(super) async fn check_materialized_view(
+        &mut self,
+        name: &RelationName,
+    ) -> ServerResult<StatementResult> {
+        use datafusion::arrow::array::{Int64Array, StringArray};
+        let view = match self.db.catalog.relation(name) {
+            Some(crate::catalog::Relation::View(v)) if v.is_materialized() => v,
+            Some(_) => {
+                return Err(ServerError::WrongObjectType(format!(
+                    "\"{}\" is not a materialized view",
+                    name.name
+                )));
+            }
+            None => return Err(ServerError::UndefinedTable(name.name.clone())),
+        };
+        for input in &view.depends_on {
+            let keeps_history = match self.db.catalog.relation(input) {
+                Some(crate::catalog::Relation::Table(_)) => true,
+                Some(crate::catalog::Relation::View(v)) => v.is_materialized(),
+                None => false,
+            };
+            if !keeps_history {
+                return Err(ServerError::NotSupported(format!(
+                    "CHECK of {name}: its input {input} keeps no history to recompute the view from"
+                )));
+            }
+        }
+        let m = view
+            .materialized
+            .as_ref()
+            .ok_or_else(|| ServerError::Internal("not materialized".into()))?;
+        let types: Vec<DataType> = m.columns[..m.visible]
+            .iter()
+            .map(|c| c.column_type.arrow_type())
+            .collect();
+        // No write may land between the flush and the two reads.
+        let _write = self.db.write_lock.lock().await;
+        self.db.runtime.flush().await?;
+        let stored = self
+            .ctx
+            .sql(&format!(
+                "SELECT * FROM \"{}\".\"{}\"",
+                name.schema.replace('"', "\"\""),
+                name.name.replace('"', "\"\"")
+            ))
+            .await?
+            .collect()
+            .await?;
+        let state = self.db.state_in_schema(&m.search_schema);
+        let plan = state.create_logical_plan(&view.sql).await?;
+        let ctx = datafusion::prelude::SessionContext::new_with_state(state);
+        let recomputed = ctx.execute_logical_plan(plan).await?.collect().await?;
+        let stored = row_lines(&stored, &types)?;
+        let recomputed = row_lines(&recomputed, &types)?;
+        let missing = multiset_minus(&recomputed, &stored);
+        let extra = multiset_minus(&stored, &recomputed);
+        let sample: Vec<String> = missing
+            .iter()
+            .take(CHECK_SAMPLE)
+            .map(|r| format!("missing {r}"))
+            .chain(
+                extra
+                    .iter()
+                    .take(CHECK_SAMPLE)
+                    .map(|r| format!("extra {r}")),
+            )
+            .collect();
+        let schema = check_schema();
+        let batch = datafusion::arrow::array::RecordBatch::try_new(
+            Arc::clone(&schema),
+            vec![
+                Arc::new(StringArray::from(vec![name.to_string()])),
+                Arc::new(Int64Array::from(vec![stored.len() as i64])),
+                Arc::new(Int64Array::from(vec![missing.len() as i64])),
+                Arc::new(Int64Array::from(vec![extra.len() as i64])),
+                Arc::new(StringArray::from(vec![sample.join("; ")])),
+            ],
+        )?;
+        let stream = futures::stream::iter(vec![Ok(batch)]);
+        let mut result = StatementResult::from(super::Outcome::Rows {
+            schema: Arc::clone(&schema),
+            stream: Box::pin(
+                datafusion::physical_plan::stream::RecordBatchStreamAdapter::new(schema, stream),
+            ),
+            tag: "CHECK".into(),
+        });
+        if !missing.is_empty() || !extra.is_empty() {
+            result.notices.push((
+                "WARNING",
+                format!(
+                    "materialized view {name} differs from its query: {} rows missing, {} extra",
+                    missing.len(),
+                    extra.len()
+                ),
+            ));
+        }
+        Ok(result)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn differences_are_counted_as_multisets() {
+        let lines = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let view = lines(&["(1)", "(1)", "(2)", "(4)"]);
+        let query = lines(&["(1)", "(2)", "(2)", "(3)"]);
+        assert_eq!(multiset_minus(&query, &view), lines(&["(2)", "(3)"]));
+        assert_eq!(multiset_minus(&view, &query), lines(&["(1)", "(4)"]));
+        assert!(multiset_minus(&view, &view).is_empty());
+    }
+}

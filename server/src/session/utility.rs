@@ -37,7 +37,6 @@ pub(super) fn check_supported(statement: &Statement) -> ServerResult<()> {
         | Statement::Rollback {
             savepoint: None, ..
         }
-        | Statement::Flush { .. }
         | Statement::ShowViews {
             materialized: true, ..
         } => Ok(()),
@@ -152,7 +151,6 @@ impl Session {
                 self.show_jobs()
             }
             Statement::ShowViews { .. } => self.show_materialized_views(),
-            Statement::Flush { .. } => self.flush().await,
             Statement::Explain { statement, .. } => match statement.as_ref() {
                 Statement::CreateView(create) if create.materialized => {
                     self.explain_materialized_view(create).await
