@@ -99,7 +99,7 @@ fn check_operator_chains(sql: &str) -> PlanResult<()> {
 /// Runnel's own commands.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Command {
-    Sql(Statement),
+    Sql(Box<Statement>),
     /// `FLUSH`: wait until every committed change is in every view.
     Flush,
     /// `CHECK MATERIALIZED VIEW name`: compare a view with its query.
@@ -121,7 +121,10 @@ pub fn parse_commands(sql: &str) -> PlanResult<Vec<Command>> {
     check_operator_chains(sql)?;
     match split_runnel_commands(sql)? {
         Some(commands) => Ok(commands),
-        None => Ok(parse_standard(sql)?.into_iter().map(Command::Sql).collect()),
+        None => Ok(parse_standard(sql)?
+            .into_iter()
+            .map(|s| Command::Sql(Box::new(s)))
+            .collect()),
     }
 }
 
@@ -130,7 +133,7 @@ pub fn parse_sql(sql: &str) -> PlanResult<Vec<Statement>> {
     parse_commands(sql)?
         .into_iter()
         .map(|command| match command {
-            Command::Sql(statement) => Ok(statement),
+            Command::Sql(statement) => Ok(*statement),
             other => Err(PlanError::NotSupported(format!("{other} here"))),
         })
         .collect()
@@ -193,7 +196,11 @@ fn split_runnel_commands(sql: &str) -> PlanResult<Option<Vec<Command>>> {
                 .map_err(|e| syntax_error(&rest, e))?;
             commands.push(Command::CheckMaterializedView(name));
         } else {
-            commands.extend(parse_standard(&text)?.into_iter().map(Command::Sql));
+            commands.extend(
+                parse_standard(&text)?
+                    .into_iter()
+                    .map(|s| Command::Sql(Box::new(s))),
+            );
         }
     }
     Ok(found.then_some(commands))

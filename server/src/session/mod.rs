@@ -236,7 +236,7 @@ impl Session {
     /// Plans `command` (parsed from `sql`) without running it.
     pub async fn prepare_command(&mut self, command: Command, sql: &str) -> ServerResult<Prepared> {
         let kind = match command {
-            Command::Sql(statement) => return self.prepare(statement, sql).await,
+            Command::Sql(statement) => return self.prepare(*statement, sql).await,
             Command::Flush => StreamingCommand::Flush,
             Command::CheckMaterializedView(name) => StreamingCommand::Check(self.resolve(&name)?),
         };
