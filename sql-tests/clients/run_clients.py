@@ -86,6 +86,13 @@ def test_psql_meta_commands(server):
     assert "app" in dn and "public" in dn, dn
     l_out = server.psql("-c", "\\l")
     assert "runnel" in l_out, l_out
+    server.psql("-c", "CREATE MATERIALIZED VIEW app.name_counts AS SELECT name, count(*) AS n FROM app.users GROUP BY name")
+    dm = server.psql("-c", "\\dm app.*")
+    assert "name_counts" in dm and "materialized view" in dm, dm
+    dt_again = server.psql("-c", "\\dt app.*")
+    assert "name_counts" not in dt_again, dt_again
+    d_mv = server.psql("-c", "\\d app.name_counts")
+    assert "Materialized view" in d_mv and "bigint" in d_mv, d_mv
 
 
 def test_psycopg_every_type_text_and_binary(server):

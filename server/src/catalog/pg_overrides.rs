@@ -52,6 +52,7 @@ impl SchemaProvider for PgCatalogOverrides {
         let kind = match name.to_ascii_lowercase().as_str() {
             "pg_attribute" => Fix::Attribute,
             "pg_attrdef" => Fix::AttrDef,
+            "pg_class" => Fix::Class,
             _ => return Ok(Some(table)),
         };
         Ok(Some(Arc::new(CorrectedTable {
@@ -71,6 +72,7 @@ impl SchemaProvider for PgCatalogOverrides {
 enum Fix {
     Attribute,
     AttrDef,
+    Class,
 }
 
 /// A `pg_catalog` table whose rows are corrected when scanned.
@@ -174,6 +176,56 @@ impl CorrectedTable {
         Ok(out)
     }
 
+    /// Materialized views are relkind `m` (psql's `\dm` lists those).
+    async fn corrected_classes(&self, state: &dyn Session) -> Result<Vec<RecordBatch>> {
+        let mut schemas = HashMap::new();
+        let namespaces = self
+            .pg_catalog
+            .table("pg_namespace")
+            .await?
+            .ok_or_else(|| DataFusionError::Internal("pg_namespace missing".into()))?;
+        for batch in scan_all(&namespaces, state).await? {
+            let oids = column(&batch, "oid")?.as_primitive::<Int32Type>();
+            let names = column(&batch, "nspname")?.as_string::<i32>();
+            for row in 0..batch.num_rows() {
+                schemas.insert(oids.value(row), names.value(row).to_string());
+            }
+        }
+        let mut out = vec![];
+        for batch in scan_all(&self.inner, state).await? {
+            let schema = batch.schema();
+            let index = schema.index_of("relkind")?;
+            if batch.column(index).data_type() != &DataType::Utf8 {
+                out.push(batch);
+                continue;
+            }
+            let names = column(&batch, "relname")?.as_string::<i32>();
+            let spaces = column(&batch, "relnamespace")?.as_primitive::<Int32Type>();
+            let kinds = batch.column(index).as_string::<i32>();
+            let corrected: StringArray = (0..batch.num_rows())
+                .map(|row| {
+                    let materialized = schemas.get(&spaces.value(row)).is_some_and(|schema| {
+                        matches!(
+                            self.catalog.relation(&RelationName::new(schema.clone(), names.value(row))),
+                            Some(super::Relation::View(v)) if v.is_materialized()
+                        )
+                    });
+                    if materialized {
+                        Some("m")
+                    } else if kinds.is_null(row) {
+                        None
+                    } else {
+                        Some(kinds.value(row))
+                    }
+                })
+                .collect();
+            let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
+            columns[index] = Arc::new(corrected);
+            out.push(RecordBatch::try_new(schema, columns)?);
+        }
+        Ok(out)
+    }
+
     async fn attribute_defaults(&self, state: &dyn Session) -> Result<Vec<RecordBatch>> {
         let tables = self.tables_by_oid(state).await?;
         let (mut oids, mut relids, mut nums, mut exprs) = (vec![], vec![], vec![], vec![]);
@@ -252,6 +304,7 @@ impl TableProvider for CorrectedTable {
         let batches = match self.kind {
             Fix::Attribute => self.corrected_attributes(state).await?,
             Fix::AttrDef => self.attribute_defaults(state).await?,
+            Fix::Class => self.corrected_classes(state).await?,
         };
         MemTable::try_new(self.schema(), vec![batches])?
             .scan(state, projection, filters, limit)
