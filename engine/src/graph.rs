@@ -77,8 +77,11 @@ pub struct SourceSpec {
     /// State table keeping the read position.
     pub state_id: u64,
     /// True for a table (its rows are in the store and its log durable);
-    /// false for a materialized view.
+    /// false for a materialized view or a connector.
     pub is_table: bool,
+    /// For a source with a connector: its `WITH (…)` options. The schema is
+    /// then the declared columns plus a hidden row position.
+    pub connector: Option<std::collections::BTreeMap<String, String>>,
 }
 
 /// One aggregate call of a hash aggregation.
@@ -292,8 +295,9 @@ impl StreamGraph {
     pub fn is_append_only(&self, id: usize) -> bool {
         let fragment = &self.fragments[id];
         let inputs = fragment.inputs.iter().all(|input| match input {
-            // Table and view change logs carry updates and deletes.
-            FragmentInput::Source(_) => false,
+            // Table and view change logs carry updates and deletes;
+            // generating sources only insert.
+            FragmentInput::Source(source) => source.connector.is_some(),
             FragmentInput::Exchange { fragment } => self.is_append_only(*fragment),
         });
         inputs && fragment.operators.iter().all(|o| o.preserves_append_only())
@@ -332,6 +336,16 @@ impl fmt::Display for StreamGraph {
             }
             for input in &fragment.inputs {
                 match input {
+                    FragmentInput::Source(s) if s.connector.is_some() => writeln!(
+                        f,
+                        "  Source: {} ({} connector)",
+                        s.relation_name,
+                        s.connector
+                            .as_ref()
+                            .and_then(|o| o.get("connector"))
+                            .map(String::as_str)
+                            .unwrap_or("?")
+                    )?,
                     FragmentInput::Source(s) => {
                         let kind = if s.is_table {
                             "table"

@@ -63,6 +63,10 @@ pub struct TableDef {
     /// Indices of the primary key columns, in key order; empty when the
     /// table has none (rows are then keyed by a hidden row id).
     pub primary_key: Vec<usize>,
+    /// Set for a source (`CREATE SOURCE`): its connector options. A source
+    /// stores no rows; only materialized views read it.
+    #[serde(default)]
+    pub connector: Option<std::collections::BTreeMap<String, String>>,
 }
 
 impl TableDef {

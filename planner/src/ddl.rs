@@ -158,6 +158,7 @@ pub fn table_def_from_create(
         name,
         columns,
         primary_key,
+        connector: None,
     })
 }
 

@@ -104,6 +104,12 @@ pub enum Command {
     Flush,
     /// `CHECK MATERIALIZED VIEW name`: compare a view with its query.
     CheckMaterializedView(ObjectName),
+    /// `CREATE SOURCE name (columns) WITH (options) [FORMAT … ENCODE …]`:
+    /// the columns as a `CREATE TABLE`, the options by lower-case key.
+    CreateSource {
+        create: Box<Statement>,
+        options: std::collections::BTreeMap<String, String>,
+    },
 }
 
 impl std::fmt::Display for Command {
@@ -112,6 +118,15 @@ impl std::fmt::Display for Command {
             Command::Sql(statement) => write!(f, "{statement}"),
             Command::Flush => write!(f, "FLUSH"),
             Command::CheckMaterializedView(name) => write!(f, "CHECK MATERIALIZED VIEW {name}"),
+            Command::CreateSource { create, options } => {
+                let text = create.to_string();
+                let rest = text.strip_prefix("CREATE TABLE").unwrap_or(&text);
+                let options: Vec<String> = options
+                    .iter()
+                    .map(|(k, v)| format!("{k} = '{v}'"))
+                    .collect();
+                write!(f, "CREATE SOURCE{rest} WITH ({})", options.join(", "))
+            }
         }
     }
 }
@@ -145,7 +160,7 @@ pub fn parse_sql(sql: &str) -> PlanResult<Vec<Statement>> {
 fn split_runnel_commands(sql: &str) -> PlanResult<Option<Vec<Command>>> {
     use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
     let lower = sql.to_ascii_lowercase();
-    if !lower.contains("flush") && !lower.contains("check") {
+    if !lower.contains("flush") && !lower.contains("check") && !lower.contains("source") {
         return Ok(None);
     }
     let Ok(tokens) = Tokenizer::new(&PostgreSqlDialect {}, sql).tokenize() else {
@@ -174,6 +189,19 @@ fn split_runnel_commands(sql: &str) -> PlanResult<Option<Vec<Command>>> {
         if words.len() == 1 && upper[0] == "FLUSH" {
             found = true;
             commands.push(Command::Flush);
+        } else if upper.len() >= 2 && upper[0] == "CREATE" && upper[1] == "SOURCE" {
+            found = true;
+            commands.push(create_source(&text)?);
+        } else if upper.len() >= 2 && upper[0] == "DROP" && upper[1] == "SOURCE" {
+            // A source is a table with a connector: DROP TABLE drops it.
+            found = true;
+            let text = text.trim_start();
+            let rest = &text["DROP".len()..].trim_start()["SOURCE".len()..];
+            commands.extend(
+                parse_standard(&format!("DROP TABLE{rest}"))?
+                    .into_iter()
+                    .map(|s| Command::Sql(Box::new(s))),
+            );
         } else if upper.len() == 3
             && upper[0] == "CHECK"
             && upper[1] == "MATERIALIZED"
@@ -204,6 +232,118 @@ fn split_runnel_commands(sql: &str) -> PlanResult<Option<Vec<Command>>> {
         }
     }
     Ok(found.then_some(commands))
+}
+
+/// Splits `CREATE SOURCE …` into its `CREATE TABLE` part and its options.
+fn create_source(text: &str) -> PlanResult<Command> {
+    use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
+    let tokens = Tokenizer::new(&PostgreSqlDialect {}, text)
+        .tokenize()
+        .map_err(|e| PlanError::Syntax {
+            message: e.to_string(),
+            position: None,
+        })?;
+    let syntax = |message: &str| PlanError::Syntax {
+        message: format!("CREATE SOURCE: {message}"),
+        position: None,
+    };
+    // The column list is the first parenthesised group; WITH follows it.
+    let mut depth = 0;
+    let mut seen_columns = false;
+    let mut with_at = None;
+    for (i, token) in tokens.iter().enumerate() {
+        match token {
+            Token::LParen => depth += 1,
+            Token::RParen => {
+                depth -= 1;
+                if depth == 0 {
+                    seen_columns = true;
+                }
+            }
+            Token::Word(w)
+                if depth == 0 && seen_columns && w.value.eq_ignore_ascii_case("with") =>
+            {
+                with_at = Some(i);
+                break;
+            }
+            _ => {}
+        }
+    }
+    let with_at =
+        with_at.ok_or_else(|| syntax("expected WITH (connector = '…', …) after the columns"))?;
+    let mut options = std::collections::BTreeMap::new();
+    let mut i = with_at + 1;
+    while matches!(tokens.get(i), Some(Token::Whitespace(_))) {
+        i += 1;
+    }
+    if tokens.get(i) != Some(&Token::LParen) {
+        return Err(syntax("expected ( after WITH"));
+    }
+    i += 1;
+    let mut key = String::new();
+    let mut value: Option<String> = None;
+    let mut after_equals = false;
+    loop {
+        let Some(token) = tokens.get(i) else {
+            return Err(syntax("unterminated WITH ( … )"));
+        };
+        i += 1;
+        match token {
+            Token::Whitespace(_) => {}
+            Token::Comma | Token::RParen => {
+                let Some(v) = value.take() else {
+                    return Err(syntax("each option is key = 'value'"));
+                };
+                if key.is_empty() {
+                    return Err(syntax("each option is key = 'value'"));
+                }
+                options.insert(key.to_ascii_lowercase(), v);
+                key.clear();
+                after_equals = false;
+                if *token == Token::RParen {
+                    break;
+                }
+            }
+            Token::Eq => after_equals = true,
+            Token::SingleQuotedString(s) if after_equals => value = Some(s.clone()),
+            Token::Number(n, _) if after_equals => value = Some(n.clone()),
+            Token::Word(w) if after_equals => value = Some(w.value.clone()),
+            other if !after_equals => key.push_str(&other.to_string()),
+            other => return Err(syntax(&format!("unexpected {other} in an option value"))),
+        }
+    }
+    // FORMAT … ENCODE … is kept as options for connectors that read it.
+    let rest: Vec<String> = tokens[i..]
+        .iter()
+        .filter(|t| !matches!(t, Token::Whitespace(_) | Token::SemiColon))
+        .map(|t| t.to_string())
+        .collect();
+    match rest.as_slice() {
+        [] => {}
+        [format, f, encode, e]
+            if format.eq_ignore_ascii_case("format") && encode.eq_ignore_ascii_case("encode") =>
+        {
+            options.insert("format".into(), f.to_ascii_lowercase());
+            options.insert("encode".into(), e.to_ascii_lowercase());
+        }
+        _ => {
+            return Err(syntax(&format!(
+                "unexpected {} after the options",
+                rest.join(" ")
+            )));
+        }
+    }
+    let head: String = tokens[..with_at].iter().map(|t| t.to_string()).collect();
+    let head = head.trim_start();
+    let columns = &head["CREATE".len()..].trim_start()["SOURCE".len()..];
+    let mut statements = parse_standard(&format!("CREATE TABLE{columns}"))?;
+    if statements.len() != 1 {
+        return Err(syntax("expected one source"));
+    }
+    Ok(Command::CreateSource {
+        create: Box::new(statements.remove(0)),
+        options,
+    })
 }
 
 fn parse_standard(sql: &str) -> PlanResult<Vec<Statement>> {
@@ -318,6 +458,21 @@ mod tests {
         assert_eq!(parse_commands("SELECT flush FROM t").unwrap().len(), 1);
         assert!(parse_commands("CHECK MATERIALIZED VIEW a b").is_err());
         assert!(parse_sql("FLUSH").is_err());
+        let source = parse_commands(
+            "CREATE SOURCE s (id bigint, name text) WITH (connector = 'datagen', rows.per.second = '5', fields.id.kind = 'sequence') FORMAT PLAIN ENCODE JSON",
+        )
+        .unwrap();
+        let Command::CreateSource { options, .. } = &source[0] else {
+            panic!("not a source: {source:?}");
+        };
+        assert_eq!(options["rows.per.second"], "5");
+        assert_eq!(options["fields.id.kind"], "sequence");
+        assert_eq!(options["encode"], "json");
+        assert!(parse_commands("CREATE SOURCE s (id int)").is_err());
+        assert!(matches!(
+            &parse_commands("DROP SOURCE IF EXISTS s").unwrap()[0],
+            Command::Sql(_)
+        ));
     }
 
     #[test]

@@ -37,6 +37,8 @@ pub struct StreamInput {
     pub schema: SchemaRef,
     /// How many leading columns of `schema` are visible.
     pub visible: usize,
+    /// For a source with a connector: its options.
+    pub connector: Option<std::collections::BTreeMap<String, String>>,
     /// The stream key (indices into `schema`).
     pub key: Vec<usize>,
 }
@@ -382,6 +384,7 @@ impl Planner<'_> {
                 schema: Arc::clone(&stored),
                 state_id,
                 is_table: input.is_table,
+                connector: input.connector.clone(),
             })],
             operators: vec![],
             parallelism: 1,

@@ -80,6 +80,7 @@ impl Database {
         let runtime = Runtime::start(
             store.clone(),
             Duration::from_millis(config.barrier_interval_ms.max(1)),
+            Arc::new(runnel_connectors::Connectors),
         )?;
         Ok(Arc::new(Self {
             config,

@@ -20,6 +20,9 @@ use crate::error::{ServerError, ServerResult};
 /// The hidden column carrying a table's row key in its change stream.
 pub const STREAM_ROW_KEY: &str = "_runnel_row_key";
 
+/// The hidden column numbering a generating source's rows.
+pub const SOURCE_POSITION: &str = "_runnel_position";
+
 /// The columns of a table's change stream: its own, then the row key.
 pub fn table_stream_schema(def: &TableDef) -> SchemaRef {
     let mut fields: Vec<Field> = def
@@ -43,6 +46,24 @@ impl StreamCatalog for CatalogInputs<'_> {
         let schema = name.schema().unwrap_or(self.default_schema);
         let relation = RelationName::new(schema, name.table());
         match self.catalog.relation(&relation)? {
+            Relation::Table(def) if def.connector.is_some() => {
+                let mut fields: Vec<Field> = def
+                    .arrow_schema()
+                    .fields()
+                    .iter()
+                    .map(|f| f.as_ref().clone())
+                    .collect();
+                fields.push(Field::new(SOURCE_POSITION, DataType::Int64, false));
+                Some(StreamInput {
+                    id: def.id,
+                    name: relation.to_string(),
+                    is_table: false,
+                    schema: Arc::new(Schema::new(fields)),
+                    visible: def.columns.len(),
+                    key: vec![def.columns.len()],
+                    connector: def.connector.clone(),
+                })
+            }
             Relation::Table(def) => Some(StreamInput {
                 id: def.id,
                 name: relation.to_string(),
@@ -50,6 +71,7 @@ impl StreamCatalog for CatalogInputs<'_> {
                 schema: table_stream_schema(&def),
                 visible: def.columns.len(),
                 key: vec![def.columns.len()],
+                connector: None,
             }),
             Relation::View(view) => {
                 let m = view.materialized.as_ref()?;
@@ -60,6 +82,7 @@ impl StreamCatalog for CatalogInputs<'_> {
                     schema: m.stored_schema(),
                     visible: m.visible,
                     key: m.key.clone(),
+                    connector: None,
                 })
             }
         }

@@ -8,6 +8,9 @@ use runnel_storage::{StateTable, Store};
 use tokio::sync::mpsc;
 
 use super::JobSpec;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use super::connector::{ConnectorFactory, GeneratorSource};
 use super::exchange::{Dispatcher, InputReceiver, InputSender, channel};
 use super::logs::LogRegistry;
 use super::manager::{Report, RunningJob};
@@ -28,13 +31,67 @@ struct Inputs {
     index: HashMap<(usize, usize), usize>,
 }
 
+/// One source's rows emitted so far, and whether it ran out.
+type Counters = (Arc<AtomicU64>, Arc<AtomicBool>);
+
+/// Rows emitted by each job's generating sources, for progress reports.
+#[derive(Default)]
+pub(crate) struct SourceProgress {
+    jobs: std::sync::Mutex<HashMap<u64, Vec<Counters>>>,
+}
+
+impl SourceProgress {
+    fn add(&self, job: u64) -> Counters {
+        let entry = (
+            Arc::new(AtomicU64::new(0)),
+            Arc::new(AtomicBool::new(false)),
+        );
+        self.jobs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(job)
+            .or_default()
+            .push(entry.clone());
+        entry
+    }
+
+    /// Rows emitted by job `job`'s sources, and whether all are exhausted.
+    pub(crate) fn get(&self, job: u64) -> (u64, bool) {
+        let jobs = self.jobs.lock().unwrap_or_else(|p| p.into_inner());
+        match jobs.get(&job) {
+            None => (0, false),
+            Some(sources) => (
+                sources
+                    .iter()
+                    .map(|(rows, _)| rows.load(Ordering::Relaxed))
+                    .sum(),
+                sources.iter().all(|(_, done)| done.load(Ordering::Relaxed)),
+            ),
+        }
+    }
+}
+
+/// What building a job needs from the runtime.
+pub(crate) struct BuildContext {
+    pub store: Store,
+    pub logs: Arc<LogRegistry>,
+    pub connectors: Arc<dyn ConnectorFactory>,
+    pub progress: Arc<SourceProgress>,
+    pub reports: mpsc::UnboundedSender<Report>,
+}
+
 pub(crate) async fn build_job(
     spec: JobSpec,
-    store: Store,
-    logs: Arc<LogRegistry>,
-    reports: mpsc::UnboundedSender<Report>,
+    context: BuildContext,
     committed: Epoch,
 ) -> EngineResult<RunningJob> {
+    let BuildContext {
+        store,
+        logs,
+        connectors,
+        progress,
+        reports,
+    } = context;
     let graph = &spec.graph;
     let mut channels: Vec<Vec<(InputSender, Option<InputReceiver>)>> = vec![];
     let mut inputs: Vec<Inputs> = vec![];
@@ -82,6 +139,30 @@ pub(crate) async fn build_job(
                 channels[fragment.id][0].0.clone(),
                 inputs[fragment.id].index[&(port, 0)],
             );
+            if let Some(options) = &source.connector {
+                let generator = connectors.open(options, &source.schema)?;
+                let position = stored_position(&store, source)?.unwrap_or(0);
+                let (rows, exhausted) = progress.add(spec.id);
+                rows.store(position, Ordering::Relaxed);
+                handles.push(tokio::spawn(
+                    GeneratorSource {
+                        job: spec.id,
+                        generator,
+                        schema: Arc::clone(&source.schema),
+                        position,
+                        barriers: barrier_rx,
+                        state: StateTable::new(store.clone(), source.state_id),
+                        output,
+                        reports: reports.clone(),
+                        progress: rows,
+                        exhausted,
+                    }
+                    .run(),
+                ));
+                barriers.push(barrier_tx);
+                reporters += 1;
+                continue;
+            }
             let runner = start_source(source, &store, &logs, committed).await?;
             let (log, position, backfill) = runner;
             handles.push(tokio::spawn(

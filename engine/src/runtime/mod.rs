@@ -2,6 +2,7 @@
 //! the change-log registry and the tasks of every job.
 
 mod build;
+pub mod connector;
 mod exchange;
 mod logs;
 mod manager;
@@ -32,6 +33,8 @@ pub struct JobSpec {
 /// The streaming runtime of one process.
 pub struct Runtime {
     store: Store,
+    connectors: Arc<dyn connector::ConnectorFactory>,
+    progress: Arc<build::SourceProgress>,
     logs: Arc<LogRegistry>,
     states: JobStates,
     commands: mpsc::UnboundedSender<Command>,
@@ -47,7 +50,11 @@ impl Runtime {
     /// Starts the barrier manager, which injects a barrier every
     /// `barrier_interval` while jobs run, once [`Runtime::resume`]d. Must be
     /// called inside a tokio runtime.
-    pub fn start(store: Store, barrier_interval: Duration) -> EngineResult<Arc<Self>> {
+    pub fn start(
+        store: Store,
+        barrier_interval: Duration,
+        connectors: Arc<dyn connector::ConnectorFactory>,
+    ) -> EngineResult<Arc<Self>> {
         let logs = Arc::new(LogRegistry::default());
         let states = JobStates::default();
         let (commands, receiver) = mpsc::unbounded_channel();
@@ -61,6 +68,8 @@ impl Runtime {
         tokio::spawn(manager.run());
         Ok(Arc::new(Self {
             store,
+            connectors,
+            progress: Arc::default(),
             logs,
             states,
             commands,
@@ -99,11 +108,15 @@ impl Runtime {
     /// next [`Runtime::flush`].
     pub async fn create_job(&self, spec: JobSpec) -> EngineResult<()> {
         let (done, wait) = oneshot::channel();
-        let (store, logs) = (self.store.clone(), Arc::clone(&self.logs));
-        let reports = self.report_sender();
-        let build: manager::JobBuilder = Box::new(move |committed: Epoch| {
-            Box::pin(build::build_job(spec, store, logs, reports, committed))
-        });
+        let context = build::BuildContext {
+            store: self.store.clone(),
+            logs: Arc::clone(&self.logs),
+            connectors: Arc::clone(&self.connectors),
+            progress: Arc::clone(&self.progress),
+            reports: self.report_sender(),
+        };
+        let build: manager::JobBuilder =
+            Box::new(move |committed: Epoch| Box::pin(build::build_job(spec, context, committed)));
         self.send(Command::Create { build, done })?;
         wait.await
             .map_err(|_| EngineError::Stopped("barrier manager ended".into()))?
@@ -125,6 +138,12 @@ impl Runtime {
         self.send(Command::Flush { done })?;
         wait.await
             .map_err(|_| EngineError::Stopped("barrier manager ended".into()))?
+    }
+
+    /// Rows the generating sources of job `id` emitted so far, and whether
+    /// all of them are exhausted (bounded sources that ran out).
+    pub fn source_progress(&self, id: u64) -> (u64, bool) {
+        self.progress.get(id)
     }
 
     /// Starts injecting barriers. Until then jobs can be created but none

@@ -476,6 +476,7 @@ mod tests {
                 default: None,
             }],
             primary_key: vec![],
+            connector: None,
         }
     }
 

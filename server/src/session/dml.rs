@@ -86,6 +86,12 @@ impl Session {
     ) -> ServerResult<Arc<TableDef>> {
         let relation = self.resolve(name)?;
         match self.db.catalog.relation(&relation) {
+            Some(Relation::Table(def)) if def.connector.is_some() => {
+                Err(ServerError::WrongObjectType(format!(
+                    "cannot change rows of source \"{}\": its connector makes them",
+                    relation.name
+                )))
+            }
             Some(Relation::Table(def)) => Ok(def),
             Some(Relation::View(_)) => Err(ServerError::WrongObjectType(format!(
                 "cannot change rows of view \"{}\"",

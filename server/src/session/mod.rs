@@ -52,6 +52,10 @@ pub enum PreparedKind {
 pub enum StreamingCommand {
     Flush,
     Check(RelationName),
+    CreateSource {
+        create: Box<Statement>,
+        options: std::collections::BTreeMap<String, String>,
+    },
 }
 
 impl Prepared {
@@ -94,7 +98,9 @@ impl Prepared {
             PreparedKind::Query(plan) => Some(Arc::clone(plan.schema().inner())),
             PreparedKind::Dml(dml) => dml.returning.as_ref().map(|r| Arc::clone(&r.schema)),
             PreparedKind::Utility(statement) => utility::result_schema(statement),
-            PreparedKind::Streaming(StreamingCommand::Flush) => None,
+            PreparedKind::Streaming(
+                StreamingCommand::Flush | StreamingCommand::CreateSource { .. },
+            ) => None,
             PreparedKind::Streaming(StreamingCommand::Check(_)) => Some(streaming::check_schema()),
         }
     }
@@ -239,6 +245,9 @@ impl Session {
             Command::Sql(statement) => return self.prepare(*statement, sql).await,
             Command::Flush => StreamingCommand::Flush,
             Command::CheckMaterializedView(name) => StreamingCommand::Check(self.resolve(&name)?),
+            Command::CreateSource { create, options } => {
+                StreamingCommand::CreateSource { create, options }
+            }
         };
         Ok(Prepared {
             sql: sql.to_string(),
@@ -315,6 +324,9 @@ impl Session {
             }
             PreparedKind::Utility(statement) => self.execute_utility(statement).await,
             PreparedKind::Streaming(StreamingCommand::Flush) => self.flush().await,
+            PreparedKind::Streaming(StreamingCommand::CreateSource { create, options }) => {
+                self.create_source(create, options)
+            }
             PreparedKind::Streaming(StreamingCommand::Check(name)) => {
                 self.check_materialized_view(name).await
             }

@@ -45,6 +45,53 @@ pub(super) fn explain_schema() -> SchemaRef {
 }
 
 impl Session {
+    /// `CREATE SOURCE`: a table definition with connector options, checked
+    /// by opening the connector once.
+    pub(super) fn create_source(
+        &mut self,
+        create: &Statement,
+        options: &std::collections::BTreeMap<String, String>,
+    ) -> ServerResult<StatementResult> {
+        let Statement::CreateTable(create) = create else {
+            return Err(ServerError::Internal(
+                "CREATE SOURCE without columns".into(),
+            ));
+        };
+        let name = self.resolve(&create.name)?;
+        if self.db.catalog.relation(&name).is_some() {
+            if create.if_not_exists {
+                let mut result = StatementResult::command("CREATE SOURCE", None);
+                result.notices.push((
+                    "NOTICE",
+                    format!("relation \"{}\" already exists, skipping", name.name),
+                ));
+                return Ok(result);
+            }
+            return Err(ServerError::DuplicateTable(name.name));
+        }
+        let def = runnel_planner::ddl::table_def_from_create(create, 0, name.clone())?;
+        if !def.primary_key.is_empty() {
+            return Err(ServerError::NotSupported(
+                "a PRIMARY KEY on a source (a source only appends rows)".into(),
+            ));
+        }
+        if def.columns.iter().any(|c| c.default.is_some()) {
+            return Err(ServerError::NotSupported(
+                "DEFAULT on a source column".into(),
+            ));
+        }
+        runnel_connectors::Connectors::validate(options, &def.arrow_schema())
+            .map_err(|e| ServerError::InvalidParameter(format!("source {name}: {e}")))?;
+        self.db.catalog.create_table(&name, |id| {
+            Ok(runnel_planner::catalog::TableDef {
+                id,
+                connector: Some(options.clone()),
+                ..def
+            })
+        })?;
+        Ok(StatementResult::command("CREATE SOURCE", None))
+    }
+
     fn parallelism(&self) -> usize {
         self.settings
             .value("parallelism")
@@ -353,7 +400,7 @@ impl Session {
         };
         for input in &view.depends_on {
             let keeps_history = match self.db.catalog.relation(input) {
-                Some(crate::catalog::Relation::Table(_)) => true,
+                Some(crate::catalog::Relation::Table(t)) => t.connector.is_none(),
                 Some(crate::catalog::Relation::View(v)) => v.is_materialized(),
                 None => false,
             };

@@ -79,6 +79,7 @@ impl StoredTable {
             name: view.name.clone(),
             columns: m.columns.clone(),
             primary_key: vec![],
+            connector: None,
         });
         let table_schema = def.arrow_schema();
         let schema = Arc::new(table_schema.project(&(0..m.visible).collect::<Vec<_>>())?);
@@ -114,6 +115,12 @@ impl TableProvider for StoredTable {
         _filters: &[Expr],
         limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
+        if self.def.connector.is_some() {
+            return Err(DataFusionError::NotImplemented(format!(
+                "reading source {} directly; create a materialized view over it",
+                self.def.name
+            )));
+        }
         let table_columns = self.table_schema.fields().len();
         let wanted: Vec<usize> = match projection {
             Some(p) => p.clone(),

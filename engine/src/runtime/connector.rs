@@ -1,0 +1,166 @@
+//! Sources that generate rows (datagen, Nexmark, and later Kafka and
+//! files) behind two traits the connectors crate implements, and the task
+//! that runs one: rows at the configured rate, the position (rows emitted)
+//! committed with each epoch, and a restart resuming at that position.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use datafusion::arrow::array::{ArrayRef, Int64Array, RecordBatch};
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::scalar::ScalarValue;
+use runnel_storage::StateTable;
+use runnel_storage::scalar_codec::encode_scalars;
+use tokio::sync::mpsc;
+
+use super::exchange::InputSender;
+use super::manager::Report;
+use crate::{Barrier, EngineError, EngineResult, Message, StreamChunk};
+
+/// Rows of a generating source, addressed by position (0, 1, 2, …), so a
+/// restart can continue exactly where the last committed epoch ended.
+pub trait RowGenerator: Send + Sync + 'static {
+    /// Rows `from..from + max_rows` (fewer at the end), in the source's
+    /// declared columns; None when the source has no row at `from`.
+    fn generate(&mut self, from: u64, max_rows: usize) -> EngineResult<Option<RecordBatch>>;
+
+    /// The configured rate, None for as fast as downstream takes them.
+    fn rows_per_second(&self) -> Option<f64>;
+}
+
+/// Opens generators from a source's `WITH (…)` options.
+pub trait ConnectorFactory: Send + Sync + 'static {
+    /// Checks `options` against the declared `schema` and opens the source.
+    fn open(
+        &self,
+        options: &BTreeMap<String, String>,
+        schema: &SchemaRef,
+    ) -> EngineResult<Box<dyn RowGenerator>>;
+}
+
+/// A factory that knows no connector (tests of tables only).
+#[derive(Debug, Default)]
+pub struct NoConnectors;
+
+impl ConnectorFactory for NoConnectors {
+    fn open(
+        &self,
+        options: &BTreeMap<String, String>,
+        _schema: &SchemaRef,
+    ) -> EngineResult<Box<dyn RowGenerator>> {
+        Err(EngineError::Internal(format!(
+            "no connector available for {options:?}"
+        )))
+    }
+}
+
+const POSITION: &[u8] = b"position";
+const BATCH_ROWS: usize = 1024;
+
+/// One running generating source.
+pub(crate) struct GeneratorSource {
+    pub job: u64,
+    pub generator: Box<dyn RowGenerator>,
+    /// The declared columns plus the hidden row position.
+    pub schema: SchemaRef,
+    pub position: u64,
+    pub barriers: mpsc::UnboundedReceiver<Barrier>,
+    pub state: StateTable,
+    pub output: (InputSender, usize),
+    pub reports: mpsc::UnboundedSender<Report>,
+    pub progress: Arc<std::sync::atomic::AtomicU64>,
+    pub exhausted: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl GeneratorSource {
+    pub(crate) async fn run(mut self) {
+        if let Err(error) = self.run_inner().await {
+            let _ = self.reports.send(Report::Failed {
+                job: self.job,
+                error: error.to_string(),
+            });
+        }
+    }
+
+    async fn send(&self, message: Message) -> EngineResult<()> {
+        self.output
+            .0
+            .send((self.output.1, message))
+            .await
+            .map_err(|_| EngineError::Stopped("source's task ended".into()))
+    }
+
+    async fn barrier(&mut self, barrier: Barrier) -> EngineResult<()> {
+        let mut bytes = vec![];
+        encode_scalars(&[ScalarValue::UInt64(Some(self.position))], &mut bytes)?;
+        self.state.put(0, POSITION, bytes);
+        let mut writes = runnel_storage::WriteSet::new();
+        self.state.seal_epoch(barrier.epoch.0, &mut writes);
+        self.reports
+            .send(Report::Sealed {
+                job: self.job,
+                epoch: barrier.epoch,
+                writes,
+            })
+            .map_err(|_| EngineError::Stopped("barrier manager ended".into()))?;
+        self.send(Message::Barrier(barrier)).await
+    }
+
+    async fn run_inner(&mut self) -> EngineResult<()> {
+        let started = Instant::now();
+        let first = self.position;
+        let mut done = false;
+        loop {
+            // Barriers first: a busy source must not delay checkpoints.
+            while let Ok(barrier) = self.barriers.try_recv() {
+                self.barrier(barrier).await?;
+            }
+            let allowed = match self.generator.rows_per_second() {
+                Some(rate) => {
+                    let due = first + (started.elapsed().as_secs_f64() * rate) as u64;
+                    due.saturating_sub(self.position) as usize
+                }
+                None => BATCH_ROWS,
+            };
+            if done || allowed == 0 {
+                let wait = if done {
+                    Duration::from_secs(3600)
+                } else {
+                    Duration::from_millis(10)
+                };
+                tokio::select! {
+                    barrier = self.barriers.recv() => match barrier {
+                        Some(barrier) => self.barrier(barrier).await?,
+                        None => return Ok(()),
+                    },
+                    _ = tokio::time::sleep(wait) => {}
+                }
+                continue;
+            }
+            let from = self.position;
+            let generator = &mut self.generator;
+            let batch = generator.generate(from, allowed.min(BATCH_ROWS))?;
+            match batch {
+                Some(batch) if batch.num_rows() > 0 => {
+                    let rows = batch.num_rows();
+                    let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
+                    columns.push(Arc::new(Int64Array::from_iter_values(
+                        (from..from + rows as u64).map(|p| p as i64),
+                    )));
+                    let data = RecordBatch::try_new(Arc::clone(&self.schema), columns)?;
+                    self.position += rows as u64;
+                    self.progress
+                        .store(self.position, std::sync::atomic::Ordering::Relaxed);
+                    self.send(Message::Chunk(StreamChunk::inserts(data)))
+                        .await?;
+                }
+                _ => {
+                    done = true;
+                    self.exhausted
+                        .store(true, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
+        }
+    }
+}
