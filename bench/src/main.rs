@@ -1,0 +1,242 @@
+//! The Nexmark benchmark harness of Runnel.
+//!
+//! `runnel-bench nexmark --query q1 --events 10000000` runs each query as a
+//! materialized view over `nexmark` sources in an embedded database and
+//! reports events per second per core (events over the CPU seconds the
+//! process spent) and peak memory; then runs the same query with
+//! DataFusion as a batch over the same events (generated up front, in
+//! memory) and prints the ratio. See `bench/README.md`.
+
+mod measure;
+mod queries;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use datafusion::datasource::MemTable;
+use datafusion::prelude::SessionContext;
+use runnel_connectors::{NexmarkGenerator, NexmarkTable};
+use runnel_engine::runtime::JobState;
+use runnel_engine::runtime::connector::RowGenerator;
+use runnel_planner::parser::parse_commands;
+use runnel_server::session::{Outcome, Session};
+use runnel_server::{Config, Database};
+
+struct Args {
+    queries: Vec<String>,
+    events: u64,
+    seed: u64,
+}
+
+fn parse_args() -> Result<Args> {
+    let mut args = std::env::args().skip(1);
+    match args.next().as_deref() {
+        Some("nexmark") => {}
+        _ => bail!("usage: runnel-bench nexmark [--query q0,q1,…] [--events N] [--seed S]"),
+    }
+    let mut parsed = Args {
+        queries: queries::ALL
+            .iter()
+            .map(|(name, _, _)| name.to_string())
+            .collect(),
+        events: 1_000_000,
+        seed: 0,
+    };
+    while let Some(flag) = args.next() {
+        let value = args
+            .next()
+            .with_context(|| format!("{flag} needs a value"))?;
+        match flag.as_str() {
+            "--query" => parsed.queries = value.split(',').map(str::to_string).collect(),
+            "--events" => parsed.events = value.replace('_', "").parse()?,
+            "--seed" => parsed.seed = value.parse()?,
+            other => bail!("unknown flag {other}"),
+        }
+    }
+    Ok(parsed)
+}
+
+async fn run(
+    session: &mut Session,
+    sql: &str,
+) -> Result<Vec<datafusion::arrow::array::RecordBatch>> {
+    let mut out = vec![];
+    for command in parse_commands(sql)? {
+        let text = command.to_string();
+        let prepared = session.prepare_command(command, &text).await?;
+        let result = session
+            .execute(&prepared, &datafusion::common::ParamValues::List(vec![]))
+            .await?;
+        if let Outcome::Rows { stream, .. } = result.outcome {
+            use futures::TryStreamExt;
+            out.extend(stream.try_collect::<Vec<_>>().await?);
+        }
+    }
+    Ok(out)
+}
+
+fn source_sql(table: NexmarkTable, events: u64, seed: u64) -> String {
+    let schema = table.schema();
+    let columns: Vec<String> = schema
+        .fields()
+        .iter()
+        .map(|f| {
+            let sql_type = match f.data_type() {
+                datafusion::arrow::datatypes::DataType::Int64 => "BIGINT",
+                datafusion::arrow::datatypes::DataType::Timestamp(..) => "TIMESTAMP",
+                _ => "VARCHAR",
+            };
+            format!("{} {sql_type}", f.name())
+        })
+        .collect();
+    let name = queries::table_name(table);
+    format!(
+        "CREATE SOURCE {name} ({}) WITH (connector = 'nexmark', nexmark.table.type = '{name}', \
+         nexmark.event.num = '{events}', nexmark.seed = '{seed}', nexmark.throttle = 'false')",
+        columns.join(", ")
+    )
+}
+
+/// Streaming: the query as a materialized view, timed from CREATE until
+/// its sources ran out and the last epoch committed.
+async fn streaming(
+    name: &str,
+    sql: &str,
+    tables: &[NexmarkTable],
+    args: &Args,
+) -> Result<measure::Run> {
+    let dir = tempfile::tempdir()?;
+    let mut values = BTreeMap::new();
+    values.insert("data.dir", dir.path().display().to_string());
+    values.insert("storage.sync-writes", "false".to_string());
+    values.insert("streaming.barrier-interval-ms", "1000".to_string());
+    let db = Database::open(Config::from_values(&values)?)?;
+    runnel_server::streaming::restart_jobs(&db).await?;
+    let mut session = Session::new(Arc::clone(&db), "bench");
+    for table in tables {
+        run(&mut session, &source_sql(*table, args.events, args.seed)).await?;
+    }
+    measure::reset_peak_memory();
+    let start = measure::Usage::now();
+    run(
+        &mut session,
+        &format!("CREATE MATERIALIZED VIEW {name} AS {sql}"),
+    )
+    .await?;
+    let id = db
+        .catalog
+        .views()
+        .into_iter()
+        .find(|v| v.name.name == name)
+        .context("view not created")?
+        .id;
+    loop {
+        let (_, exhausted) = db.runtime.source_progress(id);
+        if exhausted {
+            break;
+        }
+        if let Some(JobState::Failed(error)) = db.runtime.job_state(id) {
+            bail!("{name} failed: {error}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    run(&mut session, "FLUSH").await?;
+    let usage = start.elapsed();
+    let rows = run(&mut session, &format!("SELECT count(*) FROM {name}")).await?;
+    let count = measure::first_count(&rows)?;
+    Ok(measure::Run {
+        usage,
+        peak_bytes: measure::peak_memory(),
+        result_rows: count,
+    })
+}
+
+/// Batch: the same events in memory, the same query through DataFusion.
+async fn batch(
+    sql: &str,
+    tables: &[NexmarkTable],
+    args: &Args,
+) -> Result<(measure::Run, Duration)> {
+    let ctx = SessionContext::new();
+    let generated = Instant::now();
+    for table in tables {
+        let mut generator = NexmarkGenerator::new(*table, args.seed, Some(args.events), 10_000.0);
+        let mut batches = vec![];
+        let mut position = 0;
+        while let Some(batch) = generator.generate(position, 8192)? {
+            position += batch.num_rows() as u64;
+            batches.push(batch);
+        }
+        let provider = MemTable::try_new(table.schema(), vec![batches])?;
+        ctx.register_table(queries::table_name(*table), Arc::new(provider))?;
+    }
+    let generation = generated.elapsed();
+    measure::reset_peak_memory();
+    let start = measure::Usage::now();
+    let result = ctx.sql(sql).await?.collect().await?;
+    let usage = start.elapsed();
+    Ok((
+        measure::Run {
+            usage,
+            peak_bytes: measure::peak_memory(),
+            result_rows: result.iter().map(|b| b.num_rows() as u64).sum(),
+        },
+        generation,
+    ))
+}
+
+#[tokio::main(flavor = "multi_thread")]
+async fn main() -> Result<()> {
+    let args = parse_args()?;
+    println!(
+        "Nexmark, {} events, seed {}, {} cores available",
+        args.events,
+        args.seed,
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    );
+    println!(
+        "{:<4} {:>14} {:>10} {:>10} {:>14} {:>10} {:>10} {:>8} {:>10}",
+        "q",
+        "stream ev/s/c",
+        "wall s",
+        "peak MiB",
+        "batch ev/s/c",
+        "wall s",
+        "peak MiB",
+        "ratio",
+        "rows"
+    );
+    for name in &args.queries {
+        let (_, sql, tables) = queries::ALL
+            .iter()
+            .find(|(n, _, _)| n == name)
+            .with_context(|| format!("unknown query {name}"))?;
+        let stream = streaming(name, sql, tables, &args).await?;
+        let (batch, _generation) = batch(sql, tables, &args).await?;
+        if stream.result_rows != batch.result_rows {
+            println!(
+                "  note: {name} has {} rows streaming, {} batch",
+                stream.result_rows, batch.result_rows
+            );
+        }
+        let s = stream.events_per_core_second(args.events);
+        let b = batch.events_per_core_second(args.events);
+        println!(
+            "{:<4} {:>14.0} {:>10.2} {:>10.1} {:>14.0} {:>10.2} {:>10.1} {:>8.3} {:>10}",
+            name,
+            s,
+            stream.usage.wall.as_secs_f64(),
+            stream.peak_bytes as f64 / (1 << 20) as f64,
+            b,
+            batch.usage.wall.as_secs_f64(),
+            batch.peak_bytes as f64 / (1 << 20) as f64,
+            s / b,
+            stream.result_rows
+        );
+    }
+    Ok(())
+}
