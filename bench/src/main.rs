@@ -218,9 +218,10 @@ async fn main() -> Result<()> {
         let stream = streaming(name, sql, tables, &args).await?;
         let (batch, _generation) = batch(sql, tables, &args).await?;
         if stream.result_rows != batch.result_rows {
-            println!(
-                "  note: {name} has {} rows streaming, {} batch",
-                stream.result_rows, batch.result_rows
+            bail!(
+                "{name}: the view has {} rows, the batch query {}",
+                stream.result_rows,
+                batch.result_rows
             );
         }
         let s = stream.events_per_core_second(args.events);

@@ -55,6 +55,14 @@ impl SourceProgress {
         entry
     }
 
+    /// Forgets a dropped job's sources.
+    pub(crate) fn remove(&self, job: u64) {
+        self.jobs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&job);
+    }
+
     /// Rows emitted by job `job`'s sources, and whether all are exhausted.
     pub(crate) fn get(&self, job: u64) -> (u64, bool) {
         let jobs = self.jobs.lock().unwrap_or_else(|p| p.into_inner());

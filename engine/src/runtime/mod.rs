@@ -127,7 +127,9 @@ impl Runtime {
         let (done, wait) = oneshot::channel();
         self.send(Command::Drop { job, done })?;
         wait.await
-            .map_err(|_| EngineError::Stopped("barrier manager ended".into()))
+            .map_err(|_| EngineError::Stopped("barrier manager ended".into()))?;
+        self.progress.remove(job);
+        Ok(())
     }
 
     /// Returns once a barrier injected after this call is committed: every

@@ -80,8 +80,10 @@ impl Session {
                 "DEFAULT on a source column".into(),
             ));
         }
-        runnel_connectors::Connectors::validate(options, &def.arrow_schema())
-            .map_err(|e| ServerError::InvalidParameter(format!("source {name}: {e}")))?;
+        runnel_connectors::Connectors::validate(options, &def.arrow_schema()).map_err(|e| match e {
+            runnel_connectors::ConnectorError::Unsupported(what) => ServerError::NotSupported(what),
+            other => ServerError::InvalidParameter(format!("source {name}: {other}")),
+        })?;
         self.db.catalog.create_table(&name, |id| {
             Ok(runnel_planner::catalog::TableDef {
                 id,
