@@ -5,14 +5,16 @@
 //! reports events per second per core (events over the CPU seconds the
 //! process spent) and peak memory; then runs the same query with
 //! DataFusion as a batch over the same events (generated up front, in
-//! memory) and prints the ratio. See `bench/README.md`.
+//! memory) and prints the ratio. `--check` also compares the view's rows
+//! with the batch query's, row for row. See `bench/README.md`.
 
+mod compare;
 mod measure;
 mod queries;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use datafusion::datasource::MemTable;
@@ -28,13 +30,19 @@ struct Args {
     queries: Vec<String>,
     events: u64,
     seed: u64,
+    /// Event-time rate of the generator (events per second).
+    rate: f64,
+    /// Compare every row of the view with the batch query's.
+    check: bool,
 }
 
 fn parse_args() -> Result<Args> {
     let mut args = std::env::args().skip(1);
     match args.next().as_deref() {
         Some("nexmark") => {}
-        _ => bail!("usage: runnel-bench nexmark [--query q0,q1,…] [--events N] [--seed S]"),
+        _ => bail!(
+            "usage: runnel-bench nexmark [--query q0,q1,…] [--events N] [--seed S] [--rate EVENTS_PER_S] [--check]"
+        ),
     }
     let mut parsed = Args {
         queries: queries::ALL
@@ -43,8 +51,14 @@ fn parse_args() -> Result<Args> {
             .collect(),
         events: 1_000_000,
         seed: 0,
+        rate: 10_000.0,
+        check: false,
     };
     while let Some(flag) = args.next() {
+        if flag == "--check" {
+            parsed.check = true;
+            continue;
+        }
         let value = args
             .next()
             .with_context(|| format!("{flag} needs a value"))?;
@@ -52,6 +66,7 @@ fn parse_args() -> Result<Args> {
             "--query" => parsed.queries = value.split(',').map(str::to_string).collect(),
             "--events" => parsed.events = value.replace('_', "").parse()?,
             "--seed" => parsed.seed = value.parse()?,
+            "--rate" => parsed.rate = value.parse()?,
             other => bail!("unknown flag {other}"),
         }
     }
@@ -77,7 +92,7 @@ async fn run(
     Ok(out)
 }
 
-fn source_sql(table: NexmarkTable, events: u64, seed: u64) -> String {
+fn source_sql(table: NexmarkTable, args: &Args) -> String {
     let schema = table.schema();
     let columns: Vec<String> = schema
         .fields()
@@ -93,20 +108,26 @@ fn source_sql(table: NexmarkTable, events: u64, seed: u64) -> String {
         .collect();
     let name = queries::table_name(table);
     format!(
-        "CREATE SOURCE {name} ({}) WITH (connector = 'nexmark', nexmark.table.type = '{name}', \
-         nexmark.event.num = '{events}', nexmark.seed = '{seed}', nexmark.throttle = 'false')",
-        columns.join(", ")
+        "CREATE SOURCE {name} ({}, WATERMARK FOR date_time AS date_time - INTERVAL '4' SECOND) \
+         WITH (connector = 'nexmark', nexmark.table.type = '{name}', \
+         nexmark.event.num = '{}', nexmark.seed = '{}', nexmark.event.rate = '{}', \
+         nexmark.throttle = 'false')",
+        columns.join(", "),
+        args.events,
+        args.seed,
+        args.rate
     )
 }
 
 /// Streaming: the query as a materialized view, timed from CREATE until
-/// its sources ran out and the last epoch committed.
+/// its sources ran out and the last epoch committed. With `--check`, also
+/// the view's rows (read after the timing).
 async fn streaming(
     name: &str,
     sql: &str,
     tables: &[NexmarkTable],
     args: &Args,
-) -> Result<measure::Run> {
+) -> Result<(measure::Run, Vec<datafusion::arrow::array::RecordBatch>)> {
     let dir = tempfile::tempdir()?;
     let mut values = BTreeMap::new();
     values.insert("data.dir", dir.path().display().to_string());
@@ -116,7 +137,7 @@ async fn streaming(
     runnel_server::streaming::restart_jobs(&db).await?;
     let mut session = Session::new(Arc::clone(&db), "bench");
     for table in tables {
-        run(&mut session, &source_sql(*table, args.events, args.seed)).await?;
+        run(&mut session, &source_sql(*table, args)).await?;
     }
     measure::reset_peak_memory();
     let start = measure::Usage::now();
@@ -144,25 +165,34 @@ async fn streaming(
     }
     run(&mut session, "FLUSH").await?;
     let usage = start.elapsed();
+    let peak_bytes = measure::peak_memory();
     let rows = run(&mut session, &format!("SELECT count(*) FROM {name}")).await?;
     let count = measure::first_count(&rows)?;
-    Ok(measure::Run {
-        usage,
-        peak_bytes: measure::peak_memory(),
-        result_rows: count,
-    })
+    let contents = if args.check {
+        run(&mut session, &format!("SELECT * FROM {name}")).await?
+    } else {
+        vec![]
+    };
+    Ok((
+        measure::Run {
+            usage,
+            peak_bytes,
+            result_rows: count,
+        },
+        contents,
+    ))
 }
 
-/// Batch: the same events in memory, the same query through DataFusion.
+/// Batch: the same events in memory, the same query through DataFusion
+/// (window functions rewritten by Runnel's parser, as for the view).
 async fn batch(
     sql: &str,
     tables: &[NexmarkTable],
     args: &Args,
-) -> Result<(measure::Run, Duration)> {
+) -> Result<(measure::Run, Vec<datafusion::arrow::array::RecordBatch>)> {
     let ctx = SessionContext::new();
-    let generated = Instant::now();
     for table in tables {
-        let mut generator = NexmarkGenerator::new(*table, args.seed, Some(args.events), 10_000.0);
+        let mut generator = NexmarkGenerator::new(*table, args.seed, Some(args.events), args.rate);
         let mut batches = vec![];
         let mut position = 0;
         while let Some(batch) = generator.generate(position, 8192)? {
@@ -172,10 +202,14 @@ async fn batch(
         let provider = MemTable::try_new(table.schema(), vec![batches])?;
         ctx.register_table(queries::table_name(*table), Arc::new(provider))?;
     }
-    let generation = generated.elapsed();
+    let rewritten = runnel_planner::parser::parse_sql(sql)?
+        .iter()
+        .map(|s| s.to_string())
+        .collect::<Vec<_>>()
+        .join("; ");
     measure::reset_peak_memory();
     let start = measure::Usage::now();
-    let result = ctx.sql(sql).await?.collect().await?;
+    let result = ctx.sql(&rewritten).await?.collect().await?;
     let usage = start.elapsed();
     Ok((
         measure::Run {
@@ -183,7 +217,7 @@ async fn batch(
             peak_bytes: measure::peak_memory(),
             result_rows: result.iter().map(|b| b.num_rows() as u64).sum(),
         },
-        generation,
+        result,
     ))
 }
 
@@ -215,8 +249,25 @@ async fn main() -> Result<()> {
             .iter()
             .find(|(n, _, _)| n == name)
             .with_context(|| format!("unknown query {name}"))?;
-        let stream = streaming(name, sql, tables, &args).await?;
-        let (batch, _generation) = batch(sql, tables, &args).await?;
+        let (stream, view_rows) = streaming(name, sql, tables, &args).await?;
+        let (batch, batch_rows) = batch(sql, tables, &args).await?;
+        if args.check {
+            let types: Vec<_> = view_rows
+                .first()
+                .map(|b| {
+                    b.schema()
+                        .fields()
+                        .iter()
+                        .map(|f| f.data_type().clone())
+                        .collect()
+                })
+                .unwrap_or_default();
+            if !types.is_empty() || !batch_rows.iter().all(|b| b.num_rows() == 0) {
+                let view = compare::sorted_rows(&view_rows, &types)?;
+                let expected = compare::sorted_rows(&batch_rows, &types)?;
+                compare::same_rows(name, &view, &expected)?;
+            }
+        }
         if stream.result_rows != batch.result_rows {
             bail!(
                 "{name}: the view has {} rows, the batch query {}",

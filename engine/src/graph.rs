@@ -92,6 +92,21 @@ pub struct AggregateCall {
     pub filter: Option<Arc<dyn PhysicalExpr>>,
 }
 
+/// A grouped aggregation one of whose group columns carries a watermark
+/// (a window bound or time bucket): rows behind the watermark are late and
+/// dropped, and a group's state is deleted once the watermark passes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WindowedGroups {
+    /// The group column (index into `group_by`, which is also its output
+    /// column) the watermark bounds.
+    pub group_column: usize,
+    /// The input column holding that group value, whose watermark it is.
+    pub input_column: usize,
+    /// `EMIT ON WINDOW CLOSE`: a group's row is emitted once, when the
+    /// watermark passes it, and never changes (the output is append-only).
+    pub emit_on_close: bool,
+}
+
 /// Which rows a join emits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum JoinKind {
@@ -143,6 +158,16 @@ pub enum OperatorSpec {
         aggregates: Vec<AggregateCall>,
         /// Group columns, then one column per aggregate.
         schema: SchemaRef,
+        /// Tables `state_id`, `state_id + 1`, and `state_id + 2` when
+        /// windowed (the watermark).
+        state_id: u64,
+        window: Option<WindowedGroups>,
+    },
+    /// Passes rows on and emits the watermark `WATERMARK FOR column AS
+    /// expr` declares.
+    Watermark {
+        column: usize,
+        expr: Arc<dyn PhysicalExpr>,
         state_id: u64,
     },
     /// Rows of several inputs with the same visible columns; the output
@@ -198,6 +223,7 @@ impl OperatorSpec {
         match self {
             OperatorSpec::Project { .. } => "Project",
             OperatorSpec::Filter { .. } => "Filter",
+            OperatorSpec::Watermark { .. } => "Watermark",
             OperatorSpec::HashAggregate { .. } => "HashAggregate",
             OperatorSpec::Union { .. } => "Union",
             OperatorSpec::HashJoin { .. } => "HashJoin",
@@ -208,11 +234,27 @@ impl OperatorSpec {
 
     /// True when the output is append-only whenever the input is.
     pub fn preserves_append_only(&self) -> bool {
-        !matches!(
+        self.makes_append_only()
+            || !matches!(
+                self,
+                OperatorSpec::HashAggregate { .. }
+                    | OperatorSpec::HashJoin { .. }
+                    | OperatorSpec::TopN { .. }
+            )
+    }
+
+    /// True when the output is append-only whatever the input is (an
+    /// aggregation that emits on window close).
+    pub fn makes_append_only(&self) -> bool {
+        matches!(
             self,
-            OperatorSpec::HashAggregate { .. }
-                | OperatorSpec::HashJoin { .. }
-                | OperatorSpec::TopN { .. }
+            OperatorSpec::HashAggregate {
+                window: Some(WindowedGroups {
+                    emit_on_close: true,
+                    ..
+                }),
+                ..
+            }
         )
     }
 }
@@ -230,16 +272,29 @@ impl fmt::Display for OperatorSpec {
         match self {
             OperatorSpec::Project { exprs, .. } => write!(f, "Project: {}", list(exprs)),
             OperatorSpec::Filter { predicate } => write!(f, "Filter: {predicate}"),
+            OperatorSpec::Watermark { column, expr, .. } => {
+                write!(f, "Watermark: column={column}, expr={expr}")
+            }
             OperatorSpec::HashAggregate {
                 group_by,
                 aggregates,
+                window,
                 ..
-            } => write!(
-                f,
-                "HashAggregate: group_by=[{}], aggregates=[{}]",
-                list(group_by),
-                list(aggregates.iter().map(|a| a.function.name().to_string()))
-            ),
+            } => {
+                write!(
+                    f,
+                    "HashAggregate: group_by=[{}], aggregates=[{}]",
+                    list(group_by),
+                    list(aggregates.iter().map(|a| a.function.name().to_string()))
+                )?;
+                match window {
+                    Some(w) if w.emit_on_close => {
+                        write!(f, ", emit on close of group column {}", w.group_column)
+                    }
+                    Some(w) => write!(f, ", state cleaned by group column {}", w.group_column),
+                    None => Ok(()),
+                }
+            }
             OperatorSpec::Union { keys, .. } => write!(f, "Union: inputs={}", keys.len()),
             OperatorSpec::TopN {
                 partition,
@@ -300,7 +355,9 @@ impl StreamGraph {
             FragmentInput::Source(source) => source.connector.is_some(),
             FragmentInput::Exchange { fragment } => self.is_append_only(*fragment),
         });
-        inputs && fragment.operators.iter().all(|o| o.preserves_append_only())
+        fragment.operators.iter().fold(inputs, |append_only, op| {
+            op.makes_append_only() || (append_only && op.preserves_append_only())
+        })
     }
 }
 

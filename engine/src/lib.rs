@@ -17,7 +17,9 @@ pub mod log_codec;
 mod message;
 pub mod operator;
 pub mod operators;
+pub mod rising;
 pub mod runtime;
+pub mod watermarks;
 
 pub use chunk::{Op, StreamChunk};
 pub use error::{EngineError, EngineResult};

@@ -1,6 +1,7 @@
 //! What travels on an edge of a stream graph besides data: watermarks and
 //! barriers, in band with the chunks (see DESIGN.md, "Messages").
 
+use datafusion::arrow::datatypes::{DataType, TimeUnit};
 use datafusion::scalar::ScalarValue;
 
 use crate::StreamChunk;
@@ -51,6 +52,35 @@ pub struct Watermark {
     pub value: ScalarValue,
 }
 
+impl Watermark {
+    /// The largest value of `data_type`: the watermark a source sends when it
+    /// has no more rows (every window then closes), and what a derived
+    /// watermark saturates to. None for types that bound no event time.
+    pub fn end_of_input(data_type: &DataType) -> Option<ScalarValue> {
+        Some(match data_type {
+            DataType::Timestamp(unit, tz) => {
+                let v = Some(i64::MAX);
+                match unit {
+                    TimeUnit::Second => ScalarValue::TimestampSecond(v, tz.clone()),
+                    TimeUnit::Millisecond => ScalarValue::TimestampMillisecond(v, tz.clone()),
+                    TimeUnit::Microsecond => ScalarValue::TimestampMicrosecond(v, tz.clone()),
+                    TimeUnit::Nanosecond => ScalarValue::TimestampNanosecond(v, tz.clone()),
+                }
+            }
+            DataType::Date32 => ScalarValue::Date32(Some(i32::MAX)),
+            DataType::Date64 => ScalarValue::Date64(Some(i64::MAX)),
+            DataType::Int64 => ScalarValue::Int64(Some(i64::MAX)),
+            DataType::Int32 => ScalarValue::Int32(Some(i32::MAX)),
+            _ => return None,
+        })
+    }
+
+    /// True when this is an [`end_of_input`](Self::end_of_input) watermark.
+    pub fn is_end_of_input(&self) -> bool {
+        Self::end_of_input(&self.value.data_type()).is_some_and(|end| end == self.value)
+    }
+}
+
 /// One item on an edge.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Message {
@@ -68,5 +98,22 @@ mod tests {
         assert_eq!(Epoch(7).next(), Epoch(8));
         assert!(Epoch(7) < Epoch(8));
         assert_eq!(Epoch(3).to_string(), "3");
+    }
+
+    #[test]
+    fn end_of_input_is_the_largest_timestamp() {
+        let ts = DataType::Timestamp(TimeUnit::Microsecond, None);
+        let end = Watermark {
+            column: 0,
+            value: Watermark::end_of_input(&ts).unwrap(),
+        };
+        assert!(end.is_end_of_input());
+        let early = Watermark {
+            column: 0,
+            value: ScalarValue::TimestampMicrosecond(Some(5), None),
+        };
+        assert!(!early.is_end_of_input());
+        assert!(early.value < end.value);
+        assert_eq!(Watermark::end_of_input(&DataType::Utf8), None);
     }
 }

@@ -16,6 +16,8 @@ use crate::{Barrier, EngineResult, StreamChunk, Watermark};
 #[derive(Debug, Default)]
 pub struct Output {
     chunks: Vec<StreamChunk>,
+    /// Forwarded after the chunks of the same hook call.
+    watermarks: Vec<Watermark>,
     writes: WriteSet,
 }
 
@@ -30,6 +32,17 @@ impl Output {
     /// Takes what was emitted so far.
     pub fn take(&mut self) -> Vec<StreamChunk> {
         std::mem::take(&mut self.chunks)
+    }
+
+    /// Emits a watermark (in the operator's output schema); the task loop
+    /// forwards it after this hook's chunks, and only if it rises.
+    pub fn emit_watermark(&mut self, watermark: Watermark) {
+        self.watermarks.push(watermark);
+    }
+
+    /// Takes the watermarks emitted so far.
+    pub fn take_watermarks(&mut self) -> Vec<Watermark> {
+        std::mem::take(&mut self.watermarks)
     }
 
     /// The state writes of the epoch being sealed.
@@ -67,15 +80,22 @@ pub trait StreamOperator: Send + 'static {
         out: &mut Output,
     ) -> EngineResult<()>;
 
-    /// The combined watermark of all inputs advanced. Returns the watermark
-    /// to forward (in this operator's output schema), or None to hold it.
-    /// The default forwards it unchanged.
+    /// The watermark of input `input` on one column advanced (the minimum
+    /// over that input's upstream subtasks; the task loop calls this only
+    /// when it rises). Emit what it closes, and the watermarks it implies
+    /// for the output through [`Output::emit_watermark`]. The default
+    /// forwards it unchanged, which is right for single-input operators that
+    /// keep every column in place and never emit a row later than its input
+    /// arrived (filters); others must override. Operators with several
+    /// inputs merge them themselves (see [`crate::watermarks`]).
     async fn on_watermark(
         &mut self,
+        _input: usize,
         watermark: Watermark,
-        _out: &mut Output,
-    ) -> EngineResult<Option<Watermark>> {
-        Ok(Some(watermark))
+        out: &mut Output,
+    ) -> EngineResult<()> {
+        out.emit_watermark(watermark);
+        Ok(())
     }
 
     /// Every input delivered `barrier`: emit what the epoch owes and persist

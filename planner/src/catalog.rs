@@ -67,6 +67,18 @@ pub struct TableDef {
     /// stores no rows; only materialized views read it.
     #[serde(default)]
     pub connector: Option<std::collections::BTreeMap<String, String>>,
+    /// `WATERMARK FOR column AS expr`, for a source that declares one.
+    #[serde(default)]
+    pub watermark: Option<WatermarkDef>,
+}
+
+/// A declared watermark: rows of `column` below `expr`'s largest value so
+/// far are late.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WatermarkDef {
+    pub column: String,
+    /// SQL text over the relation's columns.
+    pub expr: String,
 }
 
 impl TableDef {
@@ -116,6 +128,9 @@ pub struct MaterializedDef {
     pub parallelism: usize,
     /// The schema unqualified names in the query resolve in.
     pub search_schema: String,
+    /// `EMIT ON WINDOW CLOSE`: windowed results appear once, final.
+    #[serde(default)]
+    pub emit_on_window_close: bool,
 }
 
 impl MaterializedDef {

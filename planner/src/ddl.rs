@@ -159,6 +159,7 @@ pub fn table_def_from_create(
         columns,
         primary_key,
         connector: None,
+        watermark: None,
     })
 }
 

@@ -23,6 +23,17 @@ pub enum PlanError {
     /// A statement too deep to process safely (SQLSTATE 54001).
     #[error("statement too complex: {0}")]
     TooComplex(String),
+    /// A value out of its range, e.g. a window size of zero (SQLSTATE
+    /// 22023).
+    #[error("{0}")]
+    InvalidParameter(String),
+    /// An object whose definition cannot work as written, e.g. `EMIT ON
+    /// WINDOW CLOSE` over a query without a window (SQLSTATE 42P17).
+    #[error("{0}")]
+    InvalidObject(String),
+    /// An invariant of the planner broke (SQLSTATE XX000).
+    #[error("internal error: {0}")]
+    Internal(String),
     /// A column name that does not exist in the table.
     #[error("column \"{0}\" does not exist")]
     UnknownColumn(String),

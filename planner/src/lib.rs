@@ -7,7 +7,8 @@
 //! Entry points: [`parser::parse_sql`] for text to statements,
 //! [`ddl::table_def_from_create`] for `CREATE TABLE`, [`types::ColumnType`]
 //! for the type mapping, [`stream::plan_view`] for the streaming planner
-//! (an optimized `LogicalPlan` to the engine's `StreamGraph`).
+//! (an optimized `LogicalPlan` to the engine's `StreamGraph`), and
+//! [`windows`] for the `TUMBLE`/`HOP` window table functions.
 
 pub mod catalog;
 pub mod ddl;
@@ -16,5 +17,6 @@ pub mod parser;
 pub mod pg_compat;
 pub mod stream;
 pub mod types;
+pub mod windows;
 
 pub use error::{PlanError, PlanResult};

@@ -104,12 +104,25 @@ pub enum Command {
     Flush,
     /// `CHECK MATERIALIZED VIEW name`: compare a view with its query.
     CheckMaterializedView(ObjectName),
-    /// `CREATE SOURCE name (columns) WITH (options) [FORMAT … ENCODE …]`:
-    /// the columns as a `CREATE TABLE`, the options by lower-case key.
+    /// `CREATE SOURCE name (columns [, WATERMARK FOR col AS expr]) WITH
+    /// (options) [FORMAT … ENCODE …]`: the columns as a `CREATE TABLE`, the
+    /// options by lower-case key.
     CreateSource {
         create: Box<Statement>,
         options: std::collections::BTreeMap<String, String>,
+        watermark: Option<WatermarkClause>,
     },
+    /// `CREATE MATERIALIZED VIEW … EMIT ON WINDOW CLOSE` (or an `EXPLAIN`
+    /// of one): the statement without the clause.
+    EmitOnWindowClose(Box<Statement>),
+}
+
+/// `WATERMARK FOR column AS expr` in a source's column list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WatermarkClause {
+    pub column: String,
+    /// The expression as SQL text (parsed once, so known to be valid).
+    pub expr: String,
 }
 
 impl std::fmt::Display for Command {
@@ -118,15 +131,29 @@ impl std::fmt::Display for Command {
             Command::Sql(statement) => write!(f, "{statement}"),
             Command::Flush => write!(f, "FLUSH"),
             Command::CheckMaterializedView(name) => write!(f, "CHECK MATERIALIZED VIEW {name}"),
-            Command::CreateSource { create, options } => {
+            Command::CreateSource {
+                create,
+                options,
+                watermark,
+            } => {
                 let text = create.to_string();
-                let rest = text.strip_prefix("CREATE TABLE").unwrap_or(&text);
+                let mut rest = text
+                    .strip_prefix("CREATE TABLE")
+                    .unwrap_or(&text)
+                    .to_string();
+                if let Some(w) = watermark
+                    && rest.ends_with(')')
+                {
+                    rest.pop();
+                    rest.push_str(&format!(", WATERMARK FOR {} AS {})", w.column, w.expr));
+                }
                 let options: Vec<String> = options
                     .iter()
                     .map(|(k, v)| format!("{k} = '{v}'"))
                     .collect();
                 write!(f, "CREATE SOURCE{rest} WITH ({})", options.join(", "))
             }
+            Command::EmitOnWindowClose(statement) => write!(f, "{statement} EMIT ON WINDOW CLOSE"),
         }
     }
 }
@@ -160,7 +187,11 @@ pub fn parse_sql(sql: &str) -> PlanResult<Vec<Statement>> {
 fn split_runnel_commands(sql: &str) -> PlanResult<Option<Vec<Command>>> {
     use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
     let lower = sql.to_ascii_lowercase();
-    if !lower.contains("flush") && !lower.contains("check") && !lower.contains("source") {
+    if !lower.contains("flush")
+        && !lower.contains("check")
+        && !lower.contains("source")
+        && !lower.contains("emit")
+    {
         return Ok(None);
     }
     let Ok(tokens) = Tokenizer::new(&PostgreSqlDialect {}, sql).tokenize() else {
@@ -192,6 +223,25 @@ fn split_runnel_commands(sql: &str) -> PlanResult<Option<Vec<Command>>> {
         } else if upper.len() >= 2 && upper[0] == "CREATE" && upper[1] == "SOURCE" {
             found = true;
             commands.push(create_source(&text)?);
+        } else if let Some(statement) = strip_emit_on_window_close(&text) {
+            found = true;
+            let mut statements = parse_standard(&statement)?;
+            if statements.len() != 1
+                || !matches!(
+                    &statements[0],
+                    Statement::CreateView(v) if v.materialized
+                ) && !matches!(
+                    &statements[0],
+                    Statement::Explain { statement, .. }
+                        if matches!(statement.as_ref(), Statement::CreateView(v) if v.materialized)
+                )
+            {
+                return Err(PlanError::Syntax {
+                    message: "EMIT ON WINDOW CLOSE ends a CREATE MATERIALIZED VIEW".into(),
+                    position: None,
+                });
+            }
+            commands.push(Command::EmitOnWindowClose(Box::new(statements.remove(0))));
         } else if upper.len() >= 2 && upper[0] == "DROP" && upper[1] == "SOURCE" {
             // A source is a table with a connector: DROP TABLE drops it.
             found = true;
@@ -232,6 +282,135 @@ fn split_runnel_commands(sql: &str) -> PlanResult<Option<Vec<Command>>> {
         }
     }
     Ok(found.then_some(commands))
+}
+
+/// The statement before a trailing `EMIT ON WINDOW CLOSE`, if it has one.
+fn strip_emit_on_window_close(text: &str) -> Option<String> {
+    use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
+    let tokens = Tokenizer::new(&PostgreSqlDialect {}, text)
+        .tokenize()
+        .ok()?;
+    let mut words: Vec<usize> = tokens
+        .iter()
+        .enumerate()
+        .filter(|(_, t)| !matches!(t, Token::Whitespace(_)))
+        .map(|(i, _)| i)
+        .collect();
+    if words.len() < 5 {
+        return None;
+    }
+    let tail = words.split_off(words.len() - 4);
+    let clause = ["EMIT", "ON", "WINDOW", "CLOSE"];
+    let matches = tail.iter().zip(clause).all(|(&i, word)| {
+        matches!(&tokens[i], Token::Word(w) if w.quote_style.is_none() && w.value.eq_ignore_ascii_case(word))
+    });
+    matches.then(|| tokens[..tail[0]].iter().map(|t| t.to_string()).collect())
+}
+
+/// Takes `WATERMARK FOR column AS expr` out of a source's column list
+/// (`tokens` up to `WITH`), returning the tokens left and the clause.
+fn take_watermark(
+    tokens: &[datafusion::sql::sqlparser::tokenizer::Token],
+) -> PlanResult<(
+    Vec<datafusion::sql::sqlparser::tokenizer::Token>,
+    Option<WatermarkClause>,
+)> {
+    use datafusion::sql::sqlparser::tokenizer::Token;
+    let syntax = |message: &str| PlanError::Syntax {
+        message: format!("CREATE SOURCE: {message}"),
+        position: None,
+    };
+    // Top-level elements of the first parenthesised group, as token ranges.
+    let mut depth = 0;
+    let mut elements = vec![];
+    let mut start = None;
+    for (i, token) in tokens.iter().enumerate() {
+        match token {
+            Token::LParen => {
+                depth += 1;
+                if depth == 1 {
+                    start = Some(i + 1);
+                }
+            }
+            Token::RParen => {
+                depth -= 1;
+                if depth == 0 {
+                    if let Some(s) = start.take() {
+                        elements.push(s..i);
+                    }
+                    break;
+                }
+            }
+            Token::Comma if depth == 1 => {
+                if let Some(s) = start.replace(i + 1) {
+                    elements.push(s..i);
+                }
+            }
+            _ => {}
+        }
+    }
+    let words = |range: &std::ops::Range<usize>| -> Vec<Token> {
+        tokens[range.clone()]
+            .iter()
+            .filter(|t| !matches!(t, Token::Whitespace(_)))
+            .cloned()
+            .collect()
+    };
+    let is_watermark = |range: &std::ops::Range<usize>| matches!(words(range).first(), Some(Token::Word(w)) if w.quote_style.is_none() && w.value.eq_ignore_ascii_case("watermark"));
+    let found: Vec<usize> = (0..elements.len())
+        .filter(|&i| is_watermark(&elements[i]))
+        .collect();
+    let index = match found.as_slice() {
+        [] => return Ok((tokens.to_vec(), None)),
+        [one] => *one,
+        _ => return Err(syntax("a source takes one WATERMARK FOR clause")),
+    };
+    let element = words(&elements[index]);
+    let keyword = |t: Option<&Token>, k: &str| matches!(t, Some(Token::Word(w)) if w.quote_style.is_none() && w.value.eq_ignore_ascii_case(k));
+    let column = match (keyword(element.get(1), "for"), element.get(2)) {
+        (true, Some(Token::Word(w))) => match w.quote_style {
+            Some(_) => w.value.clone(),
+            None => w.value.to_ascii_lowercase(),
+        },
+        _ => return Err(syntax("expected WATERMARK FOR column AS expression")),
+    };
+    if !keyword(element.get(3), "as") || element.len() < 5 {
+        return Err(syntax("expected WATERMARK FOR column AS expression"));
+    }
+    let expr_text: String = tokens[elements[index].clone()]
+        .iter()
+        .skip_while(|t| !matches!(t, Token::Word(w) if w.value.eq_ignore_ascii_case("as")))
+        .skip(1)
+        .map(|t| t.to_string())
+        .collect();
+    let expr = Parser::new(&PostgreSqlDialect {})
+        .try_with_sql(&expr_text)
+        .and_then(|mut p| {
+            let expr = p.parse_expr()?;
+            p.expect_token(&Token::EOF)?;
+            Ok(expr)
+        })
+        .map_err(|e| syntax_error(&expr_text, e))?;
+    // Drop the element with the comma before it (or after it, if first).
+    let range = &elements[index];
+    let cut = if index > 0 {
+        elements[index - 1].end..range.end
+    } else if elements.len() > 1 {
+        range.start..elements[1].start
+    } else {
+        return Err(syntax(
+            "a source needs columns besides its WATERMARK FOR clause",
+        ));
+    };
+    let mut left = tokens[..cut.start].to_vec();
+    left.extend_from_slice(&tokens[cut.end..]);
+    Ok((
+        left,
+        Some(WatermarkClause {
+            column,
+            expr: expr.to_string(),
+        }),
+    ))
 }
 
 /// Splits `CREATE SOURCE …` into its `CREATE TABLE` part and its options.
@@ -333,7 +512,8 @@ fn create_source(text: &str) -> PlanResult<Command> {
             )));
         }
     }
-    let head: String = tokens[..with_at].iter().map(|t| t.to_string()).collect();
+    let (head, watermark) = take_watermark(&tokens[..with_at])?;
+    let head: String = head.iter().map(|t| t.to_string()).collect();
     let head = head.trim_start();
     let columns = &head["CREATE".len()..].trim_start()["SOURCE".len()..];
     let mut statements = parse_standard(&format!("CREATE TABLE{columns}"))?;
@@ -343,20 +523,25 @@ fn create_source(text: &str) -> PlanResult<Command> {
     Ok(Command::CreateSource {
         create: Box::new(statements.remove(0)),
         options,
+        watermark,
     })
 }
 
 fn parse_standard(sql: &str) -> PlanResult<Vec<Statement>> {
     let plain = Parser::parse_sql(&PostgreSqlDialect {}, sql).map_err(|e| syntax_error(sql, e))?;
-    match COMPATIBILITY.parse(sql) {
-        Ok(rewritten) if rewritten.len() == plain.len() => Ok(rewritten),
+    let mut statements = match COMPATIBILITY.parse(sql) {
+        Ok(rewritten) if rewritten.len() == plain.len() => rewritten,
         // The token-level rewrites changed the statement count or failed:
         // keep what the user wrote, with the AST-level rewrites only.
-        _ => Ok(plain
+        _ => plain
             .into_iter()
             .map(|s| COMPATIBILITY.rewrite(s))
-            .collect()),
+            .collect(),
+    };
+    for statement in &mut statements {
+        crate::windows::rewrite_window_functions(statement)?;
     }
+    Ok(statements)
 }
 
 fn syntax_error(sql: &str, error: ParserError) -> PlanError {
@@ -469,6 +654,36 @@ mod tests {
         assert_eq!(options["fields.id.kind"], "sequence");
         assert_eq!(options["encode"], "json");
         assert!(parse_commands("CREATE SOURCE s (id int)").is_err());
+        let with_watermark = parse_commands(
+            "CREATE SOURCE s (ts timestamp, WATERMARK FOR ts AS ts - INTERVAL '4' SECOND, id int) WITH (connector = 'datagen')",
+        )
+        .unwrap();
+        let Command::CreateSource {
+            create, watermark, ..
+        } = &with_watermark[0]
+        else {
+            panic!("not a source: {with_watermark:?}");
+        };
+        let watermark = watermark.as_ref().unwrap();
+        assert_eq!(watermark.column, "ts");
+        assert_eq!(watermark.expr, "ts - INTERVAL '4' SECOND");
+        assert_eq!(create.to_string(), "CREATE TABLE s (ts TIMESTAMP, id INT)");
+        assert!(
+            with_watermark[0]
+                .to_string()
+                .contains("id INT, WATERMARK FOR ts AS ts - INTERVAL '4' SECOND)")
+        );
+        assert!(
+            parse_commands(
+                "CREATE SOURCE s (ts timestamp, WATERMARK FOR ts) WITH (connector = 'datagen')"
+            )
+            .is_err()
+        );
+        let eowc =
+            parse_commands("CREATE MATERIALIZED VIEW v AS SELECT 1 FROM t emit on window close")
+                .unwrap();
+        assert!(matches!(&eowc[0], Command::EmitOnWindowClose(_)));
+        assert!(parse_commands("SELECT 1 EMIT ON WINDOW CLOSE").is_err());
         assert!(matches!(
             &parse_commands("DROP SOURCE IF EXISTS s").unwrap()[0],
             Command::Sql(_)

@@ -24,8 +24,9 @@ use datafusion::physical_expr::expressions::{CastExpr, Column};
 use datafusion::physical_expr::{PhysicalExpr, create_physical_expr};
 use runnel_engine::graph::{
     AggregateCall, Distribution, Fragment, FragmentInput, FragmentOutput, JoinKind, JoinSide,
-    OperatorSpec, SourceSpec, StreamGraph,
+    OperatorSpec, SourceSpec, StreamGraph, WindowedGroups,
 };
+use runnel_engine::rising::rising_column;
 
 /// A table or materialized view a stream can read the changes of.
 #[derive(Debug, Clone)]
@@ -41,12 +42,21 @@ pub struct StreamInput {
     pub connector: Option<std::collections::BTreeMap<String, String>>,
     /// The stream key (indices into `schema`).
     pub key: Vec<usize>,
+    /// `WATERMARK FOR column AS expr`, if declared.
+    pub watermark: Option<SourceWatermark>,
+}
+
+/// A declared watermark, planned over the input's stored columns.
+#[derive(Debug, Clone)]
+pub struct SourceWatermark {
+    pub column: usize,
+    pub expr: Arc<dyn PhysicalExpr>,
 }
 
 /// Finds what a plan's table scans read.
 pub trait StreamCatalog {
     /// The table or materialized view `name` resolves to, if it is one.
-    fn stream_input(&self, name: &TableReference) -> Option<StreamInput>;
+    fn stream_input(&self, name: &TableReference) -> PlanResult<Option<StreamInput>>;
 }
 
 /// The planned job of a materialized view.
@@ -71,6 +81,19 @@ struct Node {
     /// Visible then hidden columns.
     schema: SchemaRef,
     key: Vec<usize>,
+    /// Columns that carry a watermark.
+    watermarks: Vec<usize>,
+}
+
+/// The columns of a projection's output that carry a watermark: those whose
+/// expression rises with a watermarked input column.
+fn projected_watermarks(watermarks: &[usize], exprs: &[Arc<dyn PhysicalExpr>]) -> Vec<usize> {
+    exprs
+        .iter()
+        .enumerate()
+        .filter(|(_, e)| rising_column(e).is_some_and(|c| watermarks.contains(&c)))
+        .map(|(i, _)| i)
+        .collect()
 }
 
 struct Planner<'a> {
@@ -86,17 +109,35 @@ struct Planner<'a> {
     /// Set by a filter `rn <= N` over a row_number() window, for that
     /// window to become a Top-N.
     rank_limit: Option<usize>,
+    /// `EMIT ON WINDOW CLOSE`: windowed aggregations emit final rows only.
+    emit_on_window_close: bool,
+    /// Windowed aggregations planned so far.
+    windowed_aggregates: usize,
 }
 
-/// Plans view `job_id` (its rows stored under that id) as `plan`, with
-/// stateful fragments at `parallelism`.
+/// How a view's job is planned.
+#[derive(Debug, Clone)]
+pub struct ViewOptions {
+    /// The id the view's rows are stored under (and its job's id).
+    pub job_id: u64,
+    pub view_name: String,
+    /// Of stateful fragments.
+    pub parallelism: usize,
+    /// `EMIT ON WINDOW CLOSE`.
+    pub emit_on_window_close: bool,
+}
+
+/// Plans a view as `plan`.
 pub fn plan_view(
     plan: &LogicalPlan,
     catalog: &dyn StreamCatalog,
-    job_id: u64,
-    view_name: &str,
-    parallelism: usize,
+    options: &ViewOptions,
 ) -> PlanResult<PlannedView> {
+    let (job_id, view_name, parallelism) = (
+        options.job_id,
+        options.view_name.as_str(),
+        options.parallelism,
+    );
     let mut planner = Planner {
         catalog,
         props: ExecutionProps::new(),
@@ -107,6 +148,8 @@ pub fn plan_view(
         parallelism: parallelism.max(1),
         reads: vec![],
         rank_limit: None,
+        emit_on_window_close: options.emit_on_window_close,
+        windowed_aggregates: 0,
     };
     let node = planner.plan(plan)?;
     let node = planner.storable(node, plan.schema().fields().len())?;
@@ -126,18 +169,46 @@ pub fn plan_view(
         state_id,
     });
     planner.close(node, FragmentOutput::Sink);
+    let windowed = planner.windowed_aggregates;
     let fragments = planner
         .fragments
         .into_iter()
         .collect::<Option<Vec<_>>>()
         .ok_or_else(|| PlanError::InvalidDefinition("a fragment was left unbuilt".into()))?;
+    let graph = StreamGraph { fragments };
+    if options.emit_on_window_close {
+        check_emit_on_window_close(&graph, windowed)?;
+    }
     Ok(PlannedView {
-        graph: StreamGraph { fragments },
+        graph,
         schema,
         visible_columns: plan.schema().fields().len(),
         key,
         reads: planner.reads,
     })
+}
+
+/// `EMIT ON WINDOW CLOSE` needs a windowed aggregation, and a result that
+/// then only grows.
+fn check_emit_on_window_close(graph: &StreamGraph, windowed: usize) -> PlanResult<()> {
+    if windowed == 0 {
+        return Err(PlanError::InvalidObject(
+            "EMIT ON WINDOW CLOSE needs a GROUP BY on a window column that carries a watermark: \
+             group by window_start or window_end of TUMBLE(…) or HOP(…) over a source declared \
+             with WATERMARK FOR, or drop EMIT ON WINDOW CLOSE"
+                .into(),
+        ));
+    }
+    let root = graph.fragments.len() - 1;
+    if !graph.is_append_only(root) {
+        return Err(PlanError::InvalidObject(
+            "EMIT ON WINDOW CLOSE needs a result that only grows, but this query changes rows \
+             after its windows close (an aggregation without a window, a join or a Top-N above \
+             the window); drop EMIT ON WINDOW CLOSE or move the window outermost"
+                .into(),
+        ));
+    }
+    Ok(())
 }
 
 /// The stream key after an exchange. Across a hash exchange into several
@@ -282,6 +353,7 @@ impl Planner<'_> {
         let (schema, from) = (Arc::clone(&node.schema), node.id);
         let key = key_with_distribution(&node.key, &distribution, parallelism);
         let to = self.reserve();
+        let watermarks = node.watermarks.clone();
         self.close(
             node,
             FragmentOutput::Exchange {
@@ -297,6 +369,7 @@ impl Planner<'_> {
             parallelism,
             schema,
             key,
+            watermarks,
         }
     }
 
@@ -362,7 +435,7 @@ impl Planner<'_> {
     }
 
     fn scan(&mut self, scan: &TableScan) -> PlanResult<Node> {
-        let input = self.catalog.stream_input(&scan.table_name).ok_or_else(|| {
+        let input = self.catalog.stream_input(&scan.table_name)?.ok_or_else(|| {
             not_supported(format!(
                 "reading {} in a materialized view (only tables and materialized views can be read)",
                 scan.table_name
@@ -390,7 +463,18 @@ impl Planner<'_> {
             parallelism: 1,
             schema: Arc::clone(&stored),
             key: input.key.clone(),
+            watermarks: vec![],
         };
+        // The watermark sees every row the source emits, before filters.
+        if let Some(watermark) = &input.watermark {
+            let state_id = self.state_ids(1);
+            node.operators.push(OperatorSpec::Watermark {
+                column: watermark.column,
+                expr: Arc::clone(&watermark.expr),
+                state_id,
+            });
+            node.watermarks = vec![watermark.column];
+        }
         // Filters pushed into the scan are over the visible columns.
         if !scan.filters.is_empty() {
             let visible = input.visible;
@@ -455,6 +539,7 @@ impl Planner<'_> {
             }
         }
         let schema = Arc::new(Schema::new(fields));
+        node.watermarks = projected_watermarks(&node.watermarks, &exprs);
         node.operators.push(OperatorSpec::Project {
             exprs,
             schema: Arc::clone(&schema),
@@ -518,12 +603,22 @@ impl Planner<'_> {
         }
         let widened = Arc::new(Schema::new(fields));
         if !aggregate.group_expr.is_empty() {
+            node.watermarks = projected_watermarks(&node.watermarks, &exprs);
             node.operators.push(OperatorSpec::Project {
                 exprs,
                 schema: Arc::clone(&widened),
             });
             node.schema = Arc::clone(&widened);
         }
+        // A group column with a watermark makes the aggregation windowed.
+        let window = group_columns
+            .iter()
+            .position(|c| node.watermarks.contains(c))
+            .map(|group_column| WindowedGroups {
+                group_column,
+                input_column: group_columns[group_column],
+                emit_on_close: self.emit_on_window_close,
+            });
         let mut aggregates = vec![];
         for expr in &aggregate.aggr_expr {
             let lowered = LoweredAggregateBuilder::new(
@@ -556,12 +651,17 @@ impl Planner<'_> {
             .map(|&i| Arc::new(Column::new(widened.field(i).name(), i)) as Arc<dyn PhysicalExpr>)
             .collect::<Vec<_>>();
         let schema = Arc::new(aggregate.schema.as_arrow().clone());
-        let state_id = self.state_ids(2);
+        let state_id = self.state_ids(if window.is_some() { 3 } else { 2 });
+        next.watermarks = window.iter().map(|w| w.group_column).collect();
+        if window.is_some() {
+            self.windowed_aggregates += 1;
+        }
         next.operators.push(OperatorSpec::HashAggregate {
             group_by: group_by.clone(),
             aggregates,
             schema: Arc::clone(&schema),
             state_id,
+            window,
         });
         next.schema = schema;
         next.key = (0..group_by.len()).collect();
@@ -756,6 +856,8 @@ impl Planner<'_> {
             parallelism,
             schema,
             key,
+            // A join holds watermarks back (see the operator).
+            watermarks: vec![],
         })
     }
 
@@ -869,6 +971,8 @@ impl Planner<'_> {
         });
         next.schema = schema;
         next.key = key;
+        // A Top-N holds watermarks back (see the operator).
+        next.watermarks = vec![];
         Ok(next)
     }
 
@@ -882,6 +986,10 @@ impl Planner<'_> {
         let id = self.reserve();
         let mut keys = vec![];
         let mut inputs = vec![];
+        // A column carries a watermark when it does in every branch.
+        let watermarks: Vec<usize> = (0..visible)
+            .filter(|c| branches.iter().all(|b| b.watermarks.contains(c)))
+            .collect();
         for (port, node) in branches.into_iter().enumerate() {
             keys.push(node.key.clone());
             inputs.push(FragmentInput::Exchange { fragment: node.id });
@@ -912,6 +1020,7 @@ impl Planner<'_> {
             parallelism: 1,
             schema,
             key: vec![visible],
+            watermarks,
         })
     }
 
@@ -960,6 +1069,7 @@ impl Planner<'_> {
         }
         let mut node = node;
         let schema = Arc::new(Schema::new(fields));
+        node.watermarks = projected_watermarks(&node.watermarks, &exprs);
         node.operators.push(OperatorSpec::Project {
             exprs,
             schema: Arc::clone(&schema),

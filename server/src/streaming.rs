@@ -9,8 +9,11 @@ use datafusion::common::TableReference;
 use datafusion::execution::session_state::SessionState;
 use datafusion::logical_expr::LogicalPlan;
 use runnel_engine::runtime::JobSpec;
-use runnel_planner::catalog::{RelationName, TableDef, ViewDef};
-use runnel_planner::stream::{PlannedView, StreamCatalog, StreamInput, plan_view};
+use runnel_planner::catalog::{RelationName, TableDef, ViewDef, WatermarkDef};
+use runnel_planner::stream::{
+    PlannedView, SourceWatermark, StreamCatalog, StreamInput, ViewOptions, plan_view,
+};
+use runnel_planner::{PlanError, PlanResult};
 use tracing::{info, warn};
 
 use crate::catalog::{Catalog, Relation};
@@ -39,13 +42,70 @@ pub fn table_stream_schema(def: &TableDef) -> SchemaRef {
 struct CatalogInputs<'a> {
     catalog: &'a Catalog,
     default_schema: &'a str,
+    /// Plans declared watermark expressions.
+    state: &'a SessionState,
+}
+
+/// Plans a source's `WATERMARK FOR column AS expr` over its columns: the
+/// column's index and the expression, cast to the column's type. Errors
+/// name what to change.
+pub fn plan_watermark(
+    state: &SessionState,
+    def: &TableDef,
+    watermark: &WatermarkDef,
+) -> ServerResult<SourceWatermark> {
+    use datafusion::common::DFSchema;
+    let column = def.column_index(&watermark.column).ok_or_else(|| {
+        ServerError::UndefinedColumn(format!(
+            "{} (named in WATERMARK FOR) of {}",
+            watermark.column, def.name
+        ))
+    })?;
+    let schema = def.arrow_schema();
+    let column_type = schema.field(column).data_type().clone();
+    if !matches!(column_type, DataType::Timestamp(..)) {
+        return Err(ServerError::Plan(PlanError::InvalidParameter(format!(
+            "WATERMARK FOR {}: the column is {}, but a watermark needs a timestamp or timestamptz column",
+            watermark.column,
+            def.columns[column].column_type.pg_name()
+        ))));
+    }
+    let df_schema = DFSchema::try_from(schema.as_ref().clone())?;
+    let logical = state.create_logical_expr(&watermark.expr, &df_schema)?;
+    let physical = state.create_physical_expr(logical, &df_schema)?;
+    let expr_type = physical.data_type(&schema)?;
+    let expr = match &expr_type {
+        DataType::Timestamp(..) if expr_type == column_type => physical,
+        DataType::Timestamp(..) => Arc::new(datafusion::physical_expr::expressions::CastExpr::new(
+            physical,
+            column_type,
+            None,
+        )),
+        other => {
+            return Err(ServerError::Plan(PlanError::InvalidParameter(format!(
+                "WATERMARK FOR {} AS {}: the expression is of type {other}; it must be a timestamp, such as {} - INTERVAL '5' SECOND",
+                watermark.column, watermark.expr, watermark.column
+            ))));
+        }
+    };
+    Ok(SourceWatermark { column, expr })
 }
 
 impl StreamCatalog for CatalogInputs<'_> {
-    fn stream_input(&self, name: &TableReference) -> Option<StreamInput> {
+    fn stream_input(&self, name: &TableReference) -> PlanResult<Option<StreamInput>> {
         let schema = name.schema().unwrap_or(self.default_schema);
         let relation = RelationName::new(schema, name.table());
-        match self.catalog.relation(&relation)? {
+        let watermark = |def: &TableDef| -> PlanResult<Option<SourceWatermark>> {
+            def.watermark
+                .as_ref()
+                .map(|w| plan_watermark(self.state, def, w))
+                .transpose()
+                .map_err(|e| PlanError::InvalidDefinition(e.to_string()))
+        };
+        let Some(found) = self.catalog.relation(&relation) else {
+            return Ok(None);
+        };
+        Ok(match found {
             Relation::Table(def) if def.connector.is_some() => {
                 let mut fields: Vec<Field> = def
                     .arrow_schema()
@@ -62,6 +122,7 @@ impl StreamCatalog for CatalogInputs<'_> {
                     visible: def.columns.len(),
                     key: vec![def.columns.len()],
                     connector: def.connector.clone(),
+                    watermark: watermark(&def)?,
                 })
             }
             Relation::Table(def) => Some(StreamInput {
@@ -72,21 +133,29 @@ impl StreamCatalog for CatalogInputs<'_> {
                 visible: def.columns.len(),
                 key: vec![def.columns.len()],
                 connector: None,
+                watermark: watermark(&def)?,
             }),
-            Relation::View(view) => {
-                let m = view.materialized.as_ref()?;
-                Some(StreamInput {
-                    id: view.id,
-                    name: relation.to_string(),
-                    is_table: false,
-                    schema: m.stored_schema(),
-                    visible: m.visible,
-                    key: m.key.clone(),
-                    connector: None,
-                })
-            }
-        }
+            Relation::View(view) => view.materialized.as_ref().map(|m| StreamInput {
+                id: view.id,
+                name: relation.to_string(),
+                is_table: false,
+                schema: m.stored_schema(),
+                visible: m.visible,
+                key: m.key.clone(),
+                connector: None,
+                watermark: None,
+            }),
+        })
     }
+}
+
+/// How a view's query is planned into a job.
+#[derive(Debug, Clone)]
+pub struct MaterializeOptions<'a> {
+    /// The schema unqualified names resolve in.
+    pub search_schema: &'a str,
+    pub parallelism: usize,
+    pub emit_on_window_close: bool,
 }
 
 /// Plans `plan` (not yet optimized) as the job of view `id`.
@@ -96,21 +165,24 @@ pub fn plan_materialized(
     plan: &LogicalPlan,
     id: u64,
     name: &RelationName,
-    search_schema: &str,
-    parallelism: usize,
+    options: &MaterializeOptions<'_>,
 ) -> ServerResult<PlannedView> {
     runnel_planner::stream::check_deterministic(plan)?;
     let optimized = state.optimize(plan)?;
     let inputs = CatalogInputs {
         catalog: &db.catalog,
-        default_schema: search_schema,
+        default_schema: options.search_schema,
+        state,
     };
     Ok(plan_view(
         &optimized,
         &inputs,
-        id,
-        &name.to_string(),
-        parallelism,
+        &ViewOptions {
+            job_id: id,
+            view_name: name.to_string(),
+            parallelism: options.parallelism,
+            emit_on_window_close: options.emit_on_window_close,
+        },
     )?)
 }
 
@@ -163,8 +235,11 @@ async fn restart_job(db: &Database, view: &ViewDef) -> ServerResult<()> {
         &plan,
         view.id,
         &view.name,
-        &m.search_schema,
-        m.parallelism,
+        &MaterializeOptions {
+            search_schema: &m.search_schema,
+            parallelism: m.parallelism,
+            emit_on_window_close: m.emit_on_window_close,
+        },
     )?;
     let stored = m.stored_schema();
     let same = planned.schema.fields().len() == stored.fields().len()

@@ -13,6 +13,8 @@ use crate::{Barrier, EngineResult, Op, StreamChunk, Watermark};
 pub struct Harness<O: StreamOperator> {
     operator: O,
     out: Output,
+    /// Where each barrier's state writes are committed, if anywhere.
+    store: Option<runnel_storage::Store>,
 }
 
 impl<O: StreamOperator> Harness<O> {
@@ -20,6 +22,16 @@ impl<O: StreamOperator> Harness<O> {
         Self {
             operator,
             out: Output::default(),
+            store: None,
+        }
+    }
+
+    /// A harness that commits the operator's state writes to `store` at
+    /// every barrier, as the barrier manager would.
+    pub fn with_store(operator: O, store: runnel_storage::Store) -> Self {
+        Self {
+            store: Some(store),
+            ..Self::new(operator)
         }
     }
 
@@ -37,18 +49,36 @@ impl<O: StreamOperator> Harness<O> {
         self.drain()
     }
 
-    /// Pushes a watermark and returns the one forwarded.
-    pub async fn push_watermark(
-        &mut self,
-        watermark: Watermark,
-    ) -> EngineResult<Option<Watermark>> {
-        self.operator.on_watermark(watermark, &mut self.out).await
+    /// Pushes a watermark and returns the watermarks forwarded (the chunks
+    /// it released stay for [`Harness::drain_chunks`]).
+    pub async fn push_watermark(&mut self, watermark: Watermark) -> EngineResult<Vec<Watermark>> {
+        self.operator
+            .on_watermark(0, watermark, &mut self.out)
+            .await?;
+        Ok(self.out.take_watermarks())
+    }
+
+    /// What the operator emitted and nobody read yet.
+    pub fn drain_chunks(&mut self) -> EngineResult<String> {
+        self.drain()
     }
 
     /// Pushes a barrier and returns what came out before it.
     pub async fn push_barrier(&mut self, barrier: Barrier) -> EngineResult<String> {
         self.operator.on_barrier(&barrier, &mut self.out).await?;
+        let writes = self.out.take_writes();
+        if let Some(store) = &self.store {
+            store.write(writes)?;
+        }
         self.drain()
+    }
+}
+
+/// A checkpoint barrier of epoch `epoch`.
+pub fn barrier(epoch: u64) -> Barrier {
+    Barrier {
+        epoch: crate::Epoch(epoch),
+        kind: crate::BarrierKind::Checkpoint,
     }
 }
 

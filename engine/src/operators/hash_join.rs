@@ -373,6 +373,17 @@ impl StreamOperator for HashJoinOperator {
         Ok(())
     }
 
+    /// Watermarks stop here. A row stored on one side can meet a later row of the other and be
+    /// emitted long after the watermark passed it.
+    async fn on_watermark(
+        &mut self,
+        _input: usize,
+        _watermark: crate::Watermark,
+        _out: &mut Output,
+    ) -> EngineResult<()> {
+        Ok(())
+    }
+
     async fn on_barrier(&mut self, barrier: &Barrier, out: &mut Output) -> EngineResult<()> {
         for state in &mut self.states {
             state.seal_epoch(barrier.epoch.0, out.writes());

@@ -7,14 +7,16 @@ mod materialize;
 mod project;
 mod top_n;
 mod union;
+mod watermark;
 
 pub use filter::FilterOperator;
-pub use hash_agg::HashAggOperator;
+pub use hash_agg::{HashAggOperator, WindowSetup};
 pub use hash_join::HashJoinOperator;
 pub use materialize::MaterializeOperator;
 pub use project::ProjectOperator;
 pub use top_n::TopNOperator;
 pub use union::UnionOperator;
+pub use watermark::WatermarkOperator;
 
 #[cfg(test)]
 pub(crate) mod harness;

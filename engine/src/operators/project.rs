@@ -6,7 +6,6 @@ use async_trait::async_trait;
 use datafusion::arrow::array::{RecordBatch, RecordBatchOptions};
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::physical_expr::PhysicalExpr;
-use datafusion::physical_expr::expressions::Column;
 
 use crate::operator::{Output, StreamOperator};
 use crate::{EngineResult, StreamChunk, Watermark};
@@ -56,24 +55,21 @@ impl StreamOperator for ProjectOperator {
         Ok(())
     }
 
-    /// A watermark survives when its column is passed through unchanged; it
-    /// then names that column's output position.
+    /// A watermark passes to every output column that rises with its
+    /// column (the column itself, window bounds and time buckets of it).
     async fn on_watermark(
         &mut self,
+        _input: usize,
         watermark: Watermark,
-        _out: &mut Output,
-    ) -> EngineResult<Option<Watermark>> {
-        Ok(self
-            .exprs
-            .iter()
-            .position(|e| {
-                e.downcast_ref::<Column>()
-                    .is_some_and(|c| c.index() == watermark.column)
-            })
-            .map(|column| Watermark {
-                column,
-                value: watermark.value,
-            }))
+        out: &mut Output,
+    ) -> EngineResult<()> {
+        for (i, expr) in self.exprs.iter().enumerate() {
+            let output_type = self.schema.field(i).data_type();
+            if let Some(derived) = crate::rising::derive(expr, i, output_type, &watermark) {
+                out.emit_watermark(derived);
+            }
+        }
+        Ok(())
     }
 }
 
@@ -108,21 +104,20 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(out, "+ 2 a\n- 4 b\n");
-        // The watermark on `k` (input column 0) is output column 1; one on
-        // `n`, which is not passed through, is held back.
+        // The watermark on `k` (input column 0) is output column 1.
         let wm = Watermark {
             column: 0,
             value: ScalarValue::from("m"),
         };
-        assert_eq!(
-            h.push_watermark(wm).await.unwrap().map(|w| w.column),
-            Some(1)
-        );
+        let columns = |w: Vec<Watermark>| w.iter().map(|w| w.column).collect::<Vec<_>>();
+        assert_eq!(columns(h.push_watermark(wm).await.unwrap()), vec![1]);
+        // `n * 2` does not carry a watermark of `n` through (a product
+        // rises only for positive factors).
         let wm = Watermark {
             column: 1,
             value: ScalarValue::from(5i64),
         };
-        assert_eq!(h.push_watermark(wm).await.unwrap(), None);
+        assert!(h.push_watermark(wm).await.unwrap().is_empty());
     }
 
     #[tokio::test]

@@ -208,6 +208,17 @@ impl StreamOperator for TopNOperator {
         Ok(())
     }
 
+    /// Watermarks stop here. A deleted top row lets an older stored row into the output, however
+    /// far behind the watermark it is.
+    async fn on_watermark(
+        &mut self,
+        _input: usize,
+        _watermark: crate::Watermark,
+        _out: &mut Output,
+    ) -> EngineResult<()> {
+        Ok(())
+    }
+
     async fn on_barrier(&mut self, barrier: &Barrier, out: &mut Output) -> EngineResult<()> {
         // All deletes go before all inserts: a row that moved between
         // partitions in this epoch keeps its stream key, and its insert in

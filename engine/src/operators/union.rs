@@ -9,7 +9,8 @@ use datafusion::arrow::datatypes::SchemaRef;
 use runnel_storage::key_codec::encode_nullable_key;
 
 use crate::operator::{Output, StreamOperator};
-use crate::{EngineResult, StreamChunk};
+use crate::watermarks::WatermarkMerge;
+use crate::{EngineResult, StreamChunk, Watermark};
 
 /// Merges its inputs into `schema`: the visible columns, then a binary key.
 #[derive(Debug)]
@@ -17,12 +18,17 @@ pub struct UnionOperator {
     schema: SchemaRef,
     /// Per input port, the columns of its stream key.
     keys: Vec<Vec<usize>>,
+    watermarks: WatermarkMerge,
 }
 
 impl UnionOperator {
     /// Merges inputs whose stream keys are `keys` (one list per port).
     pub fn new(schema: SchemaRef, keys: Vec<Vec<usize>>) -> Self {
-        Self { schema, keys }
+        Self {
+            schema,
+            keys,
+            watermarks: WatermarkMerge::default(),
+        }
     }
 }
 
@@ -58,6 +64,24 @@ impl StreamOperator for UnionOperator {
         )));
         let data = RecordBatch::try_new(Arc::clone(&self.schema), columns)?;
         out.emit(chunk.with_data(data)?);
+        Ok(())
+    }
+
+    /// The visible columns are the same in every input and keep their
+    /// place: their watermark is the minimum over the inputs. The hidden
+    /// ones differ per input and are replaced by the key, so their
+    /// watermarks stop here.
+    async fn on_watermark(
+        &mut self,
+        input: usize,
+        watermark: Watermark,
+        out: &mut Output,
+    ) -> EngineResult<()> {
+        if watermark.column < self.schema.fields().len() - 1
+            && let Some(combined) = self.watermarks.update(input, self.keys.len(), watermark)
+        {
+            out.emit_watermark(combined);
+        }
         Ok(())
     }
 }

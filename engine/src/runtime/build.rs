@@ -11,16 +11,17 @@ use super::JobSpec;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use super::connector::{ConnectorFactory, GeneratorSource};
-use super::exchange::{Dispatcher, InputReceiver, InputSender, channel};
+use super::exchange::{Dispatcher, InputReceiver, InputSender, channel, subtask_of};
 use super::logs::LogRegistry;
 use super::manager::{Report, RunningJob};
+use super::metrics::JobMetrics;
 use super::source::{LogSource, start_backfill, stored_position};
 use super::task::Task;
 use crate::graph::{FragmentInput, FragmentOutput, OperatorSpec, SourceSpec};
 use crate::operator::StreamOperator;
 use crate::operators::{
     FilterOperator, HashAggOperator, HashJoinOperator, MaterializeOperator, ProjectOperator,
-    TopNOperator, UnionOperator,
+    TopNOperator, UnionOperator, WatermarkOperator, WindowSetup,
 };
 use crate::{EngineError, EngineResult, Epoch};
 
@@ -85,6 +86,7 @@ pub(crate) struct BuildContext {
     pub logs: Arc<LogRegistry>,
     pub connectors: Arc<dyn ConnectorFactory>,
     pub progress: Arc<SourceProgress>,
+    pub metrics: Arc<JobMetrics>,
     pub reports: mpsc::UnboundedSender<Report>,
 }
 
@@ -98,6 +100,7 @@ pub(crate) async fn build_job(
         logs,
         connectors,
         progress,
+        metrics,
         reports,
     } = context;
     let graph = &spec.graph;
@@ -199,7 +202,11 @@ pub(crate) async fn build_job(
                 if let OperatorSpec::Materialize { table_id, .. } = op {
                     writes_log = Some(*table_id);
                 }
-                operators.push(build_operator(op, &store, &logs)?);
+                let place = Placement {
+                    subtask,
+                    parallelism: fragment.parallelism,
+                };
+                operators.push(build_operator(op, &store, &logs, place, &metrics)?);
             }
             let dispatcher = match &fragment.output {
                 FragmentOutput::Sink => Dispatcher::None,
@@ -226,6 +233,10 @@ pub(crate) async fn build_job(
                 operators,
                 dispatcher,
                 reports: reports.clone(),
+                emitted: Default::default(),
+                delivered: (1..fragment.operators.len())
+                    .map(|_| Default::default())
+                    .collect(),
             };
             handles.push(tokio::spawn(task.run()));
             reporters += 1;
@@ -292,27 +303,61 @@ async fn start_source(
     }
 }
 
+/// Which subtask of how many an operator instance is.
+#[derive(Debug, Clone, Copy)]
+struct Placement {
+    subtask: usize,
+    parallelism: usize,
+}
+
+impl Placement {
+    /// The key groups whose state this subtask owns.
+    fn key_groups(self) -> Vec<u16> {
+        (0..runnel_storage::state_table::KEY_GROUPS)
+            .filter(|&g| subtask_of(g, self.parallelism) == self.subtask)
+            .collect()
+    }
+}
+
 fn build_operator(
     spec: &OperatorSpec,
     store: &Store,
     logs: &LogRegistry,
+    place: Placement,
+    metrics: &JobMetrics,
 ) -> EngineResult<Box<dyn StreamOperator>> {
     Ok(match spec {
         OperatorSpec::Project { exprs, schema } => {
             Box::new(ProjectOperator::new(exprs.clone(), Arc::clone(schema)))
         }
         OperatorSpec::Filter { predicate } => Box::new(FilterOperator::new(Arc::clone(predicate))),
+        OperatorSpec::Watermark {
+            column,
+            expr,
+            state_id,
+        } => Box::new(WatermarkOperator::new(
+            *column,
+            Arc::clone(expr),
+            store.clone(),
+            *state_id,
+        )?),
         OperatorSpec::HashAggregate {
             group_by,
             aggregates,
             schema,
             state_id,
+            window,
         } => Box::new(HashAggOperator::new(
             group_by.clone(),
             aggregates.clone(),
             Arc::clone(schema),
             store.clone(),
             *state_id,
+            window.as_ref().map(|spec| WindowSetup {
+                spec: spec.clone(),
+                key_groups: place.key_groups(),
+                late_rows: Arc::clone(&metrics.late_rows),
+            }),
         )?),
         OperatorSpec::HashJoin {
             kind,

@@ -16,7 +16,7 @@ use tokio::sync::mpsc;
 
 use super::exchange::InputSender;
 use super::manager::Report;
-use crate::{Barrier, EngineError, EngineResult, Message, StreamChunk};
+use crate::{Barrier, EngineError, EngineResult, Message, StreamChunk, Watermark};
 
 /// Rows of a generating source, addressed by position (0, 1, 2, …), so a
 /// restart can continue exactly where the last committed epoch ended.
@@ -107,6 +107,19 @@ impl GeneratorSource {
         self.send(Message::Barrier(barrier)).await
     }
 
+    /// No row follows: an end-of-input watermark on every column that can
+    /// carry one, so every window downstream closes (as Flink does at the
+    /// end of a bounded source).
+    async fn end_of_input(&self) -> EngineResult<()> {
+        for (column, field) in self.schema.fields().iter().enumerate() {
+            if let Some(value) = Watermark::end_of_input(field.data_type()) {
+                self.send(Message::Watermark(Watermark { column, value }))
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
     async fn run_inner(&mut self) -> EngineResult<()> {
         let started = Instant::now();
         let first = self.position;
@@ -157,6 +170,7 @@ impl GeneratorSource {
                 }
                 _ => {
                     done = true;
+                    self.end_of_input().await?;
                     self.exhausted
                         .store(true, std::sync::atomic::Ordering::Relaxed);
                 }

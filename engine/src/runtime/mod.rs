@@ -6,6 +6,7 @@ pub mod connector;
 mod exchange;
 mod logs;
 mod manager;
+mod metrics;
 mod source;
 mod task;
 
@@ -35,6 +36,7 @@ pub struct Runtime {
     store: Store,
     connectors: Arc<dyn connector::ConnectorFactory>,
     progress: Arc<build::SourceProgress>,
+    metrics: Arc<metrics::MetricsRegistry>,
     logs: Arc<LogRegistry>,
     states: JobStates,
     commands: mpsc::UnboundedSender<Command>,
@@ -70,6 +72,7 @@ impl Runtime {
             store,
             connectors,
             progress: Arc::default(),
+            metrics: Arc::default(),
             logs,
             states,
             commands,
@@ -113,6 +116,7 @@ impl Runtime {
             logs: Arc::clone(&self.logs),
             connectors: Arc::clone(&self.connectors),
             progress: Arc::clone(&self.progress),
+            metrics: self.metrics.job(spec.id),
             reports: self.report_sender(),
         };
         let build: manager::JobBuilder =
@@ -129,6 +133,7 @@ impl Runtime {
         wait.await
             .map_err(|_| EngineError::Stopped("barrier manager ended".into()))?;
         self.progress.remove(job);
+        self.metrics.remove(job);
         Ok(())
     }
 
@@ -146,6 +151,12 @@ impl Runtime {
     /// all of them are exhausted (bounded sources that ran out).
     pub fn source_progress(&self, id: u64) -> (u64, bool) {
         self.progress.get(id)
+    }
+
+    /// Rows job `id`'s windowed operators dropped as late since the job
+    /// started in this process.
+    pub fn late_rows(&self, id: u64) -> u64 {
+        self.metrics.late_rows(id)
     }
 
     /// Starts injecting barriers. Until then jobs can be created but none

@@ -9,7 +9,8 @@ use tokio::sync::mpsc;
 use super::exchange::{Dispatcher, InputReceiver};
 use super::manager::Report;
 use crate::operator::{Output, StreamOperator};
-use crate::{Barrier, EngineError, EngineResult, Message, StreamChunk};
+use crate::watermarks::WatermarkMerge;
+use crate::{Barrier, EngineError, EngineResult, Message};
 
 /// One running subtask.
 pub(crate) struct Task {
@@ -20,6 +21,11 @@ pub(crate) struct Task {
     pub operators: Vec<Box<dyn StreamOperator>>,
     pub dispatcher: Dispatcher,
     pub reports: mpsc::UnboundedSender<Report>,
+    /// Watermarks sent downstream so far, so only rising ones go.
+    pub emitted: WatermarkMerge,
+    /// Per operator after the first, the watermarks it was given, so each
+    /// gets only rising ones (the first gets its ports' merged ones).
+    pub delivered: Vec<WatermarkMerge>,
 }
 
 impl Task {
@@ -40,6 +46,16 @@ impl Task {
         let mut held = vec![false; inputs];
         let mut queued: Vec<VecDeque<Message>> = vec![VecDeque::new(); inputs];
         let mut arrived = 0;
+        // Watermarks merge per port: a port's subtasks carry the same
+        // columns, different ports need not.
+        let ports = self.ports.iter().max().map_or(0, |p| p + 1);
+        let mut watermarks: Vec<WatermarkMerge> = (0..ports).map(|_| Default::default()).collect();
+        let mut width = vec![0; ports];
+        let mut local = vec![0; inputs];
+        for (index, &port) in self.ports.iter().enumerate() {
+            local[index] = width[port];
+            width[port] += 1;
+        }
         loop {
             let next = (0..inputs)
                 .find(|&i| !held[i] && !queued[i].is_empty())
@@ -56,10 +72,18 @@ impl Task {
                 continue;
             }
             match message {
-                Message::Chunk(chunk) => self.push_chunk(0, self.ports[index], chunk).await?,
-                // Event-time watermarks arrive with issue 4's sources; the
-                // change logs read here carry none.
-                Message::Watermark(_) => {}
+                Message::Chunk(chunk) => {
+                    self.push(0, self.ports[index], Message::Chunk(chunk))
+                        .await?
+                }
+                Message::Watermark(watermark) => {
+                    let port = self.ports[index];
+                    if let Some(combined) =
+                        watermarks[port].update(local[index], width[port], watermark)
+                    {
+                        self.push(0, port, Message::Watermark(combined)).await?;
+                    }
+                }
                 Message::Barrier(barrier) => {
                     held[index] = true;
                     arrived += 1;
@@ -73,32 +97,72 @@ impl Task {
         }
     }
 
-    /// Pushes a chunk into operator `from` (on `port`) and on through the
-    /// rest of the chain to the dispatcher.
-    async fn push_chunk(
-        &mut self,
-        from: usize,
-        port: usize,
-        chunk: StreamChunk,
-    ) -> EngineResult<()> {
-        let mut chunks = vec![chunk];
-        let mut out = Output::default();
+    /// Pushes a chunk or watermark into operator `from` (on `port`) and on
+    /// through the rest of the chain to the dispatcher. What an operator
+    /// emits for one message goes on in order: its chunks, then its
+    /// watermarks. Watermarks leave the chain only when they rise.
+    async fn push(&mut self, from: usize, port: usize, message: Message) -> EngineResult<()> {
+        let mut messages = vec![message];
+        let delivered = &mut self.delivered;
         for (i, op) in self.operators.iter_mut().enumerate().skip(from) {
+            let port = if i == from { port } else { 0 };
             let mut next = vec![];
-            for chunk in chunks {
-                let port = if i == from { port } else { 0 };
-                op.process_chunk(port, chunk, &mut out).await?;
-                next.extend(out.take());
+            let mut out = Output::default();
+            for message in messages {
+                match message {
+                    Message::Chunk(chunk) => op.process_chunk(port, chunk, &mut out).await?,
+                    Message::Watermark(watermark) => {
+                        let rising =
+                            i == 0 || delivered[i - 1].update(0, 1, watermark.clone()).is_some();
+                        if rising {
+                            op.on_watermark(port, watermark, &mut out).await?
+                        }
+                    }
+                    Message::Barrier(_) => {
+                        return Err(EngineError::Internal(
+                            "a barrier pushed as data through a chain".into(),
+                        ));
+                    }
+                }
+                next.extend(out.take().into_iter().map(Message::Chunk));
+                next.extend(out.take_watermarks().into_iter().map(Message::Watermark));
             }
-            chunks = next;
-            if chunks.is_empty() {
+            messages = next;
+            if messages.is_empty() {
                 return Ok(());
             }
         }
-        for chunk in chunks {
-            self.dispatcher.chunk(chunk).await?;
+        for message in messages {
+            self.dispatch(message).await?;
         }
         Ok(())
+    }
+
+    /// Sends what the last operator emitted downstream.
+    async fn dispatch(&mut self, message: Message) -> EngineResult<()> {
+        match message {
+            Message::Chunk(chunk) => self.dispatcher.chunk(chunk).await,
+            Message::Watermark(watermark) => {
+                if self.emitted.update(0, 1, watermark.clone()).is_some() {
+                    self.dispatcher
+                        .broadcast(Message::Watermark(watermark))
+                        .await?;
+                }
+                Ok(())
+            }
+            Message::Barrier(_) => {
+                Err(EngineError::Internal("a barrier dispatched as data".into()))
+            }
+        }
+    }
+
+    /// Sends what operator `i` emitted on through the operators after it.
+    async fn push_after(&mut self, i: usize, message: Message) -> EngineResult<()> {
+        if i + 1 < self.operators.len() {
+            self.push(i + 1, 0, message).await
+        } else {
+            self.dispatch(message).await
+        }
     }
 
     async fn barrier(&mut self, barrier: Barrier) -> EngineResult<()> {
@@ -107,12 +171,12 @@ impl Task {
             let mut out = Output::default();
             self.operators[i].on_barrier(&barrier, &mut out).await?;
             writes.extend(out.take_writes());
-            for chunk in out.take() {
-                if i + 1 < self.operators.len() {
-                    self.push_chunk(i + 1, 0, chunk).await?;
-                } else {
-                    self.dispatcher.chunk(chunk).await?;
-                }
+            let emitted = out.take().into_iter().map(Message::Chunk);
+            let emitted: Vec<Message> = emitted
+                .chain(out.take_watermarks().into_iter().map(Message::Watermark))
+                .collect();
+            for message in emitted {
+                self.push_after(i, message).await?;
             }
         }
         self.reports

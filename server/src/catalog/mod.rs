@@ -477,6 +477,7 @@ mod tests {
             }],
             primary_key: vec![],
             connector: None,
+            watermark: None,
         }
     }
 

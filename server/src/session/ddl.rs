@@ -110,7 +110,7 @@ impl Session {
 
     async fn create_view(&mut self, create: &CreateView) -> ServerResult<StatementResult> {
         if create.materialized {
-            return self.create_materialized_view(create).await;
+            return self.create_materialized_view(create, false).await;
         }
         if create.or_replace || create.or_alter {
             return Err(ServerError::NotSupported("CREATE OR REPLACE VIEW".into()));

@@ -55,7 +55,10 @@ pub enum StreamingCommand {
     CreateSource {
         create: Box<Statement>,
         options: std::collections::BTreeMap<String, String>,
+        watermark: Option<runnel_planner::parser::WatermarkClause>,
     },
+    /// `CREATE MATERIALIZED VIEW … EMIT ON WINDOW CLOSE`, or its EXPLAIN.
+    EmitOnWindowClose(Box<Statement>),
 }
 
 impl Prepared {
@@ -98,6 +101,9 @@ impl Prepared {
             PreparedKind::Query(plan) => Some(Arc::clone(plan.schema().inner())),
             PreparedKind::Dml(dml) => dml.returning.as_ref().map(|r| Arc::clone(&r.schema)),
             PreparedKind::Utility(statement) => utility::result_schema(statement),
+            PreparedKind::Streaming(StreamingCommand::EmitOnWindowClose(statement)) => {
+                utility::result_schema(statement)
+            }
             PreparedKind::Streaming(
                 StreamingCommand::Flush | StreamingCommand::CreateSource { .. },
             ) => None,
@@ -245,9 +251,16 @@ impl Session {
             Command::Sql(statement) => return self.prepare(*statement, sql).await,
             Command::Flush => StreamingCommand::Flush,
             Command::CheckMaterializedView(name) => StreamingCommand::Check(self.resolve(&name)?),
-            Command::CreateSource { create, options } => {
-                StreamingCommand::CreateSource { create, options }
-            }
+            Command::CreateSource {
+                create,
+                options,
+                watermark,
+            } => StreamingCommand::CreateSource {
+                create,
+                options,
+                watermark,
+            },
+            Command::EmitOnWindowClose(statement) => StreamingCommand::EmitOnWindowClose(statement),
         };
         Ok(Prepared {
             sql: sql.to_string(),
@@ -324,8 +337,28 @@ impl Session {
             }
             PreparedKind::Utility(statement) => self.execute_utility(statement).await,
             PreparedKind::Streaming(StreamingCommand::Flush) => self.flush().await,
-            PreparedKind::Streaming(StreamingCommand::CreateSource { create, options }) => {
-                self.create_source(create, options)
+            PreparedKind::Streaming(StreamingCommand::CreateSource {
+                create,
+                options,
+                watermark,
+            }) => self.create_source(create, options, watermark.as_ref()),
+            PreparedKind::Streaming(StreamingCommand::EmitOnWindowClose(statement)) => {
+                match statement.as_ref() {
+                    Statement::CreateView(create) => {
+                        self.create_materialized_view(create, true).await
+                    }
+                    Statement::Explain { statement, .. } => match statement.as_ref() {
+                        Statement::CreateView(create) => {
+                            self.explain_materialized_view(create, true).await
+                        }
+                        other => Err(ServerError::Internal(format!(
+                            "EMIT ON WINDOW CLOSE after {other}"
+                        ))),
+                    },
+                    other => Err(ServerError::Internal(format!(
+                        "EMIT ON WINDOW CLOSE after {other}"
+                    ))),
+                }
             }
             PreparedKind::Streaming(StreamingCommand::Check(name)) => {
                 self.check_materialized_view(name).await

@@ -7,7 +7,8 @@ use std::sync::Arc;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::sql::sqlparser::ast::{CreateView, Statement};
 use runnel_engine::runtime::{JobSpec, JobState};
-use runnel_planner::catalog::{ColumnDef, MaterializedDef, RelationName, ViewDef};
+use runnel_planner::catalog::{ColumnDef, MaterializedDef, RelationName, ViewDef, WatermarkDef};
+use runnel_planner::parser::WatermarkClause;
 use runnel_planner::stream::PlannedView;
 use runnel_planner::types::ColumnType;
 
@@ -15,15 +16,23 @@ use super::utility::rows_result_tagged;
 use super::{Session, StatementResult};
 use crate::catalog::RelationKind;
 use crate::error::{ServerError, ServerResult};
-use crate::streaming::plan_materialized;
+use crate::streaming::{MaterializeOptions, plan_materialized};
 
 /// Columns of `SHOW JOBS`.
 pub(super) fn jobs_schema() -> SchemaRef {
     Arc::new(Schema::new(
-        ["id", "name", "status", "parallelism", "definition", "error"]
-            .iter()
-            .map(|n| Field::new(*n, DataType::Utf8, true))
-            .collect::<Vec<_>>(),
+        [
+            "id",
+            "name",
+            "status",
+            "parallelism",
+            "definition",
+            "error",
+            "late_rows",
+        ]
+        .iter()
+        .map(|n| Field::new(*n, DataType::Utf8, true))
+        .collect::<Vec<_>>(),
     ))
 }
 
@@ -51,6 +60,7 @@ impl Session {
         &mut self,
         create: &Statement,
         options: &std::collections::BTreeMap<String, String>,
+        watermark: Option<&WatermarkClause>,
     ) -> ServerResult<StatementResult> {
         let Statement::CreateTable(create) = create else {
             return Err(ServerError::Internal(
@@ -80,14 +90,26 @@ impl Session {
                 "DEFAULT on a source column".into(),
             ));
         }
-        runnel_connectors::Connectors::validate(options, &def.arrow_schema()).map_err(|e| match e {
-            runnel_connectors::ConnectorError::Unsupported(what) => ServerError::NotSupported(what),
-            other => ServerError::InvalidParameter(format!("source {name}: {other}")),
-        })?;
+        let watermark = watermark.map(|w| WatermarkDef {
+            column: w.column.clone(),
+            expr: w.expr.clone(),
+        });
+        if let Some(w) = &watermark {
+            crate::streaming::plan_watermark(&self.ctx.state(), &def, w)?;
+        }
+        runnel_connectors::Connectors::validate(options, &def.arrow_schema()).map_err(
+            |e| match e {
+                runnel_connectors::ConnectorError::Unsupported(what) => {
+                    ServerError::NotSupported(what)
+                }
+                other => ServerError::InvalidParameter(format!("source {name}: {other}")),
+            },
+        )?;
         self.db.catalog.create_table(&name, |id| {
             Ok(runnel_planner::catalog::TableDef {
                 id,
                 connector: Some(options.clone()),
+                watermark,
                 ..def
             })
         })?;
@@ -108,6 +130,7 @@ impl Session {
         create: &CreateView,
         id: u64,
         name: &RelationName,
+        emit_on_window_close: bool,
     ) -> ServerResult<PlannedView> {
         if !create.columns.is_empty() {
             return Err(ServerError::NotSupported(
@@ -121,14 +144,18 @@ impl Session {
             &plan,
             id,
             name,
-            &self.current_schema(),
-            self.parallelism(),
+            &MaterializeOptions {
+                search_schema: &self.current_schema(),
+                parallelism: self.parallelism(),
+                emit_on_window_close,
+            },
         )
     }
 
     pub(super) async fn create_materialized_view(
         &mut self,
         create: &CreateView,
+        emit_on_window_close: bool,
     ) -> ServerResult<StatementResult> {
         const TAG: &str = "CREATE MATERIALIZED VIEW";
         if create.or_replace || create.or_alter {
@@ -150,7 +177,8 @@ impl Session {
         }
         // Plan once with a placeholder id to refuse bad queries before
         // anything is written; the real plan needs the view's id.
-        self.plan_view_query(create, 0, &name).await?;
+        self.plan_view_query(create, 0, &name, emit_on_window_close)
+            .await?;
         let plan = self.plan(Statement::Query(create.query.clone())).await?;
         let depends_on = self.referenced_relations(&plan)?;
         let sql = Statement::Query(create.query.clone()).to_string();
@@ -165,8 +193,11 @@ impl Session {
                 &plan,
                 id,
                 &name,
-                &search_schema,
-                parallelism,
+                &MaterializeOptions {
+                    search_schema: &search_schema,
+                    parallelism,
+                    emit_on_window_close,
+                },
             )?;
             let columns = view
                 .schema
@@ -200,6 +231,7 @@ impl Session {
                     key: view.key.clone(),
                     parallelism,
                     search_schema,
+                    emit_on_window_close,
                 }),
             };
             planned = Some(view);
@@ -255,9 +287,12 @@ impl Session {
     pub(super) async fn explain_materialized_view(
         &mut self,
         create: &CreateView,
+        emit_on_window_close: bool,
     ) -> ServerResult<StatementResult> {
         let name = self.resolve(&create.name)?;
-        let planned = self.plan_view_query(create, 0, &name).await?;
+        let planned = self
+            .plan_view_query(create, 0, &name, emit_on_window_close)
+            .await?;
         let lines: Vec<String> = planned
             .graph
             .to_string()
@@ -295,7 +330,7 @@ impl Session {
             .filter(|v| v.is_materialized())
             .collect();
         views.sort_by_key(|v| v.id);
-        let mut columns: Vec<Vec<String>> = vec![vec![]; 6];
+        let mut columns: Vec<Vec<String>> = vec![vec![]; 7];
         for view in views {
             let (status, error) = match self.db.runtime.job_state(view.id) {
                 Some(JobState::Running) => ("running".to_string(), String::new()),
@@ -313,6 +348,7 @@ impl Session {
             columns[3].push(parallelism.to_string());
             columns[4].push(view.sql.clone());
             columns[5].push(error);
+            columns[6].push(self.db.runtime.late_rows(view.id).to_string());
         }
         rows_result_tagged(jobs_schema(), columns, "SHOW")
     }

@@ -153,7 +153,7 @@ impl Session {
             Statement::ShowViews { .. } => self.show_materialized_views(),
             Statement::Explain { statement, .. } => match statement.as_ref() {
                 Statement::CreateView(create) if create.materialized => {
-                    self.explain_materialized_view(create).await
+                    self.explain_materialized_view(create, false).await
                 }
                 other => Err(ServerError::NotSupported(format!("EXPLAIN {other}"))),
             },

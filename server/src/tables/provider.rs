@@ -80,6 +80,7 @@ impl StoredTable {
             columns: m.columns.clone(),
             primary_key: vec![],
             connector: None,
+            watermark: None,
         });
         let table_schema = def.arrow_schema();
         let schema = Arc::new(table_schema.project(&(0..m.visible).collect::<Vec<_>>())?);

@@ -7,8 +7,14 @@
 //! keeps its input values per group as a multiset in a state table and is
 //! recomputed with DataFusion's own accumulator when its group changed, so
 //! its result is exactly what a batch query gives.
+//!
+//! A windowed aggregation (one group column carries a watermark: a window
+//! bound or a time bucket) drops rows behind the watermark as late, counting
+//! them, and deletes a group's state once the watermark passes it. With
+//! `EMIT ON WINDOW CLOSE` it emits nothing at barriers: each group's final
+//! row is emitted once, when the watermark closes it.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -25,7 +31,14 @@ use runnel_storage::{StateTable, Store};
 
 use crate::graph::AggregateCall;
 use crate::operator::{Output, StreamOperator};
-use crate::{Barrier, EngineError, EngineResult, Op, StreamChunk};
+use crate::{Barrier, EngineError, EngineResult, Op, StreamChunk, Watermark};
+
+#[cfg(test)]
+mod tests;
+mod window;
+
+pub use window::WindowSetup;
+use window::{WATERMARK_KEY, Window, window_key};
 
 struct AggSlot {
     call: AggregateCall,
@@ -56,6 +69,7 @@ pub struct HashAggOperator {
     inputs: StateTable,
     dirty: HashMap<Vec<u8>, GroupState>,
     global_checked: bool,
+    window: Option<Window>,
 }
 
 impl std::fmt::Debug for HashAggOperator {
@@ -91,13 +105,14 @@ fn int(value: &ScalarValue) -> EngineResult<i64> {
 impl HashAggOperator {
     /// Groups by `group_by`, computing `aggregates` into `schema` (group
     /// columns, then aggregates); state in tables `state_id` and
-    /// `state_id + 1`.
+    /// `state_id + 1`, and `state_id + 2` when windowed.
     pub fn new(
         group_by: Vec<Arc<dyn PhysicalExpr>>,
         aggregates: Vec<AggregateCall>,
         schema: SchemaRef,
         store: Store,
         state_id: u64,
+        window: Option<WindowSetup>,
     ) -> EngineResult<Self> {
         let aggs = aggregates
             .into_iter()
@@ -121,10 +136,23 @@ impl HashAggOperator {
             aggs,
             schema,
             groups: StateTable::new(store.clone(), state_id),
-            inputs: StateTable::new(store, state_id + 1),
+            inputs: StateTable::new(store.clone(), state_id + 1),
             dirty: HashMap::new(),
             global_checked: false,
+            window: window.map(|setup| Window {
+                setup,
+                watermark: None,
+                open: BTreeMap::new(),
+                loaded: false,
+                meta: StateTable::new(store, state_id + 2),
+            }),
         })
+    }
+
+    fn emits_on_close(&self) -> bool {
+        self.window
+            .as_ref()
+            .is_some_and(|w| w.setup.spec.emit_on_close)
     }
 
     fn fresh_accumulators(&self) -> EngineResult<Vec<Option<Box<dyn Accumulator>>>> {
@@ -309,6 +337,8 @@ impl StreamOperator for HashAggOperator {
         chunk: StreamChunk,
         _out: &mut Output,
     ) -> EngineResult<()> {
+        self.load_window()?;
+        let chunk = self.drop_late(chunk)?;
         let batch = chunk.data();
         let group_arrays = self
             .group_by
@@ -425,8 +455,76 @@ impl StreamOperator for HashAggOperator {
                     self.inputs.put(group, &input, bytes);
                 }
             }
+            if let Some(window) = self.window.as_mut()
+                && let Some(value) = state.values.get(window.setup.spec.group_column)
+                && let Some(window_value) = window_key(value)?
+            {
+                window
+                    .open
+                    .entry(window_value)
+                    .or_default()
+                    .insert(key.clone());
+            }
             self.dirty.insert(key, state);
         }
+        Ok(())
+    }
+
+    /// Closes the groups the watermark passed: emits their final rows (on
+    /// window close) or their pending changes, then deletes their state.
+    async fn on_watermark(
+        &mut self,
+        _input: usize,
+        watermark: Watermark,
+        out: &mut Output,
+    ) -> EngineResult<()> {
+        // Without a window no column of the output is bounded.
+        let Some(window) = self.window.as_ref() else {
+            return Ok(());
+        };
+        if watermark.column != window.setup.spec.input_column {
+            return Ok(());
+        }
+        self.load_window()?;
+        let window = self.window.as_mut().expect("checked above");
+        if window
+            .watermark
+            .as_ref()
+            .is_some_and(|w| w >= &watermark.value)
+        {
+            return Ok(());
+        }
+        window.watermark = Some(watermark.value.clone());
+        let output_column = window.setup.spec.group_column;
+        let closed = match window_key(&watermark.value)? {
+            Some(bound) => {
+                let open = window.open.split_off(&bound);
+                std::mem::replace(&mut window.open, open)
+            }
+            None => BTreeMap::new(),
+        };
+        let mut emitted = vec![];
+        let on_close = self.emits_on_close();
+        if !on_close {
+            self.flush_dirty(true, &mut emitted)?;
+        }
+        for key in closed.into_values().flatten() {
+            let Some(mut state) = self.existing_group(&key)? else {
+                continue;
+            };
+            if on_close && state.rows > 0 {
+                let result = self.result_row(&key, &mut state)?;
+                Self::emit_row(&mut emitted, Op::Insert, result);
+            }
+            self.delete_group(&key, state.group)?;
+        }
+        if let Some(chunk) = self.build_chunk(emitted)? {
+            out.emit(chunk);
+        }
+        out.emit_watermark(Watermark {
+            column: output_column,
+            value: watermark.value,
+        });
         Ok(())
     }
 
@@ -439,6 +537,35 @@ impl StreamOperator for HashAggOperator {
             self.dirty.insert(vec![], state);
         }
         let mut emitted = vec![];
+        let emit = !self.emits_on_close();
+        self.flush_dirty(emit, &mut emitted)?;
+        if let Some(chunk) = self.build_chunk(emitted)? {
+            out.emit(chunk);
+        }
+        self.groups.seal_epoch(barrier.epoch.0, out.writes());
+        self.inputs.seal_epoch(barrier.epoch.0, out.writes());
+        if let Some(window) = self.window.as_mut() {
+            if let (Some(watermark), Some(&first)) =
+                (&window.watermark, window.setup.key_groups.first())
+            {
+                let mut bytes = vec![];
+                encode_scalars(std::slice::from_ref(watermark), &mut bytes)?;
+                window.meta.put(first, WATERMARK_KEY, bytes);
+            }
+            window.meta.seal_epoch(barrier.epoch.0, out.writes());
+        }
+        Ok(())
+    }
+}
+
+impl HashAggOperator {
+    /// Writes every group touched since the last flush to state; with
+    /// `emit`, adds the changes of their result rows to `emitted`.
+    fn flush_dirty(
+        &mut self,
+        emit: bool,
+        emitted: &mut Vec<(Op, Vec<ScalarValue>)>,
+    ) -> EngineResult<()> {
         let dirty = std::mem::take(&mut self.dirty);
         for (key, mut state) in dirty {
             if state.rows < 0 {
@@ -449,37 +576,67 @@ impl StreamOperator for HashAggOperator {
             }
             if state.rows == 0 && !self.group_by.is_empty() {
                 if let Some(previous) = state.previous.take() {
-                    Self::emit_row(&mut emitted, Op::Delete, previous);
+                    Self::emit_row(emitted, Op::Delete, previous);
                 }
                 self.groups.delete(state.group, &key);
                 continue;
             }
-            let mut result = state.values.clone();
-            for i in 0..self.aggs.len() {
-                let value = match state.accumulators[i].as_mut() {
-                    Some(acc) => acc.evaluate()?,
-                    None => self.recompute(state.group, &key, i)?,
-                };
-                result.push(cast_scalar(&value, &self.aggs[i].output_type)?);
-            }
-            match state.previous.take() {
-                None => Self::emit_row(&mut emitted, Op::Insert, result.clone()),
-                Some(previous) if previous != result => {
-                    Self::emit_row(&mut emitted, Op::UpdateDelete, previous);
-                    Self::emit_row(&mut emitted, Op::UpdateInsert, result.clone());
+            if emit {
+                let result = self.result_row(&key, &mut state)?;
+                match state.previous.take() {
+                    None => Self::emit_row(emitted, Op::Insert, result.clone()),
+                    Some(previous) if previous != result => {
+                        Self::emit_row(emitted, Op::UpdateDelete, previous);
+                        Self::emit_row(emitted, Op::UpdateInsert, result.clone());
+                    }
+                    Some(_) => {}
                 }
-                Some(_) => {}
+                state.previous = Some(result);
             }
-            state.previous = Some(result);
             let mut bytes = vec![];
             self.encode_record(&mut state, &mut bytes)?;
             self.groups.put(state.group, &key, bytes);
         }
-        if let Some(chunk) = self.build_chunk(emitted)? {
-            out.emit(chunk);
+        Ok(())
+    }
+
+    /// The group's values followed by its aggregates' results.
+    fn result_row(&self, key: &[u8], state: &mut GroupState) -> EngineResult<Vec<ScalarValue>> {
+        let mut result = state.values.clone();
+        for i in 0..self.aggs.len() {
+            let value = match state.accumulators[i].as_mut() {
+                Some(acc) => acc.evaluate()?,
+                None => self.recompute(state.group, key, i)?,
+            };
+            result.push(cast_scalar(&value, &self.aggs[i].output_type)?);
         }
-        self.groups.seal_epoch(barrier.epoch.0, out.writes());
-        self.inputs.seal_epoch(barrier.epoch.0, out.writes());
+        Ok(result)
+    }
+
+    /// The group at `key` if it has state (touched or stored).
+    fn existing_group(&mut self, key: &[u8]) -> EngineResult<Option<GroupState>> {
+        if let Some(state) = self.dirty.remove(key) {
+            return Ok(Some(state));
+        }
+        let group = key_group(key);
+        match self.groups.get(group, key)? {
+            Some(bytes) => Ok(Some(self.decode_record(group, &bytes)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Deletes a group's record and its kept inputs.
+    fn delete_group(&mut self, key: &[u8], group: u16) -> EngineResult<()> {
+        self.groups.delete(group, key);
+        for agg in 0..self.aggs.len() {
+            if self.aggs[agg].incremental {
+                continue;
+            }
+            let prefix = input_prefix(key, agg);
+            for (input, _) in self.inputs.scan_prefix(group, &prefix)? {
+                self.inputs.delete(group, &input);
+            }
+        }
         Ok(())
     }
 }

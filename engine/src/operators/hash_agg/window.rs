@@ -1,0 +1,123 @@
+//! The window part of a grouped aggregation: the watermark of its window
+//! column, the index of open groups by window, late rows, and reading both
+//! back from state after a restart.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use datafusion::arrow::array::Array;
+use datafusion::scalar::ScalarValue;
+use runnel_storage::StateTable;
+use runnel_storage::key_codec::encode_nullable_key;
+use runnel_storage::scalar_codec::decode_scalars;
+
+use super::HashAggOperator;
+use crate::graph::WindowedGroups;
+use crate::{EngineResult, StreamChunk};
+
+pub(super) const WATERMARK_KEY: &[u8] = b"watermark";
+
+/// What a windowed aggregation needs from the runtime.
+#[derive(Debug)]
+pub struct WindowSetup {
+    pub spec: WindowedGroups,
+    /// The key groups this subtask owns (its groups' state).
+    pub key_groups: Vec<u16>,
+    /// The job's counter of late rows dropped.
+    pub late_rows: Arc<AtomicU64>,
+}
+
+/// What a windowed aggregation keeps beside its groups.
+#[derive(Debug)]
+pub(super) struct Window {
+    pub(super) setup: WindowSetup,
+    /// The watermark of the window column, once one arrived.
+    pub(super) watermark: Option<ScalarValue>,
+    /// Keys of the groups that may hold state, by window value
+    /// (memcomparable), rebuilt from state on first use.
+    pub(super) open: BTreeMap<Vec<u8>, BTreeSet<Vec<u8>>>,
+    pub(super) loaded: bool,
+    /// Table `state_id + 2`: the watermark as of the last barrier.
+    pub(super) meta: StateTable,
+}
+
+/// The memcomparable form of a window value; None for null (a group with
+/// no window never closes).
+pub(super) fn window_key(value: &ScalarValue) -> EngineResult<Option<Vec<u8>>> {
+    if value.is_null() {
+        return Ok(None);
+    }
+    let array = value.to_array()?;
+    let mut key = vec![];
+    encode_nullable_key(&[&array], 0, &mut key)?;
+    Ok(Some(key))
+}
+
+impl HashAggOperator {
+    /// Reads a windowed aggregation's watermark and open groups from state,
+    /// once.
+    pub(super) fn load_window(&mut self) -> EngineResult<()> {
+        let Some(window) = self.window.as_ref() else {
+            return Ok(());
+        };
+        if window.loaded {
+            return Ok(());
+        }
+        let column = window.setup.spec.group_column;
+        let mut open: BTreeMap<Vec<u8>, BTreeSet<Vec<u8>>> = BTreeMap::new();
+        let mut watermark = None;
+        for &group in &window.setup.key_groups {
+            for (key, bytes) in self.groups.scan_prefix(group, b"")? {
+                let state = self.decode_record(group, &bytes)?;
+                if let Some(value) = state.values.get(column)
+                    && let Some(window_value) = window_key(value)?
+                {
+                    open.entry(window_value).or_default().insert(key);
+                }
+            }
+        }
+        if let Some(&first) = window.setup.key_groups.first()
+            && let Some(bytes) = window.meta.get(first, WATERMARK_KEY)?
+        {
+            watermark = decode_scalars(&bytes)?.into_iter().next();
+        }
+        let window = self.window.as_mut().expect("checked above");
+        window.open = open;
+        window.watermark = watermark;
+        window.loaded = true;
+        Ok(())
+    }
+
+    /// Drops the rows of `chunk` whose window the watermark already passed,
+    /// counting them.
+    pub(super) fn drop_late(&self, chunk: StreamChunk) -> EngineResult<StreamChunk> {
+        use datafusion::arrow::compute::kernels::cmp::lt;
+        use datafusion::arrow::compute::{not, prep_null_mask_filter};
+        let Some(window) = &self.window else {
+            return Ok(chunk);
+        };
+        let Some(watermark) = &window.watermark else {
+            return Ok(chunk);
+        };
+        let values = self.group_by[window.setup.spec.group_column]
+            .evaluate(chunk.data())?
+            .into_array(chunk.num_rows())?;
+        // A null window is never late: it never closes.
+        let late = lt(&values, &watermark.to_scalar()?)?;
+        let late = if late.null_count() > 0 {
+            prep_null_mask_filter(&late)
+        } else {
+            late
+        };
+        let count = late.true_count();
+        if count == 0 {
+            return Ok(chunk);
+        }
+        window
+            .setup
+            .late_rows
+            .fetch_add(count as u64, Ordering::Relaxed);
+        chunk.filter(&not(&late)?)
+    }
+}

@@ -1,0 +1,167 @@
+//! Watermark generation for a source with `WATERMARK FOR col AS expr`: rows
+//! pass unchanged; after each chunk the watermark on `col` rises to the
+//! largest `expr` seen so far. The value is kept in state at every barrier,
+//! so a restarted job continues from where the committed epoch left it
+//! rather than from the first rows it reads again.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::arrow::compute::max_array;
+use datafusion::physical_expr::PhysicalExpr;
+use datafusion::scalar::ScalarValue;
+use runnel_storage::scalar_codec::{decode_scalars, encode_scalars};
+use runnel_storage::{StateTable, Store};
+
+use crate::operator::{Output, StreamOperator};
+use crate::{Barrier, EngineError, EngineResult, StreamChunk, Watermark};
+
+const WATERMARK_KEY: &[u8] = b"watermark";
+
+/// Emits the watermark of one event-time column.
+#[derive(Debug)]
+pub struct WatermarkOperator {
+    column: usize,
+    expr: Arc<dyn PhysicalExpr>,
+    current: Option<ScalarValue>,
+    state: StateTable,
+}
+
+impl WatermarkOperator {
+    /// The watermark on `column`, the largest `expr` (over the input rows)
+    /// seen; its last committed value is read from state table `state_id`.
+    pub fn new(
+        column: usize,
+        expr: Arc<dyn PhysicalExpr>,
+        store: Store,
+        state_id: u64,
+    ) -> EngineResult<Self> {
+        let state = StateTable::new(store, state_id);
+        let current = match state.get(0, WATERMARK_KEY)? {
+            Some(bytes) => decode_scalars(&bytes)?.into_iter().next(),
+            None => None,
+        };
+        Ok(Self {
+            column,
+            expr,
+            current,
+            state,
+        })
+    }
+
+    fn rise(&mut self, value: ScalarValue, out: &mut Output) {
+        if value.is_null() || self.current.as_ref().is_some_and(|c| c >= &value) {
+            return;
+        }
+        self.current = Some(value.clone());
+        out.emit_watermark(Watermark {
+            column: self.column,
+            value,
+        });
+    }
+}
+
+/// The largest non-null value of `array`, for the temporal and integer
+/// types watermarks are declared on.
+fn largest(array: &dyn datafusion::arrow::array::Array) -> EngineResult<Option<ScalarValue>> {
+    use datafusion::arrow::array::AsArray;
+    use datafusion::arrow::datatypes::{
+        DataType, Date32Type, Int64Type, TimeUnit, TimestampMicrosecondType,
+        TimestampMillisecondType, TimestampNanosecondType, TimestampSecondType,
+    };
+    Ok(match array.data_type() {
+        DataType::Timestamp(unit, tz) => {
+            let tz = tz.clone();
+            match unit {
+                TimeUnit::Second => {
+                    max_array::<TimestampSecondType, _>(array.as_primitive::<TimestampSecondType>())
+                        .map(|v| ScalarValue::TimestampSecond(Some(v), tz))
+                }
+                TimeUnit::Millisecond => max_array::<TimestampMillisecondType, _>(
+                    array.as_primitive::<TimestampMillisecondType>(),
+                )
+                .map(|v| ScalarValue::TimestampMillisecond(Some(v), tz)),
+                TimeUnit::Microsecond => max_array::<TimestampMicrosecondType, _>(
+                    array.as_primitive::<TimestampMicrosecondType>(),
+                )
+                .map(|v| ScalarValue::TimestampMicrosecond(Some(v), tz)),
+                TimeUnit::Nanosecond => max_array::<TimestampNanosecondType, _>(
+                    array.as_primitive::<TimestampNanosecondType>(),
+                )
+                .map(|v| ScalarValue::TimestampNanosecond(Some(v), tz)),
+            }
+        }
+        DataType::Date32 => max_array::<Date32Type, _>(array.as_primitive::<Date32Type>())
+            .map(|v| ScalarValue::Date32(Some(v))),
+        DataType::Int64 => max_array::<Int64Type, _>(array.as_primitive::<Int64Type>())
+            .map(|v| ScalarValue::Int64(Some(v))),
+        other => {
+            return Err(EngineError::Internal(format!(
+                "a watermark expression of type {other}"
+            )));
+        }
+    })
+}
+
+#[async_trait]
+impl StreamOperator for WatermarkOperator {
+    fn name(&self) -> &'static str {
+        "watermark"
+    }
+
+    fn preserves_append_only(&self) -> bool {
+        true
+    }
+
+    async fn process_chunk(
+        &mut self,
+        _input: usize,
+        chunk: StreamChunk,
+        out: &mut Output,
+    ) -> EngineResult<()> {
+        let values = self
+            .expr
+            .evaluate(chunk.data())?
+            .into_array(chunk.num_rows())?;
+        let max = largest(values.as_ref())?;
+        out.emit(chunk);
+        if let Some(max) = max {
+            self.rise(max, out);
+        }
+        Ok(())
+    }
+
+    /// A source that ran out sends end-of-input watermarks: they close
+    /// everything, this column's included. Others pass on.
+    async fn on_watermark(
+        &mut self,
+        _input: usize,
+        watermark: Watermark,
+        out: &mut Output,
+    ) -> EngineResult<()> {
+        if watermark.column == self.column {
+            self.rise(watermark.value, out);
+            return Ok(());
+        }
+        if watermark.is_end_of_input() {
+            // Without a row or a committed watermark there is no window to
+            // close, and the column's type is not known yet.
+            let end = self.current.as_ref().map(|c| c.data_type());
+            if let Some(end) = end.as_ref().and_then(Watermark::end_of_input) {
+                self.rise(end, out);
+            }
+        }
+        out.emit_watermark(watermark);
+        Ok(())
+    }
+
+    async fn on_barrier(&mut self, barrier: &Barrier, out: &mut Output) -> EngineResult<()> {
+        if let Some(current) = &self.current {
+            let mut bytes = vec![];
+            encode_scalars(std::slice::from_ref(current), &mut bytes)?;
+            self.state.put(0, WATERMARK_KEY, bytes);
+        }
+        self.state.seal_epoch(barrier.epoch.0, out.writes());
+        Ok(())
+    }
+}
