@@ -27,6 +27,9 @@ use runnel_server::session::{Outcome, Session};
 use runnel_server::{Config, Database};
 
 struct Args {
+    /// `soak`: stream each query at `events` and at `factor` times as many,
+    /// and compare peak memory; no batch run.
+    soak: Option<u64>,
     queries: Vec<String>,
     events: u64,
     seed: u64,
@@ -38,13 +41,15 @@ struct Args {
 
 fn parse_args() -> Result<Args> {
     let mut args = std::env::args().skip(1);
-    match args.next().as_deref() {
-        Some("nexmark") => {}
+    let soak = match args.next().as_deref() {
+        Some("nexmark") => None,
+        Some("soak") => Some(10),
         _ => bail!(
-            "usage: runnel-bench nexmark [--query q0,q1,…] [--events N] [--seed S] [--rate EVENTS_PER_S] [--check]"
+            "usage: runnel-bench nexmark [--query q0,q1,…] [--events N] [--seed S] [--rate EVENTS_PER_S] [--check]\n       runnel-bench soak [--query q5,q7] [--events N] [--factor F]"
         ),
-    }
+    };
     let mut parsed = Args {
+        soak,
         queries: queries::ALL
             .iter()
             .map(|(name, _, _)| name.to_string())
@@ -54,6 +59,9 @@ fn parse_args() -> Result<Args> {
         rate: 10_000.0,
         check: false,
     };
+    if parsed.soak.is_some() {
+        parsed.queries = vec!["q5".into(), "q7".into()];
+    }
     while let Some(flag) = args.next() {
         if flag == "--check" {
             parsed.check = true;
@@ -67,6 +75,7 @@ fn parse_args() -> Result<Args> {
             "--events" => parsed.events = value.replace('_', "").parse()?,
             "--seed" => parsed.seed = value.parse()?,
             "--rate" => parsed.rate = value.parse()?,
+            "--factor" if parsed.soak.is_some() => parsed.soak = Some(value.parse()?),
             other => bail!("unknown flag {other}"),
         }
     }
@@ -173,11 +182,14 @@ async fn streaming(
     } else {
         vec![]
     };
+    drop(session);
+    let data_bytes = measure::dir_bytes(dir.path());
     Ok((
         measure::Run {
             usage,
             peak_bytes,
             result_rows: count,
+            data_bytes,
         },
         contents,
     ))
@@ -216,14 +228,56 @@ async fn batch(
             usage,
             peak_bytes: measure::peak_memory(),
             result_rows: result.iter().map(|b| b.num_rows() as u64).sum(),
+            data_bytes: 0,
         },
         result,
     ))
 }
 
+/// Streams each query at the configured events and at `factor` times as
+/// many; prints both runs' peak memory and state size and their ratio.
+async fn soak(args: &Args, factor: u64) -> Result<()> {
+    println!(
+        "{:<4} {:>12} {:>10} {:>10} {:>12} {:>10} {:>10} {:>10}",
+        "q", "events", "peak MiB", "data MiB", "events", "peak MiB", "data MiB", "peak x"
+    );
+    for name in &args.queries {
+        let (_, sql, tables) = queries::ALL
+            .iter()
+            .find(|(n, _, _)| n == name)
+            .with_context(|| format!("unknown query {name}"))?;
+        let long = Args {
+            soak: None,
+            queries: vec![],
+            events: args.events * factor,
+            seed: args.seed,
+            rate: args.rate,
+            check: false,
+        };
+        let (short_run, _) = streaming(name, sql, tables, args).await?;
+        let (long_run, _) = streaming(name, sql, tables, &long).await?;
+        let mib = |b: u64| b as f64 / (1 << 20) as f64;
+        println!(
+            "{:<4} {:>12} {:>10.1} {:>10.1} {:>12} {:>10.1} {:>10.1} {:>10.2}",
+            name,
+            args.events,
+            mib(short_run.peak_bytes),
+            mib(short_run.data_bytes),
+            long.events,
+            mib(long_run.peak_bytes),
+            mib(long_run.data_bytes),
+            long_run.peak_bytes as f64 / short_run.peak_bytes.max(1) as f64
+        );
+    }
+    Ok(())
+}
+
 #[tokio::main(flavor = "multi_thread")]
 async fn main() -> Result<()> {
     let args = parse_args()?;
+    if let Some(factor) = args.soak {
+        return soak(&args, factor).await;
+    }
     println!(
         "Nexmark, {} events, seed {}, {} cores available",
         args.events,
@@ -289,6 +343,9 @@ async fn main() -> Result<()> {
             s / b,
             stream.result_rows
         );
+    }
+    for (name, why) in queries::LEFT_OUT {
+        println!("{name:<4} not run: {why}");
     }
     Ok(())
 }

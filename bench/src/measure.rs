@@ -65,6 +65,9 @@ pub struct Run {
     pub usage: Usage,
     pub peak_bytes: u64,
     pub result_rows: u64,
+    /// Bytes under the data directory at the end (RocksDB: state and the
+    /// view's rows); 0 for batch runs.
+    pub data_bytes: u64,
 }
 
 impl Run {
@@ -103,4 +106,19 @@ pub fn first_count(batches: &[RecordBatch]) -> Result<u64> {
         return Ok(0);
     }
     Ok(column.as_primitive::<Int64Type>().value(0) as u64)
+}
+
+/// Bytes of the files under `dir`.
+pub fn dir_bytes(dir: &std::path::Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| match e.metadata() {
+            Ok(m) if m.is_dir() => dir_bytes(&e.path()),
+            Ok(m) => m.len(),
+            Err(_) => 0,
+        })
+        .sum()
 }

@@ -107,6 +107,16 @@ pub struct WindowedGroups {
     pub emit_on_close: bool,
 }
 
+/// A join one of whose key pairs carries a watermark on both sides (a
+/// window bound): rows below both watermarks are deleted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WindowedJoinKey {
+    /// The index of the key pair (into both sides' `keys`).
+    pub key: usize,
+    /// The output columns that carry the smaller of the two watermarks.
+    pub outputs: Vec<usize>,
+}
+
 /// Which rows a join emits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum JoinKind {
@@ -191,6 +201,7 @@ pub enum OperatorSpec {
         /// right hidden. Semi and anti joins: the kept side's columns.
         schema: SchemaRef,
         state_id: u64,
+        window: Option<WindowedJoinKey>,
     },
     /// The first `limit` rows (after `offset`) of each partition in
     /// `order`: `ORDER BY … LIMIT` and `row_number() … <= N`.
@@ -234,13 +245,17 @@ impl OperatorSpec {
 
     /// True when the output is append-only whenever the input is.
     pub fn preserves_append_only(&self) -> bool {
-        self.makes_append_only()
-            || !matches!(
-                self,
-                OperatorSpec::HashAggregate { .. }
-                    | OperatorSpec::HashJoin { .. }
-                    | OperatorSpec::TopN { .. }
-            )
+        match self {
+            // Inserts only ever meet inserts: matches are only added. An
+            // outer or anti join retracts a row when its first match comes.
+            OperatorSpec::HashJoin { kind, .. } => matches!(
+                kind,
+                JoinKind::Inner | JoinKind::LeftSemi | JoinKind::RightSemi
+            ),
+            OperatorSpec::HashAggregate { .. } => self.makes_append_only(),
+            OperatorSpec::TopN { .. } => false,
+            _ => true,
+        }
     }
 
     /// True when the output is append-only whatever the input is (an
@@ -317,6 +332,7 @@ impl fmt::Display for OperatorSpec {
                 left,
                 right,
                 filter,
+                window,
                 ..
             } => {
                 write!(
@@ -335,6 +351,9 @@ impl fmt::Display for OperatorSpec {
                 )?;
                 if let Some(filter) = filter {
                     write!(f, ", filter={filter}")?;
+                }
+                if let Some(window) = window {
+                    write!(f, ", state cleaned by key pair {}", window.key)?;
                 }
                 Ok(())
             }

@@ -1,22 +1,47 @@
 //! Merging watermarks of several inputs: per column, the minimum over the
 //! inputs once every input delivered one (as in Flink), and only rising.
+//! With an idle timeout, an input whose watermark has not moved for that
+//! long stops holding the others back until it moves again (Flink's
+//! `table.exec.source.idle-timeout`); its rows behind the merged watermark
+//! are then late.
 
 use std::collections::HashMap;
+use std::time::{Duration, Instant};
 
 use datafusion::scalar::ScalarValue;
 
 use crate::Watermark;
 
 /// The watermarks of several inputs, per column.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct WatermarkMerge {
-    /// Column → the latest watermark of each input.
-    inputs: HashMap<usize, Vec<Option<ScalarValue>>>,
+    /// Column → the latest watermark of each input and when it rose.
+    inputs: HashMap<usize, Vec<Option<(ScalarValue, Instant)>>>,
     /// Column → the combined watermark passed on last.
     combined: HashMap<usize, ScalarValue>,
+    idle_after: Option<Duration>,
+    /// Inputs that never sent a watermark count as idle this long after.
+    created: Instant,
+}
+
+impl Default for WatermarkMerge {
+    fn default() -> Self {
+        Self::with_idle_timeout(None)
+    }
 }
 
 impl WatermarkMerge {
+    /// A merge in which an input whose watermark stood still for
+    /// `idle_after` is left out (None: every input always counts).
+    pub fn with_idle_timeout(idle_after: Option<Duration>) -> Self {
+        Self {
+            inputs: HashMap::new(),
+            combined: HashMap::new(),
+            idle_after,
+            created: Instant::now(),
+        }
+    }
+
     /// Records `watermark` from input `index` of `inputs`; returns the
     /// combined watermark when it rose.
     pub fn update(
@@ -25,17 +50,27 @@ impl WatermarkMerge {
         inputs: usize,
         watermark: Watermark,
     ) -> Option<Watermark> {
+        let now = Instant::now();
         let latest = self
             .inputs
             .entry(watermark.column)
             .or_insert_with(|| vec![None; inputs]);
         match &latest[index] {
-            Some(previous) if previous >= &watermark.value => return None,
-            _ => latest[index] = Some(watermark.value),
+            Some((previous, _)) if previous >= &watermark.value => return None,
+            _ => latest[index] = Some((watermark.value, now)),
         }
+        let idle = |since: Instant| {
+            self.idle_after
+                .is_some_and(|after| now.duration_since(since) >= after)
+        };
         let mut min: Option<&ScalarValue> = None;
-        for value in latest.iter() {
-            let value = value.as_ref()?;
+        for (i, entry) in latest.iter().enumerate() {
+            let value = match entry {
+                Some((value, rose)) if i == index || !idle(*rose) => value,
+                Some(_) => continue,
+                None if idle(self.created) => continue,
+                None => return None,
+            };
             if min.is_none_or(|m| value < m) {
                 min = Some(value);
             }
@@ -79,5 +114,18 @@ mod tests {
         // Columns are merged apart.
         assert_eq!(merge.update(0, 2, wm(5, 1)), None);
         assert_eq!(merge.update(1, 2, wm(5, 1)), Some(wm(5, 1)));
+    }
+
+    #[test]
+    fn an_idle_input_stops_holding_the_watermark_back() {
+        let mut merge = WatermarkMerge::with_idle_timeout(Some(Duration::from_millis(30)));
+        assert_eq!(merge.update(0, 2, wm(1, 5)), None);
+        std::thread::sleep(Duration::from_millis(40));
+        // Input 1 never sent one and input 0 moves on alone.
+        assert_eq!(merge.update(0, 2, wm(1, 8)), Some(wm(1, 8)));
+        // Input 1 wakes up behind: the merge does not fall back.
+        assert_eq!(merge.update(1, 2, wm(1, 6)), None);
+        assert_eq!(merge.update(0, 2, wm(1, 9)), None);
+        assert_eq!(merge.update(1, 2, wm(1, 10)), Some(wm(1, 9)));
     }
 }

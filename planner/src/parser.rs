@@ -115,6 +115,12 @@ pub enum Command {
     /// `CREATE MATERIALIZED VIEW … EMIT ON WINDOW CLOSE` (or an `EXPLAIN`
     /// of one): the statement without the clause.
     EmitOnWindowClose(Box<Statement>),
+    /// `CREATE TABLE name (columns, WATERMARK FOR col AS expr)`: the
+    /// `CREATE TABLE` without the clause.
+    CreateTableWithWatermark {
+        create: Box<Statement>,
+        watermark: WatermarkClause,
+    },
 }
 
 /// `WATERMARK FOR column AS expr` in a source's column list.
@@ -154,6 +160,17 @@ impl std::fmt::Display for Command {
                 write!(f, "CREATE SOURCE{rest} WITH ({})", options.join(", "))
             }
             Command::EmitOnWindowClose(statement) => write!(f, "{statement} EMIT ON WINDOW CLOSE"),
+            Command::CreateTableWithWatermark { create, watermark } => {
+                let mut text = create.to_string();
+                if text.ends_with(')') {
+                    text.pop();
+                    text.push_str(&format!(
+                        ", WATERMARK FOR {} AS {})",
+                        watermark.column, watermark.expr
+                    ));
+                }
+                write!(f, "{text}")
+            }
         }
     }
 }
@@ -191,6 +208,7 @@ fn split_runnel_commands(sql: &str) -> PlanResult<Option<Vec<Command>>> {
         && !lower.contains("check")
         && !lower.contains("source")
         && !lower.contains("emit")
+        && !lower.contains("watermark")
     {
         return Ok(None);
     }
@@ -223,6 +241,13 @@ fn split_runnel_commands(sql: &str) -> PlanResult<Option<Vec<Command>>> {
         } else if upper.len() >= 2 && upper[0] == "CREATE" && upper[1] == "SOURCE" {
             found = true;
             commands.push(create_source(&text)?);
+        } else if upper.len() >= 2
+            && upper[0] == "CREATE"
+            && upper[1] == "TABLE"
+            && let Some(command) = create_table_with_watermark(&text)?
+        {
+            found = true;
+            commands.push(command);
         } else if let Some(statement) = strip_emit_on_window_close(&text) {
             found = true;
             let mut statements = parse_standard(&statement)?;
@@ -282,6 +307,32 @@ fn split_runnel_commands(sql: &str) -> PlanResult<Option<Vec<Command>>> {
         }
     }
     Ok(found.then_some(commands))
+}
+
+/// `CREATE TABLE …` with a `WATERMARK FOR` clause among its columns, if it
+/// has one.
+fn create_table_with_watermark(text: &str) -> PlanResult<Option<Command>> {
+    use datafusion::sql::sqlparser::tokenizer::Tokenizer;
+    let Ok(tokens) = Tokenizer::new(&PostgreSqlDialect {}, text).tokenize() else {
+        return Ok(None);
+    };
+    let (rest, watermark) = take_watermark(&tokens)?;
+    let Some(watermark) = watermark else {
+        return Ok(None);
+    };
+    let sql: String = rest.iter().map(|t| t.to_string()).collect();
+    let mut statements = parse_standard(&sql)?;
+    match statements.as_slice() {
+        [Statement::CreateTable(_)] => Ok(Some(Command::CreateTableWithWatermark {
+            create: Box::new(statements.remove(0)),
+            watermark,
+        })),
+        _ => Err(PlanError::Syntax {
+            message: "WATERMARK FOR belongs in the column list of CREATE TABLE or CREATE SOURCE"
+                .into(),
+            position: None,
+        }),
+    }
 }
 
 /// The statement before a trailing `EMIT ON WINDOW CLOSE`, if it has one.
@@ -684,6 +735,19 @@ mod tests {
                 .unwrap();
         assert!(matches!(&eowc[0], Command::EmitOnWindowClose(_)));
         assert!(parse_commands("SELECT 1 EMIT ON WINDOW CLOSE").is_err());
+        let table = parse_commands(
+            "CREATE TABLE t (id int, at timestamp, WATERMARK FOR at AS at - INTERVAL '1' MINUTE)",
+        )
+        .unwrap();
+        let Command::CreateTableWithWatermark { create, watermark } = &table[0] else {
+            panic!("no watermark: {table:?}");
+        };
+        assert_eq!(create.to_string(), "CREATE TABLE t (id INT, at TIMESTAMP)");
+        assert_eq!(watermark.column, "at");
+        assert!(matches!(
+            &parse_commands("CREATE TABLE watermark (id int)").unwrap()[0],
+            Command::Sql(_)
+        ));
         assert!(matches!(
             &parse_commands("DROP SOURCE IF EXISTS s").unwrap()[0],
             Command::Sql(_)

@@ -24,7 +24,7 @@ use datafusion::physical_expr::expressions::{CastExpr, Column};
 use datafusion::physical_expr::{PhysicalExpr, create_physical_expr};
 use runnel_engine::graph::{
     AggregateCall, Distribution, Fragment, FragmentInput, FragmentOutput, JoinKind, JoinSide,
-    OperatorSpec, SourceSpec, StreamGraph, WindowedGroups,
+    OperatorSpec, SourceSpec, StreamGraph, WindowedGroups, WindowedJoinKey,
 };
 use runnel_engine::rising::rising_column;
 
@@ -698,6 +698,7 @@ impl Planner<'_> {
             fields.push(Field::new(format!("{prefix}{i}"), data_type, true));
         }
         let schema = Arc::new(Schema::new(fields));
+        node.watermarks = projected_watermarks(&node.watermarks, &physical);
         node.operators.push(OperatorSpec::Project {
             exprs: physical,
             schema: Arc::clone(&schema),
@@ -777,6 +778,11 @@ impl Planner<'_> {
         } else {
             (Some(()), self.parallelism)
         };
+        // A key pair watermarked on both sides is a window bound.
+        let window_key = left_keys
+            .iter()
+            .zip(&right_keys)
+            .position(|(l, r)| left.watermarks.contains(l) && right.watermarks.contains(r));
         let id = self.reserve();
         let inputs = vec![
             FragmentInput::Exchange { fragment: left.id },
@@ -800,13 +806,20 @@ impl Planner<'_> {
             );
         }
         let nullable = |f: &Field| Field::new(f.name(), f.data_type().clone(), true);
-        let (schema, key) = match kind {
-            JoinKind::LeftSemi | JoinKind::LeftAnti => {
-                (Arc::clone(&left_side.schema), left_side.stream_key.clone())
-            }
+        let (left_key, right_key) = match window_key {
+            Some(j) => (Some(left_side.keys[j]), Some(right_side.keys[j])),
+            None => (None, None),
+        };
+        let (schema, key, watermarks) = match kind {
+            JoinKind::LeftSemi | JoinKind::LeftAnti => (
+                Arc::clone(&left_side.schema),
+                left_side.stream_key.clone(),
+                left_key.into_iter().collect(),
+            ),
             JoinKind::RightSemi | JoinKind::RightAnti => (
                 Arc::clone(&right_side.schema),
                 right_side.stream_key.clone(),
+                right_key.into_iter().collect(),
             ),
             _ => {
                 let lf = left_side.schema.fields();
@@ -837,9 +850,18 @@ impl Planner<'_> {
                 let mut key: Vec<usize> =
                     left_side.stream_key.iter().map(|&i| left_at(i)).collect();
                 key.extend(right_side.stream_key.iter().map(|&i| right_at(i)));
-                (Arc::new(Schema::new(fields)), key)
+                let watermarks: Vec<usize> = left_key
+                    .map(left_at)
+                    .into_iter()
+                    .chain(right_key.map(right_at))
+                    .collect();
+                (Arc::new(Schema::new(fields)), key, watermarks)
             }
         };
+        let window = window_key.map(|key| WindowedJoinKey {
+            key,
+            outputs: watermarks.clone(),
+        });
         let state_id = self.state_ids(2);
         Ok(Node {
             id,
@@ -852,12 +874,13 @@ impl Planner<'_> {
                 nulls_equal: join.null_equality == NullEquality::NullEqualsNull,
                 schema: Arc::clone(&schema),
                 state_id,
+                window,
             }],
             parallelism,
             schema,
             key,
-            // A join holds watermarks back (see the operator).
-            watermarks: vec![],
+            // Only a join on a window bound passes watermarks on.
+            watermarks,
         })
     }
 

@@ -108,6 +108,12 @@ pub const KEYS: &[KeySpec] = &[
         default: "250",
         help: "Milliseconds between barriers: how often materialized views commit new results",
     },
+    KeySpec {
+        key: "source.idle-timeout-ms",
+        aliases: &["table.exec.source.idle-timeout"],
+        default: "0",
+        help: "Milliseconds after which an input whose watermark stands still stops holding back the watermark of a union or join (0: never)",
+    },
 ];
 
 /// The resolved configuration.
@@ -127,6 +133,7 @@ pub struct Config {
     pub worker_slots: u32,
     pub parallelism_default: u32,
     pub barrier_interval_ms: u64,
+    pub source_idle_timeout_ms: u64,
 }
 
 /// A bad configuration, reported before anything starts.
@@ -241,6 +248,10 @@ impl Config {
             barrier_interval_ms: parse(
                 "streaming.barrier-interval-ms",
                 &get("streaming.barrier-interval-ms"),
+            )?,
+            source_idle_timeout_ms: parse(
+                "source.idle-timeout-ms",
+                &get("source.idle-timeout-ms"),
             )?,
         })
     }

@@ -79,7 +79,11 @@ impl Database {
         let base_state = base_state(Arc::clone(&catalog), config.query_memory_limit_mb << 20)?;
         let runtime = Runtime::start(
             store.clone(),
-            Duration::from_millis(config.barrier_interval_ms.max(1)),
+            runnel_engine::runtime::RuntimeOptions {
+                barrier_interval: Duration::from_millis(config.barrier_interval_ms.max(1)),
+                source_idle_timeout: (config.source_idle_timeout_ms > 0)
+                    .then(|| Duration::from_millis(config.source_idle_timeout_ms)),
+            },
             Arc::new(runnel_connectors::Connectors),
         )?;
         Ok(Arc::new(Self {

@@ -34,6 +34,15 @@ impl Rng {
         }
     }
 
+    /// A time within four hours of a fixed start, or NULL.
+    fn timestamp(&mut self) -> String {
+        if self.below(10) == 0 {
+            return "NULL".into();
+        }
+        let minutes = self.below(240);
+        format!("TIMESTAMP '2024-03-01 00:00:00' + INTERVAL '{minutes} minutes'")
+    }
+
     fn int_or_null(&mut self, n: u64) -> String {
         if self.below(8) == 0 {
             "NULL".into()
@@ -47,6 +56,7 @@ const TABLES: &[&str] = &[
     "CREATE TABLE a (id int PRIMARY KEY, k int, v int, s text)",
     "CREATE TABLE b (id int PRIMARY KEY, k int, w bigint)",
     "CREATE TABLE c (x int, y int)",
+    "CREATE TABLE d (id int PRIMARY KEY, at timestamp, v int)",
 ];
 
 /// (name, query): each becomes `CREATE MATERIALIZED VIEW name AS query`.
@@ -118,6 +128,16 @@ const VIEWS: &[(&str, &str)] = &[
         "SELECT * FROM (SELECT k, id, v, row_number() OVER (PARTITION BY k ORDER BY v, id) AS rn FROM a) t WHERE rn <= 2",
     ),
     (
+        "v_tumble",
+        "SELECT window_start, window_end, count(*) AS n, sum(v) AS sv, max(v) AS mx \
+         FROM TUMBLE(d, at, INTERVAL '1' HOUR) GROUP BY window_start, window_end",
+    ),
+    (
+        "v_hop",
+        "SELECT window_start, count(DISTINCT v) AS dv, min(id) AS first \
+         FROM HOP(d, at, INTERVAL '20' MINUTE, INTERVAL '1' HOUR) WHERE v IS NOT NULL GROUP BY window_start",
+    ),
+    (
         "v_union_of_views",
         "SELECT n AS a, total AS b FROM v_nested UNION ALL SELECT n, sw FROM v_global",
     ),
@@ -157,7 +177,16 @@ fn random_statement(rng: &mut Rng) -> String {
             rng.below(4),
             rng.int_or_null(3)
         ),
-        _ => match rng.below(3) {
+        _ => match rng.below(5) {
+            3 => format!(
+                "INSERT INTO d VALUES ({id}, {}, {})",
+                rng.timestamp(),
+                rng.int_or_null(5)
+            ),
+            4 => match rng.below(2) {
+                0 => format!("UPDATE d SET at = {} WHERE id = {id}", rng.timestamp()),
+                _ => format!("DELETE FROM d WHERE v = {}", rng.below(5)),
+            },
             0 => format!("DELETE FROM c WHERE x = {}", rng.below(4)),
             1 => format!("DELETE FROM b WHERE id = {id}"),
             _ => format!(

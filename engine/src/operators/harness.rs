@@ -45,15 +45,35 @@ impl<O: StreamOperator> Harness<O> {
 
     /// Pushes a chunk on input 0 and returns what came out.
     pub async fn push_chunk(&mut self, chunk: StreamChunk) -> EngineResult<String> {
-        self.operator.process_chunk(0, chunk, &mut self.out).await?;
+        self.push_chunk_on(0, chunk).await
+    }
+
+    /// Pushes a chunk on input `input` and returns what came out.
+    pub async fn push_chunk_on(
+        &mut self,
+        input: usize,
+        chunk: StreamChunk,
+    ) -> EngineResult<String> {
+        self.operator
+            .process_chunk(input, chunk, &mut self.out)
+            .await?;
         self.drain()
     }
 
     /// Pushes a watermark and returns the watermarks forwarded (the chunks
     /// it released stay for [`Harness::drain_chunks`]).
     pub async fn push_watermark(&mut self, watermark: Watermark) -> EngineResult<Vec<Watermark>> {
+        self.push_watermark_on(0, watermark).await
+    }
+
+    /// Pushes a watermark on input `input`; returns the watermarks forwarded.
+    pub async fn push_watermark_on(
+        &mut self,
+        input: usize,
+        watermark: Watermark,
+    ) -> EngineResult<Vec<Watermark>> {
         self.operator
-            .on_watermark(0, watermark, &mut self.out)
+            .on_watermark(input, watermark, &mut self.out)
             .await?;
         Ok(self.out.take_watermarks())
     }

@@ -22,12 +22,18 @@ pub struct UnionOperator {
 }
 
 impl UnionOperator {
-    /// Merges inputs whose stream keys are `keys` (one list per port).
-    pub fn new(schema: SchemaRef, keys: Vec<Vec<usize>>) -> Self {
+    /// Merges inputs whose stream keys are `keys` (one list per port); an
+    /// input whose watermark stands still for `idle_timeout` stops holding
+    /// the others back.
+    pub fn new(
+        schema: SchemaRef,
+        keys: Vec<Vec<usize>>,
+        idle_timeout: Option<std::time::Duration>,
+    ) -> Self {
         Self {
             schema,
             keys,
-            watermarks: WatermarkMerge::default(),
+            watermarks: WatermarkMerge::with_idle_timeout(idle_timeout),
         }
     }
 }

@@ -87,6 +87,7 @@ pub(crate) struct BuildContext {
     pub connectors: Arc<dyn ConnectorFactory>,
     pub progress: Arc<SourceProgress>,
     pub metrics: Arc<JobMetrics>,
+    pub idle_timeout: Option<std::time::Duration>,
     pub reports: mpsc::UnboundedSender<Report>,
 }
 
@@ -101,6 +102,7 @@ pub(crate) async fn build_job(
         connectors,
         progress,
         metrics,
+        idle_timeout,
         reports,
     } = context;
     let graph = &spec.graph;
@@ -205,6 +207,7 @@ pub(crate) async fn build_job(
                 let place = Placement {
                     subtask,
                     parallelism: fragment.parallelism,
+                    idle_timeout,
                 };
                 operators.push(build_operator(op, &store, &logs, place, &metrics)?);
             }
@@ -230,6 +233,7 @@ pub(crate) async fn build_job(
                 job: spec.id,
                 input,
                 ports: inputs[fragment.id].ports.clone(),
+                idle_timeout,
                 operators,
                 dispatcher,
                 reports: reports.clone(),
@@ -308,6 +312,8 @@ async fn start_source(
 struct Placement {
     subtask: usize,
     parallelism: usize,
+    /// For operators that merge several inputs' watermarks.
+    idle_timeout: Option<std::time::Duration>,
 }
 
 impl Placement {
@@ -367,6 +373,7 @@ fn build_operator(
             nulls_equal,
             schema,
             state_id,
+            window,
         } => Box::new(HashJoinOperator::new(
             *kind,
             left.clone(),
@@ -376,6 +383,7 @@ fn build_operator(
             Arc::clone(schema),
             store.clone(),
             *state_id,
+            window.clone().map(|w| (w, place.key_groups())),
         )),
         OperatorSpec::TopN {
             partition,
@@ -399,9 +407,11 @@ fn build_operator(
             store.clone(),
             *state_id,
         )),
-        OperatorSpec::Union { schema, keys } => {
-            Box::new(UnionOperator::new(Arc::clone(schema), keys.clone()))
-        }
+        OperatorSpec::Union { schema, keys } => Box::new(UnionOperator::new(
+            Arc::clone(schema),
+            keys.clone(),
+            place.idle_timeout,
+        )),
         OperatorSpec::Materialize {
             table_id,
             relation_name,

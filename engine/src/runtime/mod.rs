@@ -31,12 +31,23 @@ pub struct JobSpec {
     pub graph: StreamGraph,
 }
 
+/// How the runtime runs jobs.
+#[derive(Debug, Clone, Copy)]
+pub struct RuntimeOptions {
+    /// Time between barriers while jobs run.
+    pub barrier_interval: Duration,
+    /// After how long an input whose watermark stands still stops holding
+    /// back the watermark of an operator with several inputs.
+    pub source_idle_timeout: Option<Duration>,
+}
+
 /// The streaming runtime of one process.
 pub struct Runtime {
     store: Store,
     connectors: Arc<dyn connector::ConnectorFactory>,
     progress: Arc<build::SourceProgress>,
     metrics: Arc<metrics::MetricsRegistry>,
+    options: RuntimeOptions,
     logs: Arc<LogRegistry>,
     states: JobStates,
     commands: mpsc::UnboundedSender<Command>,
@@ -50,11 +61,11 @@ impl std::fmt::Debug for Runtime {
 
 impl Runtime {
     /// Starts the barrier manager, which injects a barrier every
-    /// `barrier_interval` while jobs run, once [`Runtime::resume`]d. Must be
+    /// `options.barrier_interval` while jobs run, once [`Runtime::resume`]d. Must be
     /// called inside a tokio runtime.
     pub fn start(
         store: Store,
-        barrier_interval: Duration,
+        options: RuntimeOptions,
         connectors: Arc<dyn connector::ConnectorFactory>,
     ) -> EngineResult<Arc<Self>> {
         let logs = Arc::new(LogRegistry::default());
@@ -64,7 +75,7 @@ impl Runtime {
             store.clone(),
             Arc::clone(&logs),
             Arc::clone(&states),
-            barrier_interval,
+            options.barrier_interval,
             receiver,
         )?;
         tokio::spawn(manager.run());
@@ -73,6 +84,7 @@ impl Runtime {
             connectors,
             progress: Arc::default(),
             metrics: Arc::default(),
+            options,
             logs,
             states,
             commands,
@@ -117,6 +129,7 @@ impl Runtime {
             connectors: Arc::clone(&self.connectors),
             progress: Arc::clone(&self.progress),
             metrics: self.metrics.job(spec.id),
+            idle_timeout: self.options.source_idle_timeout,
             reports: self.report_sender(),
         };
         let build: manager::JobBuilder =

@@ -18,6 +18,8 @@ pub(crate) struct Task {
     pub input: InputReceiver,
     /// Input index → the first operator's port.
     pub ports: Vec<usize>,
+    /// See [`WatermarkMerge::with_idle_timeout`].
+    pub idle_timeout: Option<std::time::Duration>,
     pub operators: Vec<Box<dyn StreamOperator>>,
     pub dispatcher: Dispatcher,
     pub reports: mpsc::UnboundedSender<Report>,
@@ -49,7 +51,9 @@ impl Task {
         // Watermarks merge per port: a port's subtasks carry the same
         // columns, different ports need not.
         let ports = self.ports.iter().max().map_or(0, |p| p + 1);
-        let mut watermarks: Vec<WatermarkMerge> = (0..ports).map(|_| Default::default()).collect();
+        let mut watermarks: Vec<WatermarkMerge> = (0..ports)
+            .map(|_| WatermarkMerge::with_idle_timeout(self.idle_timeout))
+            .collect();
         let mut width = vec![0; ports];
         let mut local = vec![0; inputs];
         for (index, &port) in self.ports.iter().enumerate() {

@@ -51,25 +51,7 @@ impl Session {
                 }
                 Ok(result)
             }
-            Statement::CreateTable(create) => {
-                let name = self.resolve(&create.name)?;
-                if create.if_not_exists && self.db.catalog.relation(&name).is_some() {
-                    let mut result = StatementResult::command("CREATE TABLE", None);
-                    result.notices.push((
-                        "NOTICE",
-                        format!("relation \"{}\" already exists, skipping", name.name),
-                    ));
-                    return Ok(result);
-                }
-                // Plan the defaults first so a bad DEFAULT is refused here,
-                // not at the first INSERT.
-                let def = table_def_from_create(create, 0, name.clone())?;
-                plan_defaults(&def, &self.ctx.state())?;
-                self.db
-                    .catalog
-                    .create_table(&name, |id| Ok(TableDef { id, ..def }))?;
-                Ok(StatementResult::command("CREATE TABLE", None))
-            }
+            Statement::CreateTable(create) => self.create_table(create, None),
             Statement::CreateView(create) => self.create_view(create).await,
             Statement::Drop {
                 object_type,
@@ -106,6 +88,40 @@ impl Session {
             }
             other => Err(ServerError::NotSupported(format!("{other}"))),
         }
+    }
+
+    /// `CREATE TABLE`, with the `WATERMARK FOR` clause taken out of its
+    /// columns, if it had one (the table then only takes inserts).
+    pub(super) fn create_table(
+        &mut self,
+        create: &datafusion::sql::sqlparser::ast::CreateTable,
+        watermark: Option<&runnel_planner::parser::WatermarkClause>,
+    ) -> ServerResult<StatementResult> {
+        let name = self.resolve(&create.name)?;
+        if create.if_not_exists && self.db.catalog.relation(&name).is_some() {
+            let mut result = StatementResult::command("CREATE TABLE", None);
+            result.notices.push((
+                "NOTICE",
+                format!("relation \"{}\" already exists, skipping", name.name),
+            ));
+            return Ok(result);
+        }
+        // Plan the defaults first so a bad DEFAULT is refused here, not at
+        // the first INSERT.
+        let mut def = table_def_from_create(create, 0, name.clone())?;
+        plan_defaults(&def, &self.ctx.state())?;
+        if let Some(w) = watermark {
+            let w = runnel_planner::catalog::WatermarkDef {
+                column: w.column.clone(),
+                expr: w.expr.clone(),
+            };
+            crate::streaming::plan_watermark(&self.ctx.state(), &def, &w)?;
+            def.watermark = Some(w);
+        }
+        self.db
+            .catalog
+            .create_table(&name, |id| Ok(TableDef { id, ..def }))?;
+        Ok(StatementResult::command("CREATE TABLE", None))
     }
 
     async fn create_view(&mut self, create: &CreateView) -> ServerResult<StatementResult> {

@@ -182,6 +182,7 @@ impl Session {
             ));
         };
         let table = self.target_table(name)?;
+        refuse_changes_behind_watermark(&table, "UPDATE")?;
         let alias_name = alias.as_ref().map(|a| normalize_ident(&a.name));
         let qualifier = quote(alias_name.as_deref().unwrap_or(&table.name.name));
         let mut new_values: Vec<Option<String>> = vec![None; table.columns.len()];
@@ -255,6 +256,7 @@ impl Session {
             return Err(ServerError::NotSupported("DELETE from a join".into()));
         }
         let table = self.target_table(name)?;
+        refuse_changes_behind_watermark(&table, "DELETE")?;
         let alias_name = alias.as_ref().map(|a| normalize_ident(&a.name));
         let qualifier = quote(alias_name.as_deref().unwrap_or(&table.name.name));
         let mut select: Vec<String> = table
@@ -440,4 +442,16 @@ async fn returning_frame(
     Ok(ctx
         .sql(&format!("SELECT {} FROM {relation}", returning.items))
         .await?)
+}
+
+/// A table with a watermark only takes inserts: windows close as its event
+/// time moves on, and a change to a closed window could not be applied.
+fn refuse_changes_behind_watermark(table: &TableDef, statement: &str) -> ServerResult<()> {
+    match &table.watermark {
+        Some(w) => Err(ServerError::NotSupported(format!(
+            "{statement} of {}, which declares WATERMARK FOR {} and so only takes INSERT",
+            table.name, w.column
+        ))),
+        None => Ok(()),
+    }
 }

@@ -59,6 +59,11 @@ pub enum StreamingCommand {
     },
     /// `CREATE MATERIALIZED VIEW … EMIT ON WINDOW CLOSE`, or its EXPLAIN.
     EmitOnWindowClose(Box<Statement>),
+    /// `CREATE TABLE … (…, WATERMARK FOR col AS expr)`.
+    CreateTable {
+        create: Box<Statement>,
+        watermark: runnel_planner::parser::WatermarkClause,
+    },
 }
 
 impl Prepared {
@@ -105,7 +110,9 @@ impl Prepared {
                 utility::result_schema(statement)
             }
             PreparedKind::Streaming(
-                StreamingCommand::Flush | StreamingCommand::CreateSource { .. },
+                StreamingCommand::Flush
+                | StreamingCommand::CreateSource { .. }
+                | StreamingCommand::CreateTable { .. },
             ) => None,
             PreparedKind::Streaming(StreamingCommand::Check(_)) => Some(streaming::check_schema()),
         }
@@ -261,6 +268,9 @@ impl Session {
                 watermark,
             },
             Command::EmitOnWindowClose(statement) => StreamingCommand::EmitOnWindowClose(statement),
+            Command::CreateTableWithWatermark { create, watermark } => {
+                StreamingCommand::CreateTable { create, watermark }
+            }
         };
         Ok(Prepared {
             sql: sql.to_string(),
@@ -342,6 +352,12 @@ impl Session {
                 options,
                 watermark,
             }) => self.create_source(create, options, watermark.as_ref()),
+            PreparedKind::Streaming(StreamingCommand::CreateTable { create, watermark }) => {
+                match create.as_ref() {
+                    Statement::CreateTable(create) => self.create_table(create, Some(watermark)),
+                    other => Err(ServerError::Internal(format!("WATERMARK FOR in {other}"))),
+                }
+            }
             PreparedKind::Streaming(StreamingCommand::EmitOnWindowClose(statement)) => {
                 match statement.as_ref() {
                     Statement::CreateView(create) => {

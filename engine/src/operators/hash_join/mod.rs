@@ -14,14 +14,21 @@ use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch, UInt32Arra
 use datafusion::arrow::compute::take;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::physical_expr::PhysicalExpr;
+use datafusion::scalar::ScalarValue;
 use runnel_storage::key_codec::encode_nullable_key;
 use runnel_storage::row_codec::{RowDecoder, encode_row};
 use runnel_storage::state_table::key_group;
 use runnel_storage::{StateTable, Store};
 
-use crate::graph::{JoinKind, JoinSide};
+use crate::graph::{JoinKind, JoinSide, WindowedJoinKey};
 use crate::operator::{Output, StreamOperator};
 use crate::{Barrier, EngineError, EngineResult, Op, StreamChunk};
+
+#[cfg(test)]
+mod tests;
+mod window;
+
+use window::JoinWindow;
 
 /// Prefix of rows whose key can match (no null, or nulls compare equal).
 const MATCHABLE: u8 = 1;
@@ -46,6 +53,8 @@ pub struct HashJoinOperator {
     nulls_equal: bool,
     schema: SchemaRef,
     states: [StateTable; 2],
+    /// Set when the join is on a window bound.
+    window: Option<JoinWindow>,
 }
 
 impl std::fmt::Debug for HashJoinOperator {
@@ -73,7 +82,9 @@ fn decode_value(bytes: &[u8]) -> EngineResult<(Vec<u8>, i64)> {
 
 impl HashJoinOperator {
     /// A join of `left` (port 0) and `right` (port 1) into `schema`, state in
-    /// tables `state_id` (left) and `state_id + 1` (right).
+    /// tables `state_id` (left) and `state_id + 1` (right). With `window`
+    /// (and the key groups this subtask owns), rows of windows both sides'
+    /// watermarks passed are deleted.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         kind: JoinKind,
@@ -84,6 +95,7 @@ impl HashJoinOperator {
         schema: SchemaRef,
         store: Store,
         state_id: u64,
+        window: Option<(WindowedJoinKey, Vec<u16>)>,
     ) -> Self {
         Self {
             kind,
@@ -95,6 +107,7 @@ impl HashJoinOperator {
                 StateTable::new(store.clone(), state_id),
                 StateTable::new(store, state_id + 1),
             ],
+            window: window.map(|(spec, key_groups)| JoinWindow::new(spec, key_groups)),
         }
     }
 
@@ -338,6 +351,11 @@ impl HashJoinOperator {
         if insert {
             let degree = if self.tracks_degree(side) { degree } else { 0 };
             self.states[side].put(group, &state_key, encode_value(&value, degree));
+            if let Some(window) = self.window.as_mut() {
+                let column = self.sides[side].keys[window.spec.key];
+                let window_value = ScalarValue::try_from_array(batch.column(column), row)?;
+                window.register(side, &window_value, group, &state_key)?;
+            }
         } else {
             self.states[side].delete(group, &state_key);
         }
@@ -361,6 +379,7 @@ impl StreamOperator for HashJoinOperator {
         chunk: StreamChunk,
         out: &mut Output,
     ) -> EngineResult<()> {
+        self.load_window()?;
         let mut rows = vec![];
         for row in 0..chunk.num_rows() {
             self.handle_row(input, &chunk, row, &mut rows)?;
@@ -373,14 +392,18 @@ impl StreamOperator for HashJoinOperator {
         Ok(())
     }
 
-    /// Watermarks stop here. A row stored on one side can meet a later row of the other and be
-    /// emitted long after the watermark passed it.
+    /// Only a join on a window bound passes a watermark on, on that bound.
+    /// Otherwise a row stored on one side can meet a later row of the other
+    /// and be emitted long after the watermark passed it.
     async fn on_watermark(
         &mut self,
-        _input: usize,
-        _watermark: crate::Watermark,
-        _out: &mut Output,
+        input: usize,
+        watermark: crate::Watermark,
+        out: &mut Output,
     ) -> EngineResult<()> {
+        for derived in self.window_watermark(input, watermark)? {
+            out.emit_watermark(derived);
+        }
         Ok(())
     }
 
