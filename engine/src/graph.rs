@@ -12,6 +12,7 @@ use std::sync::Arc;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
+use datafusion::scalar::ScalarValue;
 
 /// A whole job.
 #[derive(Debug, Clone)]
@@ -107,14 +108,31 @@ pub struct WindowedGroups {
     pub emit_on_close: bool,
 }
 
-/// A join one of whose key pairs carries a watermark on both sides (a
-/// window bound): rows below both watermarks are deleted.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct WindowedJoinKey {
-    /// The index of the key pair (into both sides' `keys`).
-    pub key: usize,
-    /// The output columns that carry the smaller of the two watermarks.
-    pub outputs: Vec<usize>,
+/// How far apart the bounded columns of a join's match may be: every
+/// matching pair has `left >= right + lower` and `left <= right + upper`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum JoinOffset {
+    /// Equal (a join key).
+    Zero,
+    /// An interval or number added to the right column.
+    By(ScalarValue),
+}
+
+/// A join whose matches bound one column of each side by the other, both
+/// carrying watermarks: a window join (a key pair, offsets zero) or an
+/// interval join (`a.ts BETWEEN b.ts - INTERVAL … AND b.ts + …`). A row
+/// that no future row of the other side can match, and that its own side's
+/// watermark passed, is deleted; the output carries the derived watermarks.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JoinCleanup {
+    /// Per side, the bounded column (in that side's schema).
+    pub columns: [usize; 2],
+    /// `left >= right + lower` for every match, if known.
+    pub lower: Option<JoinOffset>,
+    /// `left <= right + upper` for every match, if known.
+    pub upper: Option<JoinOffset>,
+    /// Per side, the output columns that copy its bounded column.
+    pub outputs: [Vec<usize>; 2],
 }
 
 /// Which rows a join emits.
@@ -201,7 +219,8 @@ pub enum OperatorSpec {
         /// right hidden. Semi and anti joins: the kept side's columns.
         schema: SchemaRef,
         state_id: u64,
-        window: Option<WindowedJoinKey>,
+        /// Boxed: most joins have none, and it is large.
+        cleanup: Option<Box<JoinCleanup>>,
     },
     /// The first `limit` rows (after `offset`) of each partition in
     /// `order`: `ORDER BY … LIMIT` and `row_number() … <= N`.
@@ -332,7 +351,7 @@ impl fmt::Display for OperatorSpec {
                 left,
                 right,
                 filter,
-                window,
+                cleanup,
                 ..
             } => {
                 write!(
@@ -352,8 +371,13 @@ impl fmt::Display for OperatorSpec {
                 if let Some(filter) = filter {
                     write!(f, ", filter={filter}")?;
                 }
-                if let Some(window) = window {
-                    write!(f, ", state cleaned by key pair {}", window.key)?;
+                if let Some(c) = cleanup {
+                    write!(
+                        f,
+                        ", state cleaned by left.{} and right.{}",
+                        left.schema.field(c.columns[0]).name(),
+                        right.schema.field(c.columns[1]).name()
+                    )?;
                 }
                 Ok(())
             }

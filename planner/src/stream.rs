@@ -23,8 +23,8 @@ use datafusion::physical_expr::aggregate::LoweredAggregateBuilder;
 use datafusion::physical_expr::expressions::{CastExpr, Column};
 use datafusion::physical_expr::{PhysicalExpr, create_physical_expr};
 use runnel_engine::graph::{
-    AggregateCall, Distribution, Fragment, FragmentInput, FragmentOutput, JoinKind, JoinSide,
-    OperatorSpec, SourceSpec, StreamGraph, WindowedGroups, WindowedJoinKey,
+    AggregateCall, Distribution, Fragment, FragmentInput, FragmentOutput, JoinCleanup, JoinKind,
+    JoinOffset, JoinSide, OperatorSpec, SourceSpec, StreamGraph, WindowedGroups,
 };
 use runnel_engine::rising::rising_column;
 
@@ -186,6 +186,120 @@ pub fn plan_view(
         key,
         reads: planner.reads,
     })
+}
+
+/// A column of one join side, possibly shifted by a constant: (side, column
+/// within the side, offset; None for none).
+fn shifted_column(
+    expr: &Expr,
+    schema: &DFSchema,
+    left_visible: usize,
+) -> Option<(usize, usize, Option<datafusion::scalar::ScalarValue>)> {
+    use datafusion::logical_expr::{BinaryExpr, Operator};
+    match expr {
+        Expr::Column(column) => {
+            let index = schema.index_of_column(column).ok()?;
+            Some(if index < left_visible {
+                (0, index, None)
+            } else {
+                (1, index - left_visible, None)
+            })
+        }
+        Expr::Cast(cast) => shifted_column(&cast.expr, schema, left_visible),
+        Expr::BinaryExpr(BinaryExpr { left, op, right }) => {
+            let Expr::Literal(value, _) = right.as_ref() else {
+                return None;
+            };
+            let (side, column, None) = shifted_column(left, schema, left_visible)? else {
+                return None;
+            };
+            let offset = match op {
+                Operator::Plus => value.clone(),
+                Operator::Minus => value.arithmetic_negate().ok()?,
+                _ => return None,
+            };
+            Some((side, column, Some(offset)))
+        }
+        _ => None,
+    }
+}
+
+/// Bounds a join condition puts on one watermarked column of each side by
+/// the other: the columns, and offsets with `left >= right + lower` and
+/// `left <= right + upper` for every match.
+type IntervalBounds = ([usize; 2], Option<JoinOffset>, Option<JoinOffset>);
+
+/// Finds, among the conjuncts of `filter` (over both sides' visible
+/// columns), comparisons `left.a [±c] <op> right.b [±c]` of two watermarked
+/// columns (`BETWEEN` included), as an interval join has them.
+fn interval_bounds(
+    filter: &Expr,
+    schema: &DFSchema,
+    left_visible: usize,
+    left_watermarks: &[usize],
+    right_watermarks: &[usize],
+) -> Option<IntervalBounds> {
+    use datafusion::logical_expr::utils::split_conjunction;
+    use datafusion::logical_expr::{Between, BinaryExpr, Operator};
+    let mut comparisons: Vec<(Expr, Operator, Expr)> = vec![];
+    for conjunct in split_conjunction(filter) {
+        match conjunct {
+            Expr::BinaryExpr(BinaryExpr { left, op, right }) => {
+                comparisons.push((left.as_ref().clone(), *op, right.as_ref().clone()))
+            }
+            Expr::Between(Between {
+                expr,
+                negated: false,
+                low,
+                high,
+            }) => {
+                comparisons.push((expr.as_ref().clone(), Operator::GtEq, low.as_ref().clone()));
+                comparisons.push((expr.as_ref().clone(), Operator::LtEq, high.as_ref().clone()));
+            }
+            _ => {}
+        }
+    }
+    let mut found: Option<IntervalBounds> = None;
+    for (a, op, b) in comparisons {
+        let (Some(ta), Some(tb)) = (
+            shifted_column(&a, schema, left_visible),
+            shifted_column(&b, schema, left_visible),
+        ) else {
+            continue;
+        };
+        // Left term first: left + oa <op> right + ob.
+        let ((_, l, oa), op, (_, r, ob)) = match (ta.0, tb.0) {
+            (0, 1) => (ta, op, tb),
+            (1, 0) => match op.swap() {
+                Some(swapped) => (tb, swapped, ta),
+                None => continue,
+            },
+            _ => continue,
+        };
+        if !left_watermarks.contains(&l) || !right_watermarks.contains(&r) {
+            continue;
+        }
+        // left <op> right + (ob - oa), with one of them zero.
+        let offset = match (oa, ob) {
+            (None, None) => JoinOffset::Zero,
+            (None, Some(ob)) => JoinOffset::By(ob),
+            (Some(oa), None) => match oa.arithmetic_negate() {
+                Ok(negated) => JoinOffset::By(negated),
+                Err(_) => continue,
+            },
+            (Some(_), Some(_)) => continue,
+        };
+        let entry = found.get_or_insert(([l, r], None, None));
+        if entry.0 != [l, r] {
+            continue;
+        }
+        match op {
+            Operator::Gt | Operator::GtEq if entry.1.is_none() => entry.1 = Some(offset),
+            Operator::Lt | Operator::LtEq if entry.2.is_none() => entry.2 = Some(offset),
+            _ => {}
+        }
+    }
+    found.filter(|(_, lower, upper)| lower.is_some() || upper.is_some())
 }
 
 /// `EMIT ON WINDOW CLOSE` needs a windowed aggregation, and a result that
@@ -778,11 +892,25 @@ impl Planner<'_> {
         } else {
             (Some(()), self.parallelism)
         };
-        // A key pair watermarked on both sides is a window bound.
-        let window_key = left_keys
+        // A key pair watermarked on both sides is a window bound; else the
+        // condition may bound one watermarked column by the other.
+        let bounded = match left_keys
             .iter()
             .zip(&right_keys)
-            .position(|(l, r)| left.watermarks.contains(l) && right.watermarks.contains(r));
+            .find(|(l, r)| left.watermarks.contains(l) && right.watermarks.contains(r))
+        {
+            Some((&l, &r)) => Some(([l, r], Some(JoinOffset::Zero), Some(JoinOffset::Zero))),
+            None => join.filter.as_ref().and_then(|filter| {
+                let both = join.left.schema().join(join.right.schema()).ok()?;
+                interval_bounds(
+                    filter,
+                    &both,
+                    left_visible,
+                    &left.watermarks,
+                    &right.watermarks,
+                )
+            }),
+        };
         let id = self.reserve();
         let inputs = vec![
             FragmentInput::Exchange { fragment: left.id },
@@ -806,20 +934,20 @@ impl Planner<'_> {
             );
         }
         let nullable = |f: &Field| Field::new(f.name(), f.data_type().clone(), true);
-        let (left_key, right_key) = match window_key {
-            Some(j) => (Some(left_side.keys[j]), Some(right_side.keys[j])),
+        let (left_key, right_key) = match &bounded {
+            Some((columns, _, _)) => (Some(columns[0]), Some(columns[1])),
             None => (None, None),
         };
-        let (schema, key, watermarks) = match kind {
+        let (schema, key, outputs) = match kind {
             JoinKind::LeftSemi | JoinKind::LeftAnti => (
                 Arc::clone(&left_side.schema),
                 left_side.stream_key.clone(),
-                left_key.into_iter().collect(),
+                [left_key.into_iter().collect(), vec![]],
             ),
             JoinKind::RightSemi | JoinKind::RightAnti => (
                 Arc::clone(&right_side.schema),
                 right_side.stream_key.clone(),
-                right_key.into_iter().collect(),
+                [vec![], right_key.into_iter().collect()],
             ),
             _ => {
                 let lf = left_side.schema.fields();
@@ -850,17 +978,31 @@ impl Planner<'_> {
                 let mut key: Vec<usize> =
                     left_side.stream_key.iter().map(|&i| left_at(i)).collect();
                 key.extend(right_side.stream_key.iter().map(|&i| right_at(i)));
-                let watermarks: Vec<usize> = left_key
-                    .map(left_at)
-                    .into_iter()
-                    .chain(right_key.map(right_at))
-                    .collect();
-                (Arc::new(Schema::new(fields)), key, watermarks)
+                let outputs: [Vec<usize>; 2] = [
+                    left_key.map(left_at).into_iter().collect(),
+                    right_key.map(right_at).into_iter().collect(),
+                ];
+                (Arc::new(Schema::new(fields)), key, outputs)
             }
         };
-        let window = window_key.map(|key| WindowedJoinKey {
-            key,
-            outputs: watermarks.clone(),
+        // An output column carries a watermark when its side's rows are
+        // freed by one.
+        let watermarks: Vec<usize> = match &bounded {
+            Some((_, lower, upper)) => [lower.is_some(), upper.is_some()]
+                .iter()
+                .zip(&outputs)
+                .filter(|(freed, _)| **freed)
+                .flat_map(|(_, columns)| columns.iter().copied())
+                .collect(),
+            None => vec![],
+        };
+        let cleanup = bounded.map(|(columns, lower, upper)| {
+            Box::new(JoinCleanup {
+                columns,
+                lower,
+                upper,
+                outputs,
+            })
         });
         let state_id = self.state_ids(2);
         Ok(Node {
@@ -874,7 +1016,7 @@ impl Planner<'_> {
                 nulls_equal: join.null_equality == NullEquality::NullEqualsNull,
                 schema: Arc::clone(&schema),
                 state_id,
-                window,
+                cleanup,
             }],
             parallelism,
             schema,

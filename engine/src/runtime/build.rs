@@ -373,7 +373,7 @@ fn build_operator(
             nulls_equal,
             schema,
             state_id,
-            window,
+            cleanup,
         } => Box::new(HashJoinOperator::new(
             *kind,
             left.clone(),
@@ -383,7 +383,7 @@ fn build_operator(
             Arc::clone(schema),
             store.clone(),
             *state_id,
-            window.clone().map(|w| (w, place.key_groups())),
+            cleanup.as_deref().map(|c| (c.clone(), place.key_groups())),
         )),
         OperatorSpec::TopN {
             partition,

@@ -20,7 +20,7 @@ use runnel_storage::row_codec::{RowDecoder, encode_row};
 use runnel_storage::state_table::key_group;
 use runnel_storage::{StateTable, Store};
 
-use crate::graph::{JoinKind, JoinSide, WindowedJoinKey};
+use crate::graph::{JoinCleanup, JoinKind, JoinSide};
 use crate::operator::{Output, StreamOperator};
 use crate::{Barrier, EngineError, EngineResult, Op, StreamChunk};
 
@@ -53,7 +53,7 @@ pub struct HashJoinOperator {
     nulls_equal: bool,
     schema: SchemaRef,
     states: [StateTable; 2],
-    /// Set when the join is on a window bound.
+    /// Set for window and interval joins.
     window: Option<JoinWindow>,
 }
 
@@ -82,9 +82,9 @@ fn decode_value(bytes: &[u8]) -> EngineResult<(Vec<u8>, i64)> {
 
 impl HashJoinOperator {
     /// A join of `left` (port 0) and `right` (port 1) into `schema`, state in
-    /// tables `state_id` (left) and `state_id + 1` (right). With `window`
-    /// (and the key groups this subtask owns), rows of windows both sides'
-    /// watermarks passed are deleted.
+    /// tables `state_id` (left) and `state_id + 1` (right). With `cleanup`
+    /// (and the key groups this subtask owns), rows no future row can match
+    /// are deleted as the watermarks pass.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         kind: JoinKind,
@@ -95,7 +95,7 @@ impl HashJoinOperator {
         schema: SchemaRef,
         store: Store,
         state_id: u64,
-        window: Option<(WindowedJoinKey, Vec<u16>)>,
+        cleanup: Option<(JoinCleanup, Vec<u16>)>,
     ) -> Self {
         Self {
             kind,
@@ -107,7 +107,7 @@ impl HashJoinOperator {
                 StateTable::new(store.clone(), state_id),
                 StateTable::new(store, state_id + 1),
             ],
-            window: window.map(|(spec, key_groups)| JoinWindow::new(spec, key_groups)),
+            window: cleanup.map(|(spec, key_groups)| JoinWindow::new(spec, key_groups)),
         }
     }
 
@@ -352,7 +352,7 @@ impl HashJoinOperator {
             let degree = if self.tracks_degree(side) { degree } else { 0 };
             self.states[side].put(group, &state_key, encode_value(&value, degree));
             if let Some(window) = self.window.as_mut() {
-                let column = self.sides[side].keys[window.spec.key];
+                let column = window.spec.columns[side];
                 let window_value = ScalarValue::try_from_array(batch.column(column), row)?;
                 window.register(side, &window_value, group, &state_key)?;
             }
@@ -392,9 +392,9 @@ impl StreamOperator for HashJoinOperator {
         Ok(())
     }
 
-    /// Only a join on a window bound passes a watermark on, on that bound.
-    /// Otherwise a row stored on one side can meet a later row of the other
-    /// and be emitted long after the watermark passed it.
+    /// Only a window or interval join passes watermarks on, on its bounded
+    /// columns. Otherwise a row stored on one side can meet a later row of
+    /// the other and be emitted long after the watermark passed it.
     async fn on_watermark(
         &mut self,
         input: usize,

@@ -8,7 +8,7 @@ use datafusion::scalar::ScalarValue;
 use runnel_storage::{Store, StoreOptions};
 
 use super::HashJoinOperator;
-use crate::graph::{JoinKind, JoinSide, WindowedJoinKey};
+use crate::graph::{JoinCleanup, JoinKind, JoinOffset, JoinSide};
 use crate::operators::harness::{Harness, chunk, schema};
 use crate::{Op, Watermark};
 
@@ -48,9 +48,11 @@ async fn rows_both_watermarks_passed_are_forgotten() {
         store,
         60,
         Some((
-            WindowedJoinKey {
-                key: 0,
-                outputs: vec![1, 3],
+            JoinCleanup {
+                columns: [1, 1],
+                lower: Some(JoinOffset::Zero),
+                upper: Some(JoinOffset::Zero),
+                outputs: [vec![1], vec![3]],
             },
             (0..runnel_storage::state_table::KEY_GROUPS).collect(),
         )),

@@ -1,40 +1,47 @@
-//! A join on a window bound: when one pair of join keys carries a watermark
-//! on both sides (two windowed aggregations joined on `window_start`, say),
-//! rows of windows both watermarks passed can meet nothing new and never
-//! change, so their state is deleted, and the output carries the smaller
-//! watermark on those key columns.
+//! Freeing a join's state by watermark, for joins whose matches bound one
+//! column of each side by the other (see [`JoinCleanup`]): window joins
+//! (`a.window_start = b.window_start`) and interval joins (`a.ts BETWEEN
+//! b.ts - INTERVAL '5' SECOND AND b.ts`).
+//!
+//! With `left >= right + lower` for every match, a future right row (its
+//! column at least the right watermark `wr`) only matches left rows at or
+//! above `wr + lower`; a left row below that, and below the left watermark
+//! `wl` (so it never changes again), is deleted. Symmetrically, with `left
+//! <= right + upper`, right rows below `min(wr, wl - upper)` go. The same
+//! bounds are the watermarks of the output's copies of those columns.
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use datafusion::arrow::compute::kernels::numeric::{add, sub};
 use datafusion::scalar::ScalarValue;
 use runnel_storage::key_codec::encode_nullable_key;
 use runnel_storage::row_codec::RowDecoder;
 
 use super::{HashJoinOperator, decode_value};
-use crate::graph::WindowedJoinKey;
+use crate::graph::{JoinCleanup, JoinOffset};
 use crate::{EngineResult, Watermark};
 
-/// One side's stored rows, as (key group, state key), by window value
-/// (memcomparable).
+/// One side's stored rows, as (key group, state key), by the value of its
+/// bounded column (memcomparable).
 type WindowIndex = BTreeMap<Vec<u8>, BTreeSet<(u16, Vec<u8>)>>;
 
-/// The window state of a join.
+/// The cleanup state of a join.
 #[derive(Debug)]
 pub(super) struct JoinWindow {
-    pub(super) spec: WindowedJoinKey,
+    pub(super) spec: JoinCleanup,
     /// The key groups this subtask owns.
     pub(super) key_groups: Vec<u16>,
-    /// Per side, the watermark of its key column.
+    /// Per side, the watermark of its bounded column.
     watermarks: [Option<ScalarValue>; 2],
-    /// The smaller of the two, once both arrived: rows below it are gone.
-    bound: Option<ScalarValue>,
-    /// Per side, its rows by window, rebuilt from state on first use.
+    /// Per side, the bound below which its rows are gone.
+    bounds: [Option<ScalarValue>; 2],
+    /// Per side, its rows by bounded value, rebuilt from state on first use.
     open: [WindowIndex; 2],
     loaded: bool,
 }
 
-/// The memcomparable form of a window value; None for null.
-pub(super) fn window_key(value: &ScalarValue) -> EngineResult<Option<Vec<u8>>> {
+/// The memcomparable form of a value; None for null.
+fn order_key(value: &ScalarValue) -> EngineResult<Option<Vec<u8>>> {
     if value.is_null() {
         return Ok(None);
     }
@@ -44,20 +51,43 @@ pub(super) fn window_key(value: &ScalarValue) -> EngineResult<Option<Vec<u8>>> {
     Ok(Some(key))
 }
 
+/// `value + offset` (or minus), None when it cannot be computed (an
+/// overflow); an end-of-input watermark stays one.
+fn shifted(value: &ScalarValue, offset: &JoinOffset, minus: bool) -> Option<ScalarValue> {
+    let JoinOffset::By(offset) = offset else {
+        return Some(value.clone());
+    };
+    let end = Watermark {
+        column: 0,
+        value: value.clone(),
+    };
+    if end.is_end_of_input() {
+        return Some(value.clone());
+    }
+    let (a, b) = (value.to_scalar().ok()?, offset.to_scalar().ok()?);
+    let result = if minus { sub(&a, &b) } else { add(&a, &b) }.ok()?;
+    ScalarValue::try_from_array(&result, 0).ok()
+}
+
+fn smaller(a: &ScalarValue, b: Option<ScalarValue>) -> Option<ScalarValue> {
+    let b = b?;
+    Some(if a < &b { a.clone() } else { b })
+}
+
 impl JoinWindow {
-    pub(super) fn new(spec: WindowedJoinKey, key_groups: Vec<u16>) -> Self {
+    pub(super) fn new(spec: JoinCleanup, key_groups: Vec<u16>) -> Self {
         Self {
             spec,
             key_groups,
             watermarks: [None, None],
-            bound: None,
+            bounds: [None, None],
             open: [BTreeMap::new(), BTreeMap::new()],
             loaded: false,
         }
     }
 
     /// Notes that row `state_key` of `side` (in key group `group`) has
-    /// window value `value`.
+    /// `value` in its bounded column.
     pub(super) fn register(
         &mut self,
         side: usize,
@@ -65,20 +95,37 @@ impl JoinWindow {
         group: u16,
         state_key: &[u8],
     ) -> EngineResult<()> {
-        if let Some(window) = window_key(value)? {
+        if let Some(key) = order_key(value)? {
             self.open[side]
-                .entry(window)
+                .entry(key)
                 .or_default()
                 .insert((group, state_key.to_vec()));
         }
         Ok(())
     }
+
+    /// The bound of each side given both watermarks.
+    fn new_bounds(&self) -> [Option<ScalarValue>; 2] {
+        let [Some(left), Some(right)] = &self.watermarks else {
+            return [None, None];
+        };
+        let left_bound = self
+            .spec
+            .lower
+            .as_ref()
+            .and_then(|lower| smaller(left, shifted(right, lower, false)));
+        let right_bound = self
+            .spec
+            .upper
+            .as_ref()
+            .and_then(|upper| smaller(right, shifted(left, upper, true)));
+        [left_bound, right_bound]
+    }
 }
 
 impl HashJoinOperator {
-    /// Rebuilds the window index from state, once. The watermarks are not
-    /// kept: after a restart state is freed from the first pair of
-    /// watermarks on.
+    /// Rebuilds the index from state, once. The watermarks are not kept:
+    /// after a restart state is freed from the first pair of watermarks on.
     pub(super) fn load_window(&mut self) -> EngineResult<()> {
         let Some(window) = self.window.as_ref() else {
             return Ok(());
@@ -88,7 +135,7 @@ impl HashJoinOperator {
         }
         let mut open: [WindowIndex; 2] = [BTreeMap::new(), BTreeMap::new()];
         for (side, index) in open.iter_mut().enumerate() {
-            let column = self.sides[side].keys[window.spec.key];
+            let column = window.spec.columns[side];
             for &group in &window.key_groups {
                 for (state_key, bytes) in self.states[side].scan_prefix(group, b"")? {
                     let (row, _) = decode_value(&bytes)?;
@@ -96,7 +143,7 @@ impl HashJoinOperator {
                     decoder.push(&row)?;
                     let batch = decoder.finish()?;
                     let value = ScalarValue::try_from_array(batch.column(0), 0)?;
-                    if let Some(key) = window_key(&value)? {
+                    if let Some(key) = order_key(&value)? {
                         index.entry(key).or_default().insert((group, state_key));
                     }
                 }
@@ -108,9 +155,8 @@ impl HashJoinOperator {
         Ok(())
     }
 
-    /// Takes in `watermark` of input `side`; when the smaller of the two
-    /// sides' watermarks rose, deletes the rows below it and returns the
-    /// watermarks of the output.
+    /// Takes in `watermark` of input `side`; deletes the rows whose bound
+    /// rose past them and returns the output's watermarks.
     pub(super) fn window_watermark(
         &mut self,
         side: usize,
@@ -119,7 +165,7 @@ impl HashJoinOperator {
         let Some(window) = self.window.as_ref() else {
             return Ok(vec![]);
         };
-        if watermark.column != self.sides[side].keys[window.spec.key] {
+        if watermark.column != window.spec.columns[side] {
             return Ok(vec![]);
         }
         self.load_window()?;
@@ -131,37 +177,28 @@ impl HashJoinOperator {
             return Ok(vec![]);
         }
         window.watermarks[side] = Some(watermark.value);
-        let [Some(a), Some(b)] = &window.watermarks else {
-            return Ok(vec![]);
-        };
-        let bound = if a < b { a.clone() } else { b.clone() };
-        if window.bound.as_ref().is_some_and(|w| w >= &bound) {
-            return Ok(vec![]);
-        }
-        window.bound = Some(bound.clone());
-        let Some(limit) = window_key(&bound)? else {
-            return Ok(vec![]);
-        };
         let mut closed = vec![];
-        for (side, index) in window.open.iter_mut().enumerate() {
-            let still_open = index.split_off(&limit);
-            let gone = std::mem::replace(index, still_open);
-            closed.extend(
-                gone.into_values()
-                    .flatten()
-                    .map(|(group, key)| (side, group, key)),
-            );
+        let mut forwarded = vec![];
+        for (side, bound) in window.new_bounds().into_iter().enumerate() {
+            let Some(bound) = bound else { continue };
+            if window.bounds[side].as_ref().is_some_and(|b| b >= &bound) {
+                continue;
+            }
+            window.bounds[side] = Some(bound.clone());
+            if let Some(limit) = order_key(&bound)? {
+                let index = &mut window.open[side];
+                let still_open = index.split_off(&limit);
+                let gone = std::mem::replace(index, still_open);
+                closed.extend(gone.into_values().flatten().map(|(g, k)| (side, g, k)));
+            }
+            forwarded.extend(window.spec.outputs[side].iter().map(|&column| Watermark {
+                column,
+                value: bound.clone(),
+            }));
         }
-        let outputs = window.spec.outputs.clone();
         for (side, group, key) in closed {
             self.states[side].delete(group, &key);
         }
-        Ok(outputs
-            .into_iter()
-            .map(|column| Watermark {
-                column,
-                value: bound.clone(),
-            })
-            .collect())
+        Ok(forwarded)
     }
 }
