@@ -12,6 +12,19 @@ use datafusion::scalar::ScalarValue;
 
 use crate::Watermark;
 
+/// The memcomparable form of a value, so values compare with a watermark
+/// as bytes (in ordered indexes of windows); None for null, which no
+/// watermark ever passes.
+pub fn order_key(value: &ScalarValue) -> crate::EngineResult<Option<Vec<u8>>> {
+    if value.is_null() {
+        return Ok(None);
+    }
+    let array = value.to_array()?;
+    let mut key = vec![];
+    runnel_storage::key_codec::encode_nullable_key(&[&array], 0, &mut key)?;
+    Ok(Some(key))
+}
+
 /// The watermarks of several inputs, per column.
 #[derive(Debug)]
 pub struct WatermarkMerge {

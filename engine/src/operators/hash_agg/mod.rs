@@ -37,8 +37,9 @@ use crate::{Barrier, EngineError, EngineResult, Op, StreamChunk, Watermark};
 mod tests;
 mod window;
 
+use crate::watermarks::order_key;
 pub use window::WindowSetup;
-use window::{WATERMARK_KEY, Window, window_key};
+use window::{WATERMARK_KEY, Window};
 
 struct AggSlot {
     call: AggregateCall,
@@ -457,7 +458,7 @@ impl StreamOperator for HashAggOperator {
             }
             if let Some(window) = self.window.as_mut()
                 && let Some(value) = state.values.get(window.setup.spec.group_column)
-                && let Some(window_value) = window_key(value)?
+                && let Some(window_value) = order_key(value)?
             {
                 window
                     .open
@@ -496,7 +497,7 @@ impl StreamOperator for HashAggOperator {
         }
         window.watermark = Some(watermark.value.clone());
         let output_column = window.setup.spec.group_column;
-        let closed = match window_key(&watermark.value)? {
+        let closed = match order_key(&watermark.value)? {
             Some(bound) => {
                 let open = window.open.split_off(&bound);
                 std::mem::replace(&mut window.open, open)

@@ -9,11 +9,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use datafusion::arrow::array::Array;
 use datafusion::scalar::ScalarValue;
 use runnel_storage::StateTable;
-use runnel_storage::key_codec::encode_nullable_key;
 use runnel_storage::scalar_codec::decode_scalars;
 
 use super::HashAggOperator;
 use crate::graph::WindowedGroups;
+use crate::watermarks::order_key;
 use crate::{EngineResult, StreamChunk};
 
 pub(super) const WATERMARK_KEY: &[u8] = b"watermark";
@@ -42,18 +42,6 @@ pub(super) struct Window {
     pub(super) meta: StateTable,
 }
 
-/// The memcomparable form of a window value; None for null (a group with
-/// no window never closes).
-pub(super) fn window_key(value: &ScalarValue) -> EngineResult<Option<Vec<u8>>> {
-    if value.is_null() {
-        return Ok(None);
-    }
-    let array = value.to_array()?;
-    let mut key = vec![];
-    encode_nullable_key(&[&array], 0, &mut key)?;
-    Ok(Some(key))
-}
-
 impl HashAggOperator {
     /// Reads a windowed aggregation's watermark and open groups from state,
     /// once.
@@ -71,7 +59,7 @@ impl HashAggOperator {
             for (key, bytes) in self.groups.scan_prefix(group, b"")? {
                 let state = self.decode_record(group, &bytes)?;
                 if let Some(value) = state.values.get(column)
-                    && let Some(window_value) = window_key(value)?
+                    && let Some(window_value) = order_key(value)?
                 {
                     open.entry(window_value).or_default().insert(key);
                 }

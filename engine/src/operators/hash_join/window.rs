@@ -14,11 +14,11 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use datafusion::arrow::compute::kernels::numeric::{add, sub};
 use datafusion::scalar::ScalarValue;
-use runnel_storage::key_codec::encode_nullable_key;
 use runnel_storage::row_codec::RowDecoder;
 
 use super::{HashJoinOperator, decode_value};
 use crate::graph::{JoinCleanup, JoinOffset};
+use crate::watermarks::order_key;
 use crate::{EngineResult, Watermark};
 
 /// One side's stored rows, as (key group, state key), by the value of its
@@ -38,17 +38,6 @@ pub(super) struct JoinWindow {
     /// Per side, its rows by bounded value, rebuilt from state on first use.
     open: [WindowIndex; 2],
     loaded: bool,
-}
-
-/// The memcomparable form of a value; None for null.
-fn order_key(value: &ScalarValue) -> EngineResult<Option<Vec<u8>>> {
-    if value.is_null() {
-        return Ok(None);
-    }
-    let array = value.to_array()?;
-    let mut key = vec![];
-    encode_nullable_key(&[&array], 0, &mut key)?;
-    Ok(Some(key))
 }
 
 /// `value + offset` (or minus), None when it cannot be computed (an
