@@ -7,14 +7,15 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use datafusion::arrow::compute::max_array;
+use datafusion::functions_aggregate::min_max::MaxAccumulator;
+use datafusion::logical_expr::Accumulator;
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::scalar::ScalarValue;
 use runnel_storage::scalar_codec::{decode_scalars, encode_scalars};
 use runnel_storage::{StateTable, Store};
 
 use crate::operator::{Output, StreamOperator};
-use crate::{Barrier, EngineError, EngineResult, StreamChunk, Watermark};
+use crate::{Barrier, EngineResult, StreamChunk, Watermark};
 
 const WATERMARK_KEY: &[u8] = b"watermark";
 
@@ -61,48 +62,6 @@ impl WatermarkOperator {
     }
 }
 
-/// The largest non-null value of `array`, for the temporal and integer
-/// types watermarks are declared on.
-fn largest(array: &dyn datafusion::arrow::array::Array) -> EngineResult<Option<ScalarValue>> {
-    use datafusion::arrow::array::AsArray;
-    use datafusion::arrow::datatypes::{
-        DataType, Date32Type, Int64Type, TimeUnit, TimestampMicrosecondType,
-        TimestampMillisecondType, TimestampNanosecondType, TimestampSecondType,
-    };
-    Ok(match array.data_type() {
-        DataType::Timestamp(unit, tz) => {
-            let tz = tz.clone();
-            match unit {
-                TimeUnit::Second => {
-                    max_array::<TimestampSecondType, _>(array.as_primitive::<TimestampSecondType>())
-                        .map(|v| ScalarValue::TimestampSecond(Some(v), tz))
-                }
-                TimeUnit::Millisecond => max_array::<TimestampMillisecondType, _>(
-                    array.as_primitive::<TimestampMillisecondType>(),
-                )
-                .map(|v| ScalarValue::TimestampMillisecond(Some(v), tz)),
-                TimeUnit::Microsecond => max_array::<TimestampMicrosecondType, _>(
-                    array.as_primitive::<TimestampMicrosecondType>(),
-                )
-                .map(|v| ScalarValue::TimestampMicrosecond(Some(v), tz)),
-                TimeUnit::Nanosecond => max_array::<TimestampNanosecondType, _>(
-                    array.as_primitive::<TimestampNanosecondType>(),
-                )
-                .map(|v| ScalarValue::TimestampNanosecond(Some(v), tz)),
-            }
-        }
-        DataType::Date32 => max_array::<Date32Type, _>(array.as_primitive::<Date32Type>())
-            .map(|v| ScalarValue::Date32(Some(v))),
-        DataType::Int64 => max_array::<Int64Type, _>(array.as_primitive::<Int64Type>())
-            .map(|v| ScalarValue::Int64(Some(v))),
-        other => {
-            return Err(EngineError::Internal(format!(
-                "a watermark expression of type {other}"
-            )));
-        }
-    })
-}
-
 #[async_trait]
 impl StreamOperator for WatermarkOperator {
     fn name(&self) -> &'static str {
@@ -123,11 +82,11 @@ impl StreamOperator for WatermarkOperator {
             .expr
             .evaluate(chunk.data())?
             .into_array(chunk.num_rows())?;
-        let max = largest(values.as_ref())?;
+        // DataFusion's max over the chunk; null when every value is.
+        let mut max = MaxAccumulator::try_new(values.data_type())?;
+        max.update_batch(&[values])?;
         out.emit(chunk);
-        if let Some(max) = max {
-            self.rise(max, out);
-        }
+        self.rise(max.evaluate()?, out);
         Ok(())
     }
 
