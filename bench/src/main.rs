@@ -183,6 +183,7 @@ async fn streaming(
         vec![]
     };
     drop(session);
+    let store = Some(db.store.memory_report()?);
     let data_bytes = measure::dir_bytes(dir.path());
     Ok((
         measure::Run {
@@ -190,6 +191,7 @@ async fn streaming(
             peak_bytes,
             result_rows: count,
             data_bytes,
+            store,
         },
         contents,
     ))
@@ -203,6 +205,9 @@ async fn batch(
     args: &Args,
 ) -> Result<(measure::Run, Vec<datafusion::arrow::array::RecordBatch>)> {
     let ctx = SessionContext::new();
+    for function in runnel_planner::windows::session::session_window_functions() {
+        ctx.register_udwf(function.as_ref().clone());
+    }
     for table in tables {
         let mut generator = NexmarkGenerator::new(*table, args.seed, Some(args.events), args.rate);
         let mut batches = vec![];
@@ -229,6 +234,7 @@ async fn batch(
             peak_bytes: measure::peak_memory(),
             result_rows: result.iter().map(|b| b.num_rows() as u64).sum(),
             data_bytes: 0,
+            store: None,
         },
         result,
     ))
@@ -268,6 +274,17 @@ async fn soak(args: &Args, factor: u64) -> Result<()> {
             mib(long_run.data_bytes),
             long_run.peak_bytes as f64 / short_run.peak_bytes.max(1) as f64
         );
+        for (events, run) in [(args.events, &short_run), (long.events, &long_run)] {
+            if let Some(report) = run.store {
+                println!(
+                    "     {events:>12} events: state rows {}, memtables {:.1} MiB, block cache {:.1} MiB, table readers {:.1} MiB",
+                    report.state_rows,
+                    mib(report.memtable_bytes),
+                    mib(report.block_cache_bytes),
+                    mib(report.table_reader_bytes)
+                );
+            }
+        }
     }
     Ok(())
 }

@@ -68,6 +68,8 @@ pub struct Run {
     /// Bytes under the data directory at the end (RocksDB: state and the
     /// view's rows); 0 for batch runs.
     pub data_bytes: u64,
+    /// RocksDB's memory and the state rows at the end (streaming runs).
+    pub store: Option<runnel_storage::MemoryReport>,
 }
 
 impl Run {

@@ -91,6 +91,13 @@ pub const ALL: &[(&str, &str, &[NexmarkTable])] = &[
         &[NexmarkTable::Auction, NexmarkTable::Bid],
     ),
     (
+        "q11",
+        "SELECT bidder, count(*) AS bid_count, window_start AS starttime, window_end AS endtime \
+         FROM SESSION(bid, date_time, INTERVAL '10' SECOND, bidder) \
+         GROUP BY bidder, window_start, window_end",
+        &[NexmarkTable::Bid],
+    ),
+    (
         "q14",
         "SELECT auction, bidder, 0.908 * price AS price, \
            CASE WHEN extract(hour FROM date_time) >= 8 AND extract(hour FROM date_time) <= 18 THEN 'dayTime' \
@@ -195,7 +202,6 @@ pub const LEFT_OUT: &[(&str, &str)] = &[
         "q10",
         "writes to a file system sink, which does not exist yet",
     ),
-    ("q11", "needs SESSION windows, refused for now"),
     (
         "q12",
         "groups by processing time, which no batch query can reproduce",

@@ -1,11 +1,13 @@
 //! Sources and sinks of Runnel behind the engine's connector traits
 //! ([`runnel_engine::runtime::connector`]). Here so far: `datagen` (rows
-//! from per-column sequence and random generators) and `nexmark` (the
-//! Nexmark person, auction and bid events, deterministic from a seed). Both
-//! address rows by position, so a restart resumes exactly where the last
-//! committed epoch ended.
+//! from per-column sequence and random generators), `nexmark` (the
+//! Nexmark person, auction and bid events, deterministic from a seed) and
+//! `file` (the lines of a local text file): these address rows by position,
+//! so a restart resumes exactly where the last committed epoch ended; and
+//! `socket` (lines from a TCP server, at most once).
 
 mod datagen;
+mod lines;
 mod nexmark;
 mod options;
 mod random;
@@ -42,9 +44,11 @@ fn open(
     let generator: Box<dyn RowGenerator> = match connector.to_ascii_lowercase().as_str() {
         "datagen" => Box::new(datagen::DatagenGenerator::new(&mut options, schema)?),
         "nexmark" => Box::new(NexmarkGenerator::from_options(&mut options, schema)?),
+        "file" => Box::new(lines::FileLines::new(&mut options, schema)?),
+        "socket" => Box::new(lines::SocketLines::new(&mut options, schema)?),
         other => {
             return Err(ConnectorError::Unsupported(format!(
-                "connector '{other}' (known: datagen, nexmark)"
+                "connector '{other}' (known: datagen, nexmark, file, socket)"
             )));
         }
     };

@@ -83,6 +83,9 @@ pub struct SourceSpec {
     /// For a source with a connector: its `WITH (…)` options. The schema is
     /// then the declared columns plus a hidden row position.
     pub connector: Option<std::collections::BTreeMap<String, String>>,
+    /// Only ever inserts rows: a connector, or a table with a watermark
+    /// (which refuses UPDATE and DELETE).
+    pub insert_only: bool,
 }
 
 /// One aggregate call of a hash aggregation.
@@ -106,6 +109,50 @@ pub struct WindowedGroups {
     /// `EMIT ON WINDOW CLOSE`: a group's row is emitted once, when the
     /// watermark passes it, and never changes (the output is append-only).
     pub emit_on_close: bool,
+}
+
+/// What one group column of a session aggregation holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionColumn {
+    /// The value of partition key `i` (index into `SessionWindow::keys`).
+    Key(usize),
+    /// The session's first time.
+    Start,
+    /// The session's last time plus the gap.
+    End,
+}
+
+/// An aggregation grouped by session windows (`SESSION(rel, ts, gap,
+/// keys…)` grouped by its keys and bounds): within each key, rows at most
+/// `gap` apart form one session, and sessions merge as rows bridge them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionWindow {
+    /// Input columns sessions are formed by (Flink's `PARTITION BY`).
+    pub keys: Vec<usize>,
+    /// The input's event-time column.
+    pub time: usize,
+    /// The gap, in nanoseconds (in the column's own units for a time
+    /// column of integers).
+    pub gap_nanos: i64,
+    /// The output's group columns, in order.
+    pub groups: Vec<SessionColumn>,
+    /// The time column carries a watermark: sessions it passed (last row
+    /// plus gap) close and are freed, later rows are dropped as late.
+    pub watermarked: bool,
+    /// `EMIT ON WINDOW CLOSE`: a session's row is emitted once, final.
+    pub emit_on_close: bool,
+}
+
+/// A Top-N one of whose partition columns carries a watermark (Top-N per
+/// window): a partition the watermark passed never changes again, so its
+/// state is deleted, rows for it are late, and the watermark goes on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopNWindow {
+    /// The input column of that partition column.
+    pub input_column: usize,
+    /// The output columns holding the same value, which the watermark is
+    /// passed on for.
+    pub outputs: Vec<usize>,
 }
 
 /// How far apart the bounded columns of a join's match may be: every
@@ -191,6 +238,16 @@ pub enum OperatorSpec {
         state_id: u64,
         window: Option<WindowedGroups>,
     },
+    /// Aggregation over session windows of an append-only input.
+    SessionAggregate {
+        window: SessionWindow,
+        aggregates: Vec<AggregateCall>,
+        input_schema: SchemaRef,
+        /// Group columns (`window.groups`), then one column per aggregate.
+        schema: SchemaRef,
+        /// Tables `state_id` (sessions) and `state_id + 1` (watermark).
+        state_id: u64,
+    },
     /// Passes rows on and emits the watermark `WATERMARK FOR column AS
     /// expr` declares.
     Watermark {
@@ -234,7 +291,10 @@ pub enum OperatorSpec {
         input_schema: SchemaRef,
         stream_key: Vec<usize>,
         schema: SchemaRef,
+        /// Tables `state_id`, `state_id + 1`, and `state_id + 2` when
+        /// windowed (the watermark).
         state_id: u64,
+        window: Option<TopNWindow>,
     },
     /// Writes the view's rows and feeds its change log.
     Materialize {
@@ -255,6 +315,7 @@ impl OperatorSpec {
             OperatorSpec::Filter { .. } => "Filter",
             OperatorSpec::Watermark { .. } => "Watermark",
             OperatorSpec::HashAggregate { .. } => "HashAggregate",
+            OperatorSpec::SessionAggregate { .. } => "SessionAggregate",
             OperatorSpec::Union { .. } => "Union",
             OperatorSpec::HashJoin { .. } => "HashJoin",
             OperatorSpec::TopN { .. } => "TopN",
@@ -271,7 +332,9 @@ impl OperatorSpec {
                 kind,
                 JoinKind::Inner | JoinKind::LeftSemi | JoinKind::RightSemi
             ),
-            OperatorSpec::HashAggregate { .. } => self.makes_append_only(),
+            OperatorSpec::HashAggregate { .. } | OperatorSpec::SessionAggregate { .. } => {
+                self.makes_append_only()
+            }
             OperatorSpec::TopN { .. } => false,
             _ => true,
         }
@@ -287,6 +350,12 @@ impl OperatorSpec {
                     emit_on_close: true,
                     ..
                 }),
+                ..
+            } | OperatorSpec::SessionAggregate {
+                window: SessionWindow {
+                    emit_on_close: true,
+                    ..
+                },
                 ..
             }
         )
@@ -329,23 +398,47 @@ impl fmt::Display for OperatorSpec {
                     None => Ok(()),
                 }
             }
+            OperatorSpec::SessionAggregate {
+                window, aggregates, ..
+            } => write!(
+                f,
+                "SessionAggregate: keys=[{}], time={}, gap={}ns, aggregates=[{}]{}",
+                list(&window.keys),
+                window.time,
+                window.gap_nanos,
+                list(aggregates.iter().map(|a| a.function.name().to_string())),
+                if window.emit_on_close {
+                    ", emit on close"
+                } else if window.watermarked {
+                    ", state cleaned by watermark"
+                } else {
+                    ""
+                }
+            ),
             OperatorSpec::Union { keys, .. } => write!(f, "Union: inputs={}", keys.len()),
             OperatorSpec::TopN {
                 partition,
                 order,
                 offset,
                 limit,
+                window,
                 ..
-            } => write!(
-                f,
-                "TopN: partition_by=[{}], order_by=[{}], offset={offset}, limit={limit}",
-                list(partition),
-                list(order.iter().map(|o| format!(
-                    "{}{}",
-                    o.column,
-                    if o.descending { " DESC" } else { "" }
-                )))
-            ),
+            } => {
+                write!(
+                    f,
+                    "TopN: partition_by=[{}], order_by=[{}], offset={offset}, limit={limit}",
+                    list(partition),
+                    list(order.iter().map(|o| format!(
+                        "{}{}",
+                        o.column,
+                        if o.descending { " DESC" } else { "" }
+                    )))
+                )?;
+                match window {
+                    Some(w) => write!(f, ", per window of column {}", w.input_column),
+                    None => Ok(()),
+                }
+            }
             OperatorSpec::HashJoin {
                 kind,
                 left,
@@ -393,15 +486,19 @@ impl StreamGraph {
     pub fn is_append_only(&self, id: usize) -> bool {
         let fragment = &self.fragments[id];
         let inputs = fragment.inputs.iter().all(|input| match input {
-            // Table and view change logs carry updates and deletes;
-            // generating sources only insert.
-            FragmentInput::Source(source) => source.connector.is_some(),
+            FragmentInput::Source(source) => source.insert_only,
             FragmentInput::Exchange { fragment } => self.is_append_only(*fragment),
         });
-        fragment.operators.iter().fold(inputs, |append_only, op| {
-            op.makes_append_only() || (append_only && op.preserves_append_only())
-        })
+        operators_append_only(inputs, &fragment.operators)
     }
+}
+
+/// Whether `operators` in a row emit only inserts, given whether their
+/// input does.
+pub fn operators_append_only(input_append_only: bool, operators: &[OperatorSpec]) -> bool {
+    operators.iter().fold(input_append_only, |append_only, op| {
+        op.makes_append_only() || (append_only && op.preserves_append_only())
+    })
 }
 
 impl fmt::Display for StreamGraph {

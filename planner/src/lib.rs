@@ -8,7 +8,7 @@
 //! [`ddl::table_def_from_create`] for `CREATE TABLE`, [`types::ColumnType`]
 //! for the type mapping, [`stream::plan_view`] for the streaming planner
 //! (an optimized `LogicalPlan` to the engine's `StreamGraph`), and
-//! [`windows`] for the `TUMBLE`/`HOP` window table functions.
+//! [`windows`] for the `TUMBLE`/`HOP`/`SESSION` window table functions.
 
 pub mod catalog;
 pub mod ddl;

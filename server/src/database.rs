@@ -135,6 +135,9 @@ fn base_state(catalog: Arc<Catalog>, memory_limit: usize) -> ServerResult<Sessio
     provider.correct_pg_catalog();
     ctx.register_udf(PgGetExpr::udf());
     ctx.register_udf(constant_text_udf("version", VERSION_STRING));
+    for function in runnel_planner::windows::session::session_window_functions() {
+        ctx.register_udwf(function.as_ref().clone());
+    }
     if std::env::var_os(FAULT_INJECTION_ENV).is_some() {
         ctx.register_udf(panicking_udf());
     }

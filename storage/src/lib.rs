@@ -32,4 +32,4 @@ mod store;
 
 pub use error::{StorageError, StorageResult};
 pub use state_table::StateTable;
-pub use store::{ScanSpec, Store, StoreOptions, TableStore, WriteSet};
+pub use store::{MemoryReport, ScanSpec, Store, StoreOptions, TableStore, WriteSet};

@@ -33,6 +33,18 @@ impl Default for StoreOptions {
     }
 }
 
+/// RocksDB's memory and the operator state's size, at one moment.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct MemoryReport {
+    /// Memtables, active and waiting to be flushed.
+    pub memtable_bytes: u64,
+    pub block_cache_bytes: u64,
+    /// Index and filter blocks of open SST files outside the cache.
+    pub table_reader_bytes: u64,
+    /// Live rows of every operator's state tables.
+    pub state_rows: u64,
+}
+
 /// The process's RocksDB instance. Cheap to clone.
 #[derive(Clone)]
 pub struct Store {
@@ -146,6 +158,35 @@ impl Store {
             out.push((u64::from_be_bytes(seq), value.to_vec()));
         }
         Ok(out)
+    }
+
+    /// What RocksDB holds in memory now, and how many operator state rows
+    /// the store has (a full scan: for benchmarks and diagnostics).
+    pub fn memory_report(&self) -> StorageResult<MemoryReport> {
+        let property = |name: &str| -> StorageResult<u64> {
+            Ok(self
+                .db
+                .property_int_value(name)
+                .map_err(|e| rocks_error(&self.path, e))?
+                .unwrap_or(0))
+        };
+        let mut state_rows = 0;
+        for item in self
+            .db
+            .iterator(IteratorMode::From(&[STATE_PREFIX], Direction::Forward))
+        {
+            let (key, _) = item.map_err(|e| rocks_error(&self.path, e))?;
+            if key.first() != Some(&STATE_PREFIX) {
+                break;
+            }
+            state_rows += 1;
+        }
+        Ok(MemoryReport {
+            memtable_bytes: property("rocksdb.cur-size-all-mem-tables")?,
+            block_cache_bytes: property("rocksdb.block-cache-usage")?,
+            table_reader_bytes: property("rocksdb.estimate-table-readers-mem")?,
+            state_rows,
+        })
     }
 
     /// The rows of one table.

@@ -5,6 +5,7 @@ mod hash_agg;
 mod hash_join;
 mod materialize;
 mod project;
+mod session_agg;
 mod top_n;
 mod union;
 mod watermark;
@@ -14,7 +15,8 @@ pub use hash_agg::{HashAggOperator, WindowSetup};
 pub use hash_join::HashJoinOperator;
 pub use materialize::MaterializeOperator;
 pub use project::ProjectOperator;
-pub use top_n::TopNOperator;
+pub use session_agg::{SessionAggOperator, SessionSetup, nanos_per_unit};
+pub use top_n::{TopNOperator, TopNWindowSetup};
 pub use union::UnionOperator;
 pub use watermark::WatermarkOperator;
 

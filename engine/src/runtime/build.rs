@@ -21,7 +21,8 @@ use crate::graph::{FragmentInput, FragmentOutput, OperatorSpec, SourceSpec};
 use crate::operator::StreamOperator;
 use crate::operators::{
     FilterOperator, HashAggOperator, HashJoinOperator, MaterializeOperator, ProjectOperator,
-    TopNOperator, UnionOperator, WatermarkOperator, WindowSetup,
+    SessionAggOperator, SessionSetup, TopNOperator, TopNWindowSetup, UnionOperator,
+    WatermarkOperator, WindowSetup,
 };
 use crate::{EngineError, EngineResult, Epoch};
 
@@ -365,6 +366,24 @@ fn build_operator(
                 late_rows: Arc::clone(&metrics.late_rows),
             }),
         )?),
+        OperatorSpec::SessionAggregate {
+            window,
+            aggregates,
+            input_schema,
+            schema,
+            state_id,
+        } => Box::new(SessionAggOperator::new(
+            SessionSetup {
+                window: window.clone(),
+                key_groups: place.key_groups(),
+                late_rows: Arc::clone(&metrics.late_rows),
+            },
+            aggregates.clone(),
+            input_schema,
+            Arc::clone(schema),
+            store.clone(),
+            *state_id,
+        )?),
         OperatorSpec::HashJoin {
             kind,
             left,
@@ -395,6 +414,7 @@ fn build_operator(
             stream_key,
             schema,
             state_id,
+            window,
         } => Box::new(TopNOperator::new(
             partition.clone(),
             order.clone(),
@@ -406,7 +426,12 @@ fn build_operator(
             Arc::clone(schema),
             store.clone(),
             *state_id,
-        )),
+            window.as_ref().map(|spec| TopNWindowSetup {
+                spec: spec.clone(),
+                key_groups: place.key_groups(),
+                late_rows: Arc::clone(&metrics.late_rows),
+            }),
+        )?),
         OperatorSpec::Union { schema, keys } => Box::new(UnionOperator::new(
             Arc::clone(schema),
             keys.clone(),

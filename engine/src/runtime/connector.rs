@@ -22,7 +22,8 @@ use crate::{Barrier, EngineError, EngineResult, Message, StreamChunk, Watermark}
 /// restart can continue exactly where the last committed epoch ended.
 pub trait RowGenerator: Send + Sync + 'static {
     /// Rows `from..from + max_rows` (fewer at the end), in the source's
-    /// declared columns; None when the source has no row at `from`.
+    /// declared columns; None when the source has no row at `from` and
+    /// never will (end of input); an empty batch when none is there yet.
     fn generate(&mut self, from: u64, max_rows: usize) -> EngineResult<Option<RecordBatch>>;
 
     /// The configured rate, None for as fast as downstream takes them.
@@ -155,7 +156,17 @@ impl GeneratorSource {
             let generator = &mut self.generator;
             let batch = generator.generate(from, allowed.min(BATCH_ROWS))?;
             match batch {
-                Some(batch) if batch.num_rows() > 0 => {
+                // Nothing yet (a socket): look again shortly.
+                Some(batch) if batch.num_rows() == 0 => {
+                    tokio::select! {
+                        barrier = self.barriers.recv() => match barrier {
+                            Some(barrier) => self.barrier(barrier).await?,
+                            None => return Ok(()),
+                        },
+                        _ = tokio::time::sleep(Duration::from_millis(10)) => {}
+                    }
+                }
+                Some(batch) => {
                     let rows = batch.num_rows();
                     let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
                     columns.push(Arc::new(Int64Array::from_iter_values(

@@ -11,6 +11,7 @@
 
 use std::sync::Arc;
 
+mod session;
 mod watermarks;
 
 use crate::types::ColumnType;
@@ -426,6 +427,8 @@ impl Planner<'_> {
                 state_id,
                 is_table: input.is_table,
                 connector: input.connector.clone(),
+                insert_only: input.connector.is_some()
+                    || (input.is_table && input.watermark.is_some()),
             })],
             operators: vec![],
             parallelism: 1,
@@ -548,6 +551,9 @@ impl Planner<'_> {
             return Err(not_supported(
                 "GROUPING SETS, ROLLUP and CUBE in a materialized view",
             ));
+        }
+        if let Some(node) = self.session_aggregate(aggregate)? {
+            return Ok(node);
         }
         let mut node = self.plan(&aggregate.input)?;
         let logical_input = aggregate.input.schema();
@@ -896,6 +902,15 @@ impl Planner<'_> {
     /// `row_number() OVER (PARTITION BY … ORDER BY …)` under a filter that
     /// keeps the first rows of each partition.
     fn ranked_top_n(&mut self, window: &datafusion::logical_expr::Window) -> PlanResult<Node> {
+        if window
+            .window_expr
+            .iter()
+            .any(|e| session::session_function(e).is_some())
+        {
+            return Err(not_supported(
+                "a SESSION window in a materialized view outside an aggregation: group it by its partition columns and window_start or window_end",
+            ));
+        }
         let Some(limit) = self.rank_limit.take() else {
             return Err(not_supported(
                 "a window function in a materialized view (only row_number() <= N, a Top-N, is)",
@@ -914,11 +929,47 @@ impl Planner<'_> {
         }
         let mut node = self.plan(&window.input)?;
         let logical = window.input.schema();
-        let partition: Vec<&Expr> = function.params.partition_by.iter().collect();
+        let partition_exprs: Vec<&Expr> = function.params.partition_by.iter().collect();
         let partition =
-            self.append_columns(&mut node, &partition, logical, "_runnel_partition_")?;
+            self.append_columns(&mut node, &partition_exprs, logical, "_runnel_partition_")?;
+        // Top-N per window: a partition column with a watermark.
+        let windowed = partition
+            .iter()
+            .zip(&partition_exprs)
+            .find(|(c, _)| node.watermarks.contains(c))
+            .map(|(&c, e)| {
+                let visible_copy = match e {
+                    Expr::Column(column) => logical.index_of_column(column).ok(),
+                    _ => None,
+                };
+                (c, visible_copy)
+            });
         let order = &function.params.order_by;
-        self.finish_top_n(node, logical, partition, order, 0, limit, Some(window))
+        let mut node =
+            self.finish_top_n(node, logical, partition, order, 0, limit, Some(window))?;
+        if let Some((input_column, visible_copy)) = windowed {
+            // The watermark's table, right after the Top-N's two.
+            self.state_ids(1);
+            let Some(OperatorSpec::TopN {
+                window: top_n_window,
+                ..
+            }) = node.operators.last_mut()
+            else {
+                return Err(PlanError::Internal(
+                    "a Top-N was planned without its operator".into(),
+                ));
+            };
+            // The row number sits after the visible columns, pushing the
+            // hidden ones (the partition copy among them) one further.
+            let mut outputs = vec![input_column + 1];
+            outputs.extend(visible_copy);
+            *top_n_window = Some(runnel_engine::graph::TopNWindow {
+                input_column,
+                outputs: outputs.clone(),
+            });
+            node.watermarks = outputs;
+        }
+        Ok(node)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -987,10 +1038,12 @@ impl Planner<'_> {
             stream_key: next.key.clone(),
             schema: Arc::clone(&schema),
             state_id,
+            window: None,
         });
         next.schema = schema;
         next.key = key;
-        // A Top-N holds watermarks back (see the operator).
+        // A Top-N holds watermarks back (see the operator), unless it is
+        // per window (set by the caller).
         next.watermarks = vec![];
         Ok(next)
     }

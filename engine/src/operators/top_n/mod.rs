@@ -3,6 +3,11 @@
 //! first rows of every partition that changed are read back and compared
 //! with what was emitted before, and only the difference goes out (row
 //! numbers included, so rows whose rank moved are updated).
+//!
+//! Per window (a partition column carries a watermark, as in `ROW_NUMBER()
+//! OVER (PARTITION BY window_start …) <= N`), a partition the watermark
+//! passed is final: its state is deleted and the watermark goes on (see
+//! `window.rs`).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -18,6 +23,10 @@ use runnel_storage::{StateTable, Store};
 use crate::graph::SortOrder;
 use crate::operator::{Output, StreamOperator};
 use crate::{Barrier, EngineError, EngineResult, Op, StreamChunk};
+
+mod window;
+pub use window::TopNWindowSetup;
+use window::Window;
 
 /// The rows of one partition's result: stream key → (rank, row).
 type Ranked = BTreeMap<Vec<u8>, (i64, Vec<u8>)>;
@@ -38,6 +47,7 @@ pub struct TopNOperator {
     emitted: StateTable,
     /// Partitions changed in this epoch.
     dirty: BTreeMap<Vec<u8>, u16>,
+    window: Option<Window>,
 }
 
 impl std::fmt::Debug for TopNOperator {
@@ -97,7 +107,8 @@ fn split_len(bytes: &[u8]) -> EngineResult<(&[u8], &[u8])> {
 
 impl TopNOperator {
     /// A Top-N over rows of `input_schema` producing `schema`; state in
-    /// tables `state_id` and `state_id + 1`.
+    /// tables `state_id` and `state_id + 1`, and `state_id + 2` when
+    /// windowed.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         partition: Vec<usize>,
@@ -110,8 +121,20 @@ impl TopNOperator {
         schema: SchemaRef,
         store: Store,
         state_id: u64,
-    ) -> Self {
-        Self {
+        window: Option<TopNWindowSetup>,
+    ) -> EngineResult<Self> {
+        let window = window
+            .map(|setup| {
+                Window::new(
+                    setup,
+                    &input_schema,
+                    &partition,
+                    store.clone(),
+                    state_id + 2,
+                )
+            })
+            .transpose()?;
+        Ok(Self {
             partition,
             order,
             offset,
@@ -123,7 +146,8 @@ impl TopNOperator {
             rows: StateTable::new(store.clone(), state_id),
             emitted: StateTable::new(store, state_id + 1),
             dirty: BTreeMap::new(),
-        }
+            window,
+        })
     }
 
     /// The partition's current top rows: stream key → (rank, row).
@@ -181,6 +205,8 @@ impl StreamOperator for TopNOperator {
         chunk: StreamChunk,
         _out: &mut Output,
     ) -> EngineResult<()> {
+        self.load_window()?;
+        let chunk = self.drop_late(chunk)?;
         let batch = chunk.data();
         let partition_columns: Vec<&ArrayRef> =
             self.partition.iter().map(|&i| batch.column(i)).collect();
@@ -203,23 +229,43 @@ impl StreamOperator for TopNOperator {
             } else {
                 self.rows.delete(group, &key);
             }
+            if let Some(window) = self.window.as_mut() {
+                window.track(batch, row, &partition)?;
+            }
             self.dirty.insert(partition, group);
         }
         Ok(())
     }
 
-    /// Watermarks stop here. A deleted top row lets an older stored row into the output, however
-    /// far behind the watermark it is.
+    /// Without a window, watermarks stop here: a deleted top row lets an
+    /// older stored row into the output, however far behind the watermark
+    /// it is. With one, the partitions the watermark passed are final.
     async fn on_watermark(
         &mut self,
         _input: usize,
-        _watermark: crate::Watermark,
-        _out: &mut Output,
+        watermark: crate::Watermark,
+        out: &mut Output,
     ) -> EngineResult<()> {
-        Ok(())
+        self.close_partitions(watermark, out)
     }
 
     async fn on_barrier(&mut self, barrier: &Barrier, out: &mut Output) -> EngineResult<()> {
+        if let Some(chunk) = self.flush_dirty()? {
+            out.emit(chunk);
+        }
+        self.rows.seal_epoch(barrier.epoch.0, out.writes());
+        self.emitted.seal_epoch(barrier.epoch.0, out.writes());
+        if let Some(window) = self.window.as_mut() {
+            window.save(barrier.epoch.0, out.writes())?;
+        }
+        Ok(())
+    }
+}
+
+impl TopNOperator {
+    /// Compares every changed partition's top rows with what was emitted
+    /// for it and returns the difference.
+    fn flush_dirty(&mut self) -> EngineResult<Option<StreamChunk>> {
         // All deletes go before all inserts: a row that moved between
         // partitions in this epoch keeps its stream key, and its insert in
         // the new partition must not be undone by the old one's delete.
@@ -257,11 +303,9 @@ impl StreamOperator for TopNOperator {
             }
         }
         deletes.extend(inserts);
-        if !deletes.is_empty() {
-            out.emit(self.build(deletes)?);
+        if deletes.is_empty() {
+            return Ok(None);
         }
-        self.rows.seal_epoch(barrier.epoch.0, out.writes());
-        self.emitted.seal_epoch(barrier.epoch.0, out.writes());
-        Ok(())
+        Ok(Some(self.build(deletes)?))
     }
 }

@@ -6,9 +6,13 @@
 //! - TUMBLE: `SELECT *, date_bin(size, time_col) AS window_start,
 //!   date_bin(size, time_col) + size AS window_end FROM relation`;
 //! - HOP: one such branch per window a row falls in (`ceil(size / slide)`),
-//!   shifted back by a slide each, combined with `UNION ALL`.
+//!   shifted back by a slide each, combined with `UNION ALL`;
+//! - SESSION (`SESSION(relation, time_col, gap [, key, …])`, the keys
+//!   being Flink's `PARTITION BY`): the window functions of [`session`]
+//!   over `PARTITION BY keys ORDER BY time_col`; rows with a null time
+//!   belong to no session.
 //!
-//! Both bounds rise with `time_col`, so a watermark on it carries through to
+//! TUMBLE's and HOP's bounds rise with `time_col`, so a watermark on it carries through to
 //! them (see `runnel_engine::rising`), which is what lets a `GROUP BY
 //! window_start` close windows. The same rewrite serves batch `SELECT`s and
 //! materialized views, so a view and its batch query agree by construction.
@@ -23,6 +27,8 @@ use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
 
 use crate::{PlanError, PlanResult};
+
+pub mod session;
 
 /// Rewrites every window table function in `statement`.
 pub fn rewrite_window_functions(statement: &mut Statement) -> PlanResult<()> {
@@ -51,9 +57,7 @@ impl VisitorMut for WindowRewriter {
         let rewritten = match function.as_str() {
             "tumble" => tumble(&args.args),
             "hop" => hop(&args.args),
-            "session" => Err(PlanError::NotSupported(
-                "SESSION windows (use TUMBLE or HOP)".into(),
-            )),
+            "session" => session(&args.args),
             _ => return ControlFlow::Continue(()),
         };
         match rewritten {
@@ -246,6 +250,50 @@ fn hop(args: &[FunctionArg]) -> PlanResult<(ObjectName, Query)> {
     Ok((relation, parse_query(&branches.join(" UNION ALL "))?))
 }
 
+/// `SESSION(relation, time_col, gap [, key, …])`: each row with its
+/// session's bounds, sessions formed per key (Flink's `PARTITION BY`) by
+/// the window functions of [`session`].
+fn session(args: &[FunctionArg]) -> PlanResult<(ObjectName, Query)> {
+    if args.len() < 3 {
+        return Err(PlanError::InvalidParameter(
+            "SESSION takes (relation, time column, gap [, partition column, …])".into(),
+        ));
+    }
+    let (relation, column) = relation_and_column("SESSION", args)?;
+    let gap = interval_nanos("SESSION", "gap", argument("SESSION", args, 2)?)?;
+    let gap = i64::try_from(gap).map_err(|_| {
+        PlanError::InvalidParameter("SESSION: the gap is too large; give at most 292 years".into())
+    })?;
+    let mut keys = vec![];
+    for (i, arg) in args.iter().enumerate().skip(3) {
+        match arg {
+            FunctionArg::Unnamed(FunctionArgExpr::Expr(Expr::Identifier(ident))) => {
+                keys.push(ident.to_string())
+            }
+            _ => {
+                return Err(PlanError::InvalidParameter(format!(
+                    "SESSION: argument {} must name a column of {relation} to form sessions by",
+                    i + 1
+                )));
+            }
+        }
+    }
+    let partition = if keys.is_empty() {
+        String::new()
+    } else {
+        format!("PARTITION BY {} ", keys.join(", "))
+    };
+    let over = format!("OVER ({partition}ORDER BY {column})");
+    let sql = format!(
+        "SELECT *, {}({column}, {gap}) {over} AS window_start, \
+         {}({column}, {gap}) {over} AS window_end \
+         FROM {relation} WHERE {column} IS NOT NULL",
+        session::SESSION_START,
+        session::SESSION_END
+    );
+    Ok((relation, parse_query(&sql)?))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -286,6 +334,21 @@ mod tests {
     }
 
     #[test]
+    fn session_partitions_by_its_keys() {
+        let sql =
+            rewrite("SELECT * FROM SESSION(bid, date_time, INTERVAL '10' SECOND, bidder)").unwrap();
+        assert!(
+            sql.contains(
+                "session_window_start(date_time, 10000000000) OVER (PARTITION BY bidder ORDER BY date_time) AS window_start"
+            ),
+            "{sql}"
+        );
+        assert!(sql.contains("WHERE date_time IS NOT NULL) AS bid"), "{sql}");
+        let global = rewrite("SELECT * FROM SESSION(t, ts, INTERVAL '1' MINUTE)").unwrap();
+        assert!(global.contains("OVER (ORDER BY ts)"), "{global}");
+    }
+
+    #[test]
     fn bad_windows_say_what_to_change() {
         for (sql, expected) in [
             (
@@ -311,10 +374,24 @@ mod tests {
                 other => panic!("{sql}: {other:?}"),
             }
         }
-        assert!(matches!(
-            rewrite("SELECT * FROM SESSION(t, ts, INTERVAL '1' SECOND)"),
-            Err(PlanError::NotSupported(_))
-        ));
+        for (sql, expected) in [
+            ("SELECT * FROM SESSION(t, ts)", "SESSION takes"),
+            (
+                "SELECT * FROM SESSION(t, ts, INTERVAL '0' SECOND)",
+                "must be positive",
+            ),
+            (
+                "SELECT * FROM SESSION(t, ts, INTERVAL '1' SECOND, k + 1)",
+                "argument 4 must name a column",
+            ),
+        ] {
+            match rewrite(sql) {
+                Err(PlanError::InvalidParameter(message)) => {
+                    assert!(message.contains(expected), "{sql}: {message}")
+                }
+                other => panic!("{sql}: {other:?}"),
+            }
+        }
         // Other table functions are left alone.
         assert!(rewrite("SELECT * FROM generate_series(1, 3)").is_ok());
     }
