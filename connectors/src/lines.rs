@@ -1,7 +1,8 @@
 //! Sources of text lines: `connector = 'file'` reads a local text file,
 //! one row per line; `connector = 'socket'` reads lines from a TCP server
-//! (`nc -lk 9999`), as Flink's `socketTextStream` does. Both have exactly
-//! one `varchar` column.
+//! (`nc -lk 9999`), as Flink's `socketTextStream` does. Both have one
+//! `varchar` column; a socket source may declare a second, a timestamp,
+//! which holds when the line arrived (so it can be windowed).
 //!
 //! A file is addressed by line number, so a restart resumes exactly where
 //! the last committed epoch ended and the file source is exactly-once (for
@@ -16,26 +17,45 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{ArrayRef, RecordBatch, StringArray};
-use datafusion::arrow::datatypes::{DataType, SchemaRef};
+use datafusion::arrow::datatypes::{DataType, Field, SchemaRef};
 use runnel_engine::runtime::connector::RowGenerator;
 use runnel_engine::{EngineError, EngineResult};
 
 use crate::options::{ConnectorError, Options};
 
-/// The one text column a line source needs.
+fn is_text(field: &Field) -> bool {
+    matches!(field.data_type(), DataType::Utf8 | DataType::LargeUtf8)
+}
+
+/// The one text column a file source needs.
 fn check_schema(connector: &str, schema: &SchemaRef) -> Result<(), ConnectorError> {
     match schema.fields().as_ref() {
-        [field] if matches!(field.data_type(), DataType::Utf8 | DataType::LargeUtf8) => Ok(()),
+        [field] if is_text(field) => Ok(()),
         _ => Err(ConnectorError::Unsupported(format!(
             "a {connector} source with columns other than one varchar column (declare (line varchar))"
         ))),
     }
 }
 
+/// The lines, and for a second column the time they arrived.
 fn batch(schema: &SchemaRef, lines: Vec<String>) -> EngineResult<RecordBatch> {
+    let rows = lines.len();
     let column: ArrayRef = Arc::new(StringArray::from(lines));
-    let column = datafusion::arrow::compute::cast(&column, schema.field(0).data_type())?;
-    Ok(RecordBatch::try_new(Arc::clone(schema), vec![column])?)
+    let mut columns = vec![datafusion::arrow::compute::cast(
+        &column,
+        schema.field(0).data_type(),
+    )?];
+    if let Some(field) = schema.fields().get(1) {
+        let now = chrono::Utc::now().timestamp_micros();
+        let arrived: ArrayRef = Arc::new(
+            datafusion::arrow::array::TimestampMicrosecondArray::from(vec![now; rows]),
+        );
+        columns.push(datafusion::arrow::compute::cast(
+            &arrived,
+            field.data_type(),
+        )?);
+    }
+    Ok(RecordBatch::try_new(Arc::clone(schema), columns)?)
 }
 
 fn trim_newline(line: &mut String) {
@@ -154,7 +174,17 @@ impl SocketLines {
         options: &mut Options<'_>,
         schema: &SchemaRef,
     ) -> Result<Self, ConnectorError> {
-        check_schema("socket", schema)?;
+        match schema.fields().as_ref() {
+            [line] if is_text(line) => {}
+            [line, arrived]
+                if is_text(line) && matches!(arrived.data_type(), DataType::Timestamp(..)) => {}
+            _ => {
+                return Err(ConnectorError::Unsupported(
+                    "a socket source with columns other than a varchar line and, optionally, a timestamp of its arrival (declare (line varchar[, arrived timestamp]))"
+                        .into(),
+                ));
+            }
+        }
         let host = options.get("hostname").unwrap_or("127.0.0.1");
         let port: u16 = options
             .parse("port")?
@@ -294,11 +324,8 @@ mod tests {
         server.write_all(b"f\n").unwrap();
         drop(server);
         let mut rest = vec![];
-        loop {
-            match source.generate(0, 10).unwrap() {
-                Some(batch) => rest.extend(lines(&batch)),
-                None => break,
-            }
+        while let Some(batch) = source.generate(0, 10).unwrap() {
+            rest.extend(lines(&batch));
         }
         assert_eq!(rest, ["half"]);
         // Nobody listening: the error names the address.

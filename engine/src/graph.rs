@@ -228,6 +228,13 @@ pub enum OperatorSpec {
     Filter {
         predicate: Arc<dyn PhysicalExpr>,
     },
+    /// `unnest(list)`: one row per element of the list columns, the
+    /// element's ordinal appended (part of the stream key).
+    Unnest {
+        lists: Vec<usize>,
+        options: datafusion::common::UnnestOptions,
+        schema: SchemaRef,
+    },
     HashAggregate {
         group_by: Vec<Arc<dyn PhysicalExpr>>,
         aggregates: Vec<AggregateCall>,
@@ -313,6 +320,7 @@ impl OperatorSpec {
         match self {
             OperatorSpec::Project { .. } => "Project",
             OperatorSpec::Filter { .. } => "Filter",
+            OperatorSpec::Unnest { .. } => "Unnest",
             OperatorSpec::Watermark { .. } => "Watermark",
             OperatorSpec::HashAggregate { .. } => "HashAggregate",
             OperatorSpec::SessionAggregate { .. } => "SessionAggregate",
@@ -375,6 +383,7 @@ impl fmt::Display for OperatorSpec {
         match self {
             OperatorSpec::Project { exprs, .. } => write!(f, "Project: {}", list(exprs)),
             OperatorSpec::Filter { predicate } => write!(f, "Filter: {predicate}"),
+            OperatorSpec::Unnest { lists, .. } => write!(f, "Unnest: lists=[{}]", list(lists)),
             OperatorSpec::Watermark { column, expr, .. } => {
                 write!(f, "Watermark: column={column}, expr={expr}")
             }

@@ -217,10 +217,17 @@ fn split_runnel_commands(sql: &str) -> PlanResult<Option<Vec<Command>>> {
     };
     let mut pieces = vec![String::new()];
     for token in tokens {
+        use datafusion::sql::sqlparser::tokenizer::Whitespace;
         if token == Token::SemiColon {
             pieces.push(String::new());
         } else if let Some(last) = pieces.last_mut() {
-            last.push_str(&token.to_string());
+            match token {
+                // Comments (psql -f passes them on) do not start a command.
+                Token::Whitespace(
+                    Whitespace::SingleLineComment { .. } | Whitespace::MultiLineComment(_),
+                ) => last.push('\n'),
+                token => last.push_str(&token.to_string()),
+            }
         }
     }
     let mut commands = vec![];
@@ -632,6 +639,19 @@ fn char_offset(sql: &str, line: usize, column: usize) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn comments_before_runnel_commands() {
+        let commands = parse_commands(
+            "-- a source\n/* of rows */ CREATE SOURCE s (a int) WITH (connector = 'datagen');\n-- then\nFLUSH",
+        )
+        .unwrap();
+        assert!(
+            matches!(commands[0], Command::CreateSource { .. }),
+            "{commands:?}"
+        );
+        assert!(matches!(commands[1], Command::Flush), "{commands:?}");
+    }
 
     #[test]
     fn several_statements() {

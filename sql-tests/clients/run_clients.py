@@ -147,6 +147,54 @@ def test_psycopg_transactions_are_accepted(server):
 JDBC_JAR = "/usr/share/java/postgresql.jar"
 
 
+def wait_for(fetch, expected, seconds=30):
+    """Polls `fetch()` until it returns `expected` (views fill as sources run)."""
+    deadline = time.time() + seconds
+    got = fetch()
+    while got != expected and time.time() < deadline:
+        time.sleep(0.2)
+        got = fetch()
+    assert got == expected, (got, expected)
+
+
+def test_wordcount_example(server):
+    """examples/wordcount as the README runs it: psql -f over a text file."""
+    server.psql("-v", "ON_ERROR_STOP=1", "-f", "examples/wordcount/wordcount.sql")
+    import collections
+    import re
+    with open("examples/wordcount/input.txt") as f:
+        words = re.sub(r"[^a-z']+", " ", f.read().lower()).split(" ")
+    expected = sorted(collections.Counter(w for w in words if w).items())
+    with psycopg.connect(server.dsn(), autocommit=True) as conn:
+        wait_for(lambda: sorted(conn.execute("SELECT word, n FROM word_counts").fetchall()), expected)
+
+
+def test_socket_window_wordcount_example(server):
+    """examples/socket_window_wordcount against a text server standing in
+    for `nc -lk 9999`: a window's counts appear once a later line closes it."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    port = listener.getsockname()[1]
+    with open("examples/socket_window_wordcount/socket_window_wordcount.sql") as f:
+        sql = f.read().replace("'9999'", f"'{port}'")
+    statements = [s for s in sql.split(";") if s.strip() and not all(
+        l.startswith("--") or not l.strip() for l in s.strip().splitlines())]
+    with psycopg.connect(server.dsn(), autocommit=True) as conn:
+        conn.execute(statements[0])  # CREATE SOURCE connects (and leaves)
+        probe, _ = listener.accept()
+        probe.close()
+        conn.execute(statements[1])  # the job connects again
+        client, _ = listener.accept()
+        client.sendall(b"Hello world hello\n")
+        time.sleep(5.5)  # past the end of the first line's 5-second window
+        client.sendall(b"bye\n")
+        wait_for(lambda: sorted(conn.execute("SELECT word, n FROM window_word_counts").fetchall()),
+                 [("hello", 2), ("world", 1)])
+        client.close()
+    listener.close()
+
+
 def test_jdbc(server):
     out = subprocess.run(
         ["java", "-cp", JDBC_JAR, os.path.join(os.path.dirname(__file__), "JdbcTest.java"), str(server.port)],

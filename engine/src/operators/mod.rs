@@ -8,6 +8,7 @@ mod project;
 mod session_agg;
 mod top_n;
 mod union;
+mod unnest;
 mod watermark;
 
 pub use filter::FilterOperator;
@@ -18,6 +19,7 @@ pub use project::ProjectOperator;
 pub use session_agg::{SessionAggOperator, SessionSetup, nanos_per_unit};
 pub use top_n::{TopNOperator, TopNWindowSetup};
 pub use union::UnionOperator;
+pub use unnest::UnnestOperator;
 pub use watermark::WatermarkOperator;
 
 #[cfg(test)]

@@ -21,7 +21,7 @@ use crate::graph::{FragmentInput, FragmentOutput, OperatorSpec, SourceSpec};
 use crate::operator::StreamOperator;
 use crate::operators::{
     FilterOperator, HashAggOperator, HashJoinOperator, MaterializeOperator, ProjectOperator,
-    SessionAggOperator, SessionSetup, TopNOperator, TopNWindowSetup, UnionOperator,
+    SessionAggOperator, SessionSetup, TopNOperator, TopNWindowSetup, UnionOperator, UnnestOperator,
     WatermarkOperator, WindowSetup,
 };
 use crate::{EngineError, EngineResult, Epoch};
@@ -338,6 +338,15 @@ fn build_operator(
             Box::new(ProjectOperator::new(exprs.clone(), Arc::clone(schema)))
         }
         OperatorSpec::Filter { predicate } => Box::new(FilterOperator::new(Arc::clone(predicate))),
+        OperatorSpec::Unnest {
+            lists,
+            options,
+            schema,
+        } => Box::new(UnnestOperator::new(
+            lists.clone(),
+            options.clone(),
+            Arc::clone(schema),
+        )),
         OperatorSpec::Watermark {
             column,
             expr,

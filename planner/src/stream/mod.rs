@@ -383,6 +383,7 @@ impl Planner<'_> {
             }
             LogicalPlan::Join(join) => self.join(join),
             LogicalPlan::Window(window) => self.ranked_top_n(window),
+            LogicalPlan::Unnest(unnest) => self.unnest(unnest),
             LogicalPlan::Values(_) | LogicalPlan::EmptyRelation(_) => Err(not_supported(
                 "a materialized view that reads no table or materialized view",
             )),
@@ -1046,6 +1047,52 @@ impl Planner<'_> {
         // per window (set by the caller).
         next.watermarks = vec![];
         Ok(next)
+    }
+
+    fn unnest(&mut self, unnest: &datafusion::logical_expr::Unnest) -> PlanResult<Node> {
+        if !unnest.struct_type_columns.is_empty()
+            || unnest.list_type_columns.iter().any(|(_, l)| l.depth != 1)
+            || unnest.options.recursions.iter().any(|r| r.depth != 1)
+        {
+            return Err(not_supported(
+                "unnest of a struct or of nested levels in a materialized view (only unnest of a list, one level)",
+            ));
+        }
+        let mut node = self.plan(&unnest.input)?;
+        let lists: Vec<usize> = unnest.list_type_columns.iter().map(|(i, _)| *i).collect();
+        let visible = unnest.schema.fields().len();
+        if visible != unnest.input.schema().fields().len() {
+            return Err(not_supported("this form of unnest in a materialized view"));
+        }
+        // The unnested columns, the input's hidden ones, then the ordinal.
+        let mut fields: Vec<Field> = unnest
+            .schema
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone())
+            .collect();
+        fields.extend(
+            node.schema.fields()[visible..]
+                .iter()
+                .map(|f| f.as_ref().clone()),
+        );
+        let ordinal = fields.len();
+        fields.push(Field::new("_runnel_unnest_ordinal", DataType::Int64, false));
+        let schema = Arc::new(Schema::new(fields));
+        if node.key.iter().any(|k| lists.contains(k)) {
+            return Err(not_supported(
+                "unnest of a list column that identifies its rows in a materialized view",
+            ));
+        }
+        node.key.push(ordinal);
+        node.watermarks.retain(|c| !lists.contains(c));
+        node.operators.push(OperatorSpec::Unnest {
+            lists,
+            options: unnest.options.clone(),
+            schema: Arc::clone(&schema),
+        });
+        node.schema = schema;
+        Ok(node)
     }
 
     fn union(&mut self, union: &Union) -> PlanResult<Node> {
