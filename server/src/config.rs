@@ -73,6 +73,12 @@ pub const KEYS: &[KeySpec] = &[
         help: "RocksDB block cache size in MiB",
     },
     KeySpec {
+        key: "storage.write-buffer-mb",
+        aliases: &[],
+        default: "64",
+        help: "Memory RocksDB's memtables may hold together before they are flushed, in MiB (counted in the block cache's budget)",
+    },
+    KeySpec {
         key: "query.memory-limit-mb",
         aliases: &[],
         default: "4096",
@@ -127,6 +133,8 @@ pub struct Config {
     pub data_dir: PathBuf,
     pub sync_writes: bool,
     pub block_cache_mb: usize,
+    /// `storage.write-buffer-mb`.
+    pub write_buffer_mb: usize,
     pub query_memory_limit_mb: usize,
     pub coordinator_address: String,
     pub coordinator_rpc_port: u16,
@@ -240,6 +248,7 @@ impl Config {
             data_dir: PathBuf::from(get("data.dir")),
             sync_writes: parse_bool("storage.sync-writes", &get("storage.sync-writes"))?,
             block_cache_mb: parse("storage.block-cache-mb", &get("storage.block-cache-mb"))?,
+            write_buffer_mb: parse("storage.write-buffer-mb", &get("storage.write-buffer-mb"))?,
             query_memory_limit_mb: parse("query.memory-limit-mb", &get("query.memory-limit-mb"))?,
             coordinator_address: get("coordinator.address"),
             coordinator_rpc_port: parse("coordinator.rpc-port", &get("coordinator.rpc-port"))?,

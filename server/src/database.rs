@@ -73,6 +73,7 @@ impl Database {
             &StoreOptions {
                 sync_writes: config.sync_writes,
                 block_cache_bytes: config.block_cache_mb << 20,
+                write_buffer_bytes: config.write_buffer_mb << 20,
             },
         )?;
         let catalog = Catalog::open(store.clone())?;

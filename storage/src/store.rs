@@ -22,6 +22,10 @@ pub struct StoreOptions {
     pub sync_writes: bool,
     /// Size of RocksDB's block cache, shared by every table.
     pub block_cache_bytes: usize,
+    /// Memory all memtables together may hold before RocksDB flushes them
+    /// (charged to the block cache, so the two together bound RocksDB's
+    /// memory).
+    pub write_buffer_bytes: usize,
 }
 
 impl Default for StoreOptions {
@@ -29,6 +33,7 @@ impl Default for StoreOptions {
         Self {
             sync_writes: true,
             block_cache_bytes: 64 << 20,
+            write_buffer_bytes: 64 << 20,
         }
     }
 }
@@ -67,7 +72,17 @@ impl Store {
         db_options.set_max_background_jobs(2);
         db_options.set_compression_type(rocksdb::DBCompressionType::Lz4);
         let mut table_options = rocksdb::BlockBasedOptions::default();
-        let cache = rocksdb::Cache::new_lru_cache(options.block_cache_bytes);
+        let write_buffers = options.write_buffer_bytes.max(4 << 20);
+        let cache = rocksdb::Cache::new_lru_cache(options.block_cache_bytes + write_buffers);
+        // Memtables count against the cache: together they stay within
+        // block cache plus write buffers however much is written.
+        let manager = rocksdb::WriteBufferManager::new_write_buffer_manager_with_cache(
+            write_buffers,
+            false,
+            cache.clone(),
+        );
+        db_options.set_write_buffer_manager(&manager);
+        db_options.set_write_buffer_size(write_buffers / 2);
         table_options.set_block_cache(&cache);
         db_options.set_block_based_table_factory(&table_options);
         let db = DB::open(&db_options, path).map_err(|e| rocks_error(path, e))?;
