@@ -25,6 +25,32 @@ pub fn order_key(value: &ScalarValue) -> crate::EngineResult<Option<Vec<u8>>> {
     Ok(Some(key))
 }
 
+/// `chunk` without its rows whose `values` are behind `watermark` (late
+/// for a window the watermark closed), adding how many to `late_rows`. A
+/// null value is never late: it never closes.
+pub fn drop_late(
+    chunk: crate::StreamChunk,
+    values: &datafusion::arrow::array::ArrayRef,
+    watermark: &ScalarValue,
+    late_rows: &std::sync::atomic::AtomicU64,
+) -> crate::EngineResult<crate::StreamChunk> {
+    use datafusion::arrow::array::Array;
+    use datafusion::arrow::compute::kernels::cmp::lt;
+    use datafusion::arrow::compute::{not, prep_null_mask_filter};
+    let late = lt(values, &watermark.to_scalar()?)?;
+    let late = if late.null_count() > 0 {
+        prep_null_mask_filter(&late)
+    } else {
+        late
+    };
+    let count = late.true_count();
+    if count == 0 {
+        return Ok(chunk);
+    }
+    late_rows.fetch_add(count as u64, std::sync::atomic::Ordering::Relaxed);
+    chunk.filter(&not(&late)?)
+}
+
 /// The watermarks of several inputs, per column.
 #[derive(Debug)]
 pub struct WatermarkMerge {

@@ -4,9 +4,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 
-use datafusion::arrow::array::Array;
 use datafusion::scalar::ScalarValue;
 use runnel_storage::StateTable;
 use runnel_storage::scalar_codec::decode_scalars;
@@ -80,8 +79,6 @@ impl HashAggOperator {
     /// Drops the rows of `chunk` whose window the watermark already passed,
     /// counting them.
     pub(super) fn drop_late(&self, chunk: StreamChunk) -> EngineResult<StreamChunk> {
-        use datafusion::arrow::compute::kernels::cmp::lt;
-        use datafusion::arrow::compute::{not, prep_null_mask_filter};
         let Some(window) = &self.window else {
             return Ok(chunk);
         };
@@ -91,21 +88,6 @@ impl HashAggOperator {
         let values = self.group_by[window.setup.spec.group_column]
             .evaluate(chunk.data())?
             .into_array(chunk.num_rows())?;
-        // A null window is never late: it never closes.
-        let late = lt(&values, &watermark.to_scalar()?)?;
-        let late = if late.null_count() > 0 {
-            prep_null_mask_filter(&late)
-        } else {
-            late
-        };
-        let count = late.true_count();
-        if count == 0 {
-            return Ok(chunk);
-        }
-        window
-            .setup
-            .late_rows
-            .fetch_add(count as u64, Ordering::Relaxed);
-        chunk.filter(&not(&late)?)
+        crate::watermarks::drop_late(chunk, &values, watermark, &window.setup.late_rows)
     }
 }

@@ -4,9 +4,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 
-use datafusion::arrow::array::{Array, ArrayRef, RecordBatch};
+use datafusion::arrow::array::{ArrayRef, RecordBatch};
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::scalar::ScalarValue;
 use runnel_storage::key_codec::encode_nullable_key;
@@ -130,30 +130,14 @@ impl TopNOperator {
     /// Drops the rows of `chunk` whose partition the watermark passed,
     /// counting them.
     pub(super) fn drop_late(&self, chunk: StreamChunk) -> EngineResult<StreamChunk> {
-        use datafusion::arrow::compute::kernels::cmp::lt;
-        use datafusion::arrow::compute::{not, prep_null_mask_filter};
         let Some(window) = &self.window else {
             return Ok(chunk);
         };
         let Some(watermark) = &window.watermark else {
             return Ok(chunk);
         };
-        let values = chunk.data().column(window.setup.spec.input_column);
-        let late = lt(values, &watermark.to_scalar()?)?;
-        let late = if late.null_count() > 0 {
-            prep_null_mask_filter(&late)
-        } else {
-            late
-        };
-        let count = late.true_count();
-        if count == 0 {
-            return Ok(chunk);
-        }
-        window
-            .setup
-            .late_rows
-            .fetch_add(count as u64, Ordering::Relaxed);
-        chunk.filter(&not(&late)?)
+        let values = Arc::clone(chunk.data().column(window.setup.spec.input_column));
+        crate::watermarks::drop_late(chunk, &values, watermark, &window.setup.late_rows)
     }
 
     /// Emits the pending changes, then deletes the state of every partition
