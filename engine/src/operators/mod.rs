@@ -24,3 +24,22 @@ pub use watermark::WatermarkOperator;
 
 #[cfg(test)]
 pub(crate) mod harness;
+
+/// The rows of `rows` an aggregate's `FILTER (WHERE …)` mask keeps (all
+/// without a filter; a null counts as false).
+pub(crate) fn rows_passing(
+    rows: &[u32],
+    filter: Option<&datafusion::arrow::array::ArrayRef>,
+) -> Vec<u32> {
+    use datafusion::arrow::array::{Array, AsArray};
+    match filter {
+        None => rows.to_vec(),
+        Some(mask) => {
+            let mask = mask.as_boolean();
+            rows.iter()
+                .copied()
+                .filter(|&r| mask.is_valid(r as usize) && mask.value(r as usize))
+                .collect()
+        }
+    }
+}

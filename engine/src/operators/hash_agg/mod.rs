@@ -18,7 +18,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch, UInt32Array};
+use datafusion::arrow::array::{ArrayRef, RecordBatch, UInt32Array};
 use datafusion::arrow::compute::take;
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::logical_expr::Accumulator;
@@ -393,18 +393,7 @@ impl StreamOperator for HashAggOperator {
             let group = state.group;
             let mut input_changes: Vec<(Vec<u8>, Vec<ScalarValue>, i64)> = vec![];
             for (i, slot) in self.aggs.iter().enumerate() {
-                let keep = |rows: &[u32]| -> Vec<u32> {
-                    match &filters[i] {
-                        None => rows.to_vec(),
-                        Some(mask) => {
-                            let mask = mask.as_boolean();
-                            rows.iter()
-                                .copied()
-                                .filter(|&r| mask.is_valid(r as usize) && mask.value(r as usize))
-                                .collect()
-                        }
-                    }
-                };
+                let keep = |rows: &[u32]| super::rows_passing(rows, filters[i].as_ref());
                 let (ins, del) = (keep(&inserts), keep(&deletes));
                 if slot.incremental {
                     let acc = state.accumulators[i]

@@ -182,116 +182,90 @@ impl SessionAggOperator {
         Ok(row)
     }
 
-    /// Moves an open session (start, last) of `key` in the index of close
-    /// times: from `old` (if indexed) to `new` (if still open).
-    fn index(&mut self, key: &[u8], old: Option<(i64, i64)>, new: Option<(i64, i64)>) {
-        if !self.setup.window.watermarked {
+    /// Replaces the close-time index entries of `key`'s open sessions
+    /// (start, last): `before` out, `after` in.
+    fn reindex(&mut self, key: &[u8], before: &[(i64, i64)], after: &[(i64, i64)]) {
+        if !self.setup.window.watermarked || before == after {
             return;
         }
-        if let Some((start, last)) = old {
+        for &(start, last) in before {
             self.closing
                 .remove(&(last.saturating_add(self.gap), key.to_vec(), start));
         }
-        if let Some((start, last)) = new {
+        for &(start, last) in after {
             self.closing
                 .insert((last.saturating_add(self.gap), key.to_vec(), start));
         }
     }
 
-    /// Places row `row` at time `time` into the sessions of `key`, merging
+    /// Places row `row` at time `time` into `entry`'s sessions, merging
     /// every session its window `[time, time + gap]` touches.
-    fn place(&mut self, key: &[u8], row: u32, time: i64) -> EngineResult<()> {
+    fn place(&self, entry: &mut KeySessions, row: u32, time: i64) -> EngineResult<()> {
         let gap = self.gap;
-        let mut entry = self.dirty.remove(key).expect("the key was loaded");
         let touches =
             |s: &Session| time <= s.last.saturating_add(gap) && s.start <= time.saturating_add(gap);
-        let first = entry.sessions.iter().position(touches);
-        let mut moved = vec![];
-        match first {
-            None => {
-                let at = entry.sessions.partition_point(|s| s.start < time);
-                entry.sessions.insert(
-                    at,
-                    Session {
-                        start: time,
-                        last: time,
-                        rows: 1,
-                        accumulators: self.fresh_accumulators()?,
-                        previous: None,
-                        pending: vec![row],
-                        changed: true,
-                    },
-                );
-                moved.push((None, Some((time, time))));
+        let Some(first) = entry.sessions.iter().position(touches) else {
+            let at = entry.sessions.partition_point(|s| s.start < time);
+            entry.sessions.insert(
+                at,
+                Session {
+                    start: time,
+                    last: time,
+                    rows: 1,
+                    accumulators: self.fresh_accumulators()?,
+                    previous: None,
+                    pending: vec![row],
+                    changed: true,
+                },
+            );
+            return Ok(());
+        };
+        let mut end = first + 1;
+        while end < entry.sessions.len() && touches(&entry.sessions[end]) {
+            end += 1;
+        }
+        let mut merged: Vec<Session> = entry.sessions.drain(first + 1..end).collect();
+        let target = &mut entry.sessions[first];
+        for other in merged.iter_mut() {
+            if entry.stored.remove(&other.start) {
+                entry.removed.push(other.start);
             }
-            Some(first) => {
-                let mut end = first + 1;
-                while end < entry.sessions.len() && touches(&entry.sessions[end]) {
-                    end += 1;
-                }
-                let mut merged: Vec<Session> = entry.sessions.drain(first + 1..end).collect();
-                let target = &mut entry.sessions[first];
-                let before = (target.start, target.last);
-                for other in merged.iter_mut() {
-                    moved.push((Some((other.start, other.last)), None));
-                    if entry.stored.remove(&other.start) {
-                        entry.removed.push(other.start);
-                    }
-                    for (into, from) in target.accumulators.iter_mut().zip(&mut other.accumulators)
-                    {
-                        let partial = from
-                            .state()?
-                            .iter()
-                            .map(|v| v.to_array())
-                            .collect::<Result<Vec<ArrayRef>, _>>()?;
-                        into.merge_batch(&partial)?;
-                    }
-                    target.last = target.last.max(other.last);
-                    target.rows += other.rows;
-                    target.pending.append(&mut other.pending);
-                    if let Some(previous) = other.previous.take() {
-                        entry.retract.push(previous);
-                    }
-                }
-                if time < target.start && entry.stored.remove(&target.start) {
-                    entry.removed.push(target.start);
-                }
-                target.start = target.start.min(time);
-                target.last = target.last.max(time);
-                target.rows += 1;
-                target.pending.push(row);
-                target.changed = true;
-                moved.push((Some(before), Some((target.start, target.last))));
+            for (into, from) in target.accumulators.iter_mut().zip(&mut other.accumulators) {
+                let partial = from
+                    .state()?
+                    .iter()
+                    .map(|v| v.to_array())
+                    .collect::<Result<Vec<ArrayRef>, _>>()?;
+                into.merge_batch(&partial)?;
+            }
+            target.last = target.last.max(other.last);
+            target.rows += other.rows;
+            target.pending.append(&mut other.pending);
+            if let Some(previous) = other.previous.take() {
+                entry.retract.push(previous);
             }
         }
-        for (old, new) in moved {
-            self.index(key, old, new);
+        if time < target.start && entry.stored.remove(&target.start) {
+            entry.removed.push(target.start);
         }
-        self.dirty.insert(key.to_vec(), entry);
+        target.start = target.start.min(time);
+        target.last = target.last.max(time);
+        target.rows += 1;
+        target.pending.push(row);
+        target.changed = true;
         Ok(())
     }
 
-    /// Feeds the rows each session of `key` collected to its accumulators.
+    /// Feeds the rows each session of `entry` collected to its accumulators.
     fn feed(
-        &mut self,
-        key: &[u8],
+        entry: &mut KeySessions,
         args: &[Vec<ArrayRef>],
         filters: &[Option<ArrayRef>],
     ) -> EngineResult<()> {
-        let entry = self.dirty.get_mut(key).expect("the key was loaded");
         for session in entry.sessions.iter_mut().filter(|s| !s.pending.is_empty()) {
             let rows = std::mem::take(&mut session.pending);
             for (i, acc) in session.accumulators.iter_mut().enumerate() {
-                let kept: Vec<u32> = match &filters[i] {
-                    None => rows.clone(),
-                    Some(mask) => {
-                        let mask = mask.as_boolean();
-                        rows.iter()
-                            .copied()
-                            .filter(|&r| mask.is_valid(r as usize) && mask.value(r as usize))
-                            .collect()
-                    }
-                };
+                let kept = super::rows_passing(&rows, filters[i].as_ref());
                 if kept.is_empty() {
                     continue;
                 }
@@ -425,10 +399,17 @@ impl StreamOperator for SessionAggOperator {
                     .map(|a| ScalarValue::try_from_array(a, first).map_err(EngineError::from))
                     .collect()
             })?;
+            let mut entry = self.dirty.remove(&key).expect("just touched");
+            let bounds = |e: &KeySessions| -> Vec<(i64, i64)> {
+                e.sessions.iter().map(|s| (s.start, s.last)).collect()
+            };
+            let before = bounds(&entry);
             for (time, row) in rows {
-                self.place(&key, row, time)?;
+                self.place(&mut entry, row, time)?;
             }
-            self.feed(&key, &args, &filters)?;
+            Self::feed(&mut entry, &args, &filters)?;
+            self.reindex(&key, &before, &bounds(&entry));
+            self.dirty.insert(key, entry);
         }
         Ok(())
     }

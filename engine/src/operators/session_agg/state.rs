@@ -157,7 +157,8 @@ impl SessionAggOperator {
                 let key = stored_key
                     .get(4..stored_key.len().saturating_sub(8))
                     .ok_or_else(|| EngineError::Internal("session state key cut short".into()))?;
-                self.index(key, None, Some((session.start, session.last)));
+                let key = key.to_vec();
+                self.reindex(&key, &[], &[(session.start, session.last)]);
             }
         }
         if let Some(&first) = groups.first()

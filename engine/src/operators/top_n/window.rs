@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
-use datafusion::arrow::array::{ArrayRef, RecordBatch};
+use datafusion::arrow::array::{Array, ArrayRef, RecordBatch};
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::scalar::ScalarValue;
 use runnel_storage::key_codec::encode_nullable_key;
@@ -72,14 +72,19 @@ impl Window {
         row: usize,
         partition: &[u8],
     ) -> EngineResult<()> {
-        let value = ScalarValue::try_from_array(batch.column(self.setup.spec.input_column), row)?;
-        if let Some(window) = order_key(&value)? {
-            let group = runnel_storage::state_table::key_group(partition);
-            self.open
-                .entry(window)
-                .or_default()
-                .insert((partition.to_vec(), group));
+        // The value's memcomparable form, as `order_key` makes it; a null
+        // window never closes.
+        let column = batch.column(self.setup.spec.input_column);
+        if column.is_null(row) {
+            return Ok(());
         }
+        let mut window = vec![];
+        encode_nullable_key(&[column], row, &mut window)?;
+        let group = runnel_storage::state_table::key_group(partition);
+        self.open
+            .entry(window)
+            .or_default()
+            .insert((partition.to_vec(), group));
         Ok(())
     }
 
