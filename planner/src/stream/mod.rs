@@ -11,8 +11,12 @@
 
 use std::sync::Arc;
 
+mod join;
 mod session;
+mod top_n;
 mod watermarks;
+
+use top_n::rank_limit;
 
 use crate::types::ColumnType;
 use crate::{PlanError, PlanResult};
@@ -200,60 +204,6 @@ fn key_with_distribution(
         }
     }
     key
-}
-
-/// The N of a filter `rn <= N` (or `rn < N + 1`, `rn = 1`), when `rn` is
-/// the row_number() of a window right below it (through projections).
-fn rank_limit(filter: &datafusion::logical_expr::Filter) -> Option<usize> {
-    use datafusion::logical_expr::{BinaryExpr, Operator};
-    use datafusion::scalar::ScalarValue;
-    let Expr::BinaryExpr(BinaryExpr { left, op, right }) = &filter.predicate else {
-        return None;
-    };
-    let (Expr::Column(column), Expr::Literal(value, _)) = (left.as_ref(), right.as_ref()) else {
-        return None;
-    };
-    let n = match value {
-        ScalarValue::Int64(Some(n)) => *n,
-        ScalarValue::UInt64(Some(n)) => i64::try_from(*n).ok()?,
-        ScalarValue::Int32(Some(n)) => i64::from(*n),
-        _ => return None,
-    };
-    let limit = match op {
-        Operator::LtEq => n,
-        Operator::Lt => n - 1,
-        Operator::Eq if n == 1 => 1,
-        _ => return None,
-    };
-    // Follow the column down to the window that computes it.
-    let mut name = column.name.clone();
-    let mut plan = filter.input.as_ref();
-    loop {
-        match plan {
-            LogicalPlan::SubqueryAlias(alias) => plan = alias.input.as_ref(),
-            LogicalPlan::Projection(projection) => {
-                let index = projection
-                    .schema
-                    .fields()
-                    .iter()
-                    .position(|f| f.name() == &name)?;
-                match projection.expr[index].clone().unalias() {
-                    Expr::Column(c) => name = c.name,
-                    _ => return None,
-                }
-                plan = projection.input.as_ref();
-            }
-            LogicalPlan::Window(window) => {
-                let is_rank = window
-                    .schema
-                    .fields()
-                    .last()
-                    .is_some_and(|f| f.name() == &name);
-                return (is_rank && limit >= 0).then_some(limit as usize);
-            }
-            _ => return None,
-        }
-    }
 }
 
 /// Refuses functions whose value is not fixed by their arguments (`now()`,
@@ -559,32 +509,10 @@ impl Planner<'_> {
         let mut node = self.plan(&aggregate.input)?;
         let logical_input = aggregate.input.schema();
         // Group values become columns, so the exchange can hash them.
-        let mut exprs: Vec<Arc<dyn PhysicalExpr>> = (0..node.schema.fields().len())
-            .map(|i| Arc::new(Column::new(node.schema.field(i).name(), i)) as Arc<dyn PhysicalExpr>)
-            .collect();
-        let mut fields: Vec<Field> = node
-            .schema
-            .fields()
-            .iter()
-            .map(|f| f.as_ref().clone())
-            .collect();
-        let mut group_columns = vec![];
-        for (i, expr) in aggregate.group_expr.iter().enumerate() {
-            let physical = self.physical(expr, logical_input)?;
-            let data_type = physical.data_type(&node.schema).map_err(df)?;
-            group_columns.push(exprs.len());
-            exprs.push(physical);
-            fields.push(Field::new(format!("_runnel_group_{i}"), data_type, true));
-        }
-        let widened = Arc::new(Schema::new(fields));
-        if !aggregate.group_expr.is_empty() {
-            node.watermarks = projected_watermarks(&node.watermarks, &exprs);
-            node.operators.push(OperatorSpec::Project {
-                exprs,
-                schema: Arc::clone(&widened),
-            });
-            node.schema = Arc::clone(&widened);
-        }
+        let group_exprs: Vec<&Expr> = aggregate.group_expr.iter().collect();
+        let group_columns =
+            self.append_columns(&mut node, &group_exprs, logical_input, "_runnel_group_")?;
+        let widened = Arc::clone(&node.schema);
         // A group column with a watermark makes the aggregation windowed.
         let window = group_columns
             .iter()
@@ -594,27 +522,8 @@ impl Planner<'_> {
                 input_column: group_columns[group_column],
                 emit_on_close: self.emit_on_window_close,
             });
-        let mut aggregates = vec![];
-        for expr in &aggregate.aggr_expr {
-            let lowered = LoweredAggregateBuilder::new(
-                expr,
-                logical_input,
-                &node.schema,
-                &self.props,
-                &self.planning,
-            )
-            .build()
-            .map_err(df)?;
-            if !lowered.order_bys.is_empty() {
-                return Err(not_supported(
-                    "ORDER BY inside an aggregate call in a materialized view",
-                ));
-            }
-            aggregates.push(AggregateCall {
-                function: lowered.aggregate,
-                filter: lowered.filter,
-            });
-        }
+        let aggregates =
+            self.lower_aggregates(&aggregate.aggr_expr, logical_input, &node.schema)?;
         let (distribution, parallelism) = if group_columns.is_empty() {
             (Distribution::Single, 1)
         } else {
@@ -641,6 +550,39 @@ impl Planner<'_> {
         next.schema = schema;
         next.key = (0..group_by.len()).collect();
         Ok(next)
+    }
+
+    /// The aggregate calls `exprs` (over `logical`) as the engine runs them
+    /// over rows of `schema`.
+    fn lower_aggregates(
+        &self,
+        exprs: &[Expr],
+        logical: &DFSchema,
+        schema: &SchemaRef,
+    ) -> PlanResult<Vec<AggregateCall>> {
+        exprs
+            .iter()
+            .map(|expr| {
+                let lowered = LoweredAggregateBuilder::new(
+                    expr,
+                    logical,
+                    schema,
+                    &self.props,
+                    &self.planning,
+                )
+                .build()
+                .map_err(df)?;
+                if !lowered.order_bys.is_empty() {
+                    return Err(not_supported(
+                        "ORDER BY inside an aggregate call in a materialized view",
+                    ));
+                }
+                Ok(AggregateCall {
+                    function: lowered.aggregate,
+                    filter: lowered.filter,
+                })
+            })
+            .collect()
     }
 
     /// Appends `exprs` (over `logical`, the node's visible columns) as
@@ -680,373 +622,6 @@ impl Planner<'_> {
         });
         node.schema = schema;
         Ok(indices)
-    }
-
-    fn join(&mut self, join: &Join) -> PlanResult<Node> {
-        let kind = match join.join_type {
-            JoinType::Inner => JoinKind::Inner,
-            JoinType::Left => JoinKind::Left,
-            JoinType::Right => JoinKind::Right,
-            JoinType::Full => JoinKind::Full,
-            JoinType::LeftSemi => JoinKind::LeftSemi,
-            JoinType::LeftAnti => JoinKind::LeftAnti,
-            JoinType::RightSemi => JoinKind::RightSemi,
-            JoinType::RightAnti => JoinKind::RightAnti,
-            other => {
-                return Err(not_supported(format!(
-                    "a {other} join in a materialized view"
-                )));
-            }
-        };
-        if join.null_aware {
-            return Err(not_supported(
-                "NOT IN (subquery) in a materialized view (use NOT EXISTS)",
-            ));
-        }
-        let mut left = self.plan(&join.left)?;
-        let mut right = self.plan(&join.right)?;
-        let left_visible = join.left.schema().fields().len();
-        let right_visible = join.right.schema().fields().len();
-        let left_exprs: Vec<&Expr> = join.on.iter().map(|(l, _)| l).collect();
-        let right_exprs: Vec<&Expr> = join.on.iter().map(|(_, r)| r).collect();
-        let left_keys =
-            self.append_columns(&mut left, &left_exprs, join.left.schema(), "_runnel_join_")?;
-        let right_keys = self.append_columns(
-            &mut right,
-            &right_exprs,
-            join.right.schema(),
-            "_runnel_join_",
-        )?;
-        if !join.on.is_empty() {
-            left.key = key_with_distribution(
-                &left.key,
-                &Distribution::Hash(left_keys.clone()),
-                self.parallelism,
-            );
-            right.key = key_with_distribution(
-                &right.key,
-                &Distribution::Hash(right_keys.clone()),
-                self.parallelism,
-            );
-        }
-        let left_side = JoinSide {
-            schema: Arc::clone(&left.schema),
-            visible: left_visible,
-            keys: left_keys.clone(),
-            stream_key: left.key.clone(),
-        };
-        let right_side = JoinSide {
-            schema: Arc::clone(&right.schema),
-            visible: right_visible,
-            keys: right_keys.clone(),
-            stream_key: right.key.clone(),
-        };
-        let filter = match &join.filter {
-            Some(filter) => {
-                let both = join.left.schema().join(join.right.schema()).map_err(df)?;
-                Some(self.physical(filter, &both)?)
-            }
-            None => None,
-        };
-        let (distribution, parallelism) = if join.on.is_empty() {
-            (None, 1)
-        } else {
-            (Some(()), self.parallelism)
-        };
-        // A key pair watermarked on both sides is a window bound; else the
-        // condition may bound one watermarked column by the other.
-        let bounded = match left_keys
-            .iter()
-            .zip(&right_keys)
-            .find(|(l, r)| left.watermarks.contains(l) && right.watermarks.contains(r))
-        {
-            Some((&l, &r)) => Some(([l, r], Some(JoinOffset::Zero), Some(JoinOffset::Zero))),
-            None => join.filter.as_ref().and_then(|filter| {
-                let both = join.left.schema().join(join.right.schema()).ok()?;
-                interval_bounds(
-                    filter,
-                    &both,
-                    left_visible,
-                    &left.watermarks,
-                    &right.watermarks,
-                )
-            }),
-        };
-        let id = self.reserve();
-        let inputs = vec![
-            FragmentInput::Exchange { fragment: left.id },
-            FragmentInput::Exchange { fragment: right.id },
-        ];
-        for (port, (node, keys)) in [(left, left_keys), (right, right_keys)]
-            .into_iter()
-            .enumerate()
-        {
-            let distribution = match distribution {
-                Some(()) => Distribution::Hash(keys),
-                None => Distribution::Single,
-            };
-            self.close(
-                node,
-                FragmentOutput::Exchange {
-                    fragment: id,
-                    port,
-                    distribution,
-                },
-            );
-        }
-        let nullable = |f: &Field| Field::new(f.name(), f.data_type().clone(), true);
-        let (left_key, right_key) = match &bounded {
-            Some((columns, _, _)) => (Some(columns[0]), Some(columns[1])),
-            None => (None, None),
-        };
-        let (schema, key, outputs) = match kind {
-            JoinKind::LeftSemi | JoinKind::LeftAnti => (
-                Arc::clone(&left_side.schema),
-                left_side.stream_key.clone(),
-                [left_key.into_iter().collect(), vec![]],
-            ),
-            JoinKind::RightSemi | JoinKind::RightAnti => (
-                Arc::clone(&right_side.schema),
-                right_side.stream_key.clone(),
-                [vec![], right_key.into_iter().collect()],
-            ),
-            _ => {
-                let lf = left_side.schema.fields();
-                let rf = right_side.schema.fields();
-                let mut fields: Vec<Field> = join
-                    .schema
-                    .fields()
-                    .iter()
-                    .map(|f| f.as_ref().clone())
-                    .collect();
-                fields.extend(lf[left_visible..].iter().map(|f| nullable(f)));
-                fields.extend(rf[right_visible..].iter().map(|f| nullable(f)));
-                // Where each side's column lands in the output.
-                let left_at = |i: usize| {
-                    if i < left_visible {
-                        i
-                    } else {
-                        right_visible + i
-                    }
-                };
-                let right_at = |i: usize| {
-                    if i < right_visible {
-                        left_visible + i
-                    } else {
-                        lf.len() + i
-                    }
-                };
-                let mut key: Vec<usize> =
-                    left_side.stream_key.iter().map(|&i| left_at(i)).collect();
-                key.extend(right_side.stream_key.iter().map(|&i| right_at(i)));
-                let outputs: [Vec<usize>; 2] = [
-                    left_key.map(left_at).into_iter().collect(),
-                    right_key.map(right_at).into_iter().collect(),
-                ];
-                (Arc::new(Schema::new(fields)), key, outputs)
-            }
-        };
-        // An output column carries a watermark when its side's rows are
-        // freed by one.
-        let watermarks: Vec<usize> = match &bounded {
-            Some((_, lower, upper)) => [lower.is_some(), upper.is_some()]
-                .iter()
-                .zip(&outputs)
-                .filter(|(freed, _)| **freed)
-                .flat_map(|(_, columns)| columns.iter().copied())
-                .collect(),
-            None => vec![],
-        };
-        let cleanup = bounded.map(|(columns, lower, upper)| {
-            Box::new(JoinCleanup {
-                columns,
-                lower,
-                upper,
-                outputs,
-            })
-        });
-        let state_id = self.state_ids(2);
-        Ok(Node {
-            id,
-            inputs,
-            operators: vec![OperatorSpec::HashJoin {
-                kind,
-                left: left_side,
-                right: right_side,
-                filter,
-                nulls_equal: join.null_equality == NullEquality::NullEqualsNull,
-                schema: Arc::clone(&schema),
-                state_id,
-                cleanup,
-            }],
-            parallelism,
-            schema,
-            key,
-            // Only a join on a window bound passes watermarks on.
-            watermarks,
-        })
-    }
-
-    /// The first `fetch` rows after `skip` of `input` in `order`, over all
-    /// rows (one partition).
-    fn top_n(
-        &mut self,
-        input: &LogicalPlan,
-        order: &[datafusion::logical_expr::SortExpr],
-        skip: usize,
-        fetch: usize,
-    ) -> PlanResult<Node> {
-        let node = self.plan(input)?;
-        self.finish_top_n(node, input.schema(), vec![], order, skip, fetch, None)
-    }
-
-    /// `row_number() OVER (PARTITION BY … ORDER BY …)` under a filter that
-    /// keeps the first rows of each partition.
-    fn ranked_top_n(&mut self, window: &datafusion::logical_expr::Window) -> PlanResult<Node> {
-        if window
-            .window_expr
-            .iter()
-            .any(|e| session::session_function(e).is_some())
-        {
-            return Err(not_supported(
-                "a SESSION window in a materialized view outside an aggregation: group it by its partition columns and window_start or window_end",
-            ));
-        }
-        let Some(limit) = self.rank_limit.take() else {
-            return Err(not_supported(
-                "a window function in a materialized view (only row_number() <= N, a Top-N, is)",
-            ));
-        };
-        let [Expr::WindowFunction(function)] = window.window_expr.as_slice() else {
-            return Err(not_supported(
-                "several window functions in one materialized view",
-            ));
-        };
-        if function.fun.name() != "row_number" {
-            return Err(not_supported(format!(
-                "window function {} in a materialized view (only row_number() <= N is)",
-                function.fun.name()
-            )));
-        }
-        let mut node = self.plan(&window.input)?;
-        let logical = window.input.schema();
-        let partition_exprs: Vec<&Expr> = function.params.partition_by.iter().collect();
-        let partition =
-            self.append_columns(&mut node, &partition_exprs, logical, "_runnel_partition_")?;
-        // Top-N per window: a partition column with a watermark.
-        let windowed = partition
-            .iter()
-            .zip(&partition_exprs)
-            .find(|(c, _)| node.watermarks.contains(c))
-            .map(|(&c, e)| {
-                let visible_copy = match e {
-                    Expr::Column(column) => logical.index_of_column(column).ok(),
-                    _ => None,
-                };
-                (c, visible_copy)
-            });
-        let order = &function.params.order_by;
-        let mut node =
-            self.finish_top_n(node, logical, partition, order, 0, limit, Some(window))?;
-        if let Some((input_column, visible_copy)) = windowed {
-            // The watermark's table, right after the Top-N's two.
-            self.state_ids(1);
-            let Some(OperatorSpec::TopN {
-                window: top_n_window,
-                ..
-            }) = node.operators.last_mut()
-            else {
-                return Err(PlanError::Internal(
-                    "a Top-N was planned without its operator".into(),
-                ));
-            };
-            // The row number sits after the visible columns, pushing the
-            // hidden ones (the partition copy among them) one further.
-            let mut outputs = vec![input_column + 1];
-            outputs.extend(visible_copy);
-            *top_n_window = Some(runnel_engine::graph::TopNWindow {
-                input_column,
-                outputs: outputs.clone(),
-            });
-            node.watermarks = outputs;
-        }
-        Ok(node)
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn finish_top_n(
-        &mut self,
-        mut node: Node,
-        logical: &DFSchema,
-        partition: Vec<usize>,
-        order: &[datafusion::logical_expr::SortExpr],
-        offset: usize,
-        limit: usize,
-        window: Option<&datafusion::logical_expr::Window>,
-    ) -> PlanResult<Node> {
-        let order_exprs: Vec<&Expr> = order.iter().map(|o| &o.expr).collect();
-        let order_columns =
-            self.append_columns(&mut node, &order_exprs, logical, "_runnel_order_")?;
-        let order = order
-            .iter()
-            .zip(order_columns)
-            .map(|(o, column)| runnel_engine::graph::SortOrder {
-                column,
-                descending: !o.asc,
-                nulls_first: o.nulls_first,
-            })
-            .collect();
-        let (distribution, parallelism) = if partition.is_empty() {
-            (Distribution::Single, 1)
-        } else {
-            (Distribution::Hash(partition.clone()), self.parallelism)
-        };
-        let mut next = self.exchange(node, distribution, parallelism);
-        let input_schema = Arc::clone(&next.schema);
-        let visible = logical.fields().len();
-        let (schema, rank_column, key) = match window {
-            Some(window) => {
-                // Output: the input's visible columns, the row number, then
-                // the input's hidden columns.
-                let mut fields: Vec<Field> = window
-                    .schema
-                    .fields()
-                    .iter()
-                    .map(|f| f.as_ref().clone())
-                    .collect();
-                fields.extend(
-                    input_schema.fields()[visible..]
-                        .iter()
-                        .map(|f| f.as_ref().clone()),
-                );
-                let key = next
-                    .key
-                    .iter()
-                    .map(|&k| if k < visible { k } else { k + 1 })
-                    .collect();
-                (Arc::new(Schema::new(fields)), Some(visible), key)
-            }
-            None => (Arc::clone(&input_schema), None, next.key.clone()),
-        };
-        let state_id = self.state_ids(2);
-        next.operators.push(OperatorSpec::TopN {
-            partition,
-            order,
-            offset,
-            limit,
-            rank_column,
-            input_schema,
-            stream_key: next.key.clone(),
-            schema: Arc::clone(&schema),
-            state_id,
-            window: None,
-        });
-        next.schema = schema;
-        next.key = key;
-        // A Top-N holds watermarks back (see the operator), unless it is
-        // per window (set by the caller).
-        next.watermarks = vec![];
-        Ok(next)
     }
 
     fn unnest(&mut self, unnest: &datafusion::logical_expr::Unnest) -> PlanResult<Node> {

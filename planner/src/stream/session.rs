@@ -10,10 +10,8 @@ use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::common::{Column, ScalarValue};
 use datafusion::logical_expr::expr::WindowFunction;
 use datafusion::logical_expr::{Aggregate, Expr, LogicalPlan, Window};
-use datafusion::physical_expr::aggregate::LoweredAggregateBuilder;
 use runnel_engine::graph::{
-    AggregateCall, Distribution, FragmentInput, OperatorSpec, SessionColumn, SessionWindow,
-    operators_append_only,
+    Distribution, FragmentInput, OperatorSpec, SessionColumn, SessionWindow, operators_append_only,
 };
 use std::sync::Arc;
 
@@ -221,27 +219,7 @@ impl Planner<'_> {
         appended.push(&time);
         let columns = self.append_columns(&mut node, &appended, logical, "_runnel_session_")?;
         let (key_columns, time_column) = (columns[..keys.len()].to_vec(), columns[keys.len()]);
-        let mut aggregates = vec![];
-        for expr in aggr_exprs {
-            let lowered = LoweredAggregateBuilder::new(
-                expr,
-                logical,
-                &node.schema,
-                &self.props,
-                &self.planning,
-            )
-            .build()
-            .map_err(df)?;
-            if !lowered.order_bys.is_empty() {
-                return Err(not_supported(
-                    "ORDER BY inside an aggregate call in a materialized view",
-                ));
-            }
-            aggregates.push(AggregateCall {
-                function: lowered.aggregate,
-                filter: lowered.filter,
-            });
-        }
+        let aggregates = self.lower_aggregates(aggr_exprs, logical, &node.schema)?;
         let watermarked = node.watermarks.contains(&time_column);
         let (distribution, parallelism) = if key_columns.is_empty() {
             (Distribution::Single, 1)
