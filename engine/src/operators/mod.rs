@@ -10,6 +10,7 @@ mod top_n;
 mod union;
 mod unnest;
 mod watermark;
+mod window_state;
 
 pub use filter::FilterOperator;
 pub use hash_agg::{HashAggOperator, WindowSetup};

@@ -14,7 +14,7 @@
 //! `EMIT ON WINDOW CLOSE` it emits nothing at barriers: each group's final
 //! row is emitted once, when the watermark closes it.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -37,9 +37,10 @@ use crate::{Barrier, EngineError, EngineResult, Op, StreamChunk, Watermark};
 mod tests;
 mod window;
 
+use super::window_state::{KeptWatermark, OpenWindows};
 use crate::watermarks::order_key;
+use window::Window;
 pub use window::WindowSetup;
-use window::{WATERMARK_KEY, Window};
 
 struct AggSlot {
     call: AggregateCall,
@@ -141,11 +142,10 @@ impl HashAggOperator {
             dirty: HashMap::new(),
             global_checked: false,
             window: window.map(|setup| Window {
+                watermark: KeptWatermark::new(store, state_id + 2, &setup.key_groups),
                 setup,
-                watermark: None,
-                open: BTreeMap::new(),
+                open: OpenWindows::default(),
                 loaded: false,
-                meta: StateTable::new(store, state_id + 2),
             }),
         })
     }
@@ -449,11 +449,7 @@ impl StreamOperator for HashAggOperator {
                 && let Some(value) = state.values.get(window.setup.spec.group_column)
                 && let Some(window_value) = order_key(value)?
             {
-                window
-                    .open
-                    .entry(window_value)
-                    .or_default()
-                    .insert(key.clone());
+                window.open.insert(window_value, key.clone());
             }
             self.dirty.insert(key, state);
         }
@@ -477,28 +473,17 @@ impl StreamOperator for HashAggOperator {
         }
         self.load_window()?;
         let window = self.window.as_mut().expect("checked above");
-        if window
-            .watermark
-            .as_ref()
-            .is_some_and(|w| w >= &watermark.value)
-        {
+        if !window.watermark.advance(&watermark.value) {
             return Ok(());
         }
-        window.watermark = Some(watermark.value.clone());
         let output_column = window.setup.spec.group_column;
-        let closed = match order_key(&watermark.value)? {
-            Some(bound) => {
-                let open = window.open.split_off(&bound);
-                std::mem::replace(&mut window.open, open)
-            }
-            None => BTreeMap::new(),
-        };
+        let closed = window.open.close_below(&watermark.value)?;
         let mut emitted = vec![];
         let on_close = self.emits_on_close();
         if !on_close {
             self.flush_dirty(true, &mut emitted)?;
         }
-        for key in closed.into_values().flatten() {
+        for key in closed {
             let Some(mut state) = self.existing_group(&key)? else {
                 continue;
             };
@@ -535,14 +520,7 @@ impl StreamOperator for HashAggOperator {
         self.groups.seal_epoch(barrier.epoch.0, out.writes());
         self.inputs.seal_epoch(barrier.epoch.0, out.writes());
         if let Some(window) = self.window.as_mut() {
-            if let (Some(watermark), Some(&first)) =
-                (&window.watermark, window.setup.key_groups.first())
-            {
-                let mut bytes = vec![];
-                encode_scalars(std::slice::from_ref(watermark), &mut bytes)?;
-                window.meta.put(first, WATERMARK_KEY, bytes);
-            }
-            window.meta.seal_epoch(barrier.epoch.0, out.writes());
+            window.watermark.seal(barrier.epoch.0, out.writes())?;
         }
         Ok(())
     }

@@ -2,20 +2,14 @@
 //! column, the index of open groups by window, late rows, and reading both
 //! back from state after a restart.
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
-use datafusion::scalar::ScalarValue;
-use runnel_storage::StateTable;
-use runnel_storage::scalar_codec::decode_scalars;
-
 use super::HashAggOperator;
 use crate::graph::WindowedGroups;
+use crate::operators::window_state::{KeptWatermark, OpenWindows};
 use crate::watermarks::order_key;
 use crate::{EngineResult, StreamChunk};
-
-pub(super) const WATERMARK_KEY: &[u8] = b"watermark";
 
 /// What a windowed aggregation needs from the runtime.
 #[derive(Debug)]
@@ -31,14 +25,12 @@ pub struct WindowSetup {
 #[derive(Debug)]
 pub(super) struct Window {
     pub(super) setup: WindowSetup,
-    /// The watermark of the window column, once one arrived.
-    pub(super) watermark: Option<ScalarValue>,
-    /// Keys of the groups that may hold state, by window value
-    /// (memcomparable), rebuilt from state on first use.
-    pub(super) open: BTreeMap<Vec<u8>, BTreeSet<Vec<u8>>>,
+    /// The watermark of the window column (table `state_id + 2`).
+    pub(super) watermark: KeptWatermark,
+    /// Keys of the groups that may hold state, rebuilt from state on first
+    /// use.
+    pub(super) open: OpenWindows<Vec<u8>>,
     pub(super) loaded: bool,
-    /// Table `state_id + 2`: the watermark as of the last barrier.
-    pub(super) meta: StateTable,
 }
 
 impl HashAggOperator {
@@ -52,26 +44,20 @@ impl HashAggOperator {
             return Ok(());
         }
         let column = window.setup.spec.group_column;
-        let mut open: BTreeMap<Vec<u8>, BTreeSet<Vec<u8>>> = BTreeMap::new();
-        let mut watermark = None;
+        let mut open = OpenWindows::default();
         for &group in &window.setup.key_groups {
             for (key, bytes) in self.groups.scan_prefix(group, b"")? {
                 let state = self.decode_record(group, &bytes)?;
                 if let Some(value) = state.values.get(column)
                     && let Some(window_value) = order_key(value)?
                 {
-                    open.entry(window_value).or_default().insert(key);
+                    open.insert(window_value, key);
                 }
             }
         }
-        if let Some(&first) = window.setup.key_groups.first()
-            && let Some(bytes) = window.meta.get(first, WATERMARK_KEY)?
-        {
-            watermark = decode_scalars(&bytes)?.into_iter().next();
-        }
         let window = self.window.as_mut().expect("checked above");
         window.open = open;
-        window.watermark = watermark;
+        window.watermark.load()?;
         window.loaded = true;
         Ok(())
     }
@@ -82,7 +68,7 @@ impl HashAggOperator {
         let Some(window) = &self.window else {
             return Ok(chunk);
         };
-        let Some(watermark) = &window.watermark else {
+        let Some(watermark) = window.watermark.value() else {
             return Ok(chunk);
         };
         let values = self.group_by[window.setup.spec.group_column]

@@ -25,6 +25,7 @@ use datafusion::scalar::ScalarValue;
 use runnel_storage::key_codec::encode_nullable_key;
 use runnel_storage::{StateTable, Store};
 
+use super::window_state::KeptWatermark;
 use crate::graph::{AggregateCall, SessionColumn, SessionWindow};
 use crate::operator::{Output, StreamOperator};
 use crate::{Barrier, EngineError, EngineResult, Op, StreamChunk, Watermark};
@@ -93,11 +94,10 @@ pub struct SessionAggOperator {
     /// Key bytes, then the session start → the session's record.
     sessions: StateTable,
     /// The watermark as of the last barrier.
-    meta: StateTable,
+    watermark: KeptWatermark,
     dirty: HashMap<Vec<u8>, KeySessions>,
     /// Open sessions by close time (last + gap): (close, key, start).
     closing: BTreeSet<(i64, Vec<u8>, i64)>,
-    watermark: Option<i64>,
     loaded: bool,
 }
 
@@ -130,6 +130,7 @@ impl SessionAggOperator {
                 )));
             }
         };
+        let watermark = KeptWatermark::new(store.clone(), state_id + 1, &setup.key_groups);
         Ok(Self {
             setup,
             aggs: aggregates,
@@ -137,10 +138,9 @@ impl SessionAggOperator {
             time_type,
             gap,
             sessions: StateTable::new(store.clone(), state_id),
-            meta: StateTable::new(store, state_id + 1),
+            watermark,
             dirty: HashMap::new(),
             closing: BTreeSet::new(),
-            watermark: None,
             loaded: false,
         })
     }
@@ -374,12 +374,16 @@ impl StreamOperator for SessionAggOperator {
         // Rows per key in time order: fewer sessions to merge.
         let mut by_key: HashMap<Vec<u8>, Vec<(i64, u32)>> = HashMap::new();
         let mut late = 0u64;
+        let watermark = match self.watermark.value() {
+            Some(value) => watermark_value(value)?,
+            None => None,
+        };
         for row in 0..batch.num_rows() {
             if times.is_null(row) {
                 continue;
             }
             let time = times.value(row);
-            if self.watermark.is_some_and(|w| time < w) {
+            if watermark.is_some_and(|w| time < w) {
                 late += 1;
                 continue;
             }
@@ -426,13 +430,12 @@ impl StreamOperator for SessionAggOperator {
             return Ok(());
         }
         self.load()?;
+        if !self.watermark.advance(&watermark.value) {
+            return Ok(());
+        }
         let Some(value) = watermark_value(&watermark.value)? else {
             return Ok(());
         };
-        if self.watermark.is_some_and(|w| w >= value) {
-            return Ok(());
-        }
-        self.watermark = Some(value);
         let still_open = self.closing.split_off(&(value, vec![], i64::MIN));
         let closed = std::mem::replace(&mut self.closing, still_open);
         let mut emitted = vec![];
@@ -472,8 +475,7 @@ impl StreamOperator for SessionAggOperator {
             out.emit(chunk);
         }
         self.sessions.seal_epoch(barrier.epoch.0, out.writes());
-        self.save_watermark()?;
-        self.meta.seal_epoch(barrier.epoch.0, out.writes());
+        self.watermark.seal(barrier.epoch.0, out.writes())?;
         Ok(())
     }
 }

@@ -12,8 +12,6 @@ use runnel_storage::state_table::key_group;
 use super::{KeySessions, Session, SessionAggOperator};
 use crate::{EngineError, EngineResult};
 
-const WATERMARK_KEY: &[u8] = b"watermark";
-
 /// The prefix of every session record of `key`.
 fn key_prefix(key: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(key.len() + 12);
@@ -161,21 +159,6 @@ impl SessionAggOperator {
                 self.reindex(&key, &[], &[(session.start, session.last)]);
             }
         }
-        if let Some(&first) = groups.first()
-            && let Some(bytes) = self.meta.get(first, WATERMARK_KEY)?
-        {
-            self.watermark = Some(int(decode_scalars(&bytes)?.into_iter().next())?);
-        }
-        Ok(())
-    }
-
-    /// Puts the watermark into this epoch's writes.
-    pub(super) fn save_watermark(&mut self) -> EngineResult<()> {
-        if let (Some(watermark), Some(&first)) = (self.watermark, self.setup.key_groups.first()) {
-            let mut bytes = vec![];
-            encode_scalars(&[ScalarValue::Int64(Some(watermark))], &mut bytes)?;
-            self.meta.put(first, WATERMARK_KEY, bytes);
-        }
-        Ok(())
+        self.watermark.load()
     }
 }

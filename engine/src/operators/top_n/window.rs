@@ -2,25 +2,20 @@
 //! partitions with state by that column's value, late rows, and reading
 //! both back from state after a restart.
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
 use datafusion::arrow::array::{Array, ArrayRef, RecordBatch};
 use datafusion::arrow::datatypes::SchemaRef;
-use datafusion::scalar::ScalarValue;
 use runnel_storage::key_codec::encode_nullable_key;
 use runnel_storage::row_codec::RowDecoder;
-use runnel_storage::scalar_codec::{decode_scalars, encode_scalars};
-use runnel_storage::{StateTable, Store, WriteSet};
+use runnel_storage::{Store, WriteSet};
 
 use super::{TopNOperator, split_len};
 use crate::graph::TopNWindow;
 use crate::operator::Output;
-use crate::watermarks::order_key;
+use crate::operators::window_state::{KeptWatermark, OpenWindows};
 use crate::{EngineResult, StreamChunk, Watermark};
-
-const WATERMARK_KEY: &[u8] = b"watermark";
 
 /// What a windowed Top-N needs from the runtime.
 #[derive(Debug)]
@@ -37,13 +32,11 @@ pub(super) struct Window {
     setup: TopNWindowSetup,
     input_schema: SchemaRef,
     partition: Vec<usize>,
-    watermark: Option<ScalarValue>,
-    /// Partitions with state (bytes, key group), by window value
-    /// (memcomparable).
-    open: BTreeMap<Vec<u8>, BTreeSet<(Vec<u8>, u16)>>,
+    /// The watermark of the window column (table `state_id + 2`).
+    watermark: KeptWatermark,
+    /// Partitions with state (bytes, key group).
+    open: OpenWindows<(Vec<u8>, u16)>,
     loaded: bool,
-    /// Table `state_id + 2`: the watermark as of the last barrier.
-    meta: StateTable,
 }
 
 impl Window {
@@ -55,13 +48,12 @@ impl Window {
         meta_id: u64,
     ) -> EngineResult<Self> {
         Ok(Self {
+            watermark: KeptWatermark::new(store, meta_id, &setup.key_groups),
             setup,
             input_schema: Arc::clone(input_schema),
             partition: partition.to_vec(),
-            watermark: None,
-            open: BTreeMap::new(),
+            open: OpenWindows::default(),
             loaded: false,
-            meta: StateTable::new(store, meta_id),
         })
     }
 
@@ -81,22 +73,13 @@ impl Window {
         let mut window = vec![];
         encode_nullable_key(&[column], row, &mut window)?;
         let group = runnel_storage::state_table::key_group(partition);
-        self.open
-            .entry(window)
-            .or_default()
-            .insert((partition.to_vec(), group));
+        self.open.insert(window, (partition.to_vec(), group));
         Ok(())
     }
 
     /// Puts the watermark into the epoch's writes.
     pub(super) fn save(&mut self, epoch: u64, writes: &mut WriteSet) -> EngineResult<()> {
-        if let (Some(watermark), Some(&first)) = (&self.watermark, self.setup.key_groups.first()) {
-            let mut bytes = vec![];
-            encode_scalars(std::slice::from_ref(watermark), &mut bytes)?;
-            self.meta.put(first, WATERMARK_KEY, bytes);
-        }
-        self.meta.seal_epoch(epoch, writes);
-        Ok(())
+        self.watermark.seal(epoch, writes)
     }
 }
 
@@ -123,11 +106,7 @@ impl TopNOperator {
             encode_nullable_key(&columns, row, &mut partition)?;
             window.track(&batch, row, &partition)?;
         }
-        if let Some(&first) = window.setup.key_groups.first()
-            && let Some(bytes) = window.meta.get(first, WATERMARK_KEY)?
-        {
-            window.watermark = decode_scalars(&bytes)?.into_iter().next();
-        }
+        window.watermark.load()?;
         window.loaded = true;
         Ok(())
     }
@@ -138,7 +117,7 @@ impl TopNOperator {
         let Some(window) = &self.window else {
             return Ok(chunk);
         };
-        let Some(watermark) = &window.watermark else {
+        let Some(watermark) = window.watermark.value() else {
             return Ok(chunk);
         };
         let values = Arc::clone(chunk.data().column(window.setup.spec.input_column));
@@ -160,26 +139,15 @@ impl TopNOperator {
         }
         self.load_window()?;
         let window = self.window.as_mut().expect("checked above");
-        if window
-            .watermark
-            .as_ref()
-            .is_some_and(|w| w >= &watermark.value)
-        {
+        if !window.watermark.advance(&watermark.value) {
             return Ok(());
         }
-        window.watermark = Some(watermark.value.clone());
-        let closed = match order_key(&watermark.value)? {
-            Some(bound) => {
-                let open = window.open.split_off(&bound);
-                std::mem::replace(&mut window.open, open)
-            }
-            None => BTreeMap::new(),
-        };
+        let closed = window.open.close_below(&watermark.value)?;
         let outputs = window.setup.spec.outputs.clone();
         if let Some(chunk) = self.flush_dirty()? {
             out.emit(chunk);
         }
-        for (partition, group) in closed.into_values().flatten() {
+        for (partition, group) in closed {
             for (key, _) in self.rows.scan_prefix(group, &partition)? {
                 self.rows.delete(group, &key);
             }
