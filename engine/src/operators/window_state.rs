@@ -1,8 +1,8 @@
-//! What windowed operators (aggregations, Top-N per window, session
-//! aggregations) keep beside their rows: the watermark they last acted on,
-//! persisted per epoch so a restart neither re-opens nor re-emits closed
-//! windows, and an index of open windows to find what a rising watermark
-//! closes.
+//! What windowed operators keep beside their rows: the watermark they last
+//! acted on, persisted per epoch so a restart neither re-opens nor re-emits
+//! closed windows (aggregations, Top-N per window, session aggregations),
+//! and an index of open windows to find what a rising watermark closes
+//! (those and window/interval joins).
 
 use std::collections::{BTreeMap, BTreeSet};
 

@@ -10,20 +10,19 @@
 //! <= right + upper`, right rows below `min(wr, wl - upper)` go. The same
 //! bounds are the watermarks of the output's copies of those columns.
 
-use std::collections::{BTreeMap, BTreeSet};
-
 use datafusion::arrow::compute::kernels::numeric::{add, sub};
 use datafusion::scalar::ScalarValue;
 use runnel_storage::row_codec::RowDecoder;
 
 use super::{HashJoinOperator, decode_value};
 use crate::graph::{JoinCleanup, JoinOffset};
+use crate::operators::window_state::OpenWindows;
 use crate::watermarks::order_key;
 use crate::{EngineResult, Watermark};
 
 /// One side's stored rows, as (key group, state key), by the value of its
 /// bounded column (memcomparable).
-type WindowIndex = BTreeMap<Vec<u8>, BTreeSet<(u16, Vec<u8>)>>;
+type WindowIndex = OpenWindows<(u16, Vec<u8>)>;
 
 /// The cleanup state of a join.
 #[derive(Debug)]
@@ -70,7 +69,7 @@ impl JoinWindow {
             key_groups,
             watermarks: [None, None],
             bounds: [None, None],
-            open: [BTreeMap::new(), BTreeMap::new()],
+            open: [OpenWindows::default(), OpenWindows::default()],
             loaded: false,
         }
     }
@@ -85,10 +84,7 @@ impl JoinWindow {
         state_key: &[u8],
     ) -> EngineResult<()> {
         if let Some(key) = order_key(value)? {
-            self.open[side]
-                .entry(key)
-                .or_default()
-                .insert((group, state_key.to_vec()));
+            self.open[side].insert(key, (group, state_key.to_vec()));
         }
         Ok(())
     }
@@ -122,18 +118,22 @@ impl HashJoinOperator {
         if window.loaded {
             return Ok(());
         }
-        let mut open: [WindowIndex; 2] = [BTreeMap::new(), BTreeMap::new()];
+        let mut open: [WindowIndex; 2] = [OpenWindows::default(), OpenWindows::default()];
         for (side, index) in open.iter_mut().enumerate() {
             let column = window.spec.columns[side];
             for &group in &window.key_groups {
+                // One decoder per key group: the bounded column of every row.
+                let mut decoder = RowDecoder::new(&self.sides[side].schema, Some(&[column]))?;
+                let mut keys = vec![];
                 for (state_key, bytes) in self.states[side].scan_prefix(group, b"")? {
-                    let (row, _) = decode_value(&bytes)?;
-                    let mut decoder = RowDecoder::new(&self.sides[side].schema, Some(&[column]))?;
-                    decoder.push(&row)?;
-                    let batch = decoder.finish()?;
-                    let value = ScalarValue::try_from_array(batch.column(0), 0)?;
+                    decoder.push(&decode_value(&bytes)?.0)?;
+                    keys.push(state_key);
+                }
+                let values = decoder.finish()?;
+                for (row, state_key) in keys.into_iter().enumerate() {
+                    let value = ScalarValue::try_from_array(values.column(0), row)?;
                     if let Some(key) = order_key(&value)? {
-                        index.entry(key).or_default().insert((group, state_key));
+                        index.insert(key, (group, state_key));
                     }
                 }
             }
@@ -174,12 +174,8 @@ impl HashJoinOperator {
                 continue;
             }
             window.bounds[side] = Some(bound.clone());
-            if let Some(limit) = order_key(&bound)? {
-                let index = &mut window.open[side];
-                let still_open = index.split_off(&limit);
-                let gone = std::mem::replace(index, still_open);
-                closed.extend(gone.into_values().flatten().map(|(g, k)| (side, g, k)));
-            }
+            let gone = window.open[side].close_below(&bound)?;
+            closed.extend(gone.into_iter().map(|(g, k)| (side, g, k)));
             forwarded.extend(window.spec.outputs[side].iter().map(|&column| Watermark {
                 column,
                 value: bound.clone(),
