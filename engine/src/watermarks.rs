@@ -98,15 +98,46 @@ impl WatermarkMerge {
             Some((previous, _)) if previous >= &watermark.value => return None,
             _ => latest[index] = Some((watermark.value, now)),
         }
+        self.rise(watermark.column, now, Some(index))
+    }
+
+    /// The combined watermarks that rose because inputs went idle since
+    /// the last update: an input that stopped sending watermarks sends
+    /// nothing that would trigger [`WatermarkMerge::update`], so the task
+    /// polls at every barrier.
+    pub fn poll(&mut self) -> Vec<Watermark> {
+        if self.idle_after.is_none() {
+            return vec![];
+        }
+        let now = Instant::now();
+        let columns: Vec<usize> = self.inputs.keys().copied().collect();
+        columns
+            .into_iter()
+            .filter_map(|column| self.rise(column, now, None))
+            .collect()
+    }
+
+    /// The minimum over `column`'s inputs that are not idle (`fresh` just
+    /// sent one, so it is not), when it is above what was passed on.
+    fn rise(&mut self, column: usize, now: Instant, fresh: Option<usize>) -> Option<Watermark> {
+        let latest = self.inputs.get(&column)?;
         let idle = |since: Instant| {
             self.idle_after
                 .is_some_and(|after| now.duration_since(since) >= after)
         };
         let mut min: Option<&ScalarValue> = None;
+        // When every input is idle, the largest of theirs goes on (as
+        // Flink's valve does): nothing holds it back any more.
+        let mut max_idle: Option<&ScalarValue> = None;
         for (i, entry) in latest.iter().enumerate() {
             let value = match entry {
-                Some((value, rose)) if i == index || !idle(*rose) => value,
-                Some(_) => continue,
+                Some((value, rose)) if Some(i) == fresh || !idle(*rose) => value,
+                Some((value, _)) => {
+                    if max_idle.is_none_or(|m| value > m) {
+                        max_idle = Some(value);
+                    }
+                    continue;
+                }
                 None if idle(self.created) => continue,
                 None => return None,
             };
@@ -114,19 +145,12 @@ impl WatermarkMerge {
                 min = Some(value);
             }
         }
-        let min = min?.clone();
-        if self
-            .combined
-            .get(&watermark.column)
-            .is_some_and(|c| c >= &min)
-        {
+        let min = min.or(max_idle)?.clone();
+        if self.combined.get(&column).is_some_and(|c| c >= &min) {
             return None;
         }
-        self.combined.insert(watermark.column, min.clone());
-        Some(Watermark {
-            column: watermark.column,
-            value: min,
-        })
+        self.combined.insert(column, min.clone());
+        Some(Watermark { column, value: min })
     }
 }
 
@@ -166,5 +190,22 @@ mod tests {
         assert_eq!(merge.update(1, 2, wm(1, 6)), None);
         assert_eq!(merge.update(0, 2, wm(1, 9)), None);
         assert_eq!(merge.update(1, 2, wm(1, 10)), Some(wm(1, 9)));
+    }
+
+    #[test]
+    fn polling_releases_what_inputs_that_went_quiet_held_back() {
+        let mut merge = WatermarkMerge::with_idle_timeout(Some(Duration::from_millis(30)));
+        // Input 1 has sent nothing, and is not idle yet.
+        assert_eq!(merge.update(0, 2, wm(1, 5)), None);
+        assert!(merge.poll().is_empty());
+        std::thread::sleep(Duration::from_millis(40));
+        // Nothing arrived since; both inputs are idle now, so input 0's
+        // watermark goes on, once.
+        assert_eq!(merge.poll(), vec![wm(1, 5)]);
+        assert!(merge.poll().is_empty());
+        // Without an idle timeout, polling never releases anything.
+        let mut strict = WatermarkMerge::default();
+        assert_eq!(strict.update(0, 2, wm(1, 5)), None);
+        assert!(strict.poll().is_empty());
     }
 }

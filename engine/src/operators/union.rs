@@ -90,4 +90,16 @@ impl StreamOperator for UnionOperator {
         }
         Ok(())
     }
+
+    /// Inputs may have gone idle since the last watermark arrived.
+    async fn on_barrier(
+        &mut self,
+        _barrier: &crate::Barrier,
+        out: &mut Output,
+    ) -> EngineResult<()> {
+        for combined in self.watermarks.poll() {
+            out.emit_watermark(combined);
+        }
+        Ok(())
+    }
 }

@@ -92,6 +92,13 @@ impl Task {
                     held[index] = true;
                     arrived += 1;
                     if arrived == inputs {
+                        // Ports whose inputs went idle since their last
+                        // watermark may now let it rise.
+                        for (port, merge) in watermarks.iter_mut().enumerate() {
+                            for combined in merge.poll() {
+                                self.push(0, port, Message::Watermark(combined)).await?;
+                            }
+                        }
                         self.barrier(barrier).await?;
                         held.iter_mut().for_each(|h| *h = false);
                         arrived = 0;
