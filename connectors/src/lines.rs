@@ -212,10 +212,14 @@ impl RowGenerator for SocketLines {
     /// None once the server closed the connection.
     fn generate(&mut self, _from: u64, max_rows: usize) -> EngineResult<Option<RecordBatch>> {
         let mut buffer = [0u8; 64 * 1024];
-        while !self.closed && self.partial.iter().filter(|&&b| b == b'\n').count() < max_rows {
+        let mut complete = self.partial.iter().filter(|&&b| b == b'\n').count();
+        while !self.closed && complete < max_rows {
             match self.stream.read(&mut buffer) {
                 Ok(0) => self.closed = true,
-                Ok(n) => self.partial.extend_from_slice(&buffer[..n]),
+                Ok(n) => {
+                    complete += buffer[..n].iter().filter(|&&b| b == b'\n').count();
+                    self.partial.extend_from_slice(&buffer[..n]);
+                }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
                 Err(e) => {
@@ -226,17 +230,24 @@ impl RowGenerator for SocketLines {
                 }
             }
         }
+        // Complete lines (up to max_rows) leave the buffer in one drain.
         let mut lines = vec![];
-        while lines.len() < max_rows {
-            let Some(end) = self.partial.iter().position(|&b| b == b'\n') else {
+        let mut consumed = 0;
+        for (at, _) in self
+            .partial
+            .iter()
+            .enumerate()
+            .filter(|(_, b)| **b == b'\n')
+        {
+            if lines.len() == max_rows {
                 break;
-            };
-            let rest = self.partial.split_off(end + 1);
-            let mut line = String::from_utf8_lossy(&self.partial).into_owned();
-            self.partial = rest;
+            }
+            let mut line = String::from_utf8_lossy(&self.partial[consumed..=at]).into_owned();
             trim_newline(&mut line);
             lines.push(line);
+            consumed = at + 1;
         }
+        self.partial.drain(..consumed);
         if lines.is_empty() && self.closed {
             if self.partial.is_empty() {
                 return Ok(None);
