@@ -30,6 +30,9 @@ struct Args {
     /// `soak`: stream each query at `events` and at `factor` times as many,
     /// and compare peak memory; no batch run.
     soak: Option<u64>,
+    /// `soak-run` (what `soak` starts per size): one query, one size,
+    /// figures on one line.
+    single: bool,
     queries: Vec<String>,
     events: u64,
     seed: u64,
@@ -41,8 +44,10 @@ struct Args {
 
 fn parse_args() -> Result<Args> {
     let mut args = std::env::args().skip(1);
-    let soak = match args.next().as_deref() {
-        Some("nexmark") => None,
+    let mode = args.next();
+    let single = mode.as_deref() == Some("soak-run");
+    let soak = match mode.as_deref() {
+        Some("nexmark") | Some("soak-run") => None,
         Some("soak") => Some(10),
         _ => bail!(
             "usage: runnel-bench nexmark [--query q0,q1,…] [--events N] [--seed S] [--rate EVENTS_PER_S] [--check]\n       runnel-bench soak [--query q5,q7] [--events N] [--factor F]"
@@ -50,6 +55,7 @@ fn parse_args() -> Result<Args> {
     };
     let mut parsed = Args {
         soak,
+        single,
         queries: queries::ALL
             .iter()
             .map(|(name, _, _)| name.to_string())
@@ -240,50 +246,113 @@ async fn batch(
     ))
 }
 
+/// One soak run, in a process of its own: what it measured.
+struct SoakRun {
+    peak_bytes: u64,
+    data_bytes: u64,
+    store: runnel_storage::MemoryReport,
+}
+
+/// Streams `name` at `events` in a child process (`soak-run`), so each size
+/// starts from a fresh heap, and reads back what it measured.
+fn soak_child(name: &str, events: u64, args: &Args) -> Result<SoakRun> {
+    let output = std::process::Command::new(std::env::current_exe()?)
+        .args(["soak-run", "--query", name])
+        .args(["--events", &events.to_string()])
+        .args(["--seed", &args.seed.to_string()])
+        .args(["--rate", &args.rate.to_string()])
+        .output()?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    if !output.status.success() {
+        bail!(
+            "soak run of {name} at {events} events failed:\n{stdout}\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    let line = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("SOAK "))
+        .context("the soak run printed no figures")?;
+    let numbers = line
+        .split_whitespace()
+        .map(str::parse::<u64>)
+        .collect::<Result<Vec<_>, _>>()?;
+    let [
+        peak_bytes,
+        data_bytes,
+        state_rows,
+        memtable_bytes,
+        block_cache_bytes,
+        table_reader_bytes,
+    ] = numbers[..]
+    else {
+        bail!("unexpected soak figures: {line}");
+    };
+    Ok(SoakRun {
+        peak_bytes,
+        data_bytes,
+        store: runnel_storage::MemoryReport {
+            memtable_bytes,
+            block_cache_bytes,
+            table_reader_bytes,
+            state_rows,
+        },
+    })
+}
+
+/// `soak-run`: one query at one size, figures on a line for the parent.
+async fn soak_run(args: &Args) -> Result<()> {
+    let name = args.queries.first().context("soak-run needs --query")?;
+    let (_, sql, tables) = queries::ALL
+        .iter()
+        .find(|(n, _, _)| n == name)
+        .with_context(|| format!("unknown query {name}"))?;
+    let (run, _) = streaming(name, sql, tables, args).await?;
+    let store = run.store.unwrap_or_default();
+    println!(
+        "SOAK {} {} {} {} {} {}",
+        run.peak_bytes,
+        run.data_bytes,
+        store.state_rows,
+        store.memtable_bytes,
+        store.block_cache_bytes,
+        store.table_reader_bytes
+    );
+    Ok(())
+}
+
 /// Streams each query at the configured events and at `factor` times as
-/// many; prints both runs' peak memory and state size and their ratio.
-async fn soak(args: &Args, factor: u64) -> Result<()> {
+/// many, each in a process of its own; prints both runs' peak memory and
+/// state size and their ratio.
+fn soak(args: &Args, factor: u64) -> Result<()> {
     println!(
         "{:<4} {:>12} {:>10} {:>10} {:>12} {:>10} {:>10} {:>10}",
         "q", "events", "peak MiB", "data MiB", "events", "peak MiB", "data MiB", "peak x"
     );
+    let mib = |b: u64| b as f64 / (1 << 20) as f64;
     for name in &args.queries {
-        let (_, sql, tables) = queries::ALL
-            .iter()
-            .find(|(n, _, _)| n == name)
-            .with_context(|| format!("unknown query {name}"))?;
-        let long = Args {
-            soak: None,
-            queries: vec![],
-            events: args.events * factor,
-            seed: args.seed,
-            rate: args.rate,
-            check: false,
-        };
-        let (short_run, _) = streaming(name, sql, tables, args).await?;
-        let (long_run, _) = streaming(name, sql, tables, &long).await?;
-        let mib = |b: u64| b as f64 / (1 << 20) as f64;
+        let long_events = args.events * factor;
+        let short_run = soak_child(name, args.events, args)?;
+        let long_run = soak_child(name, long_events, args)?;
         println!(
             "{:<4} {:>12} {:>10.1} {:>10.1} {:>12} {:>10.1} {:>10.1} {:>10.2}",
             name,
             args.events,
             mib(short_run.peak_bytes),
             mib(short_run.data_bytes),
-            long.events,
+            long_events,
             mib(long_run.peak_bytes),
             mib(long_run.data_bytes),
             long_run.peak_bytes as f64 / short_run.peak_bytes.max(1) as f64
         );
-        for (events, run) in [(args.events, &short_run), (long.events, &long_run)] {
-            if let Some(report) = run.store {
-                println!(
-                    "     {events:>12} events: state rows {}, memtables {:.1} MiB, block cache {:.1} MiB, table readers {:.1} MiB",
-                    report.state_rows,
-                    mib(report.memtable_bytes),
-                    mib(report.block_cache_bytes),
-                    mib(report.table_reader_bytes)
-                );
-            }
+        for (events, run) in [(args.events, &short_run), (long_events, &long_run)] {
+            println!(
+                "     {events:>12} events: state rows {}, memtables {:.1} MiB, block cache {:.1} MiB, table readers {:.1} MiB",
+                run.store.state_rows,
+                mib(run.store.memtable_bytes),
+                mib(run.store.block_cache_bytes),
+                mib(run.store.table_reader_bytes)
+            );
         }
     }
     Ok(())
@@ -292,8 +361,11 @@ async fn soak(args: &Args, factor: u64) -> Result<()> {
 #[tokio::main(flavor = "multi_thread")]
 async fn main() -> Result<()> {
     let args = parse_args()?;
+    if args.single {
+        return soak_run(&args).await;
+    }
     if let Some(factor) = args.soak {
-        return soak(&args, factor).await;
+        return soak(&args, factor);
     }
     println!(
         "Nexmark, {} events, seed {}, {} cores available",
