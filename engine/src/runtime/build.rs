@@ -107,17 +107,12 @@ pub(crate) async fn build_job(
         reports,
     } = context;
     let graph = &spec.graph;
-    let mut channels: Vec<Vec<(InputSender, Option<InputReceiver>)>> = vec![];
+    // Per fragment, per subtask, per input (upstream subtask of a port):
+    // a channel of its own, so a subtask holding one input back at a
+    // barrier stops reading it and the input's producer feels it.
+    let mut channels: Vec<Vec<Vec<(InputSender, Option<InputReceiver>)>>> = vec![];
     let mut inputs: Vec<Inputs> = vec![];
     for fragment in &graph.fragments {
-        channels.push(
-            (0..fragment.parallelism)
-                .map(|_| {
-                    let (tx, rx) = channel();
-                    (tx, Some(rx))
-                })
-                .collect(),
-        );
         let mut ports = vec![];
         let mut index = HashMap::new();
         for (port, input) in fragment.inputs.iter().enumerate() {
@@ -130,6 +125,18 @@ pub(crate) async fn build_job(
                 ports.push(port);
             }
         }
+        channels.push(
+            (0..fragment.parallelism)
+                .map(|_| {
+                    (0..ports.len())
+                        .map(|_| {
+                            let (tx, rx) = channel();
+                            (tx, Some(rx))
+                        })
+                        .collect()
+                })
+                .collect(),
+        );
         inputs.push(Inputs { ports, index });
     }
 
@@ -149,10 +156,8 @@ pub(crate) async fn build_job(
                 ));
             }
             let (barrier_tx, barrier_rx) = mpsc::unbounded_channel();
-            let output = (
-                channels[fragment.id][0].0.clone(),
-                inputs[fragment.id].index[&(port, 0)],
-            );
+            let index = inputs[fragment.id].index[&(port, 0)];
+            let output = (channels[fragment.id][0][index].0.clone(), index);
             if let Some(options) = &source.connector {
                 let generator = connectors.open(options, &source.schema)?;
                 let position = stored_position(&store, source)?.unwrap_or(0);
@@ -221,18 +226,22 @@ pub(crate) async fn build_job(
                 } => Dispatcher::Exchange {
                     targets: channels[*to]
                         .iter()
-                        .map(|(tx, _)| (tx.clone(), inputs[*to].index[&(*port, subtask)]))
+                        .map(|subtask_inputs| {
+                            let index = inputs[*to].index[&(*port, subtask)];
+                            (subtask_inputs[index].0.clone(), index)
+                        })
                         .collect(),
                     distribution: distribution.clone(),
                 },
             };
-            let input = channels[fragment.id][subtask]
-                .1
-                .take()
+            let receivers = channels[fragment.id][subtask]
+                .iter_mut()
+                .map(|(_, rx)| rx.take())
+                .collect::<Option<Vec<_>>>()
                 .ok_or_else(|| EngineError::Internal("subtask built twice".into()))?;
             let task = Task {
                 job: spec.id,
-                input,
+                inputs: receivers,
                 ports: inputs[fragment.id].ports.clone(),
                 idle_timeout,
                 operators,

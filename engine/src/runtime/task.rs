@@ -2,7 +2,7 @@
 //! messages through the chained operators, dispatch the output and report
 //! each sealed epoch to the barrier manager.
 
-use std::collections::VecDeque;
+use std::task::Poll;
 
 use tokio::sync::mpsc;
 
@@ -15,7 +15,8 @@ use crate::{Barrier, EngineError, EngineResult, Message};
 /// One running subtask.
 pub(crate) struct Task {
     pub job: u64,
-    pub input: InputReceiver,
+    /// One channel per input, in input order.
+    pub inputs: Vec<InputReceiver>,
     /// Input index → the first operator's port.
     pub ports: Vec<usize>,
     /// See [`WatermarkMerge::with_idle_timeout`].
@@ -44,10 +45,11 @@ impl Task {
     async fn run_inner(&mut self) -> EngineResult<()> {
         let inputs = self.ports.len();
         // Barrier alignment: an input that delivered the barrier is held
-        // (its later messages queued) until every input delivered it.
+        // (not read, so its producer waits) until every input delivered it.
         let mut held = vec![false; inputs];
-        let mut queued: Vec<VecDeque<Message>> = vec![VecDeque::new(); inputs];
+        let mut closed = vec![false; inputs];
         let mut arrived = 0;
+        let mut next_first = 0;
         // Watermarks merge per port: a port's subtasks carry the same
         // columns, different ports need not.
         let ports = self.ports.iter().max().map_or(0, |p| p + 1);
@@ -61,20 +63,32 @@ impl Task {
             width[port] += 1;
         }
         loop {
-            let next = (0..inputs)
-                .find(|&i| !held[i] && !queued[i].is_empty())
-                .and_then(|i| queued[i].pop_front().map(|m| (i, m)));
-            let (index, message) = match next {
-                Some(item) => item,
-                None => match self.input.recv().await {
-                    Some(item) => item,
-                    None => return Ok(()),
-                },
+            // The next message of an input not held, taking inputs in turn.
+            let receivers = &mut self.inputs;
+            let next = std::future::poll_fn(|cx| {
+                let mut open = false;
+                for k in 0..inputs {
+                    let i = (next_first + k) % inputs;
+                    if held[i] || closed[i] {
+                        continue;
+                    }
+                    match receivers[i].poll_recv(cx) {
+                        Poll::Ready(Some((_, message))) => return Poll::Ready(Some((i, message))),
+                        Poll::Ready(None) => closed[i] = true,
+                        Poll::Pending => open = true,
+                    }
+                }
+                if open {
+                    Poll::Pending
+                } else {
+                    Poll::Ready(None)
+                }
+            })
+            .await;
+            let Some((index, message)) = next else {
+                return Ok(());
             };
-            if held[index] {
-                queued[index].push_back(message);
-                continue;
-            }
+            next_first = (index + 1) % inputs;
             match message {
                 Message::Chunk(chunk) => {
                     self.push(0, self.ports[index], Message::Chunk(chunk))
