@@ -110,7 +110,7 @@ pub(crate) async fn build_job(
     // Per fragment, per subtask, per input (upstream subtask of a port):
     // a channel of its own, so a subtask holding one input back at a
     // barrier stops reading it and the input's producer feels it.
-    let mut channels: Vec<Vec<Vec<(InputSender, Option<InputReceiver>)>>> = vec![];
+    let mut channels: Vec<Vec<Vec<InputChannel>>> = vec![];
     let mut inputs: Vec<Inputs> = vec![];
     for fragment in &graph.fragments {
         let mut ports = vec![];
@@ -265,6 +265,9 @@ pub(crate) async fn build_job(
         writes_log,
     })
 }
+
+/// One input's channel of one subtask; the receiver until the task takes it.
+type InputChannel = (InputSender, Option<InputReceiver>);
 
 type StartedSource = (
     Arc<crate::log::ChangeLog>,
