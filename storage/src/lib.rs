@@ -16,11 +16,6 @@
 //! - `s` + state table id (u64) + key group (u16) + key: operator state
 //!   ([`StateTable`]), written once per epoch;
 //! - `l` + table id (u64) + sequence number (u64): the change log of a
-//!   table that materialized views read, trimmed as they consume it. Materialized views
-//!   keep their rows here too, keyed by their stream key;
-//! - `s` + state table id (u64) + key group (u16) + key: operator state
-//!   ([`StateTable`]), written once per epoch;
-//! - `l` + table id (u64) + sequence number (u64): the change log of a
 //!   table that materialized views read, trimmed as they consume it.
 
 mod error;
@@ -29,7 +24,9 @@ pub mod row_codec;
 pub mod scalar_codec;
 pub mod state_table;
 mod store;
+mod write_set;
 
 pub use error::{StorageError, StorageResult};
 pub use state_table::StateTable;
-pub use store::{MemoryReport, ScanSpec, Store, StoreOptions, TableStore, WriteSet};
+pub use store::{MemoryReport, ScanSpec, Store, StoreOptions, TableStore};
+pub use write_set::WriteSet;

@@ -12,7 +12,8 @@ use std::collections::BTreeMap;
 use std::ops::Bound;
 
 use crate::StorageResult;
-use crate::store::{Store, WriteSet, state_prefix};
+use crate::WriteSet;
+use crate::store::Store;
 
 /// Key groups per stateful operator (Flink's default maximum parallelism).
 /// Fixed for the life of the state: changing it would rehash every key.
@@ -154,7 +155,7 @@ pub fn delete_state_table(id: u64, writes: &mut WriteSet) {
 
 /// Adds the deletion of every row of state tables `from..to` to `writes`.
 pub fn delete_state_tables(from: u64, to: u64, writes: &mut WriteSet) {
-    writes.delete_state_range(state_prefix(from), state_prefix(to));
+    writes.delete_state_tables(from, to);
 }
 
 #[cfg(test)]

@@ -3,15 +3,16 @@ use std::sync::Arc;
 
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::SchemaRef;
-use rocksdb::{DB, Direction, IteratorMode, Options, ReadOptions, WriteBatch, WriteOptions};
+use rocksdb::{DB, Direction, IteratorMode, Options, ReadOptions, WriteOptions};
 
 use crate::row_codec::RowDecoder;
+use crate::write_set::WriteSet;
 use crate::{StorageError, StorageResult};
 
-const META_PREFIX: u8 = b'm';
-const ROW_PREFIX: u8 = b'r';
-const STATE_PREFIX: u8 = b's';
-const CHANGE_PREFIX: u8 = b'l';
+pub(crate) const META_PREFIX: u8 = b'm';
+pub(crate) const ROW_PREFIX: u8 = b'r';
+pub(crate) const STATE_PREFIX: u8 = b's';
+pub(crate) const CHANGE_PREFIX: u8 = b'l';
 
 /// How the store is opened.
 #[derive(Debug, Clone)]
@@ -234,7 +235,7 @@ fn table_prefix(table_id: u64) -> Vec<u8> {
     key
 }
 
-pub(crate) fn state_prefix(id: u64) -> Vec<u8> {
+fn state_prefix(id: u64) -> Vec<u8> {
     let mut key = Vec::with_capacity(9);
     key.push(STATE_PREFIX);
     key.extend_from_slice(&id.to_be_bytes());
@@ -258,122 +259,6 @@ fn row_key(table_id: u64, key: &[u8]) -> Vec<u8> {
     let mut out = table_prefix(table_id);
     out.extend_from_slice(key);
     out
-}
-
-/// A set of changes applied atomically by [`Store::write`].
-#[derive(Default, Debug)]
-pub struct WriteSet {
-    ops: Vec<WriteOp>,
-}
-
-#[derive(Debug)]
-enum WriteOp {
-    Put(Vec<u8>, Vec<u8>),
-    Delete(Vec<u8>),
-    DeleteRange(Vec<u8>, Vec<u8>),
-}
-
-impl WriteSet {
-    /// An empty set of changes.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Writes catalog record `name`.
-    pub fn put_meta(&mut self, name: &[u8], value: &[u8]) {
-        self.ops.push(WriteOp::Put(meta_key(name), value.to_vec()));
-    }
-
-    /// Deletes catalog record `name`.
-    pub fn delete_meta(&mut self, name: &[u8]) {
-        self.ops.push(WriteOp::Delete(meta_key(name)));
-    }
-
-    /// Writes row `key` of table `table_id`.
-    pub fn put_row(&mut self, table_id: u64, key: &[u8], value: &[u8]) {
-        self.ops
-            .push(WriteOp::Put(row_key(table_id, key), value.to_vec()));
-    }
-
-    /// Deletes row `key` of table `table_id`.
-    pub fn delete_row(&mut self, table_id: u64, key: &[u8]) {
-        self.ops.push(WriteOp::Delete(row_key(table_id, key)));
-    }
-
-    /// Deletes every row of table `table_id`.
-    pub fn delete_all_rows(&mut self, table_id: u64) {
-        self.ops.push(WriteOp::DeleteRange(
-            table_prefix(table_id),
-            table_prefix(table_id + 1),
-        ));
-    }
-
-    /// Writes a row of state table `id` (`key` includes the key group).
-    pub(crate) fn put_state(&mut self, id: u64, key: &[u8], value: &[u8]) {
-        let mut full = state_prefix(id);
-        full.extend_from_slice(key);
-        self.ops.push(WriteOp::Put(full, value.to_vec()));
-    }
-
-    /// Deletes a row of state table `id`.
-    pub(crate) fn delete_state(&mut self, id: u64, key: &[u8]) {
-        let mut full = state_prefix(id);
-        full.extend_from_slice(key);
-        self.ops.push(WriteOp::Delete(full));
-    }
-
-    pub(crate) fn delete_state_range(&mut self, from: Vec<u8>, to: Vec<u8>) {
-        self.ops.push(WriteOp::DeleteRange(from, to));
-    }
-
-    /// Appends entry `seq` to the change log of table `table_id`.
-    pub fn put_change(&mut self, table_id: u64, seq: u64, entry: &[u8]) {
-        self.ops
-            .push(WriteOp::Put(change_key(table_id, seq), entry.to_vec()));
-    }
-
-    /// Deletes the change-log entries of table `table_id` before `seq`.
-    pub fn delete_changes_before(&mut self, table_id: u64, seq: u64) {
-        self.ops.push(WriteOp::DeleteRange(
-            change_key(table_id, 0),
-            change_key(table_id, seq),
-        ));
-    }
-
-    /// Deletes the whole change log of table `table_id`.
-    pub fn delete_all_changes(&mut self, table_id: u64) {
-        self.ops.push(WriteOp::DeleteRange(
-            change_prefix(table_id),
-            change_prefix(table_id + 1),
-        ));
-    }
-
-    /// Adds every change of `other` after this set's.
-    pub fn extend(&mut self, other: WriteSet) {
-        self.ops.extend(other.ops);
-    }
-
-    fn to_batch(&self) -> WriteBatch {
-        let mut batch = WriteBatch::default();
-        for op in &self.ops {
-            match op {
-                WriteOp::Put(key, value) => batch.put(key, value),
-                WriteOp::Delete(key) => batch.delete(key),
-                WriteOp::DeleteRange(from, to) => batch.delete_range(from, to),
-            }
-        }
-        batch
-    }
-
-    /// Number of changes in the set.
-    pub fn len(&self) -> usize {
-        self.ops.len()
-    }
-
-    /// True when the set holds no change.
-    pub fn is_empty(&self) -> bool {
-        self.ops.is_empty()
-    }
 }
 
 /// What a table scan reads and how it cuts batches.
