@@ -79,6 +79,12 @@ pub const KEYS: &[KeySpec] = &[
         help: "Memory RocksDB's memtables may hold together before they are flushed, in MiB (counted in the block cache's budget)",
     },
     KeySpec {
+        key: "process.malloc-arenas",
+        aliases: &[],
+        default: "2",
+        help: "glibc malloc arenas the process may use, with large blocks always mapped on their own (0: glibc's defaults, eight arenas per core); this keeps a long-running server's resident memory from creeping up",
+    },
+    KeySpec {
         key: "query.memory-limit-mb",
         aliases: &[],
         default: "4096",
@@ -135,6 +141,8 @@ pub struct Config {
     pub block_cache_mb: usize,
     /// `storage.write-buffer-mb`.
     pub write_buffer_mb: usize,
+    /// `process.malloc-arenas`.
+    pub malloc_arenas: u32,
     pub query_memory_limit_mb: usize,
     pub coordinator_address: String,
     pub coordinator_rpc_port: u16,
@@ -249,6 +257,7 @@ impl Config {
             sync_writes: parse_bool("storage.sync-writes", &get("storage.sync-writes"))?,
             block_cache_mb: parse("storage.block-cache-mb", &get("storage.block-cache-mb"))?,
             write_buffer_mb: parse("storage.write-buffer-mb", &get("storage.write-buffer-mb"))?,
+            malloc_arenas: parse("process.malloc-arenas", &get("process.malloc-arenas"))?,
             query_memory_limit_mb: parse("query.memory-limit-mb", &get("query.memory-limit-mb"))?,
             coordinator_address: get("coordinator.address"),
             coordinator_rpc_port: parse("coordinator.rpc-port", &get("coordinator.rpc-port"))?,

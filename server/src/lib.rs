@@ -5,6 +5,7 @@
 //! Entry point: [`run`], which binds the ports and serves until shutdown.
 //! `main.rs` only parses flags and sets up logging.
 
+pub mod allocator;
 pub mod catalog;
 pub mod config;
 pub mod database;

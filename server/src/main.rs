@@ -18,6 +18,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    runnel_server::allocator::tune_malloc(config.malloc_arenas);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
