@@ -40,6 +40,10 @@ struct Args {
     rate: f64,
     /// Compare every row of the view with the batch query's.
     check: bool,
+    /// `streaming.barrier-interval-ms` of the embedded database.
+    barrier_interval_ms: u64,
+    /// `process.malloc-arenas` (0: glibc's default).
+    malloc_arenas: u32,
 }
 
 fn parse_args() -> Result<Args> {
@@ -50,7 +54,7 @@ fn parse_args() -> Result<Args> {
         Some("nexmark") | Some("soak-run") => None,
         Some("soak") => Some(10),
         _ => bail!(
-            "usage: runnel-bench nexmark [--query q0,q1,…] [--events N] [--seed S] [--rate EVENTS_PER_S] [--check]\n       runnel-bench soak [--query q5,q7] [--events N] [--factor F]"
+            "usage: runnel-bench nexmark [--query q0,q1,…] [--events N] [--seed S] [--rate EVENTS_PER_S] [--barrier-interval-ms MS] [--malloc-arenas N] [--check]\n       runnel-bench soak [--query q5,q7] [--events N] [--factor F] [--barrier-interval-ms MS] [--malloc-arenas N]"
         ),
     };
     let mut parsed = Args {
@@ -64,6 +68,8 @@ fn parse_args() -> Result<Args> {
         seed: 0,
         rate: 10_000.0,
         check: false,
+        barrier_interval_ms: 1000,
+        malloc_arenas: 2,
     };
     if parsed.soak.is_some() {
         parsed.queries = vec!["q5".into(), "q7".into()];
@@ -81,6 +87,8 @@ fn parse_args() -> Result<Args> {
             "--events" => parsed.events = value.replace('_', "").parse()?,
             "--seed" => parsed.seed = value.parse()?,
             "--rate" => parsed.rate = value.parse()?,
+            "--barrier-interval-ms" => parsed.barrier_interval_ms = value.parse()?,
+            "--malloc-arenas" => parsed.malloc_arenas = value.parse()?,
             "--factor" if parsed.soak.is_some() => parsed.soak = Some(value.parse()?),
             other => bail!("unknown flag {other}"),
         }
@@ -147,7 +155,10 @@ async fn streaming(
     let mut values = BTreeMap::new();
     values.insert("data.dir", dir.path().display().to_string());
     values.insert("storage.sync-writes", "false".to_string());
-    values.insert("streaming.barrier-interval-ms", "1000".to_string());
+    values.insert(
+        "streaming.barrier-interval-ms",
+        args.barrier_interval_ms.to_string(),
+    );
     let db = Database::open(Config::from_values(&values)?)?;
     runnel_server::streaming::restart_jobs(&db).await?;
     let mut session = Session::new(Arc::clone(&db), "bench");
@@ -261,6 +272,11 @@ fn soak_child(name: &str, events: u64, args: &Args) -> Result<SoakRun> {
         .args(["--events", &events.to_string()])
         .args(["--seed", &args.seed.to_string()])
         .args(["--rate", &args.rate.to_string()])
+        .args([
+            "--barrier-interval-ms",
+            &args.barrier_interval_ms.to_string(),
+        ])
+        .args(["--malloc-arenas", &args.malloc_arenas.to_string()])
         .output()?;
     let stdout = String::from_utf8_lossy(&output.stdout);
     if !output.status.success() {
@@ -358,9 +374,22 @@ fn soak(args: &Args, factor: u64) -> Result<()> {
     Ok(())
 }
 
-#[tokio::main(flavor = "multi_thread")]
-async fn main() -> Result<()> {
+fn main() -> Result<()> {
+    // Logs only when asked for (`RUST_LOG=runnel_engine=debug`), on stderr.
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .init();
     let args = parse_args()?;
+    // As the server does, before the runtime's threads exist.
+    runnel_server::allocator::tune_malloc(args.malloc_arenas);
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(run_bench(args))
+}
+
+async fn run_bench(args: Args) -> Result<()> {
     if args.single {
         return soak_run(&args).await;
     }

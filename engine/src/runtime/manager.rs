@@ -312,6 +312,7 @@ impl Manager {
                 writes.delete_changes_before(*relation, *seq);
             }
         }
+        let ops = writes.len();
         let store = self.store.clone();
         tokio::task::spawn_blocking(move || store.write(writes))
             .await
@@ -320,7 +321,7 @@ impl Manager {
             self.logs.trim(relation, seq, epoch);
         }
         self.committed = epoch;
-        debug!(epoch = epoch.0, "epoch committed");
+        debug!(epoch = epoch.0, ops, "epoch committed");
         Ok(())
     }
 }
