@@ -98,8 +98,12 @@ impl Store {
     pub fn write(&self, writes: WriteSet) -> StorageResult<()> {
         let mut options = WriteOptions::default();
         options.set_sync(self.sync_writes);
+        let batch = writes.to_batch();
+        // Freed before RocksDB copies the batch into its memtables: an
+        // epoch's changes need not be held three times over.
+        drop(writes);
         self.db
-            .write_opt(writes.to_batch(), &options)
+            .write_opt(batch, &options)
             .map_err(|e| rocks_error(&self.path, e))
     }
 
