@@ -42,7 +42,7 @@ struct Args {
     check: bool,
     /// `streaming.barrier-interval-ms` of the embedded database.
     barrier_interval_ms: u64,
-    /// `process.malloc-arenas` (0: glibc's default).
+    /// `process.malloc-arenas` (0: glibc's defaults).
     malloc_arenas: u32,
 }
 
