@@ -10,9 +10,9 @@ use crate::write_set::WriteSet;
 use crate::{StorageError, StorageResult};
 
 pub(crate) const META_PREFIX: u8 = b'm';
-pub(crate) const ROW_PREFIX: u8 = b'r';
-pub(crate) const STATE_PREFIX: u8 = b's';
-pub(crate) const CHANGE_PREFIX: u8 = b'l';
+const ROW_PREFIX: u8 = b'r';
+const STATE_PREFIX: u8 = b's';
+const CHANGE_PREFIX: u8 = b'l';
 
 /// How the store is opened.
 #[derive(Debug, Clone)]
@@ -126,7 +126,7 @@ impl Store {
 
     /// One row of state table `id` (`key` includes the key group).
     pub(crate) fn get_state(&self, id: u64, key: &[u8]) -> StorageResult<Option<Vec<u8>>> {
-        let mut full = state_prefix(id);
+        let mut full = state_prefix(id).to_vec();
         full.extend_from_slice(key);
         self.db.get(full).map_err(|e| rocks_error(&self.path, e))
     }
@@ -138,7 +138,7 @@ impl Store {
         id: u64,
         prefix: &[u8],
     ) -> StorageResult<Vec<(Vec<u8>, Vec<u8>)>> {
-        let mut start = state_prefix(id);
+        let mut start = state_prefix(id).to_vec();
         let skip = start.len();
         start.extend_from_slice(prefix);
         self.scan_from(&start, skip)
@@ -232,35 +232,36 @@ fn meta_key(name: &[u8]) -> Vec<u8> {
     key
 }
 
-fn table_prefix(table_id: u64) -> Vec<u8> {
-    let mut key = Vec::with_capacity(9);
-    key.push(ROW_PREFIX);
-    key.extend_from_slice(&table_id.to_be_bytes());
+/// The first bytes of every key of relation `id` in key area `area`.
+fn id_prefix(area: u8, id: u64) -> [u8; 9] {
+    let mut key = [area; 9];
+    key[1..].copy_from_slice(&id.to_be_bytes());
     key
 }
 
-fn state_prefix(id: u64) -> Vec<u8> {
-    let mut key = Vec::with_capacity(9);
-    key.push(STATE_PREFIX);
-    key.extend_from_slice(&id.to_be_bytes());
-    key
+/// The prefix of every row key of table `table_id`.
+pub(crate) fn table_prefix(table_id: u64) -> [u8; 9] {
+    id_prefix(ROW_PREFIX, table_id)
 }
 
-fn change_prefix(table_id: u64) -> Vec<u8> {
-    let mut key = Vec::with_capacity(9);
-    key.push(CHANGE_PREFIX);
-    key.extend_from_slice(&table_id.to_be_bytes());
-    key
+/// The prefix of every key of state table `id`.
+pub(crate) fn state_prefix(id: u64) -> [u8; 9] {
+    id_prefix(STATE_PREFIX, id)
+}
+
+/// The prefix of every change-log key of table `table_id`.
+pub(crate) fn change_prefix(table_id: u64) -> [u8; 9] {
+    id_prefix(CHANGE_PREFIX, table_id)
 }
 
 fn change_key(table_id: u64, seq: u64) -> Vec<u8> {
-    let mut key = change_prefix(table_id);
+    let mut key = change_prefix(table_id).to_vec();
     key.extend_from_slice(&seq.to_be_bytes());
     key
 }
 
 fn row_key(table_id: u64, key: &[u8]) -> Vec<u8> {
-    let mut out = table_prefix(table_id);
+    let mut out = table_prefix(table_id).to_vec();
     out.extend_from_slice(key);
     out
 }

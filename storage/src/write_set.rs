@@ -9,7 +9,7 @@
 
 use rocksdb::WriteBatch;
 
-use crate::store::{CHANGE_PREFIX, META_PREFIX, ROW_PREFIX, STATE_PREFIX};
+use crate::store::{META_PREFIX, change_prefix, state_prefix, table_prefix};
 
 const PUT: u8 = 0;
 const DELETE: u8 = 1;
@@ -92,67 +92,51 @@ impl WriteSet {
 
     /// Writes row `key` of table `table_id`.
     pub fn put_row(&mut self, table_id: u64, key: &[u8], value: &[u8]) {
-        self.put(&[&[ROW_PREFIX], &table_id.to_be_bytes(), key], value);
+        self.put(&[&table_prefix(table_id), key], value);
     }
 
     /// Deletes row `key` of table `table_id`.
     pub fn delete_row(&mut self, table_id: u64, key: &[u8]) {
-        self.delete(&[&[ROW_PREFIX], &table_id.to_be_bytes(), key]);
+        self.delete(&[&table_prefix(table_id), key]);
     }
 
     /// Deletes every row of table `table_id`.
     pub fn delete_all_rows(&mut self, table_id: u64) {
-        self.delete_range(
-            &[&[ROW_PREFIX], &table_id.to_be_bytes()],
-            &[&[ROW_PREFIX], &(table_id + 1).to_be_bytes()],
-        );
+        self.delete_range(&[&table_prefix(table_id)], &[&table_prefix(table_id + 1)]);
     }
 
     /// Writes a row of state table `id` (`key` includes the key group).
     pub(crate) fn put_state(&mut self, id: u64, key: &[u8], value: &[u8]) {
-        self.put(&[&[STATE_PREFIX], &id.to_be_bytes(), key], value);
+        self.put(&[&state_prefix(id), key], value);
     }
 
     /// Deletes a row of state table `id`.
     pub(crate) fn delete_state(&mut self, id: u64, key: &[u8]) {
-        self.delete(&[&[STATE_PREFIX], &id.to_be_bytes(), key]);
+        self.delete(&[&state_prefix(id), key]);
     }
 
     /// Deletes the state rows of the tables `from..to`.
     pub(crate) fn delete_state_tables(&mut self, from: u64, to: u64) {
-        self.delete_range(
-            &[&[STATE_PREFIX], &from.to_be_bytes()],
-            &[&[STATE_PREFIX], &to.to_be_bytes()],
-        );
+        self.delete_range(&[&state_prefix(from)], &[&state_prefix(to)]);
     }
 
     /// Appends entry `seq` to the change log of table `table_id`.
     pub fn put_change(&mut self, table_id: u64, seq: u64, entry: &[u8]) {
-        self.put(
-            &[
-                &[CHANGE_PREFIX],
-                &table_id.to_be_bytes(),
-                &seq.to_be_bytes(),
-            ],
-            entry,
-        );
+        self.put(&[&change_prefix(table_id), &seq.to_be_bytes()], entry);
     }
 
     /// Deletes the change-log entries of table `table_id` before `seq`.
     pub fn delete_changes_before(&mut self, table_id: u64, seq: u64) {
-        let table = table_id.to_be_bytes();
+        let table = change_prefix(table_id);
         self.delete_range(
-            &[&[CHANGE_PREFIX], &table, &0u64.to_be_bytes()],
-            &[&[CHANGE_PREFIX], &table, &seq.to_be_bytes()],
+            &[&table, &0u64.to_be_bytes()],
+            &[&table, &seq.to_be_bytes()],
         );
     }
 
     /// Deletes the whole change log of table `table_id`.
     pub fn delete_all_changes(&mut self, table_id: u64) {
-        self.delete_range(
-            &[&[CHANGE_PREFIX], &table_id.to_be_bytes()],
-            &[&[CHANGE_PREFIX], &(table_id + 1).to_be_bytes()],
-        );
+        self.delete_range(&[&change_prefix(table_id)], &[&change_prefix(table_id + 1)]);
     }
 
     /// Adds every change of `other` after this set's.
@@ -190,11 +174,6 @@ impl WriteSet {
     /// True when the set holds no change.
     pub fn is_empty(&self) -> bool {
         self.count == 0
-    }
-
-    /// Bytes the encoded changes take.
-    pub fn encoded_bytes(&self) -> usize {
-        self.bytes.len()
     }
 }
 
