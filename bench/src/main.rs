@@ -44,6 +44,8 @@ struct Args {
     barrier_interval_ms: u64,
     /// `process.malloc-arenas` (0: glibc's defaults).
     malloc_arenas: u32,
+    /// `storage.epoch-buffer-mb`, when not the server's default.
+    epoch_buffer_mb: Option<u64>,
 }
 
 fn parse_args() -> Result<Args> {
@@ -54,7 +56,7 @@ fn parse_args() -> Result<Args> {
         Some("nexmark") | Some("soak-run") => None,
         Some("soak") => Some(10),
         _ => bail!(
-            "usage: runnel-bench nexmark [--query q0,q1,…] [--events N] [--seed S] [--rate EVENTS_PER_S] [--barrier-interval-ms MS] [--malloc-arenas N] [--check]\n       runnel-bench soak [--query q5,q7] [--events N] [--factor F] [--barrier-interval-ms MS] [--malloc-arenas N]"
+            "usage: runnel-bench nexmark [--query q0,q1,…] [--events N] [--seed S] [--rate EVENTS_PER_S] [--barrier-interval-ms MS] [--malloc-arenas N] [--epoch-buffer-mb MB] [--check]\n       runnel-bench soak [--query q5,q7] [--events N] [--factor F] [--barrier-interval-ms MS] [--malloc-arenas N] [--epoch-buffer-mb MB]"
         ),
     };
     let mut parsed = Args {
@@ -70,6 +72,7 @@ fn parse_args() -> Result<Args> {
         check: false,
         barrier_interval_ms: 1000,
         malloc_arenas: 2,
+        epoch_buffer_mb: None,
     };
     if parsed.soak.is_some() {
         parsed.queries = vec!["q5".into(), "q7".into()];
@@ -89,6 +92,7 @@ fn parse_args() -> Result<Args> {
             "--rate" => parsed.rate = value.parse()?,
             "--barrier-interval-ms" => parsed.barrier_interval_ms = value.parse()?,
             "--malloc-arenas" => parsed.malloc_arenas = value.parse()?,
+            "--epoch-buffer-mb" => parsed.epoch_buffer_mb = Some(value.parse()?),
             "--factor" if parsed.soak.is_some() => parsed.soak = Some(value.parse()?),
             other => bail!("unknown flag {other}"),
         }
@@ -159,6 +163,9 @@ async fn streaming(
         "streaming.barrier-interval-ms",
         args.barrier_interval_ms.to_string(),
     );
+    if let Some(mb) = args.epoch_buffer_mb {
+        values.insert("storage.epoch-buffer-mb", mb.to_string());
+    }
     let db = Database::open(Config::from_values(&values)?)?;
     runnel_server::streaming::restart_jobs(&db).await?;
     let mut session = Session::new(Arc::clone(&db), "bench");
@@ -277,6 +284,11 @@ fn soak_child(name: &str, events: u64, args: &Args) -> Result<SoakRun> {
             &args.barrier_interval_ms.to_string(),
         ])
         .args(["--malloc-arenas", &args.malloc_arenas.to_string()])
+        .args(
+            args.epoch_buffer_mb
+                .into_iter()
+                .flat_map(|mb| ["--epoch-buffer-mb".to_string(), mb.to_string()]),
+        )
         .output()?;
     let stdout = String::from_utf8_lossy(&output.stdout);
     if !output.status.success() {

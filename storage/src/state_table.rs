@@ -9,10 +9,13 @@
 //! see committed rows overlaid by the table's own newer writes.
 
 use std::collections::BTreeMap;
+use std::collections::btree_map::Entry;
 use std::ops::Bound;
+use std::sync::Arc;
 
 use crate::StorageResult;
 use crate::WriteSet;
+use crate::epoch_buffer::{BufferCharge, ENTRY_OVERHEAD};
 use crate::store::Store;
 
 /// Key groups per stateful operator (Flink's default maximum parallelism).
@@ -44,6 +47,13 @@ pub struct StateTable {
     id: u64,
     /// Uncommitted writes, by key group (big endian) + key.
     pending: BTreeMap<Vec<u8>, Pending>,
+    /// The pending writes' share of the store's [`EpochBuffer`](crate::EpochBuffer).
+    charge: BufferCharge,
+}
+
+/// What a pending write costs the epoch buffer.
+fn cost(key: &[u8], pending: &Pending) -> usize {
+    key.len() + pending.value.as_ref().map_or(0, Vec::len) + ENTRY_OVERHEAD
 }
 
 fn local_key(group: u16, key: &[u8]) -> Vec<u8> {
@@ -57,6 +67,7 @@ impl StateTable {
     /// The state table `id` of `store`.
     pub fn new(store: Store, id: u64) -> Self {
         Self {
+            charge: BufferCharge::new(Arc::clone(store.epoch_buffer())),
             store,
             id,
             pending: BTreeMap::new(),
@@ -79,7 +90,7 @@ impl StateTable {
 
     /// Sets `key` in key group `group` to `value`.
     pub fn put(&mut self, group: u16, key: &[u8], value: Vec<u8>) {
-        self.pending.insert(
+        self.insert(
             local_key(group, key),
             Pending {
                 value: Some(value),
@@ -90,13 +101,27 @@ impl StateTable {
 
     /// Removes `key` from key group `group`.
     pub fn delete(&mut self, group: u16, key: &[u8]) {
-        self.pending.insert(
+        self.insert(
             local_key(group, key),
             Pending {
                 value: None,
                 sealed_in: None,
             },
         );
+    }
+
+    fn insert(&mut self, key: Vec<u8>, pending: Pending) {
+        self.charge.add(cost(&key, &pending));
+        match self.pending.entry(key) {
+            Entry::Occupied(mut entry) => {
+                let old = cost(entry.key(), entry.get());
+                entry.insert(pending);
+                self.charge.sub(old);
+            }
+            Entry::Vacant(entry) => {
+                entry.insert(pending);
+            }
+        }
     }
 
     /// Every row of key group `group` whose key starts with `prefix`, in key
@@ -128,8 +153,14 @@ impl StateTable {
     /// writes of earlier epochs, which the barrier manager has committed
     /// before injecting `epoch`'s barrier.
     pub fn seal_epoch(&mut self, epoch: u64, writes: &mut WriteSet) {
-        self.pending
-            .retain(|_, p| p.sealed_in.is_none_or(|sealed| sealed >= epoch));
+        let charge = &mut self.charge;
+        self.pending.retain(|key, p| {
+            let keep = p.sealed_in.is_none_or(|sealed| sealed >= epoch);
+            if !keep {
+                charge.sub(cost(key, p));
+            }
+            keep
+        });
         for (key, p) in self.pending.iter_mut() {
             if p.sealed_in.is_some() {
                 continue;
@@ -194,6 +225,11 @@ mod tests {
         assert_eq!(writes.len(), 2);
         assert_eq!(table.pending_len(), 2);
         store.write(writes).unwrap();
+        // Only the two kept writes are charged to the epoch buffer.
+        let kept = 2 * (3 + ENTRY_OVERHEAD) + 1;
+        assert_eq!(store.epoch_buffer().held(), kept);
+        drop(table);
+        assert_eq!(store.epoch_buffer().held(), 0);
 
         let fresh = StateTable::new(store.clone(), 3);
         assert_eq!(fresh.scan_prefix(1, b"").unwrap().len(), 2);

@@ -9,14 +9,16 @@
 //! the insert of the new one, in that order.
 
 use std::collections::BTreeMap;
+use std::collections::btree_map::Entry;
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use datafusion::arrow::array::ArrayRef;
+use runnel_storage::epoch_buffer::ENTRY_OVERHEAD;
 use runnel_storage::key_codec::encode_nullable_key;
 use runnel_storage::row_codec::encode_row;
 use runnel_storage::scalar_codec::{decode_scalars, encode_scalars};
-use runnel_storage::{StateTable, Store};
+use runnel_storage::{BufferCharge, StateTable, Store};
 
 use crate::log::ChangeLog;
 use crate::operator::{Output, StreamOperator};
@@ -33,6 +35,8 @@ pub struct MaterializeOperator {
     store: Store,
     /// Row key → new row value (None: deleted) of the running epoch.
     changes: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    /// The changes' share of the store's epoch buffer.
+    charge: BufferCharge,
     log: Arc<ChangeLog>,
     state: StateTable,
 }
@@ -54,6 +58,7 @@ impl MaterializeOperator {
             key,
             schema,
             changes: BTreeMap::new(),
+            charge: BufferCharge::new(Arc::clone(store.epoch_buffer())),
             log,
             state: StateTable::new(store.clone(), state_id),
             store,
@@ -84,6 +89,25 @@ impl MaterializeOperator {
             return Ok(None);
         }
         Ok(Some(StreamChunk::new(decoder.finish()?, &ops)?))
+    }
+
+    /// Records the epoch's newest version of the row at `key`.
+    fn change(&mut self, key: Vec<u8>, value: Option<Vec<u8>>) {
+        let cost = |key: &[u8], value: &Option<Vec<u8>>| {
+            key.len() + value.as_ref().map_or(0, Vec::len) + ENTRY_OVERHEAD
+        };
+        match self.changes.entry(key) {
+            Entry::Occupied(mut entry) => {
+                self.charge.add(cost(entry.key(), &value));
+                let old = cost(entry.key(), entry.get());
+                entry.insert(value);
+                self.charge.sub(old);
+            }
+            Entry::Vacant(entry) => {
+                self.charge.add(cost(entry.key(), &value));
+                entry.insert(value);
+            }
+        }
     }
 
     /// Where the view's change log continues after a restart: the position
@@ -126,15 +150,13 @@ impl StreamOperator for MaterializeOperator {
             let mut value = vec![];
             encode_row(batch.columns(), row, &mut value)?;
             if chunk.op(row)?.sign() > 0 {
-                self.changes.insert(key, Some(value));
+                self.change(key, Some(value));
             } else {
                 match self.changes.get(&key) {
                     // A newer version arrived first: this delete is of
                     // the version it replaced.
                     Some(Some(pending)) if *pending != value => {}
-                    _ => {
-                        self.changes.insert(key, None);
-                    }
+                    _ => self.change(key, None),
                 }
             }
         }
@@ -148,6 +170,7 @@ impl StreamOperator for MaterializeOperator {
             self.log.appender().append(chunk);
         }
         let writes = out.writes();
+        self.charge.clear();
         for (key, value) in std::mem::take(&mut self.changes) {
             match value {
                 Some(value) => writes.put_row(self.table_id, &key, &value),

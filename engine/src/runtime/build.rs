@@ -175,6 +175,8 @@ pub(crate) async fn build_job(
                         reports: reports.clone(),
                         progress: rows,
                         exhausted,
+                        buffer: Arc::clone(store.epoch_buffer()),
+                        emitted_in_epoch: false,
                     }
                     .run(),
                 ));

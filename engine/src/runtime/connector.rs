@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use datafusion::arrow::array::{ArrayRef, Int64Array, RecordBatch};
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::scalar::ScalarValue;
-use runnel_storage::StateTable;
 use runnel_storage::scalar_codec::encode_scalars;
+use runnel_storage::{EpochBuffer, StateTable};
 use tokio::sync::mpsc;
 
 use super::exchange::InputSender;
@@ -72,6 +72,12 @@ pub(crate) struct GeneratorSource {
     pub reports: mpsc::UnboundedSender<Report>,
     pub progress: Arc<std::sync::atomic::AtomicU64>,
     pub exhausted: Arc<std::sync::atomic::AtomicBool>,
+    /// The process's budget for uncommitted writes: when it is full the
+    /// source asks for an early barrier and waits for it.
+    pub buffer: Arc<EpochBuffer>,
+    /// Whether a chunk went out since the last barrier: every epoch gets at
+    /// least one, so a full buffer slows sources down but never stops them.
+    pub emitted_in_epoch: bool,
 }
 
 impl GeneratorSource {
@@ -93,6 +99,7 @@ impl GeneratorSource {
     }
 
     async fn barrier(&mut self, barrier: Barrier) -> EngineResult<()> {
+        self.emitted_in_epoch = false;
         let mut bytes = vec![];
         encode_scalars(&[ScalarValue::UInt64(Some(self.position))], &mut bytes)?;
         self.state.put(0, POSITION, bytes);
@@ -129,6 +136,18 @@ impl GeneratorSource {
             // Barriers first: a busy source must not delay checkpoints.
             while let Ok(barrier) = self.barriers.try_recv() {
                 self.barrier(barrier).await?;
+            }
+            if self.emitted_in_epoch && self.buffer.is_full() {
+                // The epoch holds as much as memory allows: end it now
+                // rather than at the next tick.
+                self.reports
+                    .send(Report::BufferFull)
+                    .map_err(|_| EngineError::Stopped("barrier manager ended".into()))?;
+                match self.barriers.recv().await {
+                    Some(barrier) => self.barrier(barrier).await?,
+                    None => return Ok(()),
+                }
+                continue;
             }
             let allowed = match self.generator.rows_per_second() {
                 Some(rate) => {
@@ -178,6 +197,7 @@ impl GeneratorSource {
                         .store(self.position, std::sync::atomic::Ordering::Relaxed);
                     self.send(Message::Chunk(StreamChunk::inserts(data)))
                         .await?;
+                    self.emitted_in_epoch = true;
                 }
                 _ => {
                     done = true;

@@ -24,10 +24,11 @@ use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::logical_expr::Accumulator;
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::scalar::ScalarValue;
+use runnel_storage::epoch_buffer::ENTRY_OVERHEAD;
 use runnel_storage::key_codec::encode_nullable_key;
 use runnel_storage::scalar_codec::{decode_scalars, encode_scalars};
 use runnel_storage::state_table::key_group;
-use runnel_storage::{StateTable, Store};
+use runnel_storage::{BufferCharge, StateTable, Store};
 
 use crate::graph::AggregateCall;
 use crate::operator::{Output, StreamOperator};
@@ -60,6 +61,13 @@ struct GroupState {
     accumulators: Vec<Option<Box<dyn Accumulator>>>,
 }
 
+/// What a touched group costs the epoch buffer: its key, its values (and
+/// its previous result's) and its accumulators, roughly.
+fn dirty_cost(key_len: usize, state: &GroupState) -> usize {
+    const SCALAR: usize = 64;
+    key_len + ENTRY_OVERHEAD + SCALAR * (2 * state.values.len() + 2 * state.accumulators.len())
+}
+
 /// One parallel instance of a grouped aggregation.
 pub struct HashAggOperator {
     group_by: Vec<Arc<dyn PhysicalExpr>>,
@@ -70,6 +78,8 @@ pub struct HashAggOperator {
     /// Group key + aggregate index + argument key → count and arguments.
     inputs: StateTable,
     dirty: HashMap<Vec<u8>, GroupState>,
+    /// The touched groups' share of the store's epoch buffer.
+    dirty_charge: BufferCharge,
     global_checked: bool,
     window: Option<Window>,
 }
@@ -140,6 +150,7 @@ impl HashAggOperator {
             groups: StateTable::new(store.clone(), state_id),
             inputs: StateTable::new(store.clone(), state_id + 1),
             dirty: HashMap::new(),
+            dirty_charge: BufferCharge::new(Arc::clone(store.epoch_buffer())),
             global_checked: false,
             window: window.map(|setup| Window {
                 watermark: KeptWatermark::new(store, state_id + 2, &setup.key_groups),
@@ -177,7 +188,7 @@ impl HashAggOperator {
         key: &[u8],
         values: impl FnOnce() -> EngineResult<Vec<ScalarValue>>,
     ) -> EngineResult<GroupState> {
-        if let Some(state) = self.dirty.remove(key) {
+        if let Some(state) = self.take_dirty(key) {
             return Ok(state);
         }
         let group = key_group(key);
@@ -451,7 +462,7 @@ impl StreamOperator for HashAggOperator {
             {
                 window.open.insert(window_value, key.clone());
             }
-            self.dirty.insert(key, state);
+            self.put_dirty(key, state);
         }
         Ok(())
     }
@@ -509,7 +520,7 @@ impl StreamOperator for HashAggOperator {
             // no input (count 0, sum null).
             self.global_checked = true;
             let state = self.take_group(&[], || Ok(vec![]))?;
-            self.dirty.insert(vec![], state);
+            self.put_dirty(vec![], state);
         }
         let mut emitted = vec![];
         let emit = !self.emits_on_close();
@@ -527,6 +538,22 @@ impl StreamOperator for HashAggOperator {
 }
 
 impl HashAggOperator {
+    /// Keeps a touched group in memory until the barrier.
+    fn put_dirty(&mut self, key: Vec<u8>, state: GroupState) {
+        let key_len = key.len();
+        self.dirty_charge.add(dirty_cost(key_len, &state));
+        if let Some(old) = self.dirty.insert(key, state) {
+            self.dirty_charge.sub(dirty_cost(key_len, &old));
+        }
+    }
+
+    /// Takes a touched group back out.
+    fn take_dirty(&mut self, key: &[u8]) -> Option<GroupState> {
+        let state = self.dirty.remove(key)?;
+        self.dirty_charge.sub(dirty_cost(key.len(), &state));
+        Some(state)
+    }
+
     /// Writes every group touched since the last flush to state; with
     /// `emit`, adds the changes of their result rows to `emitted`.
     fn flush_dirty(
@@ -535,6 +562,7 @@ impl HashAggOperator {
         emitted: &mut Vec<(Op, Vec<ScalarValue>)>,
     ) -> EngineResult<()> {
         let dirty = std::mem::take(&mut self.dirty);
+        self.dirty_charge.clear();
         for (key, mut state) in dirty {
             if state.rows < 0 {
                 return Err(EngineError::Internal(format!(
@@ -583,7 +611,7 @@ impl HashAggOperator {
 
     /// The group at `key` if it has state (touched or stored).
     fn existing_group(&mut self, key: &[u8]) -> EngineResult<Option<GroupState>> {
-        if let Some(state) = self.dirty.remove(key) {
+        if let Some(state) = self.take_dirty(key) {
             return Ok(Some(state));
         }
         let group = key_group(key);
