@@ -27,6 +27,8 @@ if [ ! -x "$VENV/bin/python" ]; then
   python3 -m venv "$VENV"
 fi
 "$VENV/bin/python" -c 'import psycopg' 2>/dev/null || "$VENV/bin/pip" install -q 'psycopg[binary]>=3.1'
+# moto in server mode: the S3-compatible server the checkpoint tests use.
+[ -x "$VENV/bin/moto_server" ] || "$VENV/bin/pip" install -q 'moto[server]>=5'
 
 echo "== build"
 cargo build --workspace --all-targets

@@ -7,8 +7,10 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use clap::{Arg, ArgAction, ArgMatches, Command};
+use runnel_storage::checkpoint::S3Options;
 
 /// One configuration key.
 pub struct KeySpec {
@@ -79,6 +81,12 @@ pub const KEYS: &[KeySpec] = &[
         help: "Memory RocksDB's memtables may hold together before they are flushed, in MiB (counted in the block cache's budget)",
     },
     KeySpec {
+        key: "storage.epoch-buffer-mb",
+        aliases: &[],
+        default: "64",
+        help: "Uncommitted state writes all jobs together may hold in memory, in MiB; when full, sources wait for an early barrier (0: no limit)",
+    },
+    KeySpec {
         key: "process.malloc-arenas",
         aliases: &[],
         default: "2",
@@ -121,6 +129,72 @@ pub const KEYS: &[KeySpec] = &[
         help: "Milliseconds between barriers: how often materialized views commit new results",
     },
     KeySpec {
+        key: "state.backend",
+        aliases: &[],
+        default: "rocksdb",
+        help: "Where operator state lives: rocksdb (the default) or memory",
+    },
+    KeySpec {
+        key: "state.checkpoints.dir",
+        aliases: &[],
+        default: "",
+        help: "Where checkpoints go: file:///path, s3://bucket/path or hdfs://namenode:port/path (empty: file:// under the data directory)",
+    },
+    KeySpec {
+        key: "state.checkpoints.num-retained",
+        aliases: &[],
+        default: "3",
+        help: "Complete checkpoints kept; older ones and files no kept one references are deleted",
+    },
+    KeySpec {
+        key: "execution.checkpointing.interval",
+        aliases: &[],
+        default: "10s",
+        help: "Time between checkpoints, e.g. 10s, 500ms, 1min (0: no checkpoints)",
+    },
+    KeySpec {
+        key: "execution.checkpointing.timeout",
+        aliases: &[],
+        default: "10min",
+        help: "A checkpoint not complete after this long fails (and the next one retries)",
+    },
+    KeySpec {
+        key: "execution.checkpointing.min-pause",
+        aliases: &[],
+        default: "0",
+        help: "Least time between the end of one checkpoint and the start of the next",
+    },
+    KeySpec {
+        key: "s3.endpoint",
+        aliases: &[],
+        default: "",
+        help: "Endpoint of an S3-compatible service, e.g. http://127.0.0.1:9000 (empty: AWS)",
+    },
+    KeySpec {
+        key: "s3.region",
+        aliases: &[],
+        default: "",
+        help: "S3 region (empty: AWS_REGION or us-east-1)",
+    },
+    KeySpec {
+        key: "s3.access-key",
+        aliases: &[],
+        default: "",
+        help: "S3 access key id (empty: AWS_ACCESS_KEY_ID)",
+    },
+    KeySpec {
+        key: "s3.secret-key",
+        aliases: &[],
+        default: "",
+        help: "S3 secret access key (empty: AWS_SECRET_ACCESS_KEY)",
+    },
+    KeySpec {
+        key: "s3.path.style.access",
+        aliases: &[],
+        default: "true",
+        help: "Address buckets as endpoint/bucket rather than bucket.endpoint",
+    },
+    KeySpec {
         key: "source.idle-timeout-ms",
         aliases: &["table.exec.source.idle-timeout"],
         default: "0",
@@ -141,6 +215,8 @@ pub struct Config {
     pub block_cache_mb: usize,
     /// `storage.write-buffer-mb`.
     pub write_buffer_mb: usize,
+    /// `storage.epoch-buffer-mb`.
+    pub epoch_buffer_mb: usize,
     /// `process.malloc-arenas`.
     pub malloc_arenas: u32,
     pub query_memory_limit_mb: usize,
@@ -150,6 +226,30 @@ pub struct Config {
     pub parallelism_default: u32,
     pub barrier_interval_ms: u64,
     pub source_idle_timeout_ms: u64,
+    /// `state.backend`.
+    pub state_backend: StateBackend,
+    /// `state.checkpoints.*`, `execution.checkpointing.*` and `s3.*`.
+    pub checkpoints: CheckpointConfig,
+}
+
+/// Where operator state lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StateBackend {
+    RocksDb,
+    Memory,
+}
+
+/// How and where checkpoints are taken.
+#[derive(Debug, Clone)]
+pub struct CheckpointConfig {
+    /// The location's URL (the default already resolved).
+    pub dir: String,
+    pub retained: usize,
+    /// None: no checkpoints.
+    pub interval: Option<Duration>,
+    pub timeout: Duration,
+    pub min_pause: Duration,
+    pub s3: S3Options,
 }
 
 /// A bad configuration, reported before anything starts.
@@ -257,6 +357,7 @@ impl Config {
             sync_writes: parse_bool("storage.sync-writes", &get("storage.sync-writes"))?,
             block_cache_mb: parse("storage.block-cache-mb", &get("storage.block-cache-mb"))?,
             write_buffer_mb: parse("storage.write-buffer-mb", &get("storage.write-buffer-mb"))?,
+            epoch_buffer_mb: parse("storage.epoch-buffer-mb", &get("storage.epoch-buffer-mb"))?,
             malloc_arenas: parse("process.malloc-arenas", &get("process.malloc-arenas"))?,
             query_memory_limit_mb: parse("query.memory-limit-mb", &get("query.memory-limit-mb"))?,
             coordinator_address: get("coordinator.address"),
@@ -271,8 +372,92 @@ impl Config {
                 "source.idle-timeout-ms",
                 &get("source.idle-timeout-ms"),
             )?,
+            state_backend: match get("state.backend").trim().to_ascii_lowercase().as_str() {
+                "rocksdb" => StateBackend::RocksDb,
+                "memory" | "hashmap" => StateBackend::Memory,
+                other => {
+                    return Err(ConfigError::BadValue {
+                        key: "state.backend".into(),
+                        value: other.into(),
+                        reason: "expected rocksdb or memory".into(),
+                    });
+                }
+            },
+            checkpoints: CheckpointConfig::from_values(&get)?,
         })
     }
+}
+
+impl CheckpointConfig {
+    fn from_values(get: &dyn Fn(&'static str) -> String) -> Result<Self, ConfigError> {
+        let optional = |key: &'static str| {
+            let value = get(key).trim().to_string();
+            (!value.is_empty()).then_some(value)
+        };
+        let interval = parse_duration(
+            "execution.checkpointing.interval",
+            &get("execution.checkpointing.interval"),
+        )?;
+        let dir = match optional("state.checkpoints.dir") {
+            Some(dir) => dir,
+            None => {
+                let data = PathBuf::from(get("data.dir")).join("checkpoints");
+                format!("file://{}", data.display())
+            }
+        };
+        Ok(Self {
+            dir,
+            retained: parse(
+                "state.checkpoints.num-retained",
+                &get("state.checkpoints.num-retained"),
+            )?,
+            interval: (!interval.is_zero()).then_some(interval),
+            timeout: parse_duration(
+                "execution.checkpointing.timeout",
+                &get("execution.checkpointing.timeout"),
+            )?,
+            min_pause: parse_duration(
+                "execution.checkpointing.min-pause",
+                &get("execution.checkpointing.min-pause"),
+            )?,
+            s3: S3Options {
+                endpoint: optional("s3.endpoint"),
+                region: optional("s3.region"),
+                access_key: optional("s3.access-key"),
+                secret_key: optional("s3.secret-key"),
+                path_style_access: parse_bool(
+                    "s3.path.style.access",
+                    &get("s3.path.style.access"),
+                )?,
+            },
+        })
+    }
+}
+
+/// A duration as Flink writes them: `10s`, `500 ms`, `1min`, `2 h`; a bare
+/// number is milliseconds.
+fn parse_duration(key: &str, value: &str) -> Result<Duration, ConfigError> {
+    let bad = |reason: &str| ConfigError::BadValue {
+        key: key.into(),
+        value: value.into(),
+        reason: reason.into(),
+    };
+    let text = value.trim().to_ascii_lowercase();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: f64 = number
+        .parse()
+        .map_err(|_| bad("expected a duration such as 10s, 500ms or 1min"))?;
+    let seconds = match unit.trim() {
+        "" | "ms" | "milli" | "millis" | "milliseconds" => number / 1000.0,
+        "s" | "sec" | "secs" | "second" | "seconds" => number,
+        "m" | "min" | "mins" | "minute" | "minutes" => number * 60.0,
+        "h" | "hour" | "hours" => number * 3600.0,
+        _ => return Err(bad("unknown unit; use ms, s, min or h")),
+    };
+    Ok(Duration::from_secs_f64(seconds))
 }
 
 fn parse<T: std::str::FromStr>(key: &str, value: &str) -> Result<T, ConfigError>
@@ -362,6 +547,36 @@ fn flatten(prefix: &str, value: &serde_yaml::Value, out: &mut BTreeMap<String, S
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations_read_like_flinks() {
+        let d = |v: &str| parse_duration("k", v).unwrap();
+        assert_eq!(d("10s"), Duration::from_secs(10));
+        assert_eq!(d("500 ms"), Duration::from_millis(500));
+        assert_eq!(d("1min"), Duration::from_secs(60));
+        assert_eq!(d("2h"), Duration::from_secs(7200));
+        assert_eq!(d("250"), Duration::from_millis(250));
+        assert_eq!(d("0"), Duration::ZERO);
+        let error = parse_duration("execution.checkpointing.interval", "10 parsecs").unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .contains("execution.checkpointing.interval")
+        );
+        assert!(parse_duration("k", "soon").is_err());
+    }
+
+    #[test]
+    fn checkpoints_default_to_the_data_directory() {
+        let mut values = BTreeMap::new();
+        values.insert("data.dir", "/srv/runnel".to_string());
+        let config = Config::from_values(&values).unwrap();
+        assert_eq!(config.checkpoints.dir, "file:///srv/runnel/checkpoints");
+        assert_eq!(config.checkpoints.interval, Some(Duration::from_secs(10)));
+        values.insert("execution.checkpointing.interval", "0".to_string());
+        let config = Config::from_values(&values).unwrap();
+        assert_eq!(config.checkpoints.interval, None);
+    }
 
     #[test]
     fn yaml_accepts_nested_dotted_and_flink_keys() {

@@ -16,9 +16,11 @@ use runnel_engine::runtime::Runtime;
 use runnel_planner::catalog::{DATABASE, DEFAULT_SCHEMA};
 use runnel_planner::pg_compat::ByteaInputRule;
 use runnel_planner::types::RunnelTypePlanner;
-use runnel_storage::{Store, StoreOptions};
+use runnel_storage::Store;
+use runnel_storage::checkpoint::Checkpointer;
 
 use crate::catalog::{Catalog, PgGetExpr, RunnelCatalogProvider};
+use crate::checkpointing::{OpenedStore, open_store};
 use crate::config::Config;
 use crate::error::{ServerError, ServerResult};
 use crate::tables::RowIds;
@@ -46,6 +48,9 @@ pub struct Database {
     pub row_ids: RowIds,
     /// Runs the jobs of materialized views.
     pub runtime: Arc<Runtime>,
+    /// Takes the checkpoints, when they are on; its history is what SHOW
+    /// CHECKPOINTS tells.
+    pub checkpointer: Option<Arc<Checkpointer>>,
     pub started_at: Instant,
     /// Connections open now.
     pub connections: AtomicUsize,
@@ -68,14 +73,8 @@ impl Database {
                 config.data_dir.display()
             ))
         })?;
-        let store = Store::open(
-            &config.data_dir.join("store"),
-            &StoreOptions {
-                sync_writes: config.sync_writes,
-                block_cache_bytes: config.block_cache_mb << 20,
-                write_buffer_bytes: config.write_buffer_mb << 20,
-            },
-        )?;
+        let OpenedStore { store, checkpoints } = open_store(&config)?;
+        let checkpointer = checkpoints.as_ref().map(|c| Arc::clone(&c.checkpointer));
         let catalog = Catalog::open(store.clone())?;
         let base_state = base_state(Arc::clone(&catalog), config.query_memory_limit_mb << 20)?;
         let runtime = Runtime::start(
@@ -84,6 +83,7 @@ impl Database {
                 barrier_interval: Duration::from_millis(config.barrier_interval_ms.max(1)),
                 source_idle_timeout: (config.source_idle_timeout_ms > 0)
                     .then(|| Duration::from_millis(config.source_idle_timeout_ms)),
+                checkpoints,
             },
             Arc::new(runnel_connectors::Connectors),
         )?;
@@ -95,6 +95,7 @@ impl Database {
             write_lock: tokio::sync::Mutex::new(()),
             row_ids: RowIds::default(),
             runtime,
+            checkpointer,
             started_at: Instant::now(),
             connections: AtomicUsize::new(0),
         }))

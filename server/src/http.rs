@@ -1,21 +1,27 @@
-//! The HTTP server: `/healthz` and `/overview` (JSON), the start of the
-//! REST API on `web.port`.
+//! The HTTP server on `web.port`: `/healthz`, and JSON at `/overview`,
+//! `/checkpoints` and `/jobs/<id>/checkpoints`.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use axum::extract::State;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{Value, json};
 
+use runnel_storage::checkpoint::{CheckpointInfo, CheckpointStatus};
+
 use crate::database::Database;
+use crate::session::checkpoint_started_at;
 
 /// The routes of the HTTP server.
 pub fn router(db: Arc<Database>) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/overview", get(overview))
+        .route("/checkpoints", get(checkpoints))
+        .route("/jobs/{id}/checkpoints", get(job_checkpoints))
         .with_state(db)
 }
 
@@ -38,5 +44,75 @@ async fn overview(State(db): State<Arc<Database>>) -> Json<Value> {
         "slots_total": db.config.worker_slots,
         "slots_available": db.config.worker_slots,
         "data_dir": db.config.data_dir.display().to_string(),
+    }))
+}
+
+/// Every job shares the process's checkpoints: one checkpoint holds all of
+/// their state.
+async fn job_checkpoints(
+    State(db): State<Arc<Database>>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, (StatusCode, Json<Value>)> {
+    let known = id.parse::<u64>().ok().is_some_and(|id| {
+        db.catalog
+            .views()
+            .iter()
+            .any(|v| v.id == id && v.is_materialized())
+    });
+    if !known {
+        return Err((
+            StatusCode::NOT_FOUND,
+            Json(json!({ "errors": [format!("no job with id {id}")] })),
+        ));
+    }
+    Ok(checkpoints(State(db)).await)
+}
+
+/// Counts, the latest completed and failed checkpoint, and the history
+/// (newest first), shaped like Flink's `/jobs/:id/checkpoints`.
+async fn checkpoints(State(db): State<Arc<Database>>) -> Json<Value> {
+    let history = db
+        .checkpointer
+        .as_ref()
+        .map(|c| c.history())
+        .unwrap_or_default();
+    let entry = |info: &CheckpointInfo| {
+        json!({
+            "id": info.id,
+            "epoch": info.epoch,
+            "status": info.status.as_str(),
+            "started_at": checkpoint_started_at(info),
+            "trigger_timestamp": info.started_ms,
+            "duration_ms": info.duration_ms,
+            "size_bytes": info.total_bytes,
+            "incremental_bytes": info.uploaded_bytes,
+            "error": info.error,
+        })
+    };
+    let counts = db
+        .checkpointer
+        .as_ref()
+        .map(|c| c.counts())
+        .unwrap_or_default();
+    let in_progress = history
+        .iter()
+        .filter(|i| i.status == CheckpointStatus::InProgress)
+        .count() as u64;
+    let latest =
+        |status: CheckpointStatus| history.iter().rev().find(|i| i.status == status).map(entry);
+    Json(json!({
+        "enabled": db.checkpointer.is_some(),
+        "location": db.checkpointer.as_ref().map(|c| c.location().to_string()),
+        "counts": {
+            "completed": counts.completed,
+            "failed": counts.failed,
+            "in_progress": in_progress,
+            "total": counts.completed + counts.failed + in_progress,
+        },
+        "latest": {
+            "completed": latest(CheckpointStatus::Completed),
+            "failed": latest(CheckpointStatus::Failed),
+        },
+        "history": history.iter().rev().map(entry).collect::<Vec<_>>(),
     }))
 }

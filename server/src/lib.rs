@@ -7,6 +7,7 @@
 
 pub mod allocator;
 pub mod catalog;
+mod checkpointing;
 pub mod config;
 pub mod database;
 pub mod error;

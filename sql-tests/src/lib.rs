@@ -1,12 +1,15 @@
 //! Test support for Runnel: [`TestServer`] starts a real `runnel` process on
 //! free ports with its own data directory, restarts it (also after
 //! `SIGKILL`) and stops it when dropped; [`SltDatabase`] runs sqllogictest
-//! records against it over pgwire.
+//! records against it over pgwire; [`S3Server`] runs an S3-compatible
+//! server for checkpoint and connector tests.
 //!
 //! The `runnel-sql-tests` binary runs every `.slt` file under `slt/`.
 
+mod s3_server;
 mod slt_db;
 mod test_server;
 
+pub use s3_server::{S3_KEY, S3Server};
 pub use slt_db::{SltDatabase, SltError};
 pub use test_server::{TestServer, runnel_binary};

@@ -139,6 +139,17 @@ impl TestServer {
         self.spawn_on_free_ports()
     }
 
+    /// Starts the process again after [`TestServer::kill`], on the same data
+    /// directory.
+    pub fn restart(&mut self) -> Result<()> {
+        self.spawn_on_free_ports()
+    }
+
+    /// The server's data directory.
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
     /// Kills the process with SIGKILL.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {

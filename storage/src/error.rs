@@ -13,6 +13,12 @@ pub enum StorageError {
     /// A column type the row codec does not store.
     #[error("column type {0} cannot be stored")]
     UnsupportedType(DataType),
+    /// The checkpoint location refused an operation or cannot be used.
+    #[error("checkpoint storage at '{location}': {reason}")]
+    Checkpoint { location: String, reason: String },
+    /// A file of the data directory could not be read or written.
+    #[error("file '{path}': {reason}")]
+    Io { path: String, reason: String },
     /// Building an Arrow array from decoded rows failed.
     #[error("building a batch failed: {0}")]
     Arrow(#[from] datafusion::arrow::error::ArrowError),
@@ -22,6 +28,20 @@ pub enum StorageError {
 pub type StorageResult<T> = Result<T, StorageError>;
 
 impl StorageError {
+    pub(crate) fn io(path: &std::path::Path, e: std::io::Error) -> Self {
+        StorageError::Io {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        }
+    }
+
+    pub(crate) fn checkpoint(location: impl std::fmt::Display, reason: impl ToString) -> Self {
+        StorageError::Checkpoint {
+            location: location.to_string(),
+            reason: reason.to_string(),
+        }
+    }
+
     pub(crate) fn corrupt(what: &'static str, reason: impl Into<String>) -> Self {
         StorageError::Corrupt {
             what,

@@ -18,6 +18,8 @@
 //! - `l` + table id (u64) + sequence number (u64): the change log of a
 //!   table that materialized views read, trimmed as they consume it.
 
+pub mod checkpoint;
+pub mod epoch_buffer;
 mod error;
 pub mod key_codec;
 pub mod row_codec;
@@ -26,6 +28,7 @@ pub mod state_table;
 mod store;
 mod write_set;
 
+pub use epoch_buffer::{BufferCharge, EpochBuffer};
 pub use error::{StorageError, StorageResult};
 pub use state_table::StateTable;
 pub use store::{MemoryReport, ScanSpec, Store, StoreOptions, TableStore};

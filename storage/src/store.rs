@@ -5,6 +5,7 @@ use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::SchemaRef;
 use rocksdb::{DB, Direction, IteratorMode, Options, ReadOptions, WriteOptions};
 
+use crate::epoch_buffer::EpochBuffer;
 use crate::row_codec::RowDecoder;
 use crate::write_set::WriteSet;
 use crate::{StorageError, StorageResult};
@@ -27,6 +28,9 @@ pub struct StoreOptions {
     /// (charged to the block cache, so the two together bound RocksDB's
     /// memory).
     pub write_buffer_bytes: usize,
+    /// Uncommitted writes that operators may hold in memory before sources
+    /// wait for an early barrier (0: no limit); see [`EpochBuffer`].
+    pub epoch_buffer_bytes: usize,
 }
 
 impl Default for StoreOptions {
@@ -35,6 +39,7 @@ impl Default for StoreOptions {
             sync_writes: true,
             block_cache_bytes: 64 << 20,
             write_buffer_bytes: 64 << 20,
+            epoch_buffer_bytes: 64 << 20,
         }
     }
 }
@@ -57,6 +62,7 @@ pub struct Store {
     db: Arc<DB>,
     path: PathBuf,
     sync_writes: bool,
+    epoch_buffer: Arc<EpochBuffer>,
 }
 
 impl std::fmt::Debug for Store {
@@ -91,7 +97,13 @@ impl Store {
             db: Arc::new(db),
             path: path.to_path_buf(),
             sync_writes: options.sync_writes,
+            epoch_buffer: Arc::new(EpochBuffer::new(options.epoch_buffer_bytes)),
         })
+    }
+
+    /// The budget every holder of uncommitted writes is charged against.
+    pub fn epoch_buffer(&self) -> &Arc<EpochBuffer> {
+        &self.epoch_buffer
     }
 
     /// Applies every change in `writes` atomically.
@@ -105,6 +117,20 @@ impl Store {
         self.db
             .write_opt(batch, &options)
             .map_err(|e| rocks_error(&self.path, e))
+    }
+
+    /// Writes a consistent copy of the store to `dir` (which must not exist):
+    /// memtables are flushed, table files hard-linked, the rest copied.
+    pub fn create_checkpoint(&self, dir: &Path) -> StorageResult<()> {
+        rocksdb::checkpoint::Checkpoint::new(&self.db)
+            .and_then(|checkpoint| checkpoint.create_checkpoint(dir))
+            .map_err(|e| rocks_error(dir, e))
+    }
+
+    /// RocksDB's sequence number of the last write: unchanged means nothing
+    /// was written.
+    pub fn latest_sequence_number(&self) -> u64 {
+        self.db.latest_sequence_number()
     }
 
     /// Every catalog record whose name starts with `prefix`, in name order.

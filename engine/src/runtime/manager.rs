@@ -19,6 +19,7 @@ use tokio::task::JoinHandle;
 use tracing::{debug, warn};
 
 use super::LogRegistry;
+use super::checkpoints::{CheckpointSchedule, CheckpointTimer};
 use crate::{Barrier, BarrierKind, EngineError, EngineResult, Epoch};
 
 const EPOCH_KEY: &[u8] = b"epoch";
@@ -34,6 +35,8 @@ pub(crate) enum Report {
     },
     /// A task or source stopped with an error.
     Failed { job: u64, error: String },
+    /// A source found the epoch buffer full and waits for the next barrier.
+    BufferFull,
 }
 
 /// A job as the manager runs it.
@@ -67,6 +70,11 @@ pub(crate) enum Command {
     Report(Report),
     /// Start injecting barriers (after the jobs of a restart all exist).
     Resume,
+    /// A checkpoint's upload ended.
+    CheckpointDone {
+        epoch: Epoch,
+        completed: bool,
+    },
 }
 
 /// What SHOW JOBS tells of a job's health.
@@ -101,6 +109,13 @@ pub(crate) struct Manager {
     paused: bool,
     pending_flushes: Vec<oneshot::Sender<EngineResult<()>>>,
     pending_creates: Vec<(JobBuilder, oneshot::Sender<EngineResult<()>>)>,
+    /// A source asked for a barrier while one was in flight: inject the
+    /// next as soon as that one commits.
+    early: bool,
+    checkpoints: Option<CheckpointTimer>,
+    /// The manager's own command channel, for uploads to report back on
+    /// (weak: the manager ends when the runtime drops its sender).
+    commands_tx: mpsc::WeakUnboundedSender<Command>,
 }
 
 /// The last committed epoch recorded in `store`.
@@ -121,8 +136,13 @@ impl Manager {
         logs: Arc<LogRegistry>,
         states: JobStates,
         interval: Duration,
-        commands: mpsc::UnboundedReceiver<Command>,
+        commands: (
+            mpsc::WeakUnboundedSender<Command>,
+            mpsc::UnboundedReceiver<Command>,
+        ),
+        checkpoints: Option<CheckpointSchedule>,
     ) -> EngineResult<Self> {
+        let (commands_tx, commands) = commands;
         let committed = committed_epoch(&store)?;
         Ok(Self {
             store,
@@ -136,12 +156,24 @@ impl Manager {
             paused: true,
             pending_flushes: vec![],
             pending_creates: vec![],
+            early: false,
+            checkpoints: checkpoints.map(CheckpointTimer::new),
+            commands_tx,
         })
     }
 
     pub(crate) async fn run(mut self) {
         let mut ticker = tokio::time::interval(self.interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Without jobs no epoch commits, but DML and DDL still change the
+        // store: checkpoints then come from this ticker.
+        let idle_period = self
+            .checkpoints
+            .as_ref()
+            .map_or(Duration::from_secs(3600), CheckpointTimer::interval);
+        let mut idle_checkpoints =
+            tokio::time::interval(idle_period.max(Duration::from_millis(10)));
+        idle_checkpoints.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 command = self.commands.recv() => match command {
@@ -150,6 +182,9 @@ impl Manager {
                 },
                 _ = ticker.tick(), if !self.paused && self.in_flight.is_none() && !self.jobs.is_empty() => {
                     self.inject();
+                }
+                _ = idle_checkpoints.tick(), if !self.paused && self.in_flight.is_none() && self.jobs.is_empty() => {
+                    self.maybe_checkpoint().await;
                 }
             }
         }
@@ -198,6 +233,21 @@ impl Manager {
                     if *left == 0 {
                         flight.waiting.remove(&job);
                     }
+                    self.check_complete().await;
+                }
+            }
+            Command::CheckpointDone { epoch, completed } => {
+                debug!(epoch = epoch.0, completed, "checkpoint ended");
+                if let Some(timer) = self.checkpoints.as_mut() {
+                    timer.finished(completed);
+                }
+            }
+            Command::Report(Report::BufferFull) => {
+                if self.in_flight.is_some() {
+                    self.early = true;
+                } else if !self.paused && !self.jobs.is_empty() {
+                    debug!("epoch buffer full: barrier before the tick");
+                    self.inject();
                     self.check_complete().await;
                 }
             }
@@ -289,16 +339,30 @@ impl Manager {
                 Err(e) => Err(EngineError::Internal(e.to_string())),
             });
         }
-        if let Err(e) = result {
-            warn!(error = %e, "committing an epoch failed");
+        match result {
+            Ok(()) => self.maybe_checkpoint().await,
+            Err(e) => warn!(error = %e, "committing an epoch failed"),
         }
         for (build, done) in std::mem::take(&mut self.pending_creates) {
             let result = self.create(build).await;
             let _ = done.send(result);
         }
-        if !self.pending_flushes.is_empty() {
+        let early = std::mem::take(&mut self.early) && !self.jobs.is_empty();
+        if !self.pending_flushes.is_empty() || early {
+            if early {
+                debug!("epoch buffer full: barrier before the tick");
+            }
             self.inject();
             Box::pin(self.check_complete()).await;
+        }
+    }
+
+    /// Starts a checkpoint of the committed epoch if one is due.
+    async fn maybe_checkpoint(&mut self) {
+        if let Some(timer) = self.checkpoints.as_mut() {
+            timer
+                .maybe_start(&self.store, self.committed, &self.commands_tx)
+                .await;
         }
     }
 

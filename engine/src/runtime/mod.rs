@@ -2,6 +2,7 @@
 //! the change-log registry and the tasks of every job.
 
 mod build;
+mod checkpoints;
 pub mod connector;
 mod exchange;
 mod logs;
@@ -16,6 +17,7 @@ use std::time::Duration;
 use runnel_storage::Store;
 use tokio::sync::{mpsc, oneshot};
 
+pub use checkpoints::CheckpointSchedule;
 pub use logs::{LogRegistry, table_log_seq_key};
 pub use manager::{JobState, failed_key as failed_job_key};
 
@@ -32,13 +34,15 @@ pub struct JobSpec {
 }
 
 /// How the runtime runs jobs.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct RuntimeOptions {
     /// Time between barriers while jobs run.
     pub barrier_interval: Duration,
     /// After how long an input whose watermark stands still stops holding
     /// back the watermark of an operator with several inputs.
     pub source_idle_timeout: Option<Duration>,
+    /// Checkpoints to object storage, if taken at all.
+    pub checkpoints: Option<CheckpointSchedule>,
 }
 
 /// The streaming runtime of one process.
@@ -76,7 +80,8 @@ impl Runtime {
             Arc::clone(&logs),
             Arc::clone(&states),
             options.barrier_interval,
-            receiver,
+            (commands.downgrade(), receiver),
+            options.checkpoints.clone(),
         )?;
         tokio::spawn(manager.run());
         Ok(Arc::new(Self {

@@ -2,12 +2,14 @@
 //! preparing and running of statements. Protocol-free: the pgwire layer
 //! turns [`StatementResult`]s into messages.
 
+mod checkpoints;
 mod ddl;
 mod dml;
 mod settings;
 mod streaming;
 mod utility;
 
+pub use checkpoints::started_at as checkpoint_started_at;
 pub use dml::DmlPlan;
 pub use settings::Settings;
 

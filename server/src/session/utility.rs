@@ -70,6 +70,9 @@ pub(super) fn result_schema(statement: &Statement) -> Option<SchemaRef> {
         Statement::ShowVariable { variable } if show_name(variable) == "jobs" => {
             Some(super::streaming::jobs_schema())
         }
+        Statement::ShowVariable { variable } if show_name(variable) == "checkpoints" => {
+            Some(super::checkpoints::checkpoints_schema())
+        }
         Statement::ShowVariable { variable } => {
             let name = show_name(variable);
             if name == "all" {
@@ -149,6 +152,9 @@ impl Session {
             }
             Statement::ShowVariable { variable } if show_name(variable) == "jobs" => {
                 self.show_jobs()
+            }
+            Statement::ShowVariable { variable } if show_name(variable) == "checkpoints" => {
+                self.show_checkpoints()
             }
             Statement::ShowViews { .. } => self.show_materialized_views(),
             Statement::Explain { statement, .. } => match statement.as_ref() {

@@ -1,0 +1,125 @@
+//! Opening the store with its checkpoints: a data directory that holds a
+//! store is opened as it is (its committed epochs are newer than any
+//! checkpoint); one that holds none is first restored from the newest
+//! usable checkpoint in `state.checkpoints.dir`, if there is one. Then the
+//! checkpointer that the barrier manager drives is set up.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use runnel_engine::runtime::CheckpointSchedule;
+use runnel_storage::checkpoint::{
+    CheckpointLocation, Checkpointer, lineage, renew_lineage, restore_latest,
+};
+use runnel_storage::{Store, StoreOptions};
+use tracing::{error, info};
+
+use crate::config::{Config, StateBackend};
+use crate::error::{ServerError, ServerResult};
+
+/// The opened store and, when checkpoints are on, how to take them.
+pub struct OpenedStore {
+    pub store: Store,
+    pub checkpoints: Option<CheckpointSchedule>,
+}
+
+/// Opens (restoring first, if need be) the store under the data directory.
+pub fn open_store(config: &Config) -> ServerResult<OpenedStore> {
+    if config.state_backend == StateBackend::Memory {
+        return Err(ServerError::NotSupported(
+            "state.backend 'memory' is not available yet; use rocksdb".into(),
+        ));
+    }
+    let store_dir = config.data_dir.join("store");
+    let settings = &config.checkpoints;
+    let location = match settings.interval {
+        Some(_) => Some(CheckpointLocation::open(&settings.dir, &settings.s3)?),
+        None => None,
+    };
+    let restored = match &location {
+        Some(location) if !store_dir.join("CURRENT").exists() => {
+            set_aside(&store_dir)?;
+            let restored = run_async(restore_latest(location, &store_dir))??;
+            if restored.is_none() {
+                info!(location = %location, "no checkpoint to restore; starting empty");
+            }
+            restored
+        }
+        _ => None,
+    };
+    let store = Store::open(
+        &store_dir,
+        &StoreOptions {
+            sync_writes: config.sync_writes,
+            block_cache_bytes: config.block_cache_mb << 20,
+            write_buffer_bytes: config.write_buffer_mb << 20,
+            epoch_buffer_bytes: config.epoch_buffer_mb << 20,
+        },
+    )?;
+    let checkpoints = match (location, settings.interval) {
+        (Some(location), Some(interval)) => {
+            let lineage = match &restored {
+                Some(_) => renew_lineage(&store)?,
+                None => lineage(&store)?,
+            };
+            let checkpointer = Checkpointer::new(
+                location,
+                config.data_dir.join("checkpoint-staging"),
+                lineage,
+                settings.retained,
+                restored,
+            )?;
+            Some(CheckpointSchedule {
+                checkpointer: Arc::new(checkpointer),
+                interval,
+                timeout: settings.timeout,
+                min_pause: settings.min_pause,
+            })
+        }
+        _ => None,
+    };
+    Ok(OpenedStore { store, checkpoints })
+}
+
+/// Moves a store directory that RocksDB cannot open (no CURRENT file) out
+/// of the way, so the restore starts clean; an empty one is removed.
+fn set_aside(store_dir: &Path) -> ServerResult<()> {
+    let io = |e: std::io::Error| {
+        ServerError::Internal(format!("data directory {}: {e}", store_dir.display()))
+    };
+    let Ok(mut entries) = std::fs::read_dir(store_dir) else {
+        return Ok(());
+    };
+    if entries.next().is_none() {
+        return std::fs::remove_dir(store_dir).map_err(io);
+    }
+    let aside = store_dir.with_file_name(format!(
+        "store.unusable-{}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs())
+    ));
+    error!(
+        store = %store_dir.display(),
+        moved_to = %aside.display(),
+        "THE STORE DIRECTORY HAS NO CURRENT FILE; moving it aside and restoring from the latest checkpoint"
+    );
+    std::fs::rename(store_dir, &aside).map_err(io)
+}
+
+/// Runs a startup step that needs async I/O on a thread of its own, so it
+/// works whether or not the caller is inside a tokio runtime.
+fn run_async<T: Send>(future: impl Future<Output = T> + Send) -> ServerResult<T> {
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .map(|runtime| runtime.block_on(future))
+            })
+            .join()
+    })
+    .map_err(|_| ServerError::Internal("the restore thread panicked".into()))?
+    .map_err(|e| ServerError::Internal(format!("restore runtime: {e}")))
+}
