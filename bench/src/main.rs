@@ -8,6 +8,7 @@
 //! memory) and prints the ratio. `--check` also compares the view's rows
 //! with the batch query's, row for row. See `bench/README.md`.
 
+mod checkpoint;
 mod compare;
 mod measure;
 mod queries;
@@ -46,6 +47,8 @@ struct Args {
     malloc_arenas: u32,
     /// `storage.epoch-buffer-mb`, when not the server's default.
     epoch_buffer_mb: Option<u64>,
+    /// `execution.checkpointing.interval` ("0", the default here: none).
+    checkpoint_interval: String,
 }
 
 fn parse_args() -> Result<Args> {
@@ -56,7 +59,7 @@ fn parse_args() -> Result<Args> {
         Some("nexmark") | Some("soak-run") => None,
         Some("soak") => Some(10),
         _ => bail!(
-            "usage: runnel-bench nexmark [--query q0,q1,…] [--events N] [--seed S] [--rate EVENTS_PER_S] [--barrier-interval-ms MS] [--malloc-arenas N] [--epoch-buffer-mb MB] [--check]\n       runnel-bench soak [--query q5,q7] [--events N] [--factor F] [--barrier-interval-ms MS] [--malloc-arenas N] [--epoch-buffer-mb MB]"
+            "usage: runnel-bench nexmark [--query q0,q1,…] [--events N] [--seed S] [--rate EVENTS_PER_S] [--barrier-interval-ms MS] [--malloc-arenas N] [--epoch-buffer-mb MB] [--checkpoint-interval 1s] [--check]\n       runnel-bench soak [--query q5,q7] [--events N] [--factor F] [--barrier-interval-ms MS] [--malloc-arenas N] [--epoch-buffer-mb MB]\n       runnel-bench checkpoint [--rows N] [--payload BYTES]"
         ),
     };
     let mut parsed = Args {
@@ -73,6 +76,7 @@ fn parse_args() -> Result<Args> {
         barrier_interval_ms: 1000,
         malloc_arenas: 2,
         epoch_buffer_mb: None,
+        checkpoint_interval: "0".into(),
     };
     if parsed.soak.is_some() {
         parsed.queries = vec!["q5".into(), "q7".into()];
@@ -93,6 +97,7 @@ fn parse_args() -> Result<Args> {
             "--barrier-interval-ms" => parsed.barrier_interval_ms = value.parse()?,
             "--malloc-arenas" => parsed.malloc_arenas = value.parse()?,
             "--epoch-buffer-mb" => parsed.epoch_buffer_mb = Some(value.parse()?),
+            "--checkpoint-interval" => parsed.checkpoint_interval = value,
             "--factor" if parsed.soak.is_some() => parsed.soak = Some(value.parse()?),
             other => bail!("unknown flag {other}"),
         }
@@ -100,7 +105,7 @@ fn parse_args() -> Result<Args> {
     Ok(parsed)
 }
 
-async fn run(
+pub(crate) async fn run(
     session: &mut Session,
     sql: &str,
 ) -> Result<Vec<datafusion::arrow::array::RecordBatch>> {
@@ -166,6 +171,10 @@ async fn streaming(
     if let Some(mb) = args.epoch_buffer_mb {
         values.insert("storage.epoch-buffer-mb", mb.to_string());
     }
+    values.insert(
+        "execution.checkpointing.interval",
+        args.checkpoint_interval.clone(),
+    );
     let db = Database::open(Config::from_values(&values)?)?;
     runnel_server::streaming::restart_jobs(&db).await?;
     let mut session = Session::new(Arc::clone(&db), "bench");
@@ -289,6 +298,7 @@ fn soak_child(name: &str, events: u64, args: &Args) -> Result<SoakRun> {
                 .into_iter()
                 .flat_map(|mb| ["--epoch-buffer-mb".to_string(), mb.to_string()]),
         )
+        .args(["--checkpoint-interval", &args.checkpoint_interval])
         .output()?;
     let stdout = String::from_utf8_lossy(&output.stdout);
     if !output.status.success() {
@@ -387,6 +397,13 @@ fn soak(args: &Args, factor: u64) -> Result<()> {
 }
 
 fn main() -> Result<()> {
+    if std::env::args().nth(1).as_deref() == Some("checkpoint") {
+        let args = checkpoint::CheckpointArgs::parse(std::env::args().skip(2))?;
+        return tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?
+            .block_on(checkpoint::run(args));
+    }
     // Logs only when asked for (`RUST_LOG=runnel_engine=debug`), on stderr.
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())

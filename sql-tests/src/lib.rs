@@ -6,10 +6,12 @@
 //!
 //! The `runnel-sql-tests` binary runs every `.slt` file under `slt/`.
 
+mod client;
 mod s3_server;
 mod slt_db;
 mod test_server;
 
+pub use client::{connect, text_rows};
 pub use s3_server::{S3_KEY, S3Server};
 pub use slt_db::{SltDatabase, SltError};
 pub use test_server::{TestServer, runnel_binary};

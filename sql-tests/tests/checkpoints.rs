@@ -8,28 +8,8 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use runnel_sql_tests::{TestServer, runnel_binary};
-use tokio_postgres::{Client, NoTls, SimpleQueryMessage};
-
-async fn connect(server: &TestServer) -> Result<Client> {
-    let (client, connection) = tokio_postgres::connect(&server.conn_str(), NoTls).await?;
-    tokio::spawn(connection);
-    Ok(client)
-}
-
-async fn rows(client: &Client, sql: &str) -> Result<Vec<Vec<String>>> {
-    let mut out = vec![];
-    for message in client.simple_query(sql).await? {
-        if let SimpleQueryMessage::Row(row) = message {
-            out.push(
-                (0..row.len())
-                    .map(|i| row.get(i).unwrap_or("").to_string())
-                    .collect(),
-            );
-        }
-    }
-    Ok(out)
-}
+use runnel_sql_tests::{TestServer, connect, runnel_binary, text_rows};
+use tokio_postgres::Client;
 
 /// Status and body of `GET path` on the server's web port.
 fn http_get(port: u16, path: &str) -> Result<(String, String)> {
@@ -41,14 +21,17 @@ fn http_get(port: u16, path: &str) -> Result<(String, String)> {
     let mut response = String::new();
     stream.read_to_string(&mut response)?;
     let (head, body) = response.split_once("\r\n\r\n").context("no HTTP body")?;
-    Ok((head.lines().next().unwrap_or("").to_string(), body.to_string()))
+    Ok((
+        head.lines().next().unwrap_or("").to_string(),
+        body.to_string(),
+    ))
 }
 
 /// Waits until `SHOW CHECKPOINTS` has a row with `status`.
 async fn wait_for_status(client: &Client, status: &str) -> Result<Vec<String>> {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        if let Some(row) = rows(client, "SHOW CHECKPOINTS")
+        if let Some(row) = text_rows(client, "SHOW CHECKPOINTS")
             .await?
             .into_iter()
             .find(|r| r[2] == status)
@@ -74,7 +57,7 @@ async fn start_with_view(args: &[&str]) -> Result<(TestServer, Client, String)> 
              CREATE MATERIALIZED VIEW total AS SELECT sum(v) AS s FROM t;",
         )
         .await?;
-    let job = rows(&client, "SHOW JOBS").await?[0][0].clone();
+    let job = text_rows(&client, "SHOW JOBS").await?[0][0].clone();
     Ok((server, client, job))
 }
 
@@ -114,8 +97,13 @@ async fn an_unwritable_location_fails_checkpoints_but_not_the_views() -> Result<
     let failed = wait_for_status(&client, "failed").await?;
     assert!(failed[7].contains("blocked"), "{failed:?}");
     // The view keeps running.
-    client.batch_execute("INSERT INTO t VALUES (3, 30); FLUSH").await?;
-    assert_eq!(rows(&client, "SELECT s FROM total").await?, vec![vec!["60"]]);
+    client
+        .batch_execute("INSERT INTO t VALUES (3, 30); FLUSH")
+        .await?;
+    assert_eq!(
+        text_rows(&client, "SELECT s FROM total").await?,
+        vec![vec!["60"]]
+    );
     // Once the location can be written, the next checkpoint succeeds.
     std::fs::remove_file(&blocked)?;
     wait_for_status(&client, "completed").await?;

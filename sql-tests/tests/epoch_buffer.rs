@@ -7,16 +7,10 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use runnel_sql_tests::{TestServer, runnel_binary};
-use tokio_postgres::{Client, NoTls, SimpleQueryMessage};
+use runnel_sql_tests::{TestServer, connect, runnel_binary};
+use tokio_postgres::{Client, SimpleQueryMessage};
 
 const ROWS: i64 = 200_000;
-
-async fn connect(server: &TestServer) -> Result<Client> {
-    let (client, connection) = tokio_postgres::connect(&server.conn_str(), NoTls).await?;
-    tokio::spawn(connection);
-    Ok(client)
-}
 
 async fn counted(client: &Client) -> Result<i64> {
     for message in client

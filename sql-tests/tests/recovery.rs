@@ -4,11 +4,13 @@
 //! over the table equals its query run as a batch (`CHECK MATERIALIZED
 //! VIEW`), and the views over the source saw every row exactly once.
 //!
-//! Three ways back:
+//! Four ways back:
 //! - the data directory survives: the store's committed epochs are used;
 //! - the data directory is lost (deleted before the restart): the store is
 //!   restored from the newest checkpoint, on local files;
-//! - the same with checkpoints on an S3-compatible server (moto).
+//! - the same with checkpoints on an S3-compatible server (moto);
+//! - the store lives in memory (`state.backend: memory`): every restart
+//!   restores the newest checkpoint.
 //!
 //! A restore goes back to the checkpoint: table changes committed after it
 //! are gone (as with any restore of a lost disk), but the views still equal
@@ -18,8 +20,8 @@
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use runnel_sql_tests::{S3Server, TestServer, runnel_binary};
-use tokio_postgres::{Client, NoTls, SimpleQueryMessage};
+use runnel_sql_tests::{S3Server, TestServer, connect, runnel_binary, text_rows};
+use tokio_postgres::Client;
 
 /// SplitMix64, for the moments to kill at and the statements to write.
 struct Rng(u64);
@@ -53,30 +55,6 @@ const SETUP: &str = "
 
 const TABLE_VIEWS: &[&str] = &["per_owner", "rich"];
 
-async fn connect(server: &TestServer) -> Result<Client> {
-    let (client, connection) = tokio_postgres::connect(&server.conn_str(), NoTls).await?;
-    tokio::spawn(connection);
-    Ok(client)
-}
-
-async fn rows(client: &Client, sql: &str) -> Result<Vec<Vec<String>>> {
-    let mut out = vec![];
-    for message in client
-        .simple_query(sql)
-        .await
-        .with_context(|| sql.to_string())?
-    {
-        if let SimpleQueryMessage::Row(row) = message {
-            out.push(
-                (0..row.len())
-                    .map(|i| row.get(i).unwrap_or("NULL").to_string())
-                    .collect(),
-            );
-        }
-    }
-    Ok(out)
-}
-
 /// Random inserts, updates and deletes until the connection breaks (the
 /// server was killed). Failed statements (key clashes) change nothing.
 async fn write_until_killed(client: Client, seed: u64) {
@@ -108,7 +86,7 @@ async fn write_until_killed(client: Client, seed: u64) {
 async fn check(client: &Client, round: usize) -> Result<()> {
     client.simple_query("FLUSH").await?;
     for view in TABLE_VIEWS {
-        let result = rows(client, &format!("CHECK MATERIALIZED VIEW {view}")).await?;
+        let result = text_rows(client, &format!("CHECK MATERIALIZED VIEW {view}")).await?;
         let [name, total, missing, extra, sample] = result
             .first()
             .map(Vec::as_slice)
@@ -122,14 +100,14 @@ async fn check(client: &Client, round: usize) -> Result<()> {
             );
         }
     }
-    let totals = rows(client, "SELECT n, distinct_ids, lo, hi FROM tick_totals").await?;
+    let totals = text_rows(client, "SELECT n, distinct_ids, lo, hi FROM tick_totals").await?;
     if let Some([n, distinct, lo, hi]) = totals.first().map(Vec::as_slice)
         && !(n == distinct && n == hi && lo == "1")
     {
         bail!("round {round}: ticks seen {n} times, {distinct} distinct, ids {lo}..{hi}");
     }
     // One tick per second of event time: every closed window holds ten.
-    let windows = rows(
+    let windows = text_rows(
         client,
         "SELECT window_start, n FROM tick_windows WHERE n <> 10",
     )
@@ -141,17 +119,28 @@ async fn check(client: &Client, round: usize) -> Result<()> {
 }
 
 async fn completed_checkpoints(client: &Client) -> Result<usize> {
-    Ok(rows(client, "SHOW CHECKPOINTS")
+    Ok(text_rows(client, "SHOW CHECKPOINTS")
         .await?
         .iter()
         .filter(|r| r.get(2).map(String::as_str) == Some("completed"))
         .count())
 }
 
-/// Kills the server `rounds` times at random moments and checks after each
-/// restart; with `lose_data_dir`, the store is deleted before restarting,
-/// so it comes back from the newest checkpoint.
-async fn kill_and_recover(extra_args: &[String], lose_data_dir: bool, seed: u64) -> Result<()> {
+/// What a restart comes back from.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Recovery {
+    /// The data directory as the kill left it.
+    DataDir,
+    /// The newest checkpoint: the store is deleted before the restart.
+    LostStore,
+    /// The newest checkpoint: the store lives in memory.
+    InMemory,
+}
+
+/// Kills the server six times at random moments and checks after each
+/// restart.
+async fn kill_and_recover(extra_args: &[String], recovery: Recovery, seed: u64) -> Result<()> {
+    let from_checkpoint = recovery != Recovery::DataDir;
     let mut args: Vec<&str> = vec![
         "--execution-checkpointing-interval",
         "300ms",
@@ -169,7 +158,7 @@ async fn kill_and_recover(extra_args: &[String], lose_data_dir: bool, seed: u64)
             connect(&server).await?,
             seed + round as u64,
         ));
-        if lose_data_dir {
+        if from_checkpoint {
             // A restore needs a checkpoint taken since the last one.
             let client = connect(&server).await?;
             let before = completed_checkpoints(&client).await?;
@@ -184,10 +173,15 @@ async fn kill_and_recover(extra_args: &[String], lose_data_dir: bool, seed: u64)
         tokio::time::sleep(Duration::from_millis(200 + rng.below(1200))).await;
         server.kill();
         let _ = writer.await;
-        if lose_data_dir {
+        if recovery == Recovery::LostStore {
             let store = server.data_dir().join("store");
             std::fs::remove_dir_all(&store)
                 .with_context(|| format!("deleting {}", store.display()))?;
+        }
+        if recovery == Recovery::InMemory {
+            assert!(!server.data_dir().join("store").join("CURRENT").exists());
+        }
+        if from_checkpoint {
             restored_rounds += 1;
         }
         server.restart()?;
@@ -196,12 +190,12 @@ async fn kill_and_recover(extra_args: &[String], lose_data_dir: bool, seed: u64)
             .await
             .with_context(|| format!("after restart {round}"))?;
     }
-    if lose_data_dir {
+    if from_checkpoint {
         assert_eq!(restored_rounds, 6);
     }
     // The source kept flowing across all of it.
     let client = connect(&server).await?;
-    let ticks = rows(&client, "SELECT n FROM tick_totals").await?;
+    let ticks = text_rows(&client, "SELECT n FROM tick_totals").await?;
     let n: i64 = ticks
         .first()
         .and_then(|r| r.first())
@@ -213,18 +207,40 @@ async fn kill_and_recover(extra_args: &[String], lose_data_dir: bool, seed: u64)
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn views_survive_kill_9_with_the_data_directory() -> Result<()> {
-    kill_and_recover(&[], false, 11).await
+    kill_and_recover(&[], Recovery::DataDir, 11).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn views_come_back_from_local_checkpoints_when_the_data_directory_is_lost() -> Result<()> {
     let checkpoints = tempfile::tempdir()?;
     let dir = format!("file://{}", checkpoints.path().display());
-    kill_and_recover(&["--state-checkpoints-dir".into(), dir], true, 23).await
+    kill_and_recover(
+        &["--state-checkpoints-dir".into(), dir],
+        Recovery::LostStore,
+        23,
+    )
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn views_come_back_from_s3_checkpoints_when_the_data_directory_is_lost() -> Result<()> {
     let s3 = S3Server::start("runnel")?;
-    kill_and_recover(&s3.checkpoint_args("checkpoints"), true, 37).await
+    kill_and_recover(&s3.checkpoint_args("checkpoints"), Recovery::LostStore, 37).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn views_in_memory_come_back_from_checkpoints_after_kill_9() -> Result<()> {
+    let checkpoints = tempfile::tempdir()?;
+    let dir = format!("file://{}", checkpoints.path().display());
+    kill_and_recover(
+        &[
+            "--state-backend".into(),
+            "memory".into(),
+            "--state-checkpoints-dir".into(),
+            dir,
+        ],
+        Recovery::InMemory,
+        41,
+    )
+    .await
 }

@@ -21,6 +21,7 @@
 pub mod checkpoint;
 pub mod epoch_buffer;
 mod error;
+pub mod export;
 pub mod key_codec;
 pub mod row_codec;
 pub mod scalar_codec;

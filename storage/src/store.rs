@@ -31,6 +31,9 @@ pub struct StoreOptions {
     /// Uncommitted writes that operators may hold in memory before sources
     /// wait for an early barrier (0: no limit); see [`EpochBuffer`].
     pub epoch_buffer_bytes: usize,
+    /// Keep everything in memory (`state.backend: memory`): nothing is
+    /// written under the path, and only a checkpoint survives the process.
+    pub in_memory: bool,
 }
 
 impl Default for StoreOptions {
@@ -40,6 +43,7 @@ impl Default for StoreOptions {
             block_cache_bytes: 64 << 20,
             write_buffer_bytes: 64 << 20,
             epoch_buffer_bytes: 64 << 20,
+            in_memory: false,
         }
     }
 }
@@ -59,9 +63,10 @@ pub struct MemoryReport {
 /// The process's RocksDB instance. Cheap to clone.
 #[derive(Clone)]
 pub struct Store {
-    db: Arc<DB>,
-    path: PathBuf,
+    pub(crate) db: Arc<DB>,
+    pub(crate) path: PathBuf,
     sync_writes: bool,
+    in_memory: bool,
     epoch_buffer: Arc<EpochBuffer>,
 }
 
@@ -92,13 +97,23 @@ impl Store {
         db_options.set_write_buffer_size(write_buffers / 2);
         table_options.set_block_cache(&cache);
         db_options.set_block_based_table_factory(&table_options);
+        if options.in_memory {
+            let env = rocksdb::Env::mem_env().map_err(|e| rocks_error(path, e))?;
+            db_options.set_env(&env);
+        }
         let db = DB::open(&db_options, path).map_err(|e| rocks_error(path, e))?;
         Ok(Self {
             db: Arc::new(db),
             path: path.to_path_buf(),
-            sync_writes: options.sync_writes,
+            sync_writes: options.sync_writes && !options.in_memory,
+            in_memory: options.in_memory,
             epoch_buffer: Arc::new(EpochBuffer::new(options.epoch_buffer_bytes)),
         })
+    }
+
+    /// Whether the store lives in memory only (`state.backend: memory`).
+    pub fn is_in_memory(&self) -> bool {
+        self.in_memory
     }
 
     /// The budget every holder of uncommitted writes is charged against.
@@ -244,7 +259,7 @@ impl Store {
     }
 }
 
-fn rocks_error(path: &Path, e: rocksdb::Error) -> StorageError {
+pub(crate) fn rocks_error(path: &Path, e: rocksdb::Error) -> StorageError {
     StorageError::Rocks {
         path: path.display().to_string(),
         reason: e.into_string(),

@@ -341,7 +341,7 @@ impl Manager {
         }
         match result {
             Ok(()) => self.maybe_checkpoint().await,
-            Err(e) => warn!(error = %e, "committing an epoch failed"),
+            Err(e) => self.fail_all(flight.epoch, &e),
         }
         for (build, done) in std::mem::take(&mut self.pending_creates) {
             let result = self.create(build).await;
@@ -354,6 +354,26 @@ impl Manager {
             }
             self.inject();
             Box::pin(self.check_complete()).await;
+        }
+    }
+
+    /// An epoch could not be committed (disk full, I/O error): the state
+    /// tables already forgot what it held, so no job may go on from here.
+    /// Every job stops, failed with the error; nothing is recorded, so a
+    /// restart resumes each from the last committed epoch.
+    fn fail_all(&mut self, epoch: Epoch, error: &EngineError) {
+        warn!(epoch = epoch.0, %error, "committing an epoch failed; stopping every job");
+        let message = format!(
+            "committing epoch {} failed: {error}; the job resumes from its last committed epoch when the server restarts",
+            epoch.0
+        );
+        let ids: Vec<u64> = self.jobs.keys().copied().collect();
+        for id in ids {
+            self.remove(id);
+            self.states
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(id, JobState::Failed(message.clone()));
         }
     }
 

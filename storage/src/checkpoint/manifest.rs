@@ -86,6 +86,18 @@ pub(crate) struct Listing {
     pub shared: Vec<String>,
 }
 
+impl Listing {
+    /// Ids of the complete checkpoints, newest first.
+    pub fn complete_newest_first(&self) -> Vec<u64> {
+        self.checkpoints
+            .iter()
+            .rev()
+            .filter(|(_, complete)| **complete)
+            .map(|(id, _)| *id)
+            .collect()
+    }
+}
+
 pub(crate) async fn list(location: &CheckpointLocation) -> StorageResult<Listing> {
     let mut listing = Listing::default();
     let mut objects = location.store.list(Some(&location.root));

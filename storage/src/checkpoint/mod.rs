@@ -10,6 +10,10 @@
 //! - `chk-<id>/`: a checkpoint's own small files (RocksDB's MANIFEST,
 //!   CURRENT, OPTIONS) and, written last, `_metadata` ([`Manifest`]).
 //!
+//! A store in memory (`state.backend: memory`) is checkpointed as one
+//! exported file (`chk-<id>/store.export`, [`crate::export`]), in full each
+//! time.
+//!
 //! A lineage is a store's history since it was created or restored: a
 //! restored store gets a new one, so its new table files never collide
 //! with files a checkpoint of the old history may hold under the same name.
@@ -22,7 +26,7 @@ mod upload;
 
 pub use location::{CheckpointLocation, S3Options};
 pub use manifest::{Manifest, ManifestFile};
-pub use restore::restore_latest;
+pub use restore::{is_export, load_into, restore_latest};
 pub use upload::{CheckpointCounts, CheckpointInfo, CheckpointStatus, Checkpointer, LocalSnapshot};
 
 use crate::{StorageResult, Store, WriteSet};

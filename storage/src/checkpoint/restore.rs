@@ -13,7 +13,8 @@ use tracing::{error, info};
 
 use super::CheckpointLocation;
 use super::manifest::{Manifest, ManifestFile, list, read_manifest};
-use crate::{StorageError, StorageResult};
+use crate::export::EXPORT_FILE;
+use crate::{StorageError, StorageResult, Store, StoreOptions};
 
 /// Restores the newest complete checkpoint at `location` into `dest` (which
 /// must not exist yet). None when the location holds no usable checkpoint.
@@ -21,14 +22,7 @@ pub async fn restore_latest(
     location: &CheckpointLocation,
     dest: &Path,
 ) -> StorageResult<Option<Manifest>> {
-    let listing = list(location).await?;
-    let complete: Vec<u64> = listing
-        .checkpoints
-        .iter()
-        .rev()
-        .filter(|(_, done)| **done)
-        .map(|(id, _)| *id)
-        .collect();
+    let complete = list(location).await?.complete_newest_first();
     for (tried, id) in complete.iter().enumerate() {
         match restore_one(location, *id, dest).await {
             Ok(manifest) => {
@@ -74,6 +68,25 @@ async fn restore_one(
     }
     std::fs::rename(&staging, dest).map_err(|e| StorageError::io(dest, e))?;
     Ok(manifest)
+}
+
+/// Loads a restored checkpoint in `dir` into `store`, whichever backend
+/// took it: an exported store is imported; a RocksDB checkpoint is opened
+/// where it lies, exported and imported (a checkpoint of the on-disk
+/// backend restored into the in-memory one).
+pub fn load_into(dir: &Path, store: &Store) -> StorageResult<u64> {
+    let export = dir.join(EXPORT_FILE);
+    if !export.exists() {
+        let restored = Store::open(dir, &StoreOptions::default())?;
+        restored.export_to(&export)?;
+    }
+    store.import_from(&export)
+}
+
+/// Whether the restored checkpoint in `dir` is an exported store (taken
+/// with `state.backend: memory`) rather than a RocksDB directory.
+pub fn is_export(dir: &Path) -> bool {
+    dir.join(EXPORT_FILE).exists()
 }
 
 fn staging_dir(dest: &Path) -> PathBuf {

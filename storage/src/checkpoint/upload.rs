@@ -20,6 +20,7 @@ use super::manifest::{
     MANIFEST_FORMAT, Manifest, ManifestFile, checkpoint_dir, delete_checkpoint, list,
     read_manifest, write_manifest,
 };
+use crate::export::EXPORT_FILE;
 use crate::{StorageError, StorageResult, Store};
 
 /// Checkpoints kept in the history `SHOW CHECKPOINTS` reads.
@@ -168,11 +169,17 @@ impl Checkpointer {
     }
 
     /// Takes a RocksDB checkpoint of `store`, which is at committed epoch
-    /// `epoch`. Blocking: flushes the memtables and links the files.
+    /// `epoch` (an export, for a store in memory). Blocking: flushes the
+    /// memtables and links the files.
     pub fn snapshot(&self, store: &Store, epoch: u64) -> StorageResult<LocalSnapshot> {
         let started_ms = now_ms();
         let dir = self.staging.join(format!("epoch-{epoch}-{started_ms}"));
-        store.create_checkpoint(&dir)?;
+        if store.is_in_memory() {
+            std::fs::create_dir_all(&dir).map_err(|e| StorageError::io(&dir, e))?;
+            store.export_to(&dir.join(EXPORT_FILE))?;
+        } else {
+            store.create_checkpoint(&dir)?;
+        }
         Ok(LocalSnapshot {
             dir,
             epoch,
@@ -322,7 +329,7 @@ impl Checkpointer {
             .next_back()
             .map_or(1, |id| id + 1);
         if state.uploaded.is_empty() {
-            for (&id, _) in listing.checkpoints.iter().rev().filter(|(_, done)| **done) {
+            for id in listing.complete_newest_first() {
                 match read_manifest(&self.location, id).await {
                     Ok(manifest) if manifest.lineage == self.lineage => {
                         state.uploaded = sst_files(&manifest);
@@ -374,14 +381,11 @@ impl Checkpointer {
     /// and every shared file none of the kept ones references.
     async fn expire(&self, newest: u64) -> StorageResult<()> {
         let listing = list(&self.location).await?;
-        let complete: Vec<u64> = listing
-            .checkpoints
-            .iter()
-            .rev()
-            .filter(|(_, done)| **done)
-            .map(|(id, _)| *id)
+        let kept: BTreeSet<u64> = listing
+            .complete_newest_first()
+            .into_iter()
+            .take(self.retained)
             .collect();
-        let kept: BTreeSet<u64> = complete.iter().take(self.retained).copied().collect();
         let mut referenced = BTreeSet::new();
         for &id in &kept {
             for file in read_manifest(&self.location, id).await?.files {
