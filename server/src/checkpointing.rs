@@ -13,7 +13,7 @@ use runnel_storage::checkpoint::{
     CheckpointLocation, Checkpointer, is_export, lineage, load_into, renew_lineage, restore_latest,
 };
 use runnel_storage::{Store, StoreOptions};
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 use crate::config::{Config, StateBackend};
 use crate::error::{ServerError, ServerResult};
@@ -41,6 +41,12 @@ pub fn open_store(config: &Config) -> ServerResult<OpenedStore> {
         Some(_) => Some(CheckpointLocation::open(&settings.dir, &settings.s3)?),
         None => None,
     };
+    if in_memory && location.is_none() {
+        warn!(
+            "state.backend is memory and checkpoints are off \
+             (execution.checkpointing.interval: 0): nothing survives a restart"
+        );
+    }
     // A store in memory is always empty at start; one on disk only when
     // the data directory lost it.
     let needs_restore = in_memory || !store_dir.join("CURRENT").exists();
