@@ -15,6 +15,11 @@ command -v clang >/dev/null || need_apt+=(clang)
 python3 -m venv --help >/dev/null 2>&1 || need_apt+=(python3-venv)
 [ -e /usr/share/java/postgresql.jar ] || need_apt+=(libpostgresql-jdbc-java)
 command -v java >/dev/null || need_apt+=(default-jre-headless)
+# librdkafka (built by rdkafka-sys): make, TLS and zlib headers.
+command -v make >/dev/null || need_apt+=(make)
+command -v pkg-config >/dev/null || need_apt+=(pkg-config)
+[ -e /usr/include/openssl/ssl.h ] || need_apt+=(libssl-dev)
+[ -e /usr/include/zlib.h ] || need_apt+=(zlib1g-dev)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "== installing ${need_apt[*]}"
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
@@ -29,6 +34,16 @@ fi
 "$VENV/bin/python" -c 'import psycopg' 2>/dev/null || "$VENV/bin/pip" install -q 'psycopg[binary]>=3.1'
 # moto in server mode: the S3-compatible server the checkpoint tests use.
 [ -x "$VENV/bin/moto_server" ] || "$VENV/bin/pip" install -q 'moto[server]>=5'
+# confluent-kafka (a current librdkafka): the outside Kafka client of the tests.
+"$VENV/bin/python" -c 'import confluent_kafka' 2>/dev/null || "$VENV/bin/pip" install -q 'confluent-kafka>=2.10'
+
+# tansu: the Kafka-protocol broker the connector tests start (~9 min to build
+# once; its own target directory so it stays apart from Runnel's).
+TANSU="${CARGO_HOME:-$HOME/.cargo}/bin/tansu"
+if [ ! -x "$TANSU" ]; then
+  echo "== installing tansu"
+  CARGO_TARGET_DIR="$HOME/.cache/tansu-target" cargo install --locked -q tansu --features dynostore,libsql
+fi
 
 echo "== build"
 cargo build --workspace --all-targets

@@ -3,19 +3,24 @@
 //! from per-column sequence and random generators), `nexmark` (the
 //! Nexmark person, auction and bid events, deterministic from a seed) and
 //! `file` (the lines of a local text file): these address rows by position,
-//! so a restart resumes exactly where the last committed epoch ended; and
-//! `socket` (lines from a TCP server, at most once).
+//! so a restart resumes exactly where the last committed epoch ended;
+//! `socket` (lines from a TCP server, at most once); and `kafka` (a topic's
+//! partitions, their offsets committed with each epoch, so exactly once).
 
 mod datagen;
+mod kafka;
 mod lines;
 mod nexmark;
 mod options;
 mod random;
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use datafusion::arrow::datatypes::SchemaRef;
-use runnel_engine::runtime::connector::{ConnectorFactory, RowGenerator};
+use runnel_engine::runtime::connector::{
+    ConnectorFactory, NumberedRows, RowGenerator, SourceReader,
+};
 use runnel_engine::{EngineError, EngineResult};
 
 pub use nexmark::{NexmarkGenerator, NexmarkTable};
@@ -26,34 +31,72 @@ pub use options::ConnectorError;
 pub struct Connectors;
 
 impl Connectors {
-    /// Checks a source definition without opening it (CREATE SOURCE).
+    /// Checks a source definition (CREATE SOURCE): its options, and that
+    /// what it reads from is there (a Kafka broker and topic). `schema` is
+    /// the declared columns.
     pub fn validate(
         options: &BTreeMap<String, String>,
         schema: &SchemaRef,
     ) -> Result<(), ConnectorError> {
-        open(options, schema).map(|_| ())
+        let keyed = with_row_key(schema).map_err(|e| ConnectorError::Unsupported(e.to_string()))?;
+        open(options, &keyed, true).map(|_| ())
     }
 }
 
+/// The declared columns followed by the hidden row key, as the engine
+/// passes them.
+fn with_row_key(schema: &SchemaRef) -> EngineResult<SchemaRef> {
+    let mut fields: Vec<_> = schema.fields().iter().cloned().collect();
+    fields.push(Arc::new(datafusion::arrow::datatypes::Field::new(
+        "_row_key",
+        datafusion::arrow::datatypes::DataType::Int64,
+        false,
+    )));
+    Ok(Arc::new(datafusion::arrow::datatypes::Schema::new(fields)))
+}
+
+/// Opens a reader over `schema` (declared columns then the row key);
+/// `check` also looks at the outside system it reads.
 fn open(
     options: &BTreeMap<String, String>,
     schema: &SchemaRef,
-) -> Result<Box<dyn RowGenerator>, ConnectorError> {
+    check: bool,
+) -> Result<Box<dyn SourceReader>, ConnectorError> {
+    let declared = schema.fields().len().saturating_sub(1);
+    let declared = Arc::new(
+        schema
+            .project(&(0..declared).collect::<Vec<_>>())
+            .map_err(|e| ConnectorError::Unsupported(e.to_string()))?,
+    );
     let mut options = options::Options::new(options);
     let connector = options.required("connector")?;
     let generator: Box<dyn RowGenerator> = match connector.to_ascii_lowercase().as_str() {
-        "datagen" => Box::new(datagen::DatagenGenerator::new(&mut options, schema)?),
-        "nexmark" => Box::new(NexmarkGenerator::from_options(&mut options, schema)?),
-        "file" => Box::new(lines::FileLines::new(&mut options, schema)?),
-        "socket" => Box::new(lines::SocketLines::new(&mut options, schema)?),
+        "datagen" => Box::new(datagen::DatagenGenerator::new(&mut options, &declared)?),
+        "nexmark" => Box::new(NexmarkGenerator::from_options(&mut options, &declared)?),
+        "file" => Box::new(lines::FileLines::new(&mut options, &declared)?),
+        "socket" => Box::new(lines::SocketLines::new(&mut options, &declared)?),
+        "kafka" => {
+            // Unknown options first: a typo is a better message than a
+            // broker that cannot be reached with the wrong settings.
+            let reader = kafka::KafkaReader::new(&mut options, schema)?;
+            options.finish_accepting(kafka::OPTIONS)?;
+            if check {
+                reader.check().map_err(|reason| ConnectorError::BadValue {
+                    key: "properties.bootstrap.server".into(),
+                    value: reader.servers().into(),
+                    reason,
+                })?;
+            }
+            return Ok(Box::new(reader));
+        }
         other => {
             return Err(ConnectorError::Unsupported(format!(
-                "connector '{other}' (known: datagen, nexmark, file, socket)"
+                "connector '{other}' (known: datagen, nexmark, file, socket, kafka)"
             )));
         }
     };
     options.finish()?;
-    Ok(generator)
+    Ok(Box::new(NumberedRows::new(generator, Arc::clone(schema))))
 }
 
 impl ConnectorFactory for Connectors {
@@ -61,14 +104,7 @@ impl ConnectorFactory for Connectors {
         &self,
         options: &BTreeMap<String, String>,
         schema: &SchemaRef,
-    ) -> EngineResult<Box<dyn RowGenerator>> {
-        // The schema the engine passes ends in the hidden row position.
-        let declared = schema.fields().len().saturating_sub(1);
-        let declared = std::sync::Arc::new(
-            schema
-                .project(&(0..declared).collect::<Vec<_>>())
-                .map_err(EngineError::from)?,
-        );
-        open(options, &declared).map_err(|e| EngineError::Internal(e.to_string()))
+    ) -> EngineResult<Box<dyn SourceReader>> {
+        open(options, schema, false).map_err(|e| EngineError::Internal(e.to_string()))
     }
 }

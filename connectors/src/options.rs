@@ -16,6 +16,8 @@ pub enum ConnectorError {
     },
     #[error("unknown option(s) {0}")]
     Unknown(String),
+    #[error("unknown option(s) {unknown}; accepted: {accepted}")]
+    UnknownOf { unknown: String, accepted: String },
     #[error("{0} is not supported")]
     Unsupported(String),
     #[error("column \"{column}\": {reason}")]
@@ -70,6 +72,31 @@ impl<'a> Options<'a> {
                         reason: e.to_string(),
                     })
             }
+        }
+    }
+
+    /// Every option whose key starts with `prefix`, as (rest of the key,
+    /// value), in key order.
+    pub(crate) fn with_prefix(&mut self, prefix: &str) -> Vec<(&'a str, &'a str)> {
+        let found: Vec<(&'a str, &'a str)> = self
+            .values
+            .iter()
+            .filter_map(|(k, v)| Some((k.strip_prefix(prefix)?, v.as_str())))
+            .collect();
+        for (rest, _) in &found {
+            self.used.insert(format!("{prefix}{rest}"));
+        }
+        found
+    }
+
+    /// Fails when an option was never read, naming the `accepted` ones.
+    pub(crate) fn finish_accepting(self, accepted: &[&str]) -> Result<(), ConnectorError> {
+        match self.finish() {
+            Err(ConnectorError::Unknown(unknown)) => Err(ConnectorError::UnknownOf {
+                unknown,
+                accepted: accepted.join(", "),
+            }),
+            other => other,
         }
     }
 

@@ -486,15 +486,16 @@ fn create_source(text: &str) -> PlanResult<Command> {
     };
     // The column list is the first parenthesised group; WITH follows it.
     let mut depth = 0;
-    let mut seen_columns = false;
+    let mut columns_end = None;
     let mut with_at = None;
     for (i, token) in tokens.iter().enumerate() {
+        let seen_columns = columns_end.is_some();
         match token {
             Token::LParen => depth += 1,
             Token::RParen => {
                 depth -= 1;
-                if depth == 0 {
-                    seen_columns = true;
+                if depth == 0 && !seen_columns {
+                    columns_end = Some(i);
                 }
             }
             Token::Word(w)
@@ -570,8 +571,18 @@ fn create_source(text: &str) -> PlanResult<Command> {
             )));
         }
     }
-    let (head, watermark) = take_watermark(&tokens[..with_at])?;
-    let head: String = head.iter().map(|t| t.to_string()).collect();
+    let columns_end = columns_end.unwrap_or(with_at.saturating_sub(1));
+    let includes = parse_includes(&tokens[columns_end + 1..with_at])?;
+    let (head, watermark) = take_watermark(&tokens[..=columns_end.min(with_at)])?;
+    let mut head: String = head.iter().map(|t| t.to_string()).collect();
+    if let Some(close) = head.rfind(')') {
+        let mut added = String::new();
+        for include in &includes {
+            options.insert(format!("include.{}", include.kind), include.column.clone());
+            added.push_str(&format!(", \"{}\" {}", include.column, include.sql_type));
+        }
+        head.insert_str(close, &added);
+    }
     let head = head.trim_start();
     let columns = &head["CREATE".len()..].trim_start()["SOURCE".len()..];
     let mut statements = parse_standard(&format!("CREATE TABLE{columns}"))?;
@@ -583,6 +594,86 @@ fn create_source(text: &str) -> PlanResult<Command> {
         options,
         watermark,
     })
+}
+
+/// One `INCLUDE kind [AS column]` of a source: a column filled from the
+/// message's metadata rather than its value.
+struct Include {
+    kind: &'static str,
+    column: String,
+    sql_type: &'static str,
+}
+
+/// Message metadata a source can include, with the column type.
+const INCLUDE_KINDS: &[(&str, &str)] = &[
+    ("key", "bytea"),
+    ("partition", "integer"),
+    ("offset", "bigint"),
+    ("timestamp", "timestamptz"),
+];
+
+/// `INCLUDE key [AS k] INCLUDE partition …` between a source's columns and
+/// its WITH.
+fn parse_includes(
+    tokens: &[datafusion::sql::sqlparser::tokenizer::Token],
+) -> PlanResult<Vec<Include>> {
+    use datafusion::sql::sqlparser::tokenizer::Token;
+    let syntax = |message: String| PlanError::Syntax {
+        message: format!("CREATE SOURCE: {message}"),
+        position: None,
+    };
+    let words: Vec<String> = tokens
+        .iter()
+        .filter(|t| !matches!(t, Token::Whitespace(_)))
+        .map(|t| match t {
+            // As Postgres does: unquoted names in lower case.
+            Token::Word(w) if w.quote_style.is_none() => w.value.to_ascii_lowercase(),
+            Token::Word(w) => w.value.clone(),
+            other => other.to_string(),
+        })
+        .collect();
+    let mut includes: Vec<Include> = vec![];
+    let mut i = 0;
+    while i < words.len() {
+        if !words[i].eq_ignore_ascii_case("include") {
+            return Err(syntax(format!(
+                "unexpected {} after the columns (expected INCLUDE … or WITH ( … ))",
+                words[i]
+            )));
+        }
+        let Some(word) = words.get(i + 1) else {
+            return Err(syntax(
+                "INCLUDE what? (key, partition, offset or timestamp)".into(),
+            ));
+        };
+        let Some(&(kind, sql_type)) = INCLUDE_KINDS
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(word))
+        else {
+            return Err(syntax(format!(
+                "INCLUDE {word}: known are key, partition, offset and timestamp"
+            )));
+        };
+        i += 2;
+        let column = if words.get(i).is_some_and(|w| w.eq_ignore_ascii_case("as")) {
+            let column = words
+                .get(i + 1)
+                .ok_or_else(|| syntax(format!("INCLUDE {kind} AS needs a column name")))?;
+            i += 2;
+            column.clone()
+        } else {
+            format!("_{kind}")
+        };
+        if includes.iter().any(|inc| inc.kind == kind) {
+            return Err(syntax(format!("INCLUDE {kind} appears twice")));
+        }
+        includes.push(Include {
+            kind,
+            column,
+            sql_type,
+        });
+    }
+    Ok(includes)
 }
 
 fn parse_standard(sql: &str) -> PlanResult<Vec<Statement>> {
@@ -657,6 +748,38 @@ mod tests {
     fn several_statements() {
         assert_eq!(parse_sql("SELECT 1; SELECT 2;").unwrap().len(), 2);
         assert!(parse_sql("  ").unwrap().is_empty());
+    }
+
+    #[test]
+    fn create_source_includes_message_metadata_as_columns() {
+        let parsed = parse_commands(
+            "CREATE SOURCE s (v text) INCLUDE key AS k INCLUDE Offset WITH (connector = 'kafka') FORMAT PLAIN ENCODE BYTES",
+        )
+        .unwrap();
+        let [
+            Command::CreateSource {
+                create, options, ..
+            },
+        ] = parsed.as_slice()
+        else {
+            panic!("{parsed:?}");
+        };
+        assert_eq!(options["include.key"], "k");
+        assert_eq!(options["include.offset"], "_offset");
+        let Statement::CreateTable(table) = create.as_ref() else {
+            panic!("{create:?}");
+        };
+        let columns: Vec<String> = table
+            .columns
+            .iter()
+            .map(|c| format!("{} {}", c.name.value, c.data_type))
+            .collect();
+        assert_eq!(columns, ["v TEXT", "k BYTEA", "_offset BIGINT"]);
+        let error =
+            parse_commands("CREATE SOURCE s (v text) INCLUDE header WITH (connector = 'kafka')")
+                .unwrap_err()
+                .to_string();
+        assert!(error.contains("INCLUDE header"), "{error}");
     }
 
     #[test]

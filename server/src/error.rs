@@ -49,6 +49,10 @@ pub enum ServerError {
     },
     #[error("invalid parameter value: {0}")]
     InvalidParameter(String),
+    /// A connector option (`WITH (...)`) that cannot work: unknown, out of
+    /// range, or naming a broker or topic that is not there (SQLSTATE 22023).
+    #[error("invalid parameter value: {0}")]
+    InvalidOption(String),
     #[error("{0}")]
     CardinalityViolation(String),
     #[error("unrecognized configuration parameter \"{0}\"")]
@@ -132,6 +136,7 @@ impl ServerError {
             ServerError::DatatypeMismatch { .. } => "42804",
             ServerError::InvalidJson { .. } => "22P02",
             ServerError::InvalidParameter(_) => "22P02",
+            ServerError::InvalidOption(_) => "22023",
             ServerError::CardinalityViolation(_) => "21000",
             ServerError::UnknownSetting(_) => "42704",
             ServerError::InvalidSettingValue { .. } => "22023",

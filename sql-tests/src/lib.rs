@@ -2,16 +2,19 @@
 //! free ports with its own data directory, restarts it (also after
 //! `SIGKILL`) and stops it when dropped; [`SltDatabase`] runs sqllogictest
 //! records against it over pgwire; [`S3Server`] runs an S3-compatible
-//! server for checkpoint and connector tests.
+//! server for checkpoint and connector tests; [`KafkaBroker`] runs a
+//! Kafka-protocol broker and produces messages to it with an outside client.
 //!
 //! The `runnel-sql-tests` binary runs every `.slt` file under `slt/`.
 
 mod client;
+mod kafka_broker;
 mod s3_server;
 mod slt_db;
 mod test_server;
 
 pub use client::{connect, text_rows};
+pub use kafka_broker::{KafkaBroker, Produced};
 pub use s3_server::{S3_KEY, S3Server};
 pub use slt_db::{SltDatabase, SltError};
 pub use test_server::{TestServer, runnel_binary};

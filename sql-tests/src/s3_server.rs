@@ -25,11 +25,19 @@ fn moto_binary() -> Result<PathBuf> {
     if let Ok(path) = std::env::var("RUNNEL_MOTO_SERVER") {
         return Ok(PathBuf::from(path));
     }
+    test_venv_bin("moto_server")
+}
+
+/// Program `name` of the test virtualenv (`~/.cache/runnel-venv`, made by
+/// `scripts/test.sh`).
+pub(crate) fn test_venv_bin(name: &str) -> Result<PathBuf> {
     let home = std::env::var("HOME").context("HOME is not set")?;
-    let path = PathBuf::from(home).join(".cache/runnel-venv/bin/moto_server");
+    let path = PathBuf::from(home)
+        .join(".cache/runnel-venv/bin")
+        .join(name);
     if !path.exists() {
         bail!(
-            "no S3 test server at {}: run ./scripts/test.sh (it installs moto) or set RUNNEL_MOTO_SERVER",
+            "no {name} at {}: run ./scripts/test.sh (it makes the test virtualenv)",
             path.display()
         );
     }

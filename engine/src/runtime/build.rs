@@ -10,7 +10,7 @@ use tokio::sync::mpsc;
 use super::JobSpec;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use super::connector::{ConnectorFactory, GeneratorSource};
+use super::connector::{ConnectorFactory, ConnectorSource, stored_reader_position};
 use super::exchange::{Dispatcher, InputReceiver, InputSender, channel, subtask_of};
 use super::logs::LogRegistry;
 use super::manager::{Report, RunningJob};
@@ -159,18 +159,17 @@ pub(crate) async fn build_job(
             let index = inputs[fragment.id].index[&(port, 0)];
             let output = (channels[fragment.id][0][index].0.clone(), index);
             if let Some(options) = &source.connector {
-                let generator = connectors.open(options, &source.schema)?;
-                let position = stored_position(&store, source)?.unwrap_or(0);
+                let mut reader = connectors.open(options, &source.schema)?;
+                let state = StateTable::new(store.clone(), source.state_id);
+                reader.seek(stored_reader_position(&state)?.as_deref())?;
                 let (rows, exhausted) = progress.add(spec.id);
-                rows.store(position, Ordering::Relaxed);
                 handles.push(tokio::spawn(
-                    GeneratorSource {
+                    ConnectorSource {
                         job: spec.id,
-                        generator,
+                        reader,
                         schema: Arc::clone(&source.schema),
-                        position,
                         barriers: barrier_rx,
-                        state: StateTable::new(store.clone(), source.state_id),
+                        state,
                         output,
                         reports: reports.clone(),
                         progress: rows,

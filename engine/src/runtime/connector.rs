@@ -1,6 +1,6 @@
-//! Sources that generate rows (datagen, Nexmark, and later Kafka and
-//! files) behind two traits the connectors crate implements, and the task
-//! that runs one: rows at the configured rate, the position (rows emitted)
+//! Sources that read from outside (datagen, Nexmark, files, sockets,
+//! Kafka) behind the traits the connectors crate implements, and the task
+//! that runs one: rows at the configured rate, the reader's position
 //! committed with each epoch, and a restart resuming at that position.
 
 use std::collections::BTreeMap;
@@ -10,13 +10,42 @@ use std::time::{Duration, Instant};
 use datafusion::arrow::array::{ArrayRef, Int64Array, RecordBatch};
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::scalar::ScalarValue;
-use runnel_storage::scalar_codec::encode_scalars;
+use runnel_storage::scalar_codec::{decode_scalars, encode_scalars};
 use runnel_storage::{EpochBuffer, StateTable};
 use tokio::sync::mpsc;
 
 use super::exchange::InputSender;
 use super::manager::Report;
 use crate::{Barrier, EngineError, EngineResult, Message, StreamChunk, Watermark};
+
+/// A source read by a connector. Its rows carry, after the declared
+/// columns, a hidden `bigint` row key unique within the source and the
+/// same for the same row after a restart (a row number, or a Kafka
+/// partition and offset), so views over the source can key its rows.
+pub trait SourceReader: Send + Sync + 'static {
+    /// Continues after `position` (bytes [`SourceReader::position`]
+    /// returned when an epoch ended), or from the start when None.
+    fn seek(&mut self, position: Option<&[u8]>) -> EngineResult<()>;
+
+    /// At most `max_rows` rows in the source's schema (declared columns
+    /// then the row key); None at the end of input (the source has no more
+    /// rows and never will); an empty batch when none is there yet.
+    fn read(&mut self, max_rows: usize) -> EngineResult<Option<RecordBatch>>;
+
+    /// Where reading continues after the rows returned so far.
+    fn position(&self) -> EngineResult<Vec<u8>>;
+
+    /// Rows read before this process opened the reader, when known (the
+    /// row number a generator resumes at), for progress reports.
+    fn rows_before(&self) -> u64 {
+        0
+    }
+
+    /// The configured rate, None for as fast as downstream takes them.
+    fn rows_per_second(&self) -> Option<f64> {
+        None
+    }
+}
 
 /// Rows of a generating source, addressed by position (0, 1, 2, …), so a
 /// restart can continue exactly where the last committed epoch ended.
@@ -30,14 +59,86 @@ pub trait RowGenerator: Send + Sync + 'static {
     fn rows_per_second(&self) -> Option<f64>;
 }
 
-/// Opens generators from a source's `WITH (…)` options.
+/// A [`RowGenerator`] read as a [`SourceReader`]: the position is the next
+/// row number, which is also the row key.
+pub struct NumberedRows {
+    generator: Box<dyn RowGenerator>,
+    /// The declared columns plus the row key.
+    schema: SchemaRef,
+    next: u64,
+    opened_at: u64,
+}
+
+impl NumberedRows {
+    /// Reads `generator`'s rows into `schema` (its columns and the key).
+    pub fn new(generator: Box<dyn RowGenerator>, schema: SchemaRef) -> Self {
+        Self {
+            generator,
+            schema,
+            next: 0,
+            opened_at: 0,
+        }
+    }
+}
+
+impl SourceReader for NumberedRows {
+    fn seek(&mut self, position: Option<&[u8]>) -> EngineResult<()> {
+        self.next = match position {
+            None => 0,
+            Some(bytes) => match decode_scalars(bytes)?.first() {
+                Some(ScalarValue::UInt64(Some(next))) => *next,
+                other => {
+                    return Err(EngineError::Internal(format!(
+                        "stored source position is {other:?}"
+                    )));
+                }
+            },
+        };
+        self.opened_at = self.next;
+        Ok(())
+    }
+
+    fn read(&mut self, max_rows: usize) -> EngineResult<Option<RecordBatch>> {
+        let from = self.next;
+        let Some(batch) = self.generator.generate(from, max_rows)? else {
+            return Ok(None);
+        };
+        let rows = batch.num_rows();
+        let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
+        columns.push(Arc::new(Int64Array::from_iter_values(
+            (from..from + rows as u64).map(|p| p as i64),
+        )));
+        self.next += rows as u64;
+        Ok(Some(RecordBatch::try_new(
+            Arc::clone(&self.schema),
+            columns,
+        )?))
+    }
+
+    fn position(&self) -> EngineResult<Vec<u8>> {
+        let mut bytes = vec![];
+        encode_scalars(&[ScalarValue::UInt64(Some(self.next))], &mut bytes)?;
+        Ok(bytes)
+    }
+
+    fn rows_before(&self) -> u64 {
+        self.opened_at
+    }
+
+    fn rows_per_second(&self) -> Option<f64> {
+        self.generator.rows_per_second()
+    }
+}
+
+/// Opens readers from a source's `WITH (…)` options.
 pub trait ConnectorFactory: Send + Sync + 'static {
-    /// Checks `options` against the declared `schema` and opens the source.
+    /// Checks `options` against the source's `schema` (declared columns
+    /// then the row key) and opens a reader, not yet positioned.
     fn open(
         &self,
         options: &BTreeMap<String, String>,
         schema: &SchemaRef,
-    ) -> EngineResult<Box<dyn RowGenerator>>;
+    ) -> EngineResult<Box<dyn SourceReader>>;
 }
 
 /// A factory that knows no connector (tests of tables only).
@@ -49,7 +150,7 @@ impl ConnectorFactory for NoConnectors {
         &self,
         options: &BTreeMap<String, String>,
         _schema: &SchemaRef,
-    ) -> EngineResult<Box<dyn RowGenerator>> {
+    ) -> EngineResult<Box<dyn SourceReader>> {
         Err(EngineError::Internal(format!(
             "no connector available for {options:?}"
         )))
@@ -59,13 +160,17 @@ impl ConnectorFactory for NoConnectors {
 const POSITION: &[u8] = b"position";
 const BATCH_ROWS: usize = 1024;
 
-/// One running generating source.
-pub(crate) struct GeneratorSource {
+/// The position a connector source committed last, if it ever did.
+pub(crate) fn stored_reader_position(state: &StateTable) -> EngineResult<Option<Vec<u8>>> {
+    Ok(state.get(0, POSITION)?)
+}
+
+/// One running connector source.
+pub(crate) struct ConnectorSource {
     pub job: u64,
-    pub generator: Box<dyn RowGenerator>,
-    /// The declared columns plus the hidden row position.
+    pub reader: Box<dyn SourceReader>,
+    /// The declared columns plus the hidden row key.
     pub schema: SchemaRef,
-    pub position: u64,
     pub barriers: mpsc::UnboundedReceiver<Barrier>,
     pub state: StateTable,
     pub output: (InputSender, usize),
@@ -80,7 +185,7 @@ pub(crate) struct GeneratorSource {
     pub emitted_in_epoch: bool,
 }
 
-impl GeneratorSource {
+impl ConnectorSource {
     pub(crate) async fn run(mut self) {
         if let Err(error) = self.run_inner().await {
             let _ = self.reports.send(Report::Failed {
@@ -100,9 +205,7 @@ impl GeneratorSource {
 
     async fn barrier(&mut self, barrier: Barrier) -> EngineResult<()> {
         self.emitted_in_epoch = false;
-        let mut bytes = vec![];
-        encode_scalars(&[ScalarValue::UInt64(Some(self.position))], &mut bytes)?;
-        self.state.put(0, POSITION, bytes);
+        self.state.put(0, POSITION, self.reader.position()?);
         let mut writes = runnel_storage::WriteSet::new();
         self.state.seal_epoch(barrier.epoch.0, &mut writes);
         self.reports
@@ -130,7 +233,10 @@ impl GeneratorSource {
 
     async fn run_inner(&mut self) -> EngineResult<()> {
         let started = Instant::now();
-        let first = self.position;
+        let first = self.reader.rows_before();
+        let mut rows_read = first;
+        self.progress
+            .store(rows_read, std::sync::atomic::Ordering::Relaxed);
         let mut done = false;
         loop {
             // Barriers first: a busy source must not delay checkpoints.
@@ -149,10 +255,10 @@ impl GeneratorSource {
                 }
                 continue;
             }
-            let allowed = match self.generator.rows_per_second() {
+            let allowed = match self.reader.rows_per_second() {
                 Some(rate) => {
                     let due = first + (started.elapsed().as_secs_f64() * rate) as u64;
-                    due.saturating_sub(self.position) as usize
+                    due.saturating_sub(rows_read) as usize
                 }
                 None => BATCH_ROWS,
             };
@@ -171,9 +277,7 @@ impl GeneratorSource {
                 }
                 continue;
             }
-            let from = self.position;
-            let generator = &mut self.generator;
-            let batch = generator.generate(from, allowed.min(BATCH_ROWS))?;
+            let batch = self.reader.read(allowed.min(BATCH_ROWS))?;
             match batch {
                 // Nothing yet (a socket): look again shortly.
                 Some(batch) if batch.num_rows() == 0 => {
@@ -186,16 +290,10 @@ impl GeneratorSource {
                     }
                 }
                 Some(batch) => {
-                    let rows = batch.num_rows();
-                    let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
-                    columns.push(Arc::new(Int64Array::from_iter_values(
-                        (from..from + rows as u64).map(|p| p as i64),
-                    )));
-                    let data = RecordBatch::try_new(Arc::clone(&self.schema), columns)?;
-                    self.position += rows as u64;
+                    rows_read += batch.num_rows() as u64;
                     self.progress
-                        .store(self.position, std::sync::atomic::Ordering::Relaxed);
-                    self.send(Message::Chunk(StreamChunk::inserts(data)))
+                        .store(rows_read, std::sync::atomic::Ordering::Relaxed);
+                    self.send(Message::Chunk(StreamChunk::inserts(batch)))
                         .await?;
                     self.emitted_in_epoch = true;
                 }

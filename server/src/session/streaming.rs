@@ -97,12 +97,14 @@ impl Session {
         if let Some(w) = &watermark {
             crate::streaming::plan_watermark(&self.ctx.state(), &def, w)?;
         }
+        // Validating may ask a broker (Kafka): up to a few seconds on this
+        // session's thread when the broker does not answer.
         runnel_connectors::Connectors::validate(options, &def.arrow_schema()).map_err(
             |e| match e {
                 runnel_connectors::ConnectorError::Unsupported(what) => {
                     ServerError::NotSupported(what)
                 }
-                other => ServerError::InvalidParameter(format!("source {name}: {other}")),
+                other => ServerError::InvalidOption(format!("source {name}: {other}")),
             },
         )?;
         self.db.catalog.create_table(&name, |id| {

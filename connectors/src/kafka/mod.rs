@@ -1,0 +1,527 @@
+//! `connector = 'kafka'`: the messages of one topic, every partition, read
+//! with librdkafka (`rdkafka`). The source assigns partitions itself and
+//! keeps the next offset of each in its position, which the engine commits
+//! with every epoch: a restart resumes exactly after the last committed
+//! epoch (exactly once), whatever the consumer group has committed. New
+//! partitions are found every `scan.topic-partition-discovery.interval-ms`
+//! and read from their start, as Flink does.
+
+mod format;
+mod offsets;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use datafusion::arrow::array::{ArrayRef, Int64Array, RecordBatch};
+use datafusion::arrow::datatypes::SchemaRef;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::{Offset, TopicPartitionList};
+use runnel_engine::runtime::connector::SourceReader;
+use runnel_engine::{EngineError, EngineResult};
+use tracing::{info, warn};
+
+use crate::options::{ConnectorError, Options};
+use format::{ErrorPolicy, ValueDecoder};
+use offsets::PartitionOffsets;
+pub(crate) use offsets::row_key;
+
+/// How long CREATE SOURCE waits for the broker to answer.
+const CHECK_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a running source waits for metadata before it tries later.
+const METADATA_TIMEOUT: Duration = Duration::from_secs(2);
+/// The longest wait between tries while the broker cannot be reached.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// At most one log line per this long for skipped messages, and for
+/// errors while the broker cannot be reached.
+const SKIP_LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// Where partitions without a committed offset start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Startup {
+    Earliest,
+    Latest,
+    /// The first message at or after this time (milliseconds since 1970).
+    Timestamp(i64),
+}
+
+/// Message metadata a column can hold (`INCLUDE … AS column`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Metadata {
+    Key,
+    Partition,
+    Offset,
+    Timestamp,
+}
+
+impl Metadata {
+    const ALL: [(Metadata, &'static str); 4] = [
+        (Metadata::Key, "key"),
+        (Metadata::Partition, "partition"),
+        (Metadata::Offset, "offset"),
+        (Metadata::Timestamp, "timestamp"),
+    ];
+}
+
+/// Where a declared column's values come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Column {
+    /// Column `i` of the decoded value.
+    Value(usize),
+    Metadata(Metadata),
+}
+
+/// A Kafka topic read as a source.
+pub(crate) struct KafkaReader {
+    topic: String,
+    servers: String,
+    consumer: BaseConsumer,
+    /// The declared columns then the row key.
+    schema: SchemaRef,
+    /// Where each declared column comes from.
+    columns: Vec<Column>,
+    values: ValueDecoder,
+    policy: ErrorPolicy,
+    startup: Startup,
+    /// The next offset of every partition the source reads; a partition
+    /// without one starts at its beginning.
+    offsets: PartitionOffsets,
+    /// Partitions assigned to the consumer.
+    assigned: Vec<i32>,
+    discovery_every: Duration,
+    /// When partitions were last looked up, and when to look next.
+    next_discovery: Option<Instant>,
+    backoff: Duration,
+    skipped: u64,
+    last_skip_log: Option<Instant>,
+    last_error_log: Option<Instant>,
+}
+
+impl KafkaReader {
+    /// Reads the options and makes a consumer (which does not connect
+    /// yet). `schema` is the declared columns then the row key.
+    pub(crate) fn new(
+        options: &mut Options<'_>,
+        schema: &SchemaRef,
+    ) -> Result<Self, ConnectorError> {
+        let topic = options.required("topic")?.to_string();
+        let servers = match (
+            options.get("properties.bootstrap.server"),
+            options.get("properties.bootstrap.servers"),
+        ) {
+            (Some(s), _) | (None, Some(s)) => s.to_string(),
+            (None, None) => {
+                return Err(ConnectorError::Missing(
+                    "properties.bootstrap.server".into(),
+                ));
+            }
+        };
+        let startup = match options
+            .get("scan.startup.mode")
+            .map(str::to_ascii_lowercase)
+        {
+            None => Startup::Earliest,
+            Some(m) if m == "earliest" || m == "earliest-offset" => Startup::Earliest,
+            Some(m) if m == "latest" || m == "latest-offset" => Startup::Latest,
+            Some(m) if m == "timestamp" => {
+                let millis = options
+                    .parse::<i64>("scan.startup.timestamp.millis")?
+                    .ok_or_else(|| {
+                        ConnectorError::Missing("scan.startup.timestamp.millis".into())
+                    })?;
+                Startup::Timestamp(millis)
+            }
+            Some(other) => {
+                return Err(ConnectorError::BadValue {
+                    key: "scan.startup.mode".into(),
+                    value: other,
+                    reason: "must be 'earliest', 'latest' or 'timestamp'".into(),
+                });
+            }
+        };
+        let discovery_ms: u64 = options
+            .parse("scan.topic-partition-discovery.interval-ms")?
+            .unwrap_or(10_000);
+        let declared = schema.fields().len().saturating_sub(1);
+        let mut columns: Vec<Option<Column>> = vec![None; declared];
+        for (metadata, name) in Metadata::ALL {
+            let Some(column) = options.get(&format!("include.{name}")) else {
+                continue;
+            };
+            let index = schema
+                .fields()
+                .iter()
+                .take(declared)
+                .position(|f| f.name() == column)
+                .ok_or_else(|| ConnectorError::Column {
+                    column: column.into(),
+                    reason: format!("INCLUDE {name} names no column"),
+                })?;
+            columns[index] = Some(Column::Metadata(metadata));
+        }
+        let value_fields: Vec<usize> = (0..declared).filter(|&i| columns[i].is_none()).collect();
+        for (value_index, &i) in value_fields.iter().enumerate() {
+            columns[i] = Some(Column::Value(value_index));
+        }
+        let columns: Vec<Column> = columns.into_iter().flatten().collect();
+        let value_schema = Arc::new(
+            schema
+                .project(&value_fields)
+                .map_err(|e| ConnectorError::Unsupported(e.to_string()))?,
+        );
+        let (values, policy) = ValueDecoder::from_options(options, &value_schema)?;
+
+        let mut config = ClientConfig::new();
+        config
+            .set("bootstrap.servers", &servers)
+            .set("group.id", format!("runnel-{topic}"))
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest");
+        for (key, value) in options.with_prefix("properties.") {
+            if key == "bootstrap.server" || key == "bootstrap.servers" {
+                continue;
+            }
+            config.set(key, value);
+        }
+        let consumer: BaseConsumer = config.create().map_err(|e| ConnectorError::BadValue {
+            key: "properties.*".into(),
+            value: servers.clone(),
+            reason: format!("librdkafka refused the configuration: {e}"),
+        })?;
+        let reader = Self {
+            topic,
+            servers,
+            consumer,
+            schema: Arc::clone(schema),
+            columns,
+            values,
+            policy,
+            startup,
+            offsets: PartitionOffsets::default(),
+            assigned: vec![],
+            discovery_every: Duration::from_millis(discovery_ms.max(100)),
+            next_discovery: None,
+            backoff: Duration::from_millis(200),
+            skipped: 0,
+            last_skip_log: None,
+            last_error_log: None,
+        };
+        Ok(reader)
+    }
+
+    /// Whether the broker answers and lists the topic (CREATE SOURCE).
+    pub(crate) fn check(&self) -> Result<(), String> {
+        self.partitions(CHECK_TIMEOUT).map(|_| ())
+    }
+
+    /// The bootstrap servers, as configured.
+    pub(crate) fn servers(&self) -> &str {
+        &self.servers
+    }
+
+    /// The topic's partitions, as the broker knows them now.
+    fn partitions(&self, timeout: Duration) -> Result<Vec<i32>, String> {
+        let metadata = self
+            .consumer
+            .fetch_metadata(Some(&self.topic), timeout)
+            .map_err(|e| format!("cannot reach the Kafka broker: {e}"))?;
+        let Some(topic) = metadata.topics().iter().find(|t| t.name() == self.topic) else {
+            return Err(format!("the broker does not list topic '{}'", self.topic));
+        };
+        if let Some(error) = topic.error() {
+            return Err(format!(
+                "topic '{}': {:?} (does the topic exist?)",
+                self.topic,
+                rdkafka::types::RDKafkaErrorCode::from(error)
+            ));
+        }
+        let mut ids: Vec<i32> = topic.partitions().iter().map(|p| p.id()).collect();
+        ids.sort_unstable();
+        Ok(ids)
+    }
+
+    /// Looks up the topic's partitions when due and assigns new ones.
+    fn discover(&mut self) {
+        let now = Instant::now();
+        if self.next_discovery.is_some_and(|at| now < at) {
+            return;
+        }
+        match self
+            .partitions(METADATA_TIMEOUT)
+            .and_then(|all| self.assign_new(&all))
+        {
+            Ok(()) => {
+                self.backoff = Duration::from_millis(200);
+                self.next_discovery = Some(now + self.discovery_every);
+            }
+            Err(reason) => {
+                warn!(topic = %self.topic, servers = %self.servers, retry_in = ?self.backoff, "kafka source: {reason}");
+                self.next_discovery = Some(now + self.backoff);
+                self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+            }
+        }
+    }
+
+    fn assign_new(&mut self, all: &[i32]) -> Result<(), String> {
+        let new: Vec<i32> = all
+            .iter()
+            .copied()
+            .filter(|p| !self.assigned.contains(p))
+            .collect();
+        if new.is_empty() {
+            return Ok(());
+        }
+        let first_start = self.offsets.is_fresh();
+        let mut list = TopicPartitionList::new();
+        let mut resolved = vec![];
+        for &partition in &new {
+            let offset = match self.offsets.next(partition) {
+                Some(next) => Offset::Offset(next),
+                None => {
+                    let start = self.start_of(partition, first_start)?;
+                    if let Offset::Offset(offset) = start {
+                        resolved.push((partition, offset));
+                    }
+                    start
+                }
+            };
+            list.add_partition_offset(&self.topic, partition, offset)
+                .map_err(|e| e.to_string())?;
+        }
+        self.consumer
+            .incremental_assign(&list)
+            .map_err(|e| format!("cannot assign partitions {new:?}: {e}"))?;
+        for (partition, offset) in resolved {
+            self.offsets.set_next(partition, offset);
+        }
+        info!(topic = %self.topic, partitions = ?new, "kafka source reads new partitions");
+        self.assigned.extend(new);
+        self.assigned.sort_unstable();
+        Ok(())
+    }
+
+    /// Where a partition without a committed offset starts. Only the
+    /// partitions there are when the source first starts follow
+    /// `scan.startup.mode`; later ones start at their beginning. A start
+    /// that is not the beginning is resolved to an offset and kept, so a
+    /// restart before the first message continues from the same place.
+    fn start_of(&self, partition: i32, first_start: bool) -> Result<Offset, String> {
+        let offset = match self.startup {
+            _ if !first_start => return Ok(Offset::Beginning),
+            Startup::Earliest => return Ok(Offset::Beginning),
+            Startup::Latest => {
+                self.consumer
+                    .fetch_watermarks(&self.topic, partition, METADATA_TIMEOUT)
+                    .map_err(|e| format!("cannot read the end of partition {partition}: {e}"))?
+                    .1
+            }
+            Startup::Timestamp(millis) => {
+                let mut list = TopicPartitionList::new();
+                list.add_partition_offset(&self.topic, partition, Offset::Offset(millis))
+                    .map_err(|e| e.to_string())?;
+                let found = self
+                    .consumer
+                    .offsets_for_times(list, METADATA_TIMEOUT)
+                    .map_err(|e| format!("cannot look up offsets by time: {e}"))?;
+                match found
+                    .find_partition(&self.topic, partition)
+                    .map(|e| e.offset())
+                {
+                    Some(Offset::Offset(offset)) => offset,
+                    // No message that late yet: from the end.
+                    _ => {
+                        self.consumer
+                            .fetch_watermarks(&self.topic, partition, METADATA_TIMEOUT)
+                            .map_err(|e| {
+                                format!("cannot read the end of partition {partition}: {e}")
+                            })?
+                            .1
+                    }
+                }
+            }
+        };
+        Ok(Offset::Offset(offset))
+    }
+
+    fn log_skipped(&mut self, partition: i32, offset: i64, reason: &str) {
+        self.skipped += 1;
+        let now = Instant::now();
+        if self
+            .last_skip_log
+            .is_none_or(|at| now.duration_since(at) >= SKIP_LOG_EVERY)
+        {
+            self.last_skip_log = Some(now);
+            warn!(
+                topic = %self.topic, partition, offset, skipped_so_far = self.skipped,
+                "kafka source skips a message that does not decode: {reason}"
+            );
+        }
+    }
+}
+
+/// One message taken from the consumer: where it was, its key, time and
+/// value.
+struct Taken {
+    partition: i32,
+    offset: i64,
+    key: Option<Vec<u8>>,
+    /// Milliseconds since 1970, if the message has a time.
+    timestamp: Option<i64>,
+    value: Vec<u8>,
+}
+
+/// The column of metadata `what` for `messages`, in the type of `field`.
+fn metadata_column(
+    what: Metadata,
+    messages: &[&Taken],
+    field: &datafusion::arrow::datatypes::Field,
+) -> EngineResult<ArrayRef> {
+    use datafusion::arrow::array::{BinaryArray, Int32Array, TimestampMillisecondArray};
+    let column: ArrayRef = match what {
+        Metadata::Key => Arc::new(BinaryArray::from_iter(
+            messages.iter().map(|m| m.key.as_deref()),
+        )),
+        Metadata::Partition => Arc::new(Int32Array::from_iter_values(
+            messages.iter().map(|m| m.partition),
+        )),
+        Metadata::Offset => Arc::new(Int64Array::from_iter_values(
+            messages.iter().map(|m| m.offset),
+        )),
+        Metadata::Timestamp => Arc::new(
+            TimestampMillisecondArray::from_iter(messages.iter().map(|m| m.timestamp))
+                .with_timezone("+00:00"),
+        ),
+    };
+    Ok(datafusion::arrow::compute::cast(
+        &column,
+        field.data_type(),
+    )?)
+}
+
+impl SourceReader for KafkaReader {
+    fn seek(&mut self, position: Option<&[u8]>) -> EngineResult<()> {
+        self.offsets = match position {
+            None => PartitionOffsets::default(),
+            Some(bytes) => PartitionOffsets::decode(bytes)?,
+        };
+        Ok(())
+    }
+
+    fn read(&mut self, max_rows: usize) -> EngineResult<Option<RecordBatch>> {
+        self.discover();
+        let mut taken: Vec<Taken> = vec![];
+        while taken.len() < max_rows {
+            match self.consumer.poll(Duration::ZERO) {
+                None => break,
+                Some(Err(error)) => {
+                    let now = Instant::now();
+                    if self
+                        .last_error_log
+                        .is_none_or(|at| now.duration_since(at) >= SKIP_LOG_EVERY)
+                    {
+                        self.last_error_log = Some(now);
+                        warn!(topic = %self.topic, servers = %self.servers, "kafka source: {error}");
+                    }
+                    break;
+                }
+                Some(Ok(message)) => {
+                    let (partition, offset) = (message.partition(), message.offset());
+                    // A message before the committed offset was read
+                    // already (a reassignment can deliver it again).
+                    if self
+                        .offsets
+                        .next(partition)
+                        .is_some_and(|next| offset < next)
+                    {
+                        continue;
+                    }
+                    self.offsets.set_next(partition, offset + 1);
+                    // A message without a value (a tombstone) holds no row.
+                    if let Some(value) = message.payload() {
+                        taken.push(Taken {
+                            partition,
+                            offset,
+                            key: message.key().map(<[u8]>::to_vec),
+                            timestamp: message.timestamp().to_millis(),
+                            value: value.to_vec(),
+                        });
+                    }
+                }
+            }
+        }
+        if taken.is_empty() {
+            return Ok(Some(RecordBatch::new_empty(Arc::clone(&self.schema))));
+        }
+        let values: Vec<&[u8]> = taken.iter().map(|t| t.value.as_slice()).collect();
+        let (rows, bad) = self.values.decode(&values);
+        if let Some(first) = bad.first() {
+            let at = &taken[first.index];
+            if self.policy == ErrorPolicy::Fail {
+                return Err(EngineError::Internal(format!(
+                    "kafka source, topic '{}' partition {} offset {}: the message does not decode ({}); \
+                     set format.error-policy = 'skip' to skip such messages",
+                    self.topic, at.partition, at.offset, first.reason
+                )));
+            }
+            for b in &bad {
+                let (partition, offset) = (taken[b.index].partition, taken[b.index].offset);
+                self.log_skipped(partition, offset, &b.reason);
+            }
+        }
+        let mut bad_at = bad.iter().map(|b| b.index).peekable();
+        let mut kept: Vec<&Taken> = Vec::with_capacity(rows.num_rows());
+        for (index, t) in taken.iter().enumerate() {
+            if bad_at.peek() == Some(&index) {
+                bad_at.next();
+                continue;
+            }
+            kept.push(t);
+        }
+        let mut columns: Vec<ArrayRef> = Vec::with_capacity(self.schema.fields().len());
+        for (i, column) in self.columns.iter().enumerate() {
+            columns.push(match column {
+                Column::Value(v) => Arc::clone(rows.column(*v)),
+                Column::Metadata(what) => metadata_column(*what, &kept, self.schema.field(i))?,
+            });
+        }
+        let keys = kept
+            .iter()
+            .map(|t| row_key(t.partition, t.offset))
+            .collect::<EngineResult<Vec<i64>>>()?;
+        columns.push(Arc::new(Int64Array::from(keys)));
+        Ok(Some(RecordBatch::try_new(
+            Arc::clone(&self.schema),
+            columns,
+        )?))
+    }
+
+    fn position(&self) -> EngineResult<Vec<u8>> {
+        self.offsets.encode()
+    }
+}
+
+impl std::fmt::Debug for KafkaReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaReader")
+            .field("topic", &self.topic)
+            .field("servers", &self.servers)
+            .field("offsets", &self.offsets)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The options a Kafka source takes, listed when one is unknown.
+pub(crate) const OPTIONS: &[&str] = &[
+    "connector",
+    "topic",
+    "properties.bootstrap.server",
+    "properties.<librdkafka setting>",
+    "scan.startup.mode",
+    "scan.startup.timestamp.millis",
+    "scan.topic-partition-discovery.interval-ms",
+    "format.error-policy",
+    "csv.delimiter",
+    "include.key|partition|offset|timestamp (INCLUDE … AS column)",
+];

@@ -1,0 +1,109 @@
+//! A Kafka source's position: the next offset of each partition it read,
+//! stored with every epoch, and the row key made of partition and offset.
+
+use std::collections::BTreeMap;
+
+use runnel_engine::{EngineError, EngineResult};
+
+/// Bits of the row key that hold the offset; the partition is above them.
+const OFFSET_BITS: u32 = 48;
+
+/// The row key of the message at `offset` in `partition`: unique within
+/// the source and the same after a restart.
+pub(crate) fn row_key(partition: i32, offset: i64) -> EngineResult<i64> {
+    if !(0..1 << (63 - OFFSET_BITS)).contains(&partition)
+        || !(0..1 << OFFSET_BITS).contains(&offset)
+    {
+        return Err(EngineError::Internal(format!(
+            "kafka message at partition {partition} offset {offset}: a row key holds partitions \
+             below {} and offsets below 2^{OFFSET_BITS}",
+            1 << (63 - OFFSET_BITS)
+        )));
+    }
+    Ok(((partition as i64) << OFFSET_BITS) | offset)
+}
+
+/// The next offset to read, per partition.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub(crate) struct PartitionOffsets {
+    next: BTreeMap<i32, i64>,
+}
+
+impl PartitionOffsets {
+    /// The next offset of `partition`, if the source has one.
+    pub(crate) fn next(&self, partition: i32) -> Option<i64> {
+        self.next.get(&partition).copied()
+    }
+
+    pub(crate) fn set_next(&mut self, partition: i32, offset: i64) {
+        self.next.insert(partition, offset);
+    }
+
+    /// True until the source knows where any partition is: its first
+    /// start, before it resolved `scan.startup.mode` (which records an
+    /// offset for every partition unless the mode is the beginning anyway).
+    pub(crate) fn is_fresh(&self) -> bool {
+        self.next.is_empty()
+    }
+
+    /// As stored: `{"partitions": {"0": 42, …}}`.
+    pub(crate) fn encode(&self) -> EngineResult<Vec<u8>> {
+        let partitions: serde_json::Map<String, serde_json::Value> = self
+            .next
+            .iter()
+            .map(|(p, o)| (p.to_string(), serde_json::Value::from(*o)))
+            .collect();
+        serde_json::to_vec(&serde_json::json!({ "partitions": partitions }))
+            .map_err(|e| EngineError::Internal(format!("kafka source position: {e}")))
+    }
+
+    pub(crate) fn decode(bytes: &[u8]) -> EngineResult<Self> {
+        let bad =
+            |what: String| EngineError::Internal(format!("stored kafka source position: {what}"));
+        let value: serde_json::Value =
+            serde_json::from_slice(bytes).map_err(|e| bad(e.to_string()))?;
+        let partitions = value
+            .get("partitions")
+            .and_then(|p| p.as_object())
+            .ok_or_else(|| bad("no partitions".into()))?;
+        let mut next = BTreeMap::new();
+        for (partition, offset) in partitions {
+            let partition: i32 = partition
+                .parse()
+                .map_err(|_| bad(format!("partition {partition}")))?;
+            let offset = offset
+                .as_i64()
+                .ok_or_else(|| bad(format!("offset {offset}")))?;
+            next.insert(partition, offset);
+        }
+        Ok(Self { next })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn positions_survive_encoding() {
+        let mut offsets = PartitionOffsets::default();
+        assert!(offsets.is_fresh());
+        offsets.set_next(0, 17);
+        offsets.set_next(3, 1 << 40);
+        let back = PartitionOffsets::decode(&offsets.encode().unwrap()).unwrap();
+        assert_eq!(back.next(0), Some(17));
+        assert_eq!(back.next(3), Some(1 << 40));
+        assert_eq!(back.next(1), None);
+        assert!(!back.is_fresh());
+        assert_eq!(back, offsets);
+    }
+
+    #[test]
+    fn row_keys_are_unique_per_partition_and_offset() {
+        assert_ne!(row_key(0, 1).unwrap(), row_key(1, 0).unwrap());
+        assert_eq!(row_key(2, 5).unwrap(), (2 << 48) | 5);
+        assert!(row_key(-1, 0).is_err());
+        assert!(row_key(0, 1 << 48).is_err());
+        assert!(row_key(32_768, 0).is_err());
+    }
+}

@@ -1,0 +1,150 @@
+//! A Kafka-protocol broker for tests: `tansu` (installed by
+//! `scripts/test.sh` with `cargo install`), on a free loopback port with
+//! its data in a temporary directory, stopped when dropped. Topics are made
+//! and messages produced by `sql-tests/kafka/kafka_client.py`, which uses
+//! the Python `confluent-kafka` package: a client that is not Runnel.
+
+use std::io::Write;
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+/// A running broker.
+pub struct KafkaBroker {
+    child: Child,
+    pub port: u16,
+    _data: tempfile::TempDir,
+}
+
+/// One message to produce: partition, key, value (None: a tombstone).
+pub type Produced<'a> = (i32, Option<&'a str>, Option<&'a str>);
+
+/// `$RUNNEL_TANSU`, else `tansu` in cargo's bin directory, else on PATH.
+fn tansu_binary() -> Result<PathBuf> {
+    if let Ok(path) = std::env::var("RUNNEL_TANSU") {
+        return Ok(PathBuf::from(path));
+    }
+    if let Ok(home) = std::env::var("CARGO_HOME")
+        .or_else(|_| std::env::var("HOME").map(|h| format!("{h}/.cargo")))
+    {
+        let path = PathBuf::from(home).join("bin/tansu");
+        if path.exists() {
+            return Ok(path);
+        }
+    }
+    Ok(PathBuf::from("tansu"))
+}
+
+/// The Python of the test virtualenv, which has `confluent-kafka`.
+fn python() -> Result<PathBuf> {
+    crate::s3_server::test_venv_bin("python")
+}
+
+fn client_script() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("kafka/kafka_client.py")
+}
+
+impl KafkaBroker {
+    /// Starts a broker and waits until it takes connections.
+    pub fn start() -> Result<Self> {
+        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let data = tempfile::tempdir()?;
+        let url = format!("tcp://127.0.0.1:{port}");
+        let log = std::fs::File::create(data.path().join("tansu.log"))?;
+        let child = Command::new(tansu_binary()?)
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+                // tansu takes the database path relative to its directory.
+                "--storage-engine",
+                "sqlite://tansu.db",
+            ])
+            .current_dir(data.path())
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("starting tansu (cargo install tansu --features dynostore,libsql)")?;
+        let mut broker = Self {
+            child,
+            port,
+            _data: data,
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if let Some(status) = broker.child.try_wait()? {
+                bail!("tansu exited during start-up: {status}: {}", broker.log());
+            }
+            if Instant::now() > deadline {
+                bail!("tansu did not listen on port {port} within 60 s");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Ok(broker)
+    }
+
+    /// `properties.bootstrap.server` for this broker.
+    pub fn bootstrap(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// What the broker logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self._data.path().join("tansu.log")).unwrap_or_default()
+    }
+
+    /// Makes `topic` with `partitions` partitions.
+    pub fn create_topic(&self, topic: &str, partitions: u32) -> Result<()> {
+        self.client(&["create-topic", topic, &partitions.to_string()], "")
+            .map(|_| ())
+    }
+
+    /// Produces `messages` to `topic`, each to its partition, and waits
+    /// until the broker has them all.
+    pub fn produce(&self, topic: &str, messages: &[Produced<'_>]) -> Result<()> {
+        let mut input = String::new();
+        for (partition, key, value) in messages {
+            input.push_str(&serde_json::to_string(&(partition, key, value))?);
+            input.push('\n');
+        }
+        self.client(&["produce", topic], &input).map(|_| ())
+    }
+
+    fn client(&self, args: &[&str], input: &str) -> Result<String> {
+        let mut child = Command::new(python()?)
+            .arg(client_script())
+            .arg(self.bootstrap())
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("running kafka_client.py")?;
+        child
+            .stdin
+            .take()
+            .context("kafka_client.py stdin")?
+            .write_all(input.as_bytes())?;
+        let output = child.wait_with_output()?;
+        if !output.status.success() {
+            bail!(
+                "kafka_client.py {args:?} failed: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    }
+}
+
+impl Drop for KafkaBroker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
