@@ -255,6 +255,13 @@ pub enum OperatorSpec {
         /// Tables `state_id` (sessions) and `state_id + 1` (watermark).
         state_id: u64,
     },
+    /// A changelog source's upserts and deletes by `key` (columns of the
+    /// input, which is also the output) as a consistent change log.
+    Upsert {
+        key: Vec<usize>,
+        schema: SchemaRef,
+        state_id: u64,
+    },
     /// Passes rows on and emits the watermark `WATERMARK FOR column AS
     /// expr` declares.
     Watermark {
@@ -321,6 +328,7 @@ impl OperatorSpec {
             OperatorSpec::Project { .. } => "Project",
             OperatorSpec::Filter { .. } => "Filter",
             OperatorSpec::Unnest { .. } => "Unnest",
+            OperatorSpec::Upsert { .. } => "Upsert",
             OperatorSpec::Watermark { .. } => "Watermark",
             OperatorSpec::HashAggregate { .. } => "HashAggregate",
             OperatorSpec::SessionAggregate { .. } => "SessionAggregate",
@@ -343,7 +351,7 @@ impl OperatorSpec {
             OperatorSpec::HashAggregate { .. } | OperatorSpec::SessionAggregate { .. } => {
                 self.makes_append_only()
             }
-            OperatorSpec::TopN { .. } => false,
+            OperatorSpec::TopN { .. } | OperatorSpec::Upsert { .. } => false,
             _ => true,
         }
     }
@@ -384,6 +392,7 @@ impl fmt::Display for OperatorSpec {
             OperatorSpec::Project { exprs, .. } => write!(f, "Project: {}", list(exprs)),
             OperatorSpec::Filter { predicate } => write!(f, "Filter: {predicate}"),
             OperatorSpec::Unnest { lists, .. } => write!(f, "Unnest: lists=[{}]", list(lists)),
+            OperatorSpec::Upsert { key, .. } => write!(f, "Upsert: key=[{}]", list(key)),
             OperatorSpec::Watermark { column, expr, .. } => {
                 write!(f, "Watermark: column={column}, expr={expr}")
             }

@@ -107,6 +107,7 @@ impl StreamCatalog for CatalogInputs<'_> {
         };
         Ok(match found {
             Relation::Table(def) if def.connector.is_some() => {
+                let upsert = def.connector.as_ref().is_some_and(is_changelog_source);
                 let mut fields: Vec<Field> = def
                     .arrow_schema()
                     .fields()
@@ -120,9 +121,14 @@ impl StreamCatalog for CatalogInputs<'_> {
                     is_table: false,
                     schema: Arc::new(Schema::new(fields)),
                     visible: def.columns.len(),
-                    key: vec![def.columns.len()],
+                    key: if upsert {
+                        def.primary_key.clone()
+                    } else {
+                        vec![def.columns.len()]
+                    },
                     connector: def.connector.clone(),
                     watermark: watermark(&def)?,
+                    upsert,
                 })
             }
             Relation::Table(def) => Some(StreamInput {
@@ -134,6 +140,7 @@ impl StreamCatalog for CatalogInputs<'_> {
                 key: vec![def.columns.len()],
                 connector: None,
                 watermark: watermark(&def)?,
+                upsert: false,
             }),
             Relation::View(view) => view.materialized.as_ref().map(|m| StreamInput {
                 id: view.id,
@@ -144,9 +151,18 @@ impl StreamCatalog for CatalogInputs<'_> {
                 key: m.key.clone(),
                 connector: None,
                 watermark: None,
+                upsert: false,
             }),
         })
     }
+}
+
+/// Whether a source's options declare a changelog (`FORMAT UPSERT` or
+/// `FORMAT DEBEZIUM`): upserts and deletes by its primary key.
+pub(crate) fn is_changelog_source(options: &std::collections::BTreeMap<String, String>) -> bool {
+    options
+        .get("format")
+        .is_some_and(|f| f.eq_ignore_ascii_case("upsert") || f.eq_ignore_ascii_case("debezium"))
 }
 
 /// How a view's query is planned into a job.

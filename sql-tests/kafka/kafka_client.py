@@ -23,7 +23,11 @@ def create_topic(bootstrap, topic, partitions):
 
 
 def produce(bootstrap, topic):
-    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5})
+    # One request in flight per partition: a retried batch cannot overtake
+    # the next, so each partition keeps the order the test gave.
+    producer = Producer(
+        {"bootstrap.servers": bootstrap, "linger.ms": 5, "max.in.flight.requests.per.connection": 1}
+    )
     failures = []
 
     def delivered(error, _message):

@@ -31,3 +31,24 @@ pub async fn text_rows(client: &Client, sql: &str) -> Result<Vec<Vec<String>>> {
     }
     Ok(out)
 }
+
+/// Waits until `sql` returns `want`; fails with the last rows seen if it
+/// does not within `wait`.
+pub async fn wait_for_rows(
+    client: &Client,
+    sql: &str,
+    want: &[Vec<String>],
+    wait: std::time::Duration,
+) -> Result<()> {
+    let deadline = std::time::Instant::now() + wait;
+    loop {
+        let rows = text_rows(client, sql).await?;
+        if rows == want {
+            return Ok(());
+        }
+        if std::time::Instant::now() > deadline {
+            anyhow::bail!("{sql}: after {wait:?} got {rows:?}, want {want:?}");
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}

@@ -13,7 +13,7 @@ mod s3_server;
 mod slt_db;
 mod test_server;
 
-pub use client::{connect, text_rows};
+pub use client::{connect, text_rows, wait_for_rows};
 pub use kafka_broker::{KafkaBroker, Produced};
 pub use s3_server::{S3_KEY, S3Server};
 pub use slt_db::{SltDatabase, SltError};

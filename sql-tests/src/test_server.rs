@@ -139,6 +139,23 @@ impl TestServer {
         self.spawn_on_free_ports()
     }
 
+    /// Runs `work` on a thread and, `delay` after it starts, kills the
+    /// server with SIGKILL and starts it again; returns what `work` did.
+    pub fn kill_during<T: Send>(
+        &mut self,
+        delay: std::time::Duration,
+        work: impl FnOnce() -> Result<T> + Send,
+    ) -> Result<T> {
+        std::thread::scope(|scope| {
+            let handle = scope.spawn(work);
+            std::thread::sleep(delay);
+            self.kill_and_restart()?;
+            handle
+                .join()
+                .map_err(|_| anyhow::anyhow!("the thread working during the kill panicked"))?
+        })
+    }
+
     /// Starts the process again after [`TestServer::kill`], on the same data
     /// directory.
     pub fn restart(&mut self) -> Result<()> {

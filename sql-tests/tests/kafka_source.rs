@@ -13,7 +13,9 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use runnel_sql_tests::{KafkaBroker, Produced, TestServer, connect, runnel_binary, text_rows};
+use runnel_sql_tests::{
+    KafkaBroker, Produced, TestServer, connect, runnel_binary, text_rows, wait_for_rows as wait_for,
+};
 use tokio_postgres::Client;
 
 /// A bid as produced: its JSON and what the view counts of it.
@@ -74,21 +76,6 @@ fn expected(bids: &[Bid]) -> Vec<Vec<String>> {
         .collect()
 }
 
-/// Waits until `sql` returns `want`; the last rows seen if it does not.
-async fn wait_for(client: &Client, sql: &str, want: &[Vec<String>], wait: Duration) -> Result<()> {
-    let deadline = Instant::now() + wait;
-    loop {
-        let rows = text_rows(client, sql).await?;
-        if rows == want {
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            bail!("{sql}: after {wait:?} got {rows:?}, want {want:?}");
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
 fn source_sql(name: &str, broker: &KafkaBroker, topic: &str, extra: &str) -> String {
     format!(
         "CREATE SOURCE {name} (id bigint, item varchar, price bigint)
@@ -128,13 +115,8 @@ async fn every_partition_is_read_exactly_once_across_kills() -> Result<()> {
     for round in 0..2 {
         let more = bids(all.len(), 500, 3);
         let first_id = all.len();
-        let producing = std::thread::scope(|scope| -> Result<()> {
-            let handle = scope.spawn(|| produce(&broker, "bids", first_id, &more));
-            std::thread::sleep(Duration::from_millis(300 + 400 * round));
-            server.kill_and_restart()?;
-            handle
-                .join()
-                .map_err(|_| anyhow::anyhow!("producer thread panicked"))?
+        let producing = server.kill_during(Duration::from_millis(300 + 400 * round), || {
+            produce(&broker, "bids", first_id, &more)
         });
         producing.context("producing while killing")?;
         all.extend(more);
@@ -277,7 +259,35 @@ async fn bad_definitions_are_errors_that_say_what_to_change() -> Result<()> {
         ),
     )
     .await?;
+    assert_eq!(code, "42P16", "{message}");
+    assert!(message.contains("PRIMARY KEY"), "{message}");
+    for (definition, what) in [
+        ("FORMAT UPSERT ENCODE CSV", "ENCODE CSV"),
+        ("FORMAT AVRO ENCODE JSON", "FORMAT AVRO"),
+    ] {
+        let (code, message) = error_of(
+            &client,
+            &format!(
+                "CREATE SOURCE s (id bigint PRIMARY KEY) WITH (connector = 'kafka', topic = 'present',
+                   properties.bootstrap.server = '{}') {definition}",
+                broker.bootstrap()
+            ),
+        )
+        .await?;
+        assert_eq!(code, "0A000", "{message}");
+        assert!(message.contains(what), "{message}");
+    }
+    let (code, message) = error_of(
+        &client,
+        &format!(
+            "CREATE SOURCE s (id bigint PRIMARY KEY) WITH (connector = 'kafka', topic = 'present',
+               properties.bootstrap.server = '{}') FORMAT PLAIN ENCODE JSON",
+            broker.bootstrap()
+        ),
+    )
+    .await?;
     assert_eq!(code, "0A000", "{message}");
+    assert!(message.contains("FORMAT UPSERT"), "{message}");
 
     // The session and server are still fine.
     assert_eq!(text_rows(&client, "SELECT 1").await?, [["1"]]);

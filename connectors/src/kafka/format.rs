@@ -1,7 +1,9 @@
 //! Message values into rows: `FORMAT PLAIN ENCODE JSON` (one JSON object
 //! per message, fields matched to columns by name), `ENCODE CSV` (one
 //! record per message, fields in column order) and `ENCODE BYTES` (the
-//! whole value in one `bytea` or `varchar` column).
+//! whole value in one `bytea` or `varchar` column). `FORMAT UPSERT` and
+//! `FORMAT DEBEZIUM` take `ENCODE JSON` only; other formats (AVRO) are
+//! refused as not supported.
 //!
 //! A message that does not decode is skipped and counted, or fails the
 //! source with `format.error-policy = 'fail'`.
@@ -12,6 +14,7 @@ use datafusion::arrow::array::{ArrayRef, BinaryArray, RecordBatch, StringArray};
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::arrow::error::ArrowError;
 
+use super::changelog::Format;
 use crate::options::{ConnectorError, Options};
 
 /// How a message's value is encoded.
@@ -50,15 +53,22 @@ impl ValueDecoder {
     pub(crate) fn from_options(
         options: &mut Options<'_>,
         schema: &SchemaRef,
-    ) -> Result<(Self, ErrorPolicy), ConnectorError> {
-        let format = options.get("format").unwrap_or("plain");
-        if !format.eq_ignore_ascii_case("plain") {
+    ) -> Result<(Self, ErrorPolicy, Format), ConnectorError> {
+        let format_name = options.get("format").unwrap_or("plain");
+        let format = Format::named(format_name).ok_or_else(|| {
+            ConnectorError::Unsupported(format!(
+                "FORMAT {} for a Kafka source (known: PLAIN, UPSERT, DEBEZIUM)",
+                format_name.to_ascii_uppercase()
+            ))
+        })?;
+        let encode = options.get("encode").unwrap_or("json");
+        if format.is_changelog() && !encode.eq_ignore_ascii_case("json") {
             return Err(ConnectorError::Unsupported(format!(
-                "FORMAT {} for a Kafka source (so far: FORMAT PLAIN)",
-                format.to_ascii_uppercase()
+                "FORMAT {} ENCODE {} (a changelog is read as ENCODE JSON)",
+                format_name.to_ascii_uppercase(),
+                encode.to_ascii_uppercase()
             )));
         }
-        let encode = options.get("encode").unwrap_or("json");
         let encoding = match encode.to_ascii_lowercase().as_str() {
             "json" => Encoding::Json,
             "csv" => {
@@ -111,6 +121,7 @@ impl ValueDecoder {
                 encoding,
             },
             policy,
+            format,
         ))
     }
 

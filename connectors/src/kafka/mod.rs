@@ -4,8 +4,12 @@
 //! with every epoch: a restart resumes exactly after the last committed
 //! epoch (exactly once), whatever the consumer group has committed. New
 //! partitions are found every `scan.topic-partition-discovery.interval-ms`
-//! and read from their start, as Flink does.
+//! and read from their start, as Flink does. Under `FORMAT UPSERT` or
+//! `FORMAT DEBEZIUM` the rows are upserts and deletes by the primary key
+//! (see `changelog`), which the engine's Upsert operator turns into
+//! retractions.
 
+mod changelog;
 mod format;
 mod offsets;
 
@@ -19,11 +23,12 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 use runnel_engine::runtime::connector::SourceReader;
-use runnel_engine::{EngineError, EngineResult};
+use runnel_engine::{EngineError, EngineResult, Op, StreamChunk};
 use tracing::{info, warn};
 
 use crate::options::{ConnectorError, Options};
-use format::{ErrorPolicy, ValueDecoder};
+use changelog::{Change, Format};
+use format::{BadMessage, ErrorPolicy, ValueDecoder};
 use offsets::PartitionOffsets;
 pub(crate) use offsets::row_key;
 
@@ -83,6 +88,9 @@ pub(crate) struct KafkaReader {
     columns: Vec<Column>,
     values: ValueDecoder,
     policy: ErrorPolicy,
+    format: Format,
+    /// Whether the message key is a declared column (`INCLUDE key`).
+    key_column: bool,
     startup: Startup,
     /// The next offset of every partition the source reads; a partition
     /// without one starts at its beginning.
@@ -170,7 +178,8 @@ impl KafkaReader {
                 .project(&value_fields)
                 .map_err(|e| ConnectorError::Unsupported(e.to_string()))?,
         );
-        let (values, policy) = ValueDecoder::from_options(options, &value_schema)?;
+        let (values, policy, format) = ValueDecoder::from_options(options, &value_schema)?;
+        let key_column = columns.contains(&Column::Metadata(Metadata::Key));
 
         let mut config = ClientConfig::new();
         config
@@ -198,6 +207,8 @@ impl KafkaReader {
             columns,
             values,
             policy,
+            format,
+            key_column,
             startup,
             offsets: PartitionOffsets::default(),
             assigned: vec![],
@@ -345,6 +356,81 @@ impl KafkaReader {
         Ok(Offset::Offset(offset))
     }
 
+    /// The changes `taken` holds, in the source's schema. Of a message
+    /// with a part that does not decode, nothing is kept.
+    fn rows_of(&mut self, taken: &[Taken]) -> EngineResult<StreamChunk> {
+        let messages: Vec<changelog::Message<'_>> = taken
+            .iter()
+            .map(|t| changelog::Message {
+                key: t.key.as_deref(),
+                value: t.value.as_deref(),
+            })
+            .collect();
+        let (changes, mut bad) = changelog::changes(self.format, &messages, self.key_column);
+        let encoded: Vec<&[u8]> = changes.iter().map(|c| c.row.as_ref()).collect();
+        let (rows, undecoded) = self.values.decode(&encoded);
+        let mut decoded = vec![true; changes.len()];
+        for b in undecoded {
+            decoded[b.index] = false;
+            bad.push(BadMessage {
+                index: changes[b.index].message,
+                reason: b.reason,
+            });
+        }
+        bad.sort_by_key(|b| b.index);
+        bad.dedup_by_key(|b| b.index);
+        if let Some(first) = bad.first() {
+            let at = &taken[first.index];
+            if self.policy == ErrorPolicy::Fail {
+                return Err(EngineError::Internal(format!(
+                    "kafka source, topic '{}' partition {} offset {}: the message does not decode ({}); \
+                     set format.error-policy = 'skip' to skip such messages",
+                    self.topic, at.partition, at.offset, first.reason
+                )));
+            }
+            for b in &bad {
+                let (partition, offset) = (taken[b.index].partition, taken[b.index].offset);
+                self.log_skipped(partition, offset, &b.reason);
+            }
+        }
+        // The decoded rows, less those of a message with a bad part.
+        let mut keep = Vec::with_capacity(rows.num_rows());
+        let mut kept: Vec<&Change<'_>> = Vec::with_capacity(rows.num_rows());
+        for (change, _) in changes.iter().zip(&decoded).filter(|(_, d)| **d) {
+            let good = bad
+                .binary_search_by_key(&change.message, |b| b.index)
+                .is_err();
+            keep.push(good);
+            if good {
+                kept.push(change);
+            }
+        }
+        let rows = datafusion::arrow::compute::filter_record_batch(
+            &rows,
+            &datafusion::arrow::array::BooleanArray::from(keep),
+        )?;
+        let of_kept: Vec<&Taken> = kept.iter().map(|c| &taken[c.message]).collect();
+        let mut columns: Vec<ArrayRef> = Vec::with_capacity(self.schema.fields().len());
+        for (i, column) in self.columns.iter().enumerate() {
+            columns.push(match column {
+                Column::Value(v) => Arc::clone(rows.column(*v)),
+                Column::Metadata(what) => metadata_column(*what, &of_kept, self.schema.field(i))?,
+            });
+        }
+        let keys = of_kept
+            .iter()
+            .map(|t| row_key(t.partition, t.offset))
+            .collect::<EngineResult<Vec<i64>>>()?;
+        columns.push(Arc::new(Int64Array::from(keys)));
+        let batch = RecordBatch::try_new(Arc::clone(&self.schema), columns)?;
+        if self.format.is_changelog() {
+            let ops: Vec<Op> = kept.iter().map(|c| c.op).collect();
+            StreamChunk::new(batch, &ops)
+        } else {
+            Ok(StreamChunk::inserts(batch))
+        }
+    }
+
     fn log_skipped(&mut self, partition: i32, offset: i64, reason: &str) {
         self.skipped += 1;
         let now = Instant::now();
@@ -369,7 +455,8 @@ struct Taken {
     key: Option<Vec<u8>>,
     /// Milliseconds since 1970, if the message has a time.
     timestamp: Option<i64>,
-    value: Vec<u8>,
+    /// None for a tombstone.
+    value: Option<Vec<u8>>,
 }
 
 /// The column of metadata `what` for `messages`, in the type of `field`.
@@ -409,7 +496,7 @@ impl SourceReader for KafkaReader {
         Ok(())
     }
 
-    fn read(&mut self, max_rows: usize) -> EngineResult<Option<RecordBatch>> {
+    fn read(&mut self, max_rows: usize) -> EngineResult<Option<StreamChunk>> {
         self.discover();
         let mut taken: Vec<Taken> = vec![];
         while taken.len() < max_rows {
@@ -438,63 +525,22 @@ impl SourceReader for KafkaReader {
                         continue;
                     }
                     self.offsets.set_next(partition, offset + 1);
-                    // A message without a value (a tombstone) holds no row.
-                    if let Some(value) = message.payload() {
-                        taken.push(Taken {
-                            partition,
-                            offset,
-                            key: message.key().map(<[u8]>::to_vec),
-                            timestamp: message.timestamp().to_millis(),
-                            value: value.to_vec(),
-                        });
-                    }
+                    taken.push(Taken {
+                        partition,
+                        offset,
+                        key: message.key().map(<[u8]>::to_vec),
+                        timestamp: message.timestamp().to_millis(),
+                        value: message.payload().map(<[u8]>::to_vec),
+                    });
                 }
             }
         }
         if taken.is_empty() {
-            return Ok(Some(RecordBatch::new_empty(Arc::clone(&self.schema))));
+            return Ok(Some(StreamChunk::inserts(RecordBatch::new_empty(
+                Arc::clone(&self.schema),
+            ))));
         }
-        let values: Vec<&[u8]> = taken.iter().map(|t| t.value.as_slice()).collect();
-        let (rows, bad) = self.values.decode(&values);
-        if let Some(first) = bad.first() {
-            let at = &taken[first.index];
-            if self.policy == ErrorPolicy::Fail {
-                return Err(EngineError::Internal(format!(
-                    "kafka source, topic '{}' partition {} offset {}: the message does not decode ({}); \
-                     set format.error-policy = 'skip' to skip such messages",
-                    self.topic, at.partition, at.offset, first.reason
-                )));
-            }
-            for b in &bad {
-                let (partition, offset) = (taken[b.index].partition, taken[b.index].offset);
-                self.log_skipped(partition, offset, &b.reason);
-            }
-        }
-        let mut bad_at = bad.iter().map(|b| b.index).peekable();
-        let mut kept: Vec<&Taken> = Vec::with_capacity(rows.num_rows());
-        for (index, t) in taken.iter().enumerate() {
-            if bad_at.peek() == Some(&index) {
-                bad_at.next();
-                continue;
-            }
-            kept.push(t);
-        }
-        let mut columns: Vec<ArrayRef> = Vec::with_capacity(self.schema.fields().len());
-        for (i, column) in self.columns.iter().enumerate() {
-            columns.push(match column {
-                Column::Value(v) => Arc::clone(rows.column(*v)),
-                Column::Metadata(what) => metadata_column(*what, &kept, self.schema.field(i))?,
-            });
-        }
-        let keys = kept
-            .iter()
-            .map(|t| row_key(t.partition, t.offset))
-            .collect::<EngineResult<Vec<i64>>>()?;
-        columns.push(Arc::new(Int64Array::from(keys)));
-        Ok(Some(RecordBatch::try_new(
-            Arc::clone(&self.schema),
-            columns,
-        )?))
+        self.rows_of(&taken).map(Some)
     }
 
     fn position(&self) -> EngineResult<Vec<u8>> {

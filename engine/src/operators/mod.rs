@@ -9,6 +9,7 @@ mod session_agg;
 mod top_n;
 mod union;
 mod unnest;
+mod upsert;
 mod watermark;
 mod window_state;
 
@@ -21,6 +22,7 @@ pub use session_agg::{SessionAggOperator, SessionSetup, nanos_per_unit};
 pub use top_n::{TopNOperator, TopNWindowSetup};
 pub use union::UnionOperator;
 pub use unnest::UnnestOperator;
+pub use upsert::UpsertOperator;
 pub use watermark::WatermarkOperator;
 
 #[cfg(test)]

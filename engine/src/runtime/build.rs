@@ -22,7 +22,7 @@ use crate::operator::StreamOperator;
 use crate::operators::{
     FilterOperator, HashAggOperator, HashJoinOperator, MaterializeOperator, ProjectOperator,
     SessionAggOperator, SessionSetup, TopNOperator, TopNWindowSetup, UnionOperator, UnnestOperator,
-    WatermarkOperator, WindowSetup,
+    UpsertOperator, WatermarkOperator, WindowSetup,
 };
 use crate::{EngineError, EngineResult, Epoch};
 
@@ -359,6 +359,16 @@ fn build_operator(
             lists.clone(),
             options.clone(),
             Arc::clone(schema),
+        )),
+        OperatorSpec::Upsert {
+            key,
+            schema,
+            state_id,
+        } => Box::new(UpsertOperator::new(
+            key.clone(),
+            Arc::clone(schema),
+            store.clone(),
+            *state_id,
         )),
         OperatorSpec::Watermark {
             column,

@@ -29,8 +29,11 @@ pub trait SourceReader: Send + Sync + 'static {
 
     /// At most `max_rows` rows in the source's schema (declared columns
     /// then the row key); None at the end of input (the source has no more
-    /// rows and never will); an empty batch when none is there yet.
-    fn read(&mut self, max_rows: usize) -> EngineResult<Option<RecordBatch>>;
+    /// rows and never will); an empty chunk when none is there yet. Inserts
+    /// for an append-only source; a changelog source (upserts and deletes
+    /// by primary key) sends Insert for an upsert and Delete, of which only
+    /// the key columns count, for a delete.
+    fn read(&mut self, max_rows: usize) -> EngineResult<Option<StreamChunk>>;
 
     /// Where reading continues after the rows returned so far.
     fn position(&self) -> EngineResult<Vec<u8>>;
@@ -98,7 +101,7 @@ impl SourceReader for NumberedRows {
         Ok(())
     }
 
-    fn read(&mut self, max_rows: usize) -> EngineResult<Option<RecordBatch>> {
+    fn read(&mut self, max_rows: usize) -> EngineResult<Option<StreamChunk>> {
         let from = self.next;
         let Some(batch) = self.generator.generate(from, max_rows)? else {
             return Ok(None);
@@ -109,10 +112,10 @@ impl SourceReader for NumberedRows {
             (from..from + rows as u64).map(|p| p as i64),
         )));
         self.next += rows as u64;
-        Ok(Some(RecordBatch::try_new(
+        Ok(Some(StreamChunk::inserts(RecordBatch::try_new(
             Arc::clone(&self.schema),
             columns,
-        )?))
+        )?)))
     }
 
     fn position(&self) -> EngineResult<Vec<u8>> {
@@ -277,10 +280,10 @@ impl ConnectorSource {
                 }
                 continue;
             }
-            let batch = self.reader.read(allowed.min(BATCH_ROWS))?;
-            match batch {
+            let chunk = self.reader.read(allowed.min(BATCH_ROWS))?;
+            match chunk {
                 // Nothing yet (a socket): look again shortly.
-                Some(batch) if batch.num_rows() == 0 => {
+                Some(chunk) if chunk.num_rows() == 0 => {
                     tokio::select! {
                         barrier = self.barriers.recv() => match barrier {
                             Some(barrier) => self.barrier(barrier).await?,
@@ -289,12 +292,11 @@ impl ConnectorSource {
                         _ = tokio::time::sleep(Duration::from_millis(10)) => {}
                     }
                 }
-                Some(batch) => {
-                    rows_read += batch.num_rows() as u64;
+                Some(chunk) => {
+                    rows_read += chunk.num_rows() as u64;
                     self.progress
                         .store(rows_read, std::sync::atomic::Ordering::Relaxed);
-                    self.send(Message::Chunk(StreamChunk::inserts(batch)))
-                        .await?;
+                    self.send(Message::Chunk(chunk)).await?;
                     self.emitted_in_epoch = true;
                 }
                 _ => {

@@ -51,6 +51,9 @@ pub struct StreamInput {
     pub key: Vec<usize>,
     /// `WATERMARK FOR column AS expr`, if declared.
     pub watermark: Option<SourceWatermark>,
+    /// A changelog source (`FORMAT UPSERT | DEBEZIUM`): it sends upserts
+    /// and deletes by `key`, which an Upsert operator turns into changes.
+    pub upsert: bool,
 }
 
 /// A declared watermark, planned over the input's stored columns.
@@ -378,7 +381,7 @@ impl Planner<'_> {
                 state_id,
                 is_table: input.is_table,
                 connector: input.connector.clone(),
-                insert_only: input.connector.is_some()
+                insert_only: (input.connector.is_some() && !input.upsert)
                     || (input.is_table && input.watermark.is_some()),
             })],
             operators: vec![],
@@ -387,6 +390,14 @@ impl Planner<'_> {
             key: input.key.clone(),
             watermarks: vec![],
         };
+        if input.upsert {
+            let state_id = self.state_ids(1);
+            node.operators.push(OperatorSpec::Upsert {
+                key: input.key.clone(),
+                schema: Arc::clone(&stored),
+                state_id,
+            });
+        }
         // The watermark sees every row the source emits, before filters.
         if let Some(watermark) = &input.watermark {
             let state_id = self.state_ids(1);

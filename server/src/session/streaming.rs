@@ -7,6 +7,7 @@ use std::sync::Arc;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::sql::sqlparser::ast::{CreateView, Statement};
 use runnel_engine::runtime::{JobSpec, JobState};
+use runnel_planner::PlanError;
 use runnel_planner::catalog::{ColumnDef, MaterializedDef, RelationName, ViewDef, WatermarkDef};
 use runnel_planner::parser::WatermarkClause;
 use runnel_planner::stream::PlannedView;
@@ -80,9 +81,26 @@ impl Session {
             return Err(ServerError::DuplicateTable(name.name));
         }
         let def = runnel_planner::ddl::table_def_from_create(create, 0, name.clone())?;
-        if !def.primary_key.is_empty() {
+        let changelog = crate::streaming::is_changelog_source(options);
+        if changelog && def.primary_key.is_empty() {
+            return Err(ServerError::Plan(PlanError::InvalidDefinition(format!(
+                "source {name}: FORMAT {} needs a PRIMARY KEY: the columns that identify a row \
+                 (for Debezium, the key of the captured table)",
+                options
+                    .get("format")
+                    .map(|f| f.to_ascii_uppercase())
+                    .unwrap_or_default()
+            ))));
+        }
+        // Other formats are for the connector to accept or refuse.
+        let plain = options
+            .get("format")
+            .is_none_or(|f| f.eq_ignore_ascii_case("plain"));
+        if plain && !def.primary_key.is_empty() {
             return Err(ServerError::NotSupported(
-                "a PRIMARY KEY on a source (a source only appends rows)".into(),
+                "a PRIMARY KEY on a FORMAT PLAIN source (it only appends rows; \
+                 use FORMAT UPSERT or FORMAT DEBEZIUM for a changelog keyed by it)"
+                    .into(),
             ));
         }
         if def.columns.iter().any(|c| c.default.is_some()) {
