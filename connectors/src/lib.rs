@@ -18,6 +18,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use datafusion::arrow::datatypes::SchemaRef;
+use runnel_engine::runtime::SinkWriter;
 use runnel_engine::runtime::connector::{
     ConnectorFactory, NumberedRows, RowGenerator, SourceReader,
 };
@@ -40,6 +41,41 @@ impl Connectors {
     ) -> Result<(), ConnectorError> {
         let keyed = with_row_key(schema).map_err(|e| ConnectorError::Unsupported(e.to_string()))?;
         open(options, &keyed, true).map(|_| ())
+    }
+
+    /// Checks a sink definition (CREATE SINK): its options, and that what
+    /// it writes to is there. `schema` is the written columns, `key` the
+    /// sink's primary key among them (None: append-only).
+    pub fn validate_sink(
+        options: &BTreeMap<String, String>,
+        schema: &SchemaRef,
+        key: Option<&[usize]>,
+    ) -> Result<(), ConnectorError> {
+        open_sink(options, schema, key, true).map(|_| ())
+    }
+}
+
+/// Opens a sink writer; `check` also looks at the outside system.
+fn open_sink(
+    options: &BTreeMap<String, String>,
+    schema: &SchemaRef,
+    key: Option<&[usize]>,
+    check: bool,
+) -> Result<Box<dyn SinkWriter>, ConnectorError> {
+    let mut options = options::Options::new(options);
+    let connector = options.required("connector")?;
+    match connector.to_ascii_lowercase().as_str() {
+        "kafka" => {
+            let writer = kafka::KafkaWriter::new(&mut options, schema, key)?;
+            options.finish_accepting(kafka::SINK_OPTIONS)?;
+            if check {
+                writer.check()?;
+            }
+            Ok(Box::new(writer))
+        }
+        other => Err(ConnectorError::Unsupported(format!(
+            "sink connector '{other}' (known: kafka)"
+        ))),
     }
 }
 
@@ -106,5 +142,14 @@ impl ConnectorFactory for Connectors {
         schema: &SchemaRef,
     ) -> EngineResult<Box<dyn SourceReader>> {
         open(options, schema, false).map_err(|e| EngineError::Internal(e.to_string()))
+    }
+
+    fn open_sink(
+        &self,
+        options: &BTreeMap<String, String>,
+        schema: &SchemaRef,
+        key: Option<&[usize]>,
+    ) -> EngineResult<Box<dyn SinkWriter>> {
+        open_sink(options, schema, key, false).map_err(|e| EngineError::Internal(e.to_string()))
     }
 }

@@ -319,6 +319,25 @@ pub enum OperatorSpec {
         schema: SchemaRef,
         state_id: u64,
     },
+    /// The end of a sink's job: stages each epoch's changes for delivery
+    /// once the epoch (or, with checkpoints, its checkpoint) completes.
+    Sink {
+        /// The sink's id: its staged changes and delivery position.
+        sink_id: u64,
+        sink_name: String,
+        /// The columns that identify a row in what is written (the sink's
+        /// primary key), or None when the input is append-only and rows go
+        /// out as they come.
+        key: Option<Vec<usize>>,
+        /// The input's columns; the first `visible` are written.
+        schema: SchemaRef,
+        visible: usize,
+        /// The `WITH (…)` options, for the connector that writes.
+        options: std::collections::BTreeMap<String, String>,
+        /// Tables `state_id` (the staging position) and `state_id + 1` (the
+        /// last row written per key).
+        state_id: u64,
+    },
 }
 
 impl OperatorSpec {
@@ -336,6 +355,7 @@ impl OperatorSpec {
             OperatorSpec::HashJoin { .. } => "HashJoin",
             OperatorSpec::TopN { .. } => "TopN",
             OperatorSpec::Materialize { .. } => "Materialize",
+            OperatorSpec::Sink { .. } => "Sink",
         }
     }
 
@@ -495,6 +515,19 @@ impl fmt::Display for OperatorSpec {
             OperatorSpec::Materialize {
                 relation_name, key, ..
             } => write!(f, "Materialize: {relation_name}, key=[{}]", list(key)),
+            OperatorSpec::Sink {
+                sink_name,
+                key,
+                options,
+                ..
+            } => {
+                let connector = options.get("connector").map_or("?", String::as_str);
+                write!(f, "Sink: {sink_name} ({connector} connector)")?;
+                match key {
+                    Some(key) => write!(f, ", key=[{}]", list(key)),
+                    None => write!(f, ", append-only"),
+                }
+            }
         }
     }
 }

@@ -145,6 +145,23 @@ impl MaterializedDef {
     }
 }
 
+/// A sink: a query whose changes a job writes to an outside system.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SinkDef {
+    pub id: u64,
+    pub name: RelationName,
+    /// The query, as normalised SQL text.
+    pub sql: String,
+    /// The `WITH (…)` options (with `format` and `encode`).
+    pub options: std::collections::BTreeMap<String, String>,
+    /// The relations the query reads.
+    pub depends_on: Vec<RelationName>,
+    /// The schema unqualified names in the query resolve in.
+    pub search_schema: String,
+    /// Parallelism of the job's stateful fragments.
+    pub parallelism: usize,
+}
+
 impl ViewDef {
     /// True for a materialized view.
     pub fn is_materialized(&self) -> bool {

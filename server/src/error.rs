@@ -23,6 +23,9 @@ pub enum ServerError {
     UndefinedSchema(String),
     #[error("column \"{0}\" does not exist")]
     UndefinedColumn(String),
+    /// An object other than a relation (a sink) that is not there.
+    #[error("{0}")]
+    UndefinedObject(String),
     #[error("relation \"{0}\" already exists")]
     DuplicateTable(String),
     #[error("schema \"{0}\" already exists")]
@@ -98,6 +101,17 @@ pub struct SqlError {
 }
 
 impl ServerError {
+    /// A connector's refusal of the definition of `what` (a source or
+    /// sink): not supported (0A000) or an option to change (22023).
+    pub fn from_connector(what: &str, error: runnel_connectors::ConnectorError) -> Self {
+        match error {
+            runnel_connectors::ConnectorError::Unsupported(feature) => {
+                ServerError::NotSupported(feature)
+            }
+            other => ServerError::InvalidOption(format!("{what}: {other}")),
+        }
+    }
+
     /// The SQLSTATE and message of this error: the one place errors are
     /// classified for clients.
     pub fn to_sql_error(&self) -> SqlError {
@@ -126,6 +140,7 @@ impl ServerError {
             ServerError::UndefinedTable(_) => "42P01",
             ServerError::UndefinedSchema(_) => "3F000",
             ServerError::UndefinedColumn(_) => "42703",
+            ServerError::UndefinedObject(_) => "42704",
             ServerError::DuplicateTable(_) => "42P07",
             ServerError::DuplicateSchema(_) => "42P06",
             ServerError::DuplicateColumn(..) => "42701",

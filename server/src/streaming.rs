@@ -202,6 +202,86 @@ pub fn plan_materialized(
     )?)
 }
 
+/// Plans `plan` (not yet optimized) as the job of `sink` (its query).
+pub fn plan_sink_job(
+    db: &Database,
+    state: &SessionState,
+    plan: &LogicalPlan,
+    sink: &runnel_planner::catalog::SinkDef,
+) -> ServerResult<runnel_planner::stream::PlannedSink> {
+    let (id, name, options, search_schema, parallelism) = (
+        sink.id,
+        &sink.name,
+        &sink.options,
+        sink.search_schema.as_str(),
+        sink.parallelism,
+    );
+    runnel_planner::stream::check_deterministic(plan)?;
+    let optimized = state.optimize(plan)?;
+    let inputs = CatalogInputs {
+        catalog: &db.catalog,
+        default_schema: search_schema,
+        state,
+    };
+    let format = options.get("format").map_or("plain", String::as_str);
+    let primary_key = options.get("primary_key").map(|names| {
+        names
+            .split(',')
+            .map(|n| n.trim().to_string())
+            .filter(|n| !n.is_empty())
+            .collect()
+    });
+    Ok(runnel_planner::stream::plan_sink(
+        &optimized,
+        &inputs,
+        &runnel_planner::stream::SinkOptions {
+            job_id: id,
+            sink_name: name.to_string(),
+            parallelism,
+            emit_on_window_close: false,
+            primary_key,
+            keyed_format: !format.eq_ignore_ascii_case("plain"),
+            connector: options.clone(),
+        },
+    )?)
+}
+
+/// Restarts every sink's job (after the views they read).
+async fn restart_sinks(db: &Database) {
+    for sink in db.catalog.sinks() {
+        match db.runtime.recorded_failure(sink.id) {
+            Ok(Some(error)) => {
+                db.runtime.mark_failed(sink.id, error);
+                continue;
+            }
+            Ok(None) => {}
+            Err(e) => {
+                db.runtime.mark_failed(sink.id, e.to_string());
+                continue;
+            }
+        }
+        let started = async {
+            let state = db.state_in_schema(&sink.search_schema);
+            let plan = state.create_logical_plan(&sink.sql).await?;
+            let planned = plan_sink_job(db, &state, &plan, &sink)?;
+            db.runtime
+                .create_job(JobSpec {
+                    id: sink.id,
+                    graph: planned.graph,
+                })
+                .await?;
+            ServerResult::Ok(())
+        };
+        match started.await {
+            Ok(()) => info!(sink = %sink.name, "sink restarted"),
+            Err(e) => {
+                warn!(sink = %sink.name, error = %e, "sink could not restart");
+                db.runtime.mark_failed(sink.id, e.to_string());
+            }
+        }
+    }
+}
+
 /// Restarts the job of every materialized view, inputs before the views
 /// that read them; a view whose job failed before stays failed.
 pub async fn restart_jobs(db: &Database) -> ServerResult<()> {
@@ -234,6 +314,7 @@ pub async fn restart_jobs(db: &Database) -> ServerResult<()> {
             db.runtime.mark_failed(view.id, e.to_string());
         }
     }
+    restart_sinks(db).await;
     db.runtime.resume()?;
     Ok(())
 }

@@ -4,14 +4,17 @@ librdkafka): makes topics and produces messages the tests describe.
 
   kafka_client.py BOOTSTRAP create-topic TOPIC PARTITIONS
   kafka_client.py BOOTSTRAP produce TOPIC < messages
+  kafka_client.py BOOTSTRAP consume TOPIC > messages
 
 Each line of `messages` is a JSON array [partition, key, value]: key and
-value strings or null (a null value is a tombstone).
+value strings or null (a null value is a tombstone). `consume` reads every
+partition from its start to its end as a read_committed consumer.
+
 """
 import json
 import sys
 
-from confluent_kafka import KafkaException, Producer
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 
@@ -57,12 +60,58 @@ def produce(bootstrap, topic):
     print(count)
 
 
+def consume(bootstrap, topic):
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": "runnel-tests",
+            "enable.auto.commit": False,
+            "isolation.level": "read_committed",
+        }
+    )
+    metadata = consumer.list_topics(topic, timeout=30)
+    partitions = sorted(metadata.topics[topic].partitions)
+    ends = {}
+    assignment = []
+    for partition in partitions:
+        low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=30)
+        if high > low:
+            ends[partition] = high
+            assignment.append(TopicPartition(topic, partition, low))
+    consumer.assign(assignment)
+    out = []
+    while ends:
+        message = consumer.poll(5)
+        if message is None:
+            # Only transaction markers may be left before the end.
+            for tp in consumer.position([TopicPartition(topic, p) for p in list(ends)]):
+                if tp.offset >= ends.get(tp.partition, 0):
+                    ends.pop(tp.partition, None)
+            continue
+        if message.error():
+            raise KafkaException(message.error())
+        key = message.key()
+        value = message.value()
+        out.append([
+            message.partition(),
+            None if key is None else key.decode(),
+            None if value is None else value.decode(),
+        ])
+        if message.offset() + 1 >= ends.get(message.partition(), 0):
+            ends.pop(message.partition(), None)
+    consumer.close()
+    for line in out:
+        print(json.dumps(line))
+
+
 def main():
     bootstrap, command, *args = sys.argv[1:]
     if command == "create-topic":
         create_topic(bootstrap, *args)
     elif command == "produce":
         produce(bootstrap, *args)
+    elif command == "consume":
+        consume(bootstrap, *args)
     else:
         sys.exit(f"unknown command {command}")
 

@@ -22,6 +22,9 @@ pub struct KafkaBroker {
 /// One message to produce: partition, key, value (None: a tombstone).
 pub type Produced<'a> = (i32, Option<&'a str>, Option<&'a str>);
 
+/// A message as read back: partition, key, value (None: a tombstone).
+pub type Consumed = (i32, Option<String>, Option<String>);
+
 /// `$RUNNEL_TANSU`, else `tansu` in cargo's bin directory, else on PATH.
 fn tansu_binary() -> Result<PathBuf> {
     if let Ok(path) = std::env::var("RUNNEL_TANSU") {
@@ -114,6 +117,17 @@ impl KafkaBroker {
             input.push('\n');
         }
         self.client(&["produce", topic], &input).map(|_| ())
+    }
+
+    /// Every message of `topic`, each partition from its start to its end,
+    /// as a read_committed consumer sees them: (partition, key, value).
+    pub fn consume(&self, topic: &str) -> Result<Vec<Consumed>> {
+        let output = self.client(&["consume", topic], "")?;
+        output
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|line| serde_json::from_str(line).with_context(|| format!("consumed line {line}")))
+            .collect()
     }
 
     fn client(&self, args: &[&str], input: &str) -> Result<String> {

@@ -14,7 +14,7 @@ mod slt_db;
 mod test_server;
 
 pub use client::{connect, text_rows, wait_for_rows};
-pub use kafka_broker::{KafkaBroker, Produced};
+pub use kafka_broker::{Consumed, KafkaBroker, Produced};
 pub use s3_server::{S3_KEY, S3Server};
 pub use slt_db::{SltDatabase, SltError};
 pub use test_server::{TestServer, runnel_binary};

@@ -10,15 +10,16 @@
 //! retractions.
 
 mod changelog;
+mod client;
 mod format;
 mod offsets;
+mod sink;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use datafusion::arrow::array::{ArrayRef, Int64Array, RecordBatch};
 use datafusion::arrow::datatypes::SchemaRef;
-use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
@@ -28,12 +29,12 @@ use tracing::{info, warn};
 
 use crate::options::{ConnectorError, Options};
 use changelog::{Change, Format};
+use client::{CHECK_TIMEOUT, client_config, refused, topic_partitions};
 use format::{BadMessage, ErrorPolicy, ValueDecoder};
 use offsets::PartitionOffsets;
 pub(crate) use offsets::row_key;
+pub(crate) use sink::{KafkaWriter, SINK_OPTIONS};
 
-/// How long CREATE SOURCE waits for the broker to answer.
-const CHECK_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a running source waits for metadata before it tries later.
 const METADATA_TIMEOUT: Duration = Duration::from_secs(2);
 /// The longest wait between tries while the broker cannot be reached.
@@ -114,17 +115,7 @@ impl KafkaReader {
         schema: &SchemaRef,
     ) -> Result<Self, ConnectorError> {
         let topic = options.required("topic")?.to_string();
-        let servers = match (
-            options.get("properties.bootstrap.server"),
-            options.get("properties.bootstrap.servers"),
-        ) {
-            (Some(s), _) | (None, Some(s)) => s.to_string(),
-            (None, None) => {
-                return Err(ConnectorError::Missing(
-                    "properties.bootstrap.server".into(),
-                ));
-            }
-        };
+        let (mut config, servers) = client_config(options)?;
         let startup = match options
             .get("scan.startup.mode")
             .map(str::to_ascii_lowercase)
@@ -181,24 +172,17 @@ impl KafkaReader {
         let (values, policy, format) = ValueDecoder::from_options(options, &value_schema)?;
         let key_column = columns.contains(&Column::Metadata(Metadata::Key));
 
-        let mut config = ClientConfig::new();
-        config
-            .set("bootstrap.servers", &servers)
-            .set("group.id", format!("runnel-{topic}"))
-            .set("enable.auto.commit", "false")
-            .set("enable.auto.offset.store", "false")
-            .set("auto.offset.reset", "earliest");
-        for (key, value) in options.with_prefix("properties.") {
-            if key == "bootstrap.server" || key == "bootstrap.servers" {
-                continue;
-            }
+        for (key, value) in [
+            ("enable.auto.commit", "false"),
+            ("enable.auto.offset.store", "false"),
+            ("auto.offset.reset", "earliest"),
+        ] {
             config.set(key, value);
         }
-        let consumer: BaseConsumer = config.create().map_err(|e| ConnectorError::BadValue {
-            key: "properties.*".into(),
-            value: servers.clone(),
-            reason: format!("librdkafka refused the configuration: {e}"),
-        })?;
+        if config.get("group.id").is_none() {
+            config.set("group.id", format!("runnel-{topic}"));
+        }
+        let consumer: BaseConsumer = config.create().map_err(|e| refused(&servers, e))?;
         let reader = Self {
             topic,
             servers,
@@ -234,23 +218,7 @@ impl KafkaReader {
 
     /// The topic's partitions, as the broker knows them now.
     fn partitions(&self, timeout: Duration) -> Result<Vec<i32>, String> {
-        let metadata = self
-            .consumer
-            .fetch_metadata(Some(&self.topic), timeout)
-            .map_err(|e| format!("cannot reach the Kafka broker: {e}"))?;
-        let Some(topic) = metadata.topics().iter().find(|t| t.name() == self.topic) else {
-            return Err(format!("the broker does not list topic '{}'", self.topic));
-        };
-        if let Some(error) = topic.error() {
-            return Err(format!(
-                "topic '{}': {:?} (does the topic exist?)",
-                self.topic,
-                rdkafka::types::RDKafkaErrorCode::from(error)
-            ));
-        }
-        let mut ids: Vec<i32> = topic.partitions().iter().map(|p| p.id()).collect();
-        ids.sort_unstable();
-        Ok(ids)
+        topic_partitions(self.consumer.client(), &self.topic, timeout)
     }
 
     /// Looks up the topic's partitions when due and assigns new ones.

@@ -8,17 +8,13 @@
 //! names. The log gets, per changed key, the delete of the committed row and
 //! the insert of the new one, in that order.
 
-use std::collections::BTreeMap;
-use std::collections::btree_map::Entry;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use datafusion::arrow::array::ArrayRef;
-use runnel_storage::epoch_buffer::ENTRY_OVERHEAD;
-use runnel_storage::key_codec::encode_nullable_key;
-use runnel_storage::row_codec::encode_row;
 use runnel_storage::scalar_codec::{decode_scalars, encode_scalars};
-use runnel_storage::{BufferCharge, StateTable, Store};
+use runnel_storage::{StateTable, Store};
+
+use super::keyed_changes::KeyedChanges;
 
 use crate::log::ChangeLog;
 use crate::operator::{Output, StreamOperator};
@@ -34,9 +30,7 @@ pub struct MaterializeOperator {
     schema: datafusion::arrow::datatypes::SchemaRef,
     store: Store,
     /// Row key → new row value (None: deleted) of the running epoch.
-    changes: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
-    /// The changes' share of the store's epoch buffer.
-    charge: BufferCharge,
+    changes: KeyedChanges,
     log: Arc<ChangeLog>,
     state: StateTable,
 }
@@ -57,8 +51,7 @@ impl MaterializeOperator {
             table_id,
             key,
             schema,
-            changes: BTreeMap::new(),
-            charge: BufferCharge::new(Arc::clone(store.epoch_buffer())),
+            changes: KeyedChanges::new(&store),
             log,
             state: StateTable::new(store.clone(), state_id),
             store,
@@ -71,7 +64,7 @@ impl MaterializeOperator {
         let table = self.store.table(self.table_id);
         let mut decoder = runnel_storage::row_codec::RowDecoder::new(&self.schema, None)?;
         let mut ops = vec![];
-        for (key, new) in &self.changes {
+        for (key, new) in self.changes.pending() {
             let old = table.get(key)?;
             if &old == new {
                 continue;
@@ -89,25 +82,6 @@ impl MaterializeOperator {
             return Ok(None);
         }
         Ok(Some(StreamChunk::new(decoder.finish()?, &ops)?))
-    }
-
-    /// Records the epoch's newest version of the row at `key`.
-    fn change(&mut self, key: Vec<u8>, value: Option<Vec<u8>>) {
-        let cost = |key: &[u8], value: &Option<Vec<u8>>| {
-            key.len() + value.as_ref().map_or(0, Vec::len) + ENTRY_OVERHEAD
-        };
-        match self.changes.entry(key) {
-            Entry::Occupied(mut entry) => {
-                self.charge.add(cost(entry.key(), &value));
-                let old = cost(entry.key(), entry.get());
-                entry.insert(value);
-                self.charge.sub(old);
-            }
-            Entry::Vacant(entry) => {
-                self.charge.add(cost(entry.key(), &value));
-                entry.insert(value);
-            }
-        }
     }
 
     /// Where the view's change log continues after a restart: the position
@@ -142,25 +116,7 @@ impl StreamOperator for MaterializeOperator {
         chunk: StreamChunk,
         _out: &mut Output,
     ) -> EngineResult<()> {
-        let batch = chunk.data();
-        let key_columns: Vec<&ArrayRef> = self.key.iter().map(|&i| batch.column(i)).collect();
-        for row in 0..batch.num_rows() {
-            let mut key = vec![];
-            encode_nullable_key(&key_columns, row, &mut key)?;
-            let mut value = vec![];
-            encode_row(batch.columns(), row, &mut value)?;
-            if chunk.op(row)?.sign() > 0 {
-                self.change(key, Some(value));
-            } else {
-                match self.changes.get(&key) {
-                    // A newer version arrived first: this delete is of
-                    // the version it replaced.
-                    Some(Some(pending)) if *pending != value => {}
-                    _ => self.change(key, None),
-                }
-            }
-        }
-        Ok(())
+        self.changes.add(&chunk, &self.key)
     }
 
     async fn on_barrier(&mut self, barrier: &Barrier, out: &mut Output) -> EngineResult<()> {
@@ -170,8 +126,7 @@ impl StreamOperator for MaterializeOperator {
             self.log.appender().append(chunk);
         }
         let writes = out.writes();
-        self.charge.clear();
-        for (key, value) in std::mem::take(&mut self.changes) {
+        for (key, value) in self.changes.take() {
             match value {
                 Some(value) => writes.put_row(self.table_id, &key, &value),
                 None => writes.delete_row(self.table_id, &key),

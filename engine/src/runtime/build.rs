@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use runnel_storage::{StateTable, Store};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use super::JobSpec;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -13,16 +13,17 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use super::connector::{ConnectorFactory, ConnectorSource, stored_reader_position};
 use super::exchange::{Dispatcher, InputReceiver, InputSender, channel, subtask_of};
 use super::logs::LogRegistry;
-use super::manager::{Report, RunningJob};
+use super::manager::{JobStates, Report, RunningJob};
 use super::metrics::JobMetrics;
+use super::sink::Delivery;
 use super::source::{LogSource, start_backfill, stored_position};
 use super::task::Task;
 use crate::graph::{FragmentInput, FragmentOutput, OperatorSpec, SourceSpec};
 use crate::operator::StreamOperator;
 use crate::operators::{
     FilterOperator, HashAggOperator, HashJoinOperator, MaterializeOperator, ProjectOperator,
-    SessionAggOperator, SessionSetup, TopNOperator, TopNWindowSetup, UnionOperator, UnnestOperator,
-    UpsertOperator, WatermarkOperator, WindowSetup,
+    SessionAggOperator, SessionSetup, SinkOperator, TopNOperator, TopNWindowSetup, UnionOperator,
+    UnnestOperator, UpsertOperator, WatermarkOperator, WindowSetup,
 };
 use crate::{EngineError, EngineResult, Epoch};
 
@@ -90,12 +91,14 @@ pub(crate) struct BuildContext {
     pub metrics: Arc<JobMetrics>,
     pub idle_timeout: Option<std::time::Duration>,
     pub reports: mpsc::UnboundedSender<Report>,
+    pub states: JobStates,
 }
 
 pub(crate) async fn build_job(
     spec: JobSpec,
     context: BuildContext,
     committed: Epoch,
+    publishable: Epoch,
 ) -> EngineResult<RunningJob> {
     let BuildContext {
         store,
@@ -105,6 +108,7 @@ pub(crate) async fn build_job(
         metrics,
         idle_timeout,
         reports,
+        states,
     } = context;
     let graph = &spec.graph;
     // Per fragment, per subtask, per input (upstream subtask of a port):
@@ -144,6 +148,7 @@ pub(crate) async fn build_job(
     let mut barriers = vec![];
     let mut reads = vec![];
     let mut writes_log = None;
+    let mut publish = None;
     let mut reporters = 0;
     for fragment in &graph.fragments {
         for (port, input) in fragment.inputs.iter().enumerate() {
@@ -211,6 +216,39 @@ pub(crate) async fn build_job(
                 if let OperatorSpec::Materialize { table_id, .. } = op {
                     writes_log = Some(*table_id);
                 }
+                if let OperatorSpec::Sink {
+                    sink_id,
+                    schema,
+                    visible,
+                    key,
+                    options,
+                    ..
+                } = op
+                {
+                    if fragment.parallelism != 1 || publish.is_some() {
+                        return Err(EngineError::Internal(
+                            "a sink runs as one subtask of one fragment".into(),
+                        ));
+                    }
+                    let written = Arc::new(schema.project(&(0..*visible).collect::<Vec<_>>())?);
+                    let writer = connectors.open_sink(options, &written, key.as_deref())?;
+                    let (tx, rx) = watch::channel(publishable);
+                    publish = Some(tx);
+                    handles.push(tokio::spawn(
+                        Delivery {
+                            job: spec.id,
+                            sink_id: *sink_id,
+                            schema: Arc::clone(schema),
+                            visible: *visible,
+                            store: store.clone(),
+                            writer,
+                            publishable: rx,
+                            states: Arc::clone(&states),
+                            reports: reports.clone(),
+                        }
+                        .run(),
+                    ));
+                }
                 let place = Placement {
                     subtask,
                     parallelism: fragment.parallelism,
@@ -264,6 +302,7 @@ pub(crate) async fn build_job(
         handles,
         reads,
         writes_log,
+        publish,
     })
 }
 
@@ -469,6 +508,17 @@ fn build_operator(
             keys.clone(),
             place.idle_timeout,
         )),
+        OperatorSpec::Sink {
+            sink_id,
+            key,
+            state_id,
+            ..
+        } => Box::new(SinkOperator::new(
+            *sink_id,
+            key.clone(),
+            store.clone(),
+            *state_id,
+        )?),
         OperatorSpec::Materialize {
             table_id,
             relation_name,

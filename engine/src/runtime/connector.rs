@@ -142,6 +142,22 @@ pub trait ConnectorFactory: Send + Sync + 'static {
         options: &BTreeMap<String, String>,
         schema: &SchemaRef,
     ) -> EngineResult<Box<dyn SourceReader>>;
+
+    /// Opens a writer for a sink with `options` writing rows of `schema`,
+    /// identified by the `key` columns (None: an append-only sink). Does
+    /// not need the outside system to answer yet.
+    fn open_sink(
+        &self,
+        options: &BTreeMap<String, String>,
+        schema: &SchemaRef,
+        key: Option<&[usize]>,
+    ) -> EngineResult<Box<dyn super::SinkWriter>> {
+        let _ = (schema, key);
+        Err(EngineError::Internal(format!(
+            "no sink connector {:?} in this build",
+            options.get("connector")
+        )))
+    }
 }
 
 /// A factory that knows no connector (tests of tables only).

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 use runnel_storage::{Store, WriteSet};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tracing::{debug, warn};
 
@@ -49,11 +49,14 @@ pub(crate) struct RunningJob {
     /// Relations whose change logs the job reads, and its own view's log.
     pub reads: Vec<u64>,
     pub writes_log: Option<u64>,
+    /// A sink's job: where the manager says which epochs it may write out.
+    pub publish: Option<watch::Sender<Epoch>>,
 }
 
-/// Builds a job between two epochs, given the last committed epoch.
+/// Builds a job between two epochs, given the last committed epoch and the
+/// newest its sinks may write out.
 pub(crate) type JobBuilder =
-    Box<dyn FnOnce(Epoch) -> BoxFuture<'static, EngineResult<RunningJob>> + Send>;
+    Box<dyn FnOnce(Epoch, Epoch) -> BoxFuture<'static, EngineResult<RunningJob>> + Send>;
 
 pub(crate) enum Command {
     Create {
@@ -81,6 +84,8 @@ pub(crate) enum Command {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum JobState {
     Running,
+    /// Running, but its sink cannot write out now and retries.
+    Retrying(String),
     Failed(String),
 }
 
@@ -241,6 +246,9 @@ impl Manager {
                 if let Some(timer) = self.checkpoints.as_mut() {
                     timer.finished(completed);
                 }
+                if completed {
+                    self.publish(epoch);
+                }
             }
             Command::Report(Report::BufferFull) => {
                 if self.in_flight.is_some() {
@@ -271,7 +279,7 @@ impl Manager {
     }
 
     async fn create(&mut self, build: JobBuilder) -> EngineResult<()> {
-        let job = build(self.committed).await?;
+        let job = build(self.committed, self.publishable()).await?;
         for relation in &job.reads {
             self.logs.add_reader(*relation);
         }
@@ -406,7 +414,35 @@ impl Manager {
         }
         self.committed = epoch;
         debug!(epoch = epoch.0, ops, "epoch committed");
+        if self.checkpoints.is_none() {
+            self.publish(epoch);
+        }
         Ok(())
+    }
+
+    /// Lets sinks write out what they staged up to `epoch`: committed, and
+    /// with checkpoints to object storage, held by a complete checkpoint.
+    fn publish(&self, epoch: Epoch) {
+        for job in self.jobs.values() {
+            if let Some(publish) = &job.publish {
+                publish.send_if_modified(|published| {
+                    let rises = epoch > *published;
+                    if rises {
+                        *published = epoch;
+                    }
+                    rises
+                });
+            }
+        }
+    }
+
+    /// The epoch sinks of a new job may write out up to.
+    pub(crate) fn publishable(&self) -> Epoch {
+        if self.checkpoints.is_none() {
+            self.committed
+        } else {
+            Epoch(0)
+        }
     }
 }
 

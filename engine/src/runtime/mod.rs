@@ -8,6 +8,7 @@ mod exchange;
 mod logs;
 mod manager;
 mod metrics;
+mod sink;
 mod source;
 mod task;
 
@@ -20,6 +21,7 @@ use tokio::sync::{mpsc, oneshot};
 pub use checkpoints::CheckpointSchedule;
 pub use logs::{LogRegistry, table_log_seq_key};
 pub use manager::{JobState, failed_key as failed_job_key};
+pub use sink::{SinkWriteError, SinkWriter};
 
 use crate::graph::StreamGraph;
 use crate::{EngineError, EngineResult, Epoch};
@@ -136,9 +138,11 @@ impl Runtime {
             metrics: self.metrics.job(spec.id),
             idle_timeout: self.options.source_idle_timeout,
             reports: self.report_sender(),
+            states: Arc::clone(&self.states),
         };
-        let build: manager::JobBuilder =
-            Box::new(move |committed: Epoch| Box::pin(build::build_job(spec, context, committed)));
+        let build: manager::JobBuilder = Box::new(move |committed: Epoch, publishable: Epoch| {
+            Box::pin(build::build_job(spec, context, committed, publishable))
+        });
         self.send(Command::Create { build, done })?;
         wait.await
             .map_err(|_| EngineError::Stopped("barrier manager ended".into()))?

@@ -132,11 +132,145 @@ pub fn plan_view(
     catalog: &dyn StreamCatalog,
     options: &ViewOptions,
 ) -> PlanResult<PlannedView> {
-    let (job_id, view_name, parallelism) = (
+    let (mut planner, mut node) = plan_to_single(
+        plan,
+        catalog,
         options.job_id,
-        options.view_name.as_str(),
         options.parallelism,
+        options.emit_on_window_close,
+    )?;
+    let schema = Arc::clone(&node.schema);
+    let key = node.key.clone();
+    let state_id = planner.state_ids(1);
+    node.operators.push(OperatorSpec::Materialize {
+        table_id: options.job_id,
+        relation_name: options.view_name.clone(),
+        key: key.clone(),
+        schema: Arc::clone(&schema),
+        state_id,
+    });
+    let reads = std::mem::take(&mut planner.reads);
+    let graph = planner.finish(node, options.emit_on_window_close)?;
+    Ok(PlannedView {
+        graph,
+        schema,
+        visible_columns: plan.schema().fields().len(),
+        key,
+        reads,
+    })
+}
+
+/// How a sink's job is planned.
+#[derive(Debug, Clone)]
+pub struct SinkOptions {
+    /// The sink's id (and its job's).
+    pub job_id: u64,
+    pub sink_name: String,
+    pub parallelism: usize,
+    pub emit_on_window_close: bool,
+    /// `primary_key = 'a, b'`: the written columns that identify a row.
+    pub primary_key: Option<Vec<String>>,
+    /// Whether the format needs a key (UPSERT, DEBEZIUM) rather than rows
+    /// to append (PLAIN).
+    pub keyed_format: bool,
+    /// The `WITH (…)` options, for the connector.
+    pub connector: std::collections::BTreeMap<String, String>,
+}
+
+/// The planned job of a sink.
+#[derive(Debug, Clone)]
+pub struct PlannedSink {
+    pub graph: StreamGraph,
+    /// The written columns.
+    pub written: SchemaRef,
+    /// The sink's key among the written columns; None: append-only.
+    pub key: Option<Vec<usize>>,
+}
+
+/// Plans a sink writing the rows of `plan`.
+pub fn plan_sink(
+    plan: &LogicalPlan,
+    catalog: &dyn StreamCatalog,
+    options: &SinkOptions,
+) -> PlanResult<PlannedSink> {
+    let visible = plan.schema().fields().len();
+    let (mut planner, mut node) = plan_to_single(
+        plan,
+        catalog,
+        options.job_id,
+        options.parallelism,
+        options.emit_on_window_close,
+    )?;
+    let append_only = planner.node_append_only(&node);
+    let written = Arc::new(
+        node.schema
+            .project(&(0..visible).collect::<Vec<_>>())
+            .map_err(|e| PlanError::InvalidDefinition(e.to_string()))?,
     );
+    let named_key = match &options.primary_key {
+        Some(names) => Some(
+            names
+                .iter()
+                .map(|name| {
+                    written.index_of(name).map_err(|_| {
+                        PlanError::InvalidDefinition(format!(
+                            "primary_key names \"{name}\", which the sink does not write (its columns: {})",
+                            written.fields().iter().map(|f| f.name().as_str()).collect::<Vec<_>>().join(", ")
+                        ))
+                    })
+                })
+                .collect::<PlanResult<Vec<usize>>>()?,
+        ),
+        None => None,
+    };
+    let key = match (options.keyed_format, append_only, named_key) {
+        (false, true, _) => None,
+        (false, false, _) => {
+            return Err(PlanError::NotSupported(format!(
+                "FORMAT PLAIN for sink {}: its query updates and deletes rows, which PLAIN \
+                 cannot say; use FORMAT UPSERT (or DEBEZIUM) ENCODE JSON with primary_key",
+                options.sink_name
+            )));
+        }
+        (true, _, Some(key)) => Some(key),
+        (true, _, None) if !node.key.is_empty() && node.key.iter().all(|&k| k < visible) => {
+            Some(node.key.clone())
+        }
+        (true, _, None) => {
+            return Err(PlanError::InvalidDefinition(format!(
+                "sink {} needs primary_key = 'column, …': the columns that identify a row \
+                 in the topic's keys (the query's own key is not among its columns)",
+                options.sink_name
+            )));
+        }
+    };
+    let state_id = planner.state_ids(2);
+    node.operators.push(OperatorSpec::Sink {
+        sink_id: options.job_id,
+        sink_name: options.sink_name.clone(),
+        key: key.clone(),
+        schema: Arc::clone(&node.schema),
+        visible,
+        options: options.connector.clone(),
+        state_id,
+    });
+    let graph = planner.finish(node, options.emit_on_window_close)?;
+    Ok(PlannedSink {
+        graph,
+        written,
+        key,
+    })
+}
+
+/// Plans `plan` into one node of parallelism 1 holding its rows, ready
+/// for the operator that ends the job.
+fn plan_to_single<'a>(
+    plan: &LogicalPlan,
+    catalog: &'a dyn StreamCatalog,
+    job_id: u64,
+    parallelism: usize,
+    emit_on_window_close: bool,
+) -> PlanResult<(Planner<'a>, Node)> {
     let mut planner = Planner {
         catalog,
         props: ExecutionProps::new(),
@@ -147,44 +281,35 @@ pub fn plan_view(
         parallelism: parallelism.max(1),
         reads: vec![],
         rank_limit: None,
-        emit_on_window_close: options.emit_on_window_close,
+        emit_on_window_close,
         windowed_aggregates: 0,
     };
     let node = planner.plan(plan)?;
     let node = planner.storable(node, plan.schema().fields().len())?;
-    let mut node = if node.parallelism == 1 {
+    let node = if node.parallelism == 1 {
         node
     } else {
         planner.exchange(node, Distribution::Single, 1)
     };
-    let schema = Arc::clone(&node.schema);
-    let key = node.key.clone();
-    let state_id = planner.state_ids(1);
-    node.operators.push(OperatorSpec::Materialize {
-        table_id: job_id,
-        relation_name: view_name.to_string(),
-        key: key.clone(),
-        schema: Arc::clone(&schema),
-        state_id,
-    });
-    planner.close(node, FragmentOutput::Sink);
-    let windowed = planner.windowed_aggregates;
-    let fragments = planner
-        .fragments
-        .into_iter()
-        .collect::<Option<Vec<_>>>()
-        .ok_or_else(|| PlanError::InvalidDefinition("a fragment was left unbuilt".into()))?;
-    let graph = StreamGraph { fragments };
-    if options.emit_on_window_close {
-        check_emit_on_window_close(&graph, windowed)?;
+    Ok((planner, node))
+}
+
+impl Planner<'_> {
+    /// Closes the last node and returns the job's graph.
+    fn finish(mut self, node: Node, emit_on_window_close: bool) -> PlanResult<StreamGraph> {
+        self.close(node, FragmentOutput::Sink);
+        let windowed = self.windowed_aggregates;
+        let fragments = self
+            .fragments
+            .into_iter()
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| PlanError::InvalidDefinition("a fragment was left unbuilt".into()))?;
+        let graph = StreamGraph { fragments };
+        if emit_on_window_close {
+            check_emit_on_window_close(&graph, windowed)?;
+        }
+        Ok(graph)
     }
-    Ok(PlannedView {
-        graph,
-        schema,
-        visible_columns: plan.schema().fields().len(),
-        key,
-        reads: planner.reads,
-    })
 }
 
 /// The stream key after an exchange. Across a hash exchange into several

@@ -255,7 +255,7 @@ impl Planner<'_> {
     }
 
     /// Whether `node`'s rows so far are inserts only.
-    fn node_append_only(&self, node: &Node) -> bool {
+    pub(super) fn node_append_only(&self, node: &Node) -> bool {
         operators_append_only(self.inputs_append_only(&node.inputs), &node.operators)
     }
 

@@ -4,6 +4,7 @@
 
 mod pg_overrides;
 mod provider;
+mod sinks;
 
 pub use pg_overrides::PgGetExpr;
 pub use provider::{DML_PREFIX, ROW_KEY_COLUMN, RunnelCatalogProvider, plan_defaults};
@@ -32,6 +33,7 @@ struct CatalogState {
     schemas: BTreeSet<String>,
     tables: BTreeMap<RelationName, Arc<TableDef>>,
     views: BTreeMap<RelationName, Arc<ViewDef>>,
+    sinks: BTreeMap<RelationName, Arc<runnel_planner::catalog::SinkDef>>,
     next_id: u64,
 }
 
@@ -83,6 +85,11 @@ impl Catalog {
         for (key, value) in store.meta_scan(b"view/")? {
             let def: ViewDef = decode(&String::from_utf8_lossy(&key), &value)?;
             state.views.insert(def.name.clone(), Arc::new(def));
+        }
+        for (key, value) in store.meta_scan(sinks::SINK_PREFIX)? {
+            let def: runnel_planner::catalog::SinkDef =
+                decode(&String::from_utf8_lossy(&key), &value)?;
+            state.sinks.insert(def.name.clone(), Arc::new(def));
         }
         if let Some((_, value)) = store.meta_scan(NEXT_ID)?.into_iter().next() {
             state.next_id = decode("next_id", &value)?;
@@ -220,11 +227,27 @@ impl Catalog {
         Ok(id)
     }
 
+    /// Takes an id for an object to be named `name`, which must be free,
+    /// before the object is built (building plans, which reads the
+    /// catalog, so the lock is not held meanwhile).
+    fn reserve_id(&self, name: &RelationName) -> ServerResult<u64> {
+        let mut state = self.write();
+        self.check_free(&state, name)?;
+        let mut writes = WriteSet::new();
+        let id = self.take_id(&mut state, &mut writes)?;
+        self.store.write(writes)?;
+        state.next_id = id + 1;
+        Ok(id)
+    }
+
     fn check_free(&self, state: &CatalogState, name: &RelationName) -> ServerResult<()> {
         if !state.schemas.contains(&name.schema) {
             return Err(ServerError::UndefinedSchema(name.schema.clone()));
         }
-        if state.tables.contains_key(name) || state.views.contains_key(name) {
+        if state.tables.contains_key(name)
+            || state.views.contains_key(name)
+            || state.sinks.contains_key(name)
+        {
             return Err(ServerError::DuplicateTable(name.name.clone()));
         }
         Ok(())
@@ -258,15 +281,7 @@ impl Catalog {
         name: &RelationName,
         build: impl FnOnce(u64) -> ServerResult<ViewDef>,
     ) -> ServerResult<Arc<ViewDef>> {
-        let id = {
-            let mut state = self.write();
-            self.check_free(&state, name)?;
-            let mut writes = WriteSet::new();
-            let id = self.take_id(&mut state, &mut writes)?;
-            self.store.write(writes)?;
-            state.next_id = id + 1;
-            id
-        };
+        let id = self.reserve_id(name)?;
         let def = Arc::new(build(id)?);
         let mut state = self.write();
         self.check_free(&state, name)?;
@@ -418,6 +433,7 @@ fn doomed_by_drop(
     }
     let mut dependants = BTreeSet::new();
     collect_dependants(state, name, &mut dependants);
+    sinks::check_no_sink_reads(state, name, &dependants)?;
     if !cascade && !dependants.is_empty() {
         return Err(ServerError::DependentObjects {
             what: name.to_string(),

@@ -6,6 +6,7 @@ mod checkpoints;
 mod ddl;
 mod dml;
 mod settings;
+mod sinks;
 mod streaming;
 mod utility;
 
@@ -61,6 +62,18 @@ pub enum StreamingCommand {
     },
     /// `CREATE MATERIALIZED VIEW … EMIT ON WINDOW CLOSE`, or its EXPLAIN.
     EmitOnWindowClose(Box<Statement>),
+    /// `CREATE SINK name FROM relation | AS query WITH (…)`.
+    CreateSink {
+        name: datafusion::sql::sqlparser::ast::ObjectName,
+        if_not_exists: bool,
+        query: Box<datafusion::sql::sqlparser::ast::Query>,
+        options: std::collections::BTreeMap<String, String>,
+    },
+    /// `DROP SINK [IF EXISTS] name`.
+    DropSink {
+        name: datafusion::sql::sqlparser::ast::ObjectName,
+        if_exists: bool,
+    },
     /// `CREATE TABLE … (…, WATERMARK FOR col AS expr)`.
     CreateTable {
         create: Box<Statement>,
@@ -114,6 +127,8 @@ impl Prepared {
             PreparedKind::Streaming(
                 StreamingCommand::Flush
                 | StreamingCommand::CreateSource { .. }
+                | StreamingCommand::CreateSink { .. }
+                | StreamingCommand::DropSink { .. }
                 | StreamingCommand::CreateTable { .. },
             ) => None,
             PreparedKind::Streaming(StreamingCommand::Check(_)) => Some(streaming::check_schema()),
@@ -270,6 +285,18 @@ impl Session {
                 watermark,
             },
             Command::EmitOnWindowClose(statement) => StreamingCommand::EmitOnWindowClose(statement),
+            Command::CreateSink {
+                name,
+                if_not_exists,
+                query,
+                options,
+            } => StreamingCommand::CreateSink {
+                name,
+                if_not_exists,
+                query,
+                options,
+            },
+            Command::DropSink { name, if_exists } => StreamingCommand::DropSink { name, if_exists },
             Command::CreateTableWithWatermark { create, watermark } => {
                 StreamingCommand::CreateTable { create, watermark }
             }
@@ -354,6 +381,15 @@ impl Session {
                 options,
                 watermark,
             }) => self.create_source(create, options, watermark.as_ref()),
+            PreparedKind::Streaming(StreamingCommand::CreateSink {
+                name,
+                if_not_exists,
+                query,
+                options,
+            }) => self.create_sink(name, *if_not_exists, query, options).await,
+            PreparedKind::Streaming(StreamingCommand::DropSink { name, if_exists }) => {
+                self.drop_sink(name, *if_exists).await
+            }
             PreparedKind::Streaming(StreamingCommand::CreateTable { create, watermark }) => {
                 match create.as_ref() {
                     Statement::CreateTable(create) => self.create_table(create, Some(watermark)),

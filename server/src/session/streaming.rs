@@ -117,14 +117,8 @@ impl Session {
         }
         // Validating may ask a broker (Kafka): up to a few seconds on this
         // session's thread when the broker does not answer.
-        runnel_connectors::Connectors::validate(options, &def.arrow_schema()).map_err(
-            |e| match e {
-                runnel_connectors::ConnectorError::Unsupported(what) => {
-                    ServerError::NotSupported(what)
-                }
-                other => ServerError::InvalidOption(format!("source {name}: {other}")),
-            },
-        )?;
+        runnel_connectors::Connectors::validate(options, &def.arrow_schema())
+            .map_err(|e| ServerError::from_connector(&format!("source {name}"), e))?;
         self.db.catalog.create_table(&name, |id| {
             Ok(runnel_planner::catalog::TableDef {
                 id,
@@ -136,7 +130,7 @@ impl Session {
         Ok(StatementResult::command("CREATE SOURCE", None))
     }
 
-    fn parallelism(&self) -> usize {
+    pub(super) fn parallelism(&self) -> usize {
         self.settings
             .value("parallelism")
             .parse::<usize>()
@@ -341,34 +335,42 @@ impl Session {
         rows_result_tagged(views_schema(), vec![schemas, names], "SHOW")
     }
 
+    /// One row per job: every materialized view's and every sink's.
     pub(super) fn show_jobs(&self) -> ServerResult<StatementResult> {
-        let mut views: Vec<_> = self
+        let mut jobs: Vec<(u64, String, usize, String)> = self
             .db
             .catalog
             .views()
             .into_iter()
-            .filter(|v| v.is_materialized())
+            .filter_map(|v| {
+                let m = v.materialized.as_ref()?;
+                Some((v.id, v.name.to_string(), m.parallelism, v.sql.clone()))
+            })
             .collect();
-        views.sort_by_key(|v| v.id);
+        jobs.extend(self.db.catalog.sinks().into_iter().map(|s| {
+            (
+                s.id,
+                s.name.to_string(),
+                s.parallelism,
+                format!("SINK {}", s.sql),
+            )
+        }));
+        jobs.sort_by_key(|(id, ..)| *id);
         let mut columns: Vec<Vec<String>> = vec![vec![]; 7];
-        for view in views {
-            let (status, error) = match self.db.runtime.job_state(view.id) {
+        for (id, name, parallelism, definition) in jobs {
+            let (status, error) = match self.db.runtime.job_state(id) {
                 Some(JobState::Running) => ("running".to_string(), String::new()),
+                Some(JobState::Retrying(e)) => ("retrying".to_string(), e),
                 Some(JobState::Failed(e)) => ("failed".to_string(), e),
                 None => ("stopped".to_string(), String::new()),
             };
-            let parallelism = view
-                .materialized
-                .as_ref()
-                .map(|m| m.parallelism)
-                .unwrap_or(1);
-            columns[0].push(view.id.to_string());
-            columns[1].push(view.name.to_string());
+            columns[0].push(id.to_string());
+            columns[1].push(name);
             columns[2].push(status);
             columns[3].push(parallelism.to_string());
-            columns[4].push(view.sql.clone());
+            columns[4].push(definition);
             columns[5].push(error);
-            columns[6].push(self.db.runtime.late_rows(view.id).to_string());
+            columns[6].push(self.db.runtime.late_rows(id).to_string());
         }
         rows_result_tagged(jobs_schema(), columns, "SHOW")
     }

@@ -7,12 +7,15 @@
 
 use std::sync::LazyLock;
 
-use datafusion::sql::sqlparser::ast::{ObjectName, Statement};
+use datafusion::sql::sqlparser::ast::{ObjectName, Query, Statement};
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::{Parser, ParserError};
 use datafusion_pg_catalog::sql::PostgresCompatibilityParser;
 
 use crate::{PlanError, PlanResult};
+
+mod create_sink;
+mod options;
 
 static COMPATIBILITY: LazyLock<PostgresCompatibilityParser> =
     LazyLock::new(PostgresCompatibilityParser::new);
@@ -115,6 +118,19 @@ pub enum Command {
     /// `CREATE MATERIALIZED VIEW … EMIT ON WINDOW CLOSE` (or an `EXPLAIN`
     /// of one): the statement without the clause.
     EmitOnWindowClose(Box<Statement>),
+    /// `CREATE SINK name FROM relation | AS query WITH (options) [FORMAT …
+    /// ENCODE …]`: `FROM relation` as `SELECT * FROM relation`.
+    CreateSink {
+        name: ObjectName,
+        if_not_exists: bool,
+        query: Box<Query>,
+        options: std::collections::BTreeMap<String, String>,
+    },
+    /// `DROP SINK [IF EXISTS] name`.
+    DropSink {
+        name: ObjectName,
+        if_exists: bool,
+    },
     /// `CREATE TABLE name (columns, WATERMARK FOR col AS expr)`: the
     /// `CREATE TABLE` without the clause.
     CreateTableWithWatermark {
@@ -160,6 +176,23 @@ impl std::fmt::Display for Command {
                 write!(f, "CREATE SOURCE{rest} WITH ({})", options.join(", "))
             }
             Command::EmitOnWindowClose(statement) => write!(f, "{statement} EMIT ON WINDOW CLOSE"),
+            Command::CreateSink {
+                name,
+                query,
+                options,
+                ..
+            } => {
+                let options: Vec<String> = options
+                    .iter()
+                    .map(|(k, v)| format!("{k} = '{v}'"))
+                    .collect();
+                write!(
+                    f,
+                    "CREATE SINK {name} AS {query} WITH ({})",
+                    options.join(", ")
+                )
+            }
+            Command::DropSink { name, .. } => write!(f, "DROP SINK {name}"),
             Command::CreateTableWithWatermark { create, watermark } => {
                 let mut text = create.to_string();
                 if text.ends_with(')') {
@@ -207,6 +240,7 @@ fn split_runnel_commands(sql: &str) -> PlanResult<Option<Vec<Command>>> {
     if !lower.contains("flush")
         && !lower.contains("check")
         && !lower.contains("source")
+        && !lower.contains("sink")
         && !lower.contains("emit")
         && !lower.contains("watermark")
     {
@@ -274,6 +308,12 @@ fn split_runnel_commands(sql: &str) -> PlanResult<Option<Vec<Command>>> {
                 });
             }
             commands.push(Command::EmitOnWindowClose(Box::new(statements.remove(0))));
+        } else if upper.len() >= 2 && upper[0] == "CREATE" && upper[1] == "SINK" {
+            found = true;
+            commands.push(create_sink::create_sink(&text)?);
+        } else if upper.len() >= 2 && upper[0] == "DROP" && upper[1] == "SINK" {
+            found = true;
+            commands.push(create_sink::drop_sink(&text)?);
         } else if upper.len() >= 2 && upper[0] == "DROP" && upper[1] == "SOURCE" {
             // A source is a table with a connector: DROP TABLE drops it.
             found = true;
@@ -509,68 +549,8 @@ fn create_source(text: &str) -> PlanResult<Command> {
     }
     let with_at =
         with_at.ok_or_else(|| syntax("expected WITH (connector = '…', …) after the columns"))?;
-    let mut options = std::collections::BTreeMap::new();
-    let mut i = with_at + 1;
-    while matches!(tokens.get(i), Some(Token::Whitespace(_))) {
-        i += 1;
-    }
-    if tokens.get(i) != Some(&Token::LParen) {
-        return Err(syntax("expected ( after WITH"));
-    }
-    i += 1;
-    let mut key = String::new();
-    let mut value: Option<String> = None;
-    let mut after_equals = false;
-    loop {
-        let Some(token) = tokens.get(i) else {
-            return Err(syntax("unterminated WITH ( … )"));
-        };
-        i += 1;
-        match token {
-            Token::Whitespace(_) => {}
-            Token::Comma | Token::RParen => {
-                let Some(v) = value.take() else {
-                    return Err(syntax("each option is key = 'value'"));
-                };
-                if key.is_empty() {
-                    return Err(syntax("each option is key = 'value'"));
-                }
-                options.insert(key.to_ascii_lowercase(), v);
-                key.clear();
-                after_equals = false;
-                if *token == Token::RParen {
-                    break;
-                }
-            }
-            Token::Eq => after_equals = true,
-            Token::SingleQuotedString(s) if after_equals => value = Some(s.clone()),
-            Token::Number(n, _) if after_equals => value = Some(n.clone()),
-            Token::Word(w) if after_equals => value = Some(w.value.clone()),
-            other if !after_equals => key.push_str(&other.to_string()),
-            other => return Err(syntax(&format!("unexpected {other} in an option value"))),
-        }
-    }
-    // FORMAT … ENCODE … is kept as options for connectors that read it.
-    let rest: Vec<String> = tokens[i..]
-        .iter()
-        .filter(|t| !matches!(t, Token::Whitespace(_) | Token::SemiColon))
-        .map(|t| t.to_string())
-        .collect();
-    match rest.as_slice() {
-        [] => {}
-        [format, f, encode, e]
-            if format.eq_ignore_ascii_case("format") && encode.eq_ignore_ascii_case("encode") =>
-        {
-            options.insert("format".into(), f.to_ascii_lowercase());
-            options.insert("encode".into(), e.to_ascii_lowercase());
-        }
-        _ => {
-            return Err(syntax(&format!(
-                "unexpected {} after the options",
-                rest.join(" ")
-            )));
-        }
-    }
+    let options = options::with_options(&tokens, with_at, &syntax)?;
+    let mut options = options;
     let columns_end = columns_end.unwrap_or(with_at.saturating_sub(1));
     let includes = parse_includes(&tokens[columns_end + 1..with_at])?;
     let (head, watermark) = take_watermark(&tokens[..=columns_end.min(with_at)])?;
