@@ -82,8 +82,10 @@ pub enum ServerError {
     WrongObjectType(String),
     #[error(transparent)]
     Engine(#[from] runnel_engine::EngineError),
-    #[error("materialized view {view} failed: {error}")]
-    JobFailed { view: String, error: String },
+    /// A new job failed at once: `job` says what it maintains
+    /// ("materialized view public.v", "sink public.s").
+    #[error("{job} failed: {error}")]
+    JobFailed { job: String, error: String },
     #[error("internal error: {0}")]
     Internal(String),
 }

@@ -80,7 +80,7 @@ impl Session {
             Err(e) => Some(e),
             Ok(()) => match self.db.runtime.job_state(sink.id) {
                 Some(JobState::Failed(error)) => Some(ServerError::JobFailed {
-                    view: name.to_string(),
+                    job: format!("sink {name}"),
                     error,
                 }),
                 _ => None,

@@ -260,7 +260,7 @@ impl Session {
         if let Some(JobState::Failed(error)) = self.db.runtime.job_state(view.id) {
             self.forget_view(&name).await;
             return Err(ServerError::JobFailed {
-                view: name.to_string(),
+                job: format!("materialized view {name}"),
                 error,
             });
         }
