@@ -8,6 +8,7 @@
 //! partitions, their offsets committed with each epoch, so exactly once).
 
 mod datagen;
+mod files;
 mod kafka;
 mod lines;
 mod nexmark;
@@ -73,8 +74,16 @@ fn open_sink(
             }
             Ok(Box::new(writer))
         }
+        "filesystem" => {
+            let writer = files::FileWriter::new(&mut options, schema, key)?;
+            options.finish_accepting(files::SINK_OPTIONS)?;
+            if check {
+                writer.check()?;
+            }
+            Ok(Box::new(writer))
+        }
         other => Err(ConnectorError::Unsupported(format!(
-            "sink connector '{other}' (known: kafka)"
+            "sink connector '{other}' (known: kafka, filesystem)"
         ))),
     }
 }

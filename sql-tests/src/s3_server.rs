@@ -80,6 +80,38 @@ impl S3Server {
         format!("http://127.0.0.1:{}", self.port)
     }
 
+    /// The `WITH (…)` options that reach this server, for a connector.
+    pub fn connector_options(&self) -> String {
+        format!(
+            "s3.endpoint = '{}', s3.region = 'us-east-1', s3.access-key = '{S3_KEY}', \
+             s3.secret-key = '{S3_KEY}'",
+            self.endpoint()
+        )
+    }
+
+    /// Every object under `prefix` in the bucket: (path, contents), by path.
+    pub async fn objects(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>> {
+        use futures::TryStreamExt;
+        use object_store::{ObjectStore, ObjectStoreExt};
+        let store = object_store::aws::AmazonS3Builder::new()
+            .with_bucket_name(&self.bucket)
+            .with_endpoint(self.endpoint())
+            .with_allow_http(true)
+            .with_region("us-east-1")
+            .with_access_key_id(S3_KEY)
+            .with_secret_access_key(S3_KEY)
+            .build()?;
+        let prefix = object_store::path::Path::from(prefix);
+        let listed: Vec<_> = store.list(Some(&prefix)).try_collect().await?;
+        let mut objects = vec![];
+        for meta in listed {
+            let bytes = store.get(&meta.location).await?.bytes().await?;
+            objects.push((meta.location.to_string(), bytes.to_vec()));
+        }
+        objects.sort();
+        Ok(objects)
+    }
+
     /// The `runnel` flags that put checkpoints under `prefix` in the bucket.
     pub fn checkpoint_args(&self, prefix: &str) -> Vec<String> {
         [

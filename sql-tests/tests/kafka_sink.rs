@@ -5,13 +5,17 @@
 //!   compacted by key equals the aggregation computed here over what was
 //!   produced; a DEBEZIUM sink of the same query replays to the same rows;
 //!   a PLAIN sink of an append-only query holds every row (at least once);
+//!   a file sink on the S3-compatible server (moto) holds every row of an
+//!   append-only query exactly once, partitioned by a column;
 //! - bad definitions are errors that say what to change.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use runnel_sql_tests::{Consumed, KafkaBroker, Produced, TestServer, connect, runnel_binary};
+use runnel_sql_tests::{
+    Consumed, KafkaBroker, Produced, S3Server, TestServer, connect, runnel_binary,
+};
 use serde_json::Value;
 
 /// item → (count, total price).
@@ -132,6 +136,7 @@ async fn kafka_to_view_to_kafka_across_kills() -> Result<()> {
         broker.create_topic(topic, partitions)?;
     }
     produce_bids(&broker, 0..300)?;
+    let s3 = S3Server::start("sinks")?;
     let mut server = TestServer::start_with(
         &runnel_binary()?,
         &["--streaming-barrier-interval-ms", "100"],
@@ -154,7 +159,12 @@ async fn kafka_to_view_to_kafka_across_kills() -> Result<()> {
                FORMAT DEBEZIUM ENCODE JSON;
              CREATE SINK rich_bids AS SELECT id, item FROM bids WHERE price > 80
                WITH (connector = 'kafka', topic = 'rich', properties.bootstrap.server = '{bootstrap}')
-               FORMAT PLAIN ENCODE JSON"
+               FORMAT PLAIN ENCODE JSON;
+             CREATE SINK rich_files AS SELECT id, item, price FROM bids WHERE price > 80
+               WITH (connector = 'filesystem', path = 's3://sinks/rich', partition_by = 'item',
+                     {})
+               FORMAT PLAIN ENCODE JSON",
+            s3.connector_options()
         ))
         .await?;
     wait_for_topic(&broker, "totals", compacted, &oracle(300))?;
@@ -194,6 +204,36 @@ async fn kafka_to_view_to_kafka_across_kills() -> Result<()> {
                 "plain sink holds {} ids, expected {}",
                 ids.len(),
                 expected.len()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    // Exactly once: the files hold every rich bid once, each in the folder
+    // of its item.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let mut ids = vec![];
+        for (path, bytes) in s3.objects("rich").await? {
+            for line in String::from_utf8(bytes)?.lines() {
+                let row: Value = serde_json::from_str(line)?;
+                let item = row["item"].as_str().context("item")?;
+                if !path.contains(&format!("/item={item}/part-")) {
+                    bail!("{path} holds a row of {item}");
+                }
+                ids.push(row["id"].as_i64().context("id")?);
+            }
+        }
+        ids.sort_unstable();
+        let want: Vec<i64> = expected.iter().copied().collect();
+        if ids == want {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "the file sink holds {} rows ({} distinct), expected {}",
+                ids.len(),
+                ids.iter().collect::<BTreeSet<_>>().len(),
+                want.len()
             );
         }
         std::thread::sleep(Duration::from_millis(300));

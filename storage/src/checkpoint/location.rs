@@ -107,6 +107,16 @@ impl CheckpointLocation {
         }
     }
 
+    /// The object store (for connectors reading and writing files there).
+    pub fn object_store(&self) -> Arc<dyn ObjectStore> {
+        Arc::clone(&self.store)
+    }
+
+    /// The root path inside [`CheckpointLocation::object_store`].
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
     /// `relative` under the location's root.
     pub(crate) fn path(&self, relative: &str) -> Path {
         let mut path = self.root.clone();
