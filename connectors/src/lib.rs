@@ -120,6 +120,14 @@ fn open(
         "nexmark" => Box::new(NexmarkGenerator::from_options(&mut options, &declared)?),
         "file" => Box::new(lines::FileLines::new(&mut options, &declared)?),
         "socket" => Box::new(lines::SocketLines::new(&mut options, &declared)?),
+        "filesystem" => {
+            let source = files::FileSource::new(&mut options, schema)?;
+            options.finish_accepting(files::SOURCE_OPTIONS)?;
+            if check {
+                source.check()?;
+            }
+            return Ok(Box::new(source));
+        }
         "kafka" => {
             // Unknown options first: a typo is a better message than a
             // broker that cannot be reached with the wrong settings.
@@ -136,7 +144,7 @@ fn open(
         }
         other => {
             return Err(ConnectorError::Unsupported(format!(
-                "connector '{other}' (known: datagen, nexmark, file, socket, kafka)"
+                "connector '{other}' (known: datagen, nexmark, file, socket, kafka, filesystem)"
             )));
         }
     };

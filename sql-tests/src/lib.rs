@@ -9,12 +9,14 @@
 
 mod client;
 mod kafka_broker;
+mod oracle;
 mod s3_server;
 mod slt_db;
 mod test_server;
 
 pub use client::{connect, text_rows, wait_for_rows};
 pub use kafka_broker::{Consumed, KafkaBroker, Produced};
+pub use oracle::count_and_sum;
 pub use s3_server::{S3_KEY, S3Server};
 pub use slt_db::{SltDatabase, SltError};
 pub use test_server::{TestServer, runnel_binary};

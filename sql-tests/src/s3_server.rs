@@ -89,18 +89,34 @@ impl S3Server {
         )
     }
 
-    /// Every object under `prefix` in the bucket: (path, contents), by path.
-    pub async fn objects(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>> {
-        use futures::TryStreamExt;
-        use object_store::{ObjectStore, ObjectStoreExt};
-        let store = object_store::aws::AmazonS3Builder::new()
+    fn client(&self) -> Result<object_store::aws::AmazonS3> {
+        Ok(object_store::aws::AmazonS3Builder::new()
             .with_bucket_name(&self.bucket)
             .with_endpoint(self.endpoint())
             .with_allow_http(true)
             .with_region("us-east-1")
             .with_access_key_id(S3_KEY)
             .with_secret_access_key(S3_KEY)
-            .build()?;
+            .build()?)
+    }
+
+    /// Writes object `path` in the bucket.
+    pub async fn put_object(&self, path: &str, contents: &[u8]) -> Result<()> {
+        use object_store::ObjectStoreExt;
+        self.client()?
+            .put(
+                &object_store::path::Path::from(path),
+                contents.to_vec().into(),
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Every object under `prefix` in the bucket: (path, contents), by path.
+    pub async fn objects(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>> {
+        use futures::TryStreamExt;
+        use object_store::{ObjectStore, ObjectStoreExt};
+        let store = self.client()?;
         let prefix = object_store::path::Path::from(prefix);
         let listed: Vec<_> = store.list(Some(&prefix)).try_collect().await?;
         let mut objects = vec![];

@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use runnel_sql_tests::{
-    KafkaBroker, Produced, TestServer, connect, runnel_binary, wait_for_rows as wait_for,
+    KafkaBroker, Produced, TestServer, connect, count_and_sum, runnel_binary,
+    wait_for_rows as wait_for,
 };
 
 /// A deterministic pseudo-random sequence (a 64-bit LCG), so a failure
@@ -88,16 +89,11 @@ fn account_rows(accounts: &Accounts) -> Vec<Vec<String>> {
 
 /// region → (accounts, total balance): what `by_region` must hold.
 fn region_rows(accounts: &Accounts) -> Vec<Vec<String>> {
-    let mut regions: BTreeMap<&str, (i64, i64)> = BTreeMap::new();
-    for (region, balance) in accounts.values() {
-        let entry = regions.entry(region.as_str()).or_default();
-        entry.0 += 1;
-        entry.1 += balance;
-    }
-    regions
-        .into_iter()
-        .map(|(region, (n, total))| vec![region.to_string(), n.to_string(), total.to_string()])
-        .collect()
+    count_and_sum(
+        accounts
+            .values()
+            .map(|(region, balance)| (region.as_str(), *balance)),
+    )
 }
 
 const ACCOUNTS: &str = "SELECT id, region, balance FROM accounts_now ORDER BY id";

@@ -9,12 +9,12 @@
 //!   are errors at CREATE SOURCE that say what to change;
 //! - `format.error-policy = 'fail'` fails the job on a bad message.
 
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use runnel_sql_tests::{
-    KafkaBroker, Produced, TestServer, connect, runnel_binary, text_rows, wait_for_rows as wait_for,
+    KafkaBroker, Produced, TestServer, connect, count_and_sum, runnel_binary, text_rows,
+    wait_for_rows as wait_for,
 };
 use tokio_postgres::Client;
 
@@ -64,16 +64,7 @@ fn produce(broker: &KafkaBroker, topic: &str, first_id: usize, bids: &[Bid]) -> 
 
 /// item → (count, sum of price) over `bids`: the batch answer.
 fn expected(bids: &[Bid]) -> Vec<Vec<String>> {
-    let mut groups: BTreeMap<&str, (i64, i64)> = BTreeMap::new();
-    for bid in bids {
-        let entry = groups.entry(bid.item.as_str()).or_default();
-        entry.0 += 1;
-        entry.1 += bid.price;
-    }
-    groups
-        .into_iter()
-        .map(|(item, (n, total))| vec![item.to_string(), n.to_string(), total.to_string()])
-        .collect()
+    count_and_sum(bids.iter().map(|b| (b.item.as_str(), b.price)))
 }
 
 fn source_sql(name: &str, broker: &KafkaBroker, topic: &str, extra: &str) -> String {

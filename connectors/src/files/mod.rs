@@ -1,10 +1,12 @@
 //! `connector = 'filesystem'`: files on any object store — `file://`,
 //! `s3://` (with `s3.endpoint`, `s3.region`, `s3.access-key`,
 //! `s3.secret-key`, `s3.path-style-access`) and `hdfs://` — written by a
-//! sink as JSON lines, CSV or Parquet (see `sink`).
+//! sink as JSON lines, CSV or Parquet (see `sink`) and read by a source
+//! from a folder or a glob (see `source`).
 
 mod encode;
 mod sink;
+mod source;
 
 use std::sync::Arc;
 
@@ -16,6 +18,7 @@ use runnel_storage::checkpoint::{CheckpointLocation, S3Options};
 use crate::options::{ConnectorError, Options};
 pub(crate) use encode::FileFormat;
 pub(crate) use sink::{FileWriter, SINK_OPTIONS};
+pub(crate) use source::{FileSource, SOURCE_OPTIONS};
 
 /// A directory on an object store.
 #[derive(Debug, Clone)]
@@ -29,6 +32,12 @@ impl Directory {
     /// Reads `path` and the `s3.*` options.
     pub(crate) fn from_options(options: &mut Options<'_>) -> Result<Self, ConnectorError> {
         let url = options.required("path")?.to_string();
+        Self::open(&url, options)
+    }
+
+    /// The folder at `url`, reached with the `s3.*` options.
+    pub(crate) fn open(url: &str, options: &mut Options<'_>) -> Result<Self, ConnectorError> {
+        let url = url.to_string();
         let endpoint = options.get("s3.endpoint").map(str::to_string);
         let path_style = match options.get("s3.path-style-access") {
             None => endpoint.is_some(),
@@ -55,5 +64,28 @@ impl Directory {
             root: location.root().clone(),
             url,
         })
+    }
+}
+
+/// Runs `work` to its end on the server's runtime from synchronous code
+/// (a runtime worker included, which hands its other tasks on meanwhile so
+/// the runtime's I/O keeps being driven), on a thread of its own.
+pub(crate) fn run_blocking<T: Send>(
+    runtime: &tokio::runtime::Handle,
+    work: impl std::future::Future<Output = T> + Send,
+) -> T {
+    let run = || {
+        std::thread::scope(|scope| {
+            scope
+                .spawn(|| runtime.block_on(work))
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+        })
+    };
+    match tokio::runtime::Handle::try_current() {
+        Ok(current) if current.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(run)
+        }
+        _ => run(),
     }
 }

@@ -111,25 +111,14 @@ impl FileWriter {
     pub(crate) fn check(&self) -> Result<(), ConnectorError> {
         let store = Arc::clone(&self.dir.store);
         let root = self.dir.root.clone();
-        let listed = std::thread::scope(|scope| {
-            scope
-                .spawn(|| {
-                    self.runtime
-                        .block_on(async { store.list_with_delimiter(Some(&root)).await })
-                })
-                .join()
+        let listed = super::run_blocking(&self.runtime, async move {
+            store.list_with_delimiter(Some(&root)).await
         });
-        match listed {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(e)) => Err(ConnectorError::BadValue {
-                key: "path".into(),
-                value: self.dir.url.clone(),
-                reason: format!("cannot list it: {e}"),
-            }),
-            Err(_) => Err(ConnectorError::Unsupported(
-                "listing the sink's path".into(),
-            )),
-        }
+        listed.map(|_| ()).map_err(|e| ConnectorError::BadValue {
+            key: "path".into(),
+            value: self.dir.url.clone(),
+            reason: format!("cannot list it: {e}"),
+        })
     }
 
     /// The rows of `batch` per partition folder (`col=value` names, none
@@ -205,7 +194,7 @@ impl SinkWriter for FileWriter {
             }
         }
         let store = Arc::clone(&self.dir.store);
-        self.runtime.block_on(async move {
+        super::run_blocking(&self.runtime, async move {
             for (path, bytes) in puts {
                 store
                     .put(&path, bytes.into())
