@@ -50,46 +50,72 @@ fn client_script() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("kafka/kafka_client.py")
 }
 
+/// Runs tansu on `port` with its storage (and log) in `dir`.
+fn spawn_tansu(port: u16, dir: &std::path::Path) -> Result<Child> {
+    let url = format!("tcp://127.0.0.1:{port}");
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("tansu.log"))?;
+    Command::new(tansu_binary()?)
+        .args([
+            "broker",
+            "--listener-url",
+            &url,
+            "--advertised-listener-url",
+            &url,
+            // tansu takes the database path relative to its directory.
+            "--storage-engine",
+            "sqlite://tansu.db",
+        ])
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()
+        .context("starting tansu (cargo install tansu --features dynostore,libsql)")
+}
+
 impl KafkaBroker {
     /// Starts a broker and waits until it takes connections.
     pub fn start() -> Result<Self> {
         let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
         let data = tempfile::tempdir()?;
-        let url = format!("tcp://127.0.0.1:{port}");
-        let log = std::fs::File::create(data.path().join("tansu.log"))?;
-        let child = Command::new(tansu_binary()?)
-            .args([
-                "broker",
-                "--listener-url",
-                &url,
-                "--advertised-listener-url",
-                &url,
-                // tansu takes the database path relative to its directory.
-                "--storage-engine",
-                "sqlite://tansu.db",
-            ])
-            .current_dir(data.path())
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()
-            .context("starting tansu (cargo install tansu --features dynostore,libsql)")?;
+        let child = spawn_tansu(port, data.path())?;
         let mut broker = Self {
             child,
             port,
             _data: data,
         };
+        broker.wait_listening()?;
+        Ok(broker)
+    }
+
+    /// Stops the broker (SIGKILL); [`KafkaBroker::restart`] brings it back
+    /// with what it stored.
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts the broker again on the same port and storage.
+    pub fn restart(&mut self) -> Result<()> {
+        self.child = spawn_tansu(self.port, self._data.path())?;
+        self.wait_listening()
+    }
+
+    fn wait_listening(&mut self) -> Result<()> {
         let deadline = Instant::now() + Duration::from_secs(60);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if let Some(status) = broker.child.try_wait()? {
-                bail!("tansu exited during start-up: {status}: {}", broker.log());
+        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            if let Some(status) = self.child.try_wait()? {
+                bail!("tansu exited during start-up: {status}: {}", self.log());
             }
             if Instant::now() > deadline {
-                bail!("tansu did not listen on port {port} within 60 s");
+                bail!("tansu did not listen on port {} within 60 s", self.port);
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-        Ok(broker)
+        Ok(())
     }
 
     /// `properties.bootstrap.server` for this broker.

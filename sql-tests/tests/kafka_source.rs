@@ -7,7 +7,9 @@
 //! - `scan.startup.mode = 'latest'` and `'timestamp'`;
 //! - bad definitions (unreachable broker, unknown option, missing topic)
 //!   are errors at CREATE SOURCE that say what to change;
-//! - `format.error-policy = 'fail'` fails the job on a bad message.
+//! - `format.error-policy = 'fail'` fails the job on a bad message;
+//! - a broker that goes away shows as `retrying` in SHOW JOBS, and reading
+//!   resumes without loss when it is back.
 
 use std::time::{Duration, Instant};
 
@@ -366,4 +368,81 @@ async fn message_metadata_as_columns() -> Result<()> {
         Duration::from_secs(30),
     )
     .await
+}
+
+/// The state SHOW JOBS gives the job `name`: (status, error).
+async fn job_state(client: &Client, name: &str) -> Result<(String, String)> {
+    for message in client.simple_query("SHOW JOBS").await? {
+        if let tokio_postgres::SimpleQueryMessage::Row(row) = message
+            && row.get("name") == Some(name)
+        {
+            return Ok((
+                row.get("status").unwrap_or("").to_string(),
+                row.get("error").unwrap_or("").to_string(),
+            ));
+        }
+    }
+    bail!("SHOW JOBS does not list {name}")
+}
+
+#[tokio::test]
+async fn a_broker_that_goes_away_is_retried_and_reading_resumes_without_loss() -> Result<()> {
+    let mut broker = KafkaBroker::start()?;
+    broker.create_topic("bids", 2)?;
+    let mut all = bids(0, 100, 2);
+    produce(&broker, "bids", 0, &all)?;
+    let server = TestServer::start_with(
+        &runnel_binary()?,
+        &["--streaming-barrier-interval-ms", "100"],
+    )?;
+    let client = connect(&server).await?;
+    client
+        .batch_execute(&source_sql(
+            "bids",
+            &broker,
+            "bids",
+            ", scan.topic-partition-discovery.interval-ms = '500'",
+        ))
+        .await?;
+    client
+        .batch_execute(
+            "CREATE MATERIALIZED VIEW totals AS
+               SELECT item, count(*) AS n, sum(price) AS total FROM bids GROUP BY item",
+        )
+        .await?;
+    wait_for(&client, TOTALS, &expected(&all), Duration::from_secs(60)).await?;
+
+    broker.stop();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (status, error) = job_state(&client, "public.totals").await?;
+        if status == "retrying" {
+            assert!(error.contains(&broker.bootstrap()), "{error}");
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("with the broker down the job is {status} ({error}), expected retrying");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    broker.restart()?;
+    let more = bids(all.len(), 100, 2);
+    produce(&broker, "bids", all.len(), &more)?;
+    all.extend(more);
+    wait_for(&client, TOTALS, &expected(&all), Duration::from_secs(60))
+        .await
+        .context("after the broker came back")?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, error) = job_state(&client, "public.totals").await?;
+        if status == "running" {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("after the broker came back the job is {status} ({error})");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Ok(())
 }

@@ -105,6 +105,8 @@ pub(crate) struct KafkaReader {
     skipped: u64,
     last_skip_log: Option<Instant>,
     last_error_log: Option<Instant>,
+    /// Why the broker cannot be read now, until it answers again.
+    unavailable: Option<String>,
 }
 
 impl KafkaReader {
@@ -202,6 +204,7 @@ impl KafkaReader {
             skipped: 0,
             last_skip_log: None,
             last_error_log: None,
+            unavailable: None,
         };
         Ok(reader)
     }
@@ -234,9 +237,11 @@ impl KafkaReader {
             Ok(()) => {
                 self.backoff = Duration::from_millis(200);
                 self.next_discovery = Some(now + self.discovery_every);
+                self.unavailable = None;
             }
             Err(reason) => {
                 warn!(topic = %self.topic, servers = %self.servers, retry_in = ?self.backoff, "kafka source: {reason}");
+                self.unavailable = Some(format!("kafka source at {}: {reason}", self.servers));
                 self.next_discovery = Some(now + self.backoff);
                 self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
             }
@@ -471,6 +476,7 @@ impl SourceReader for KafkaReader {
             match self.consumer.poll(Duration::ZERO) {
                 None => break,
                 Some(Err(error)) => {
+                    self.unavailable = Some(format!("kafka source at {}: {error}", self.servers));
                     let now = Instant::now();
                     if self
                         .last_error_log
@@ -482,6 +488,7 @@ impl SourceReader for KafkaReader {
                     break;
                 }
                 Some(Ok(message)) => {
+                    self.unavailable = None;
                     let (partition, offset) = (message.partition(), message.offset());
                     // A message before the committed offset was read
                     // already (a reassignment can deliver it again).
@@ -513,6 +520,10 @@ impl SourceReader for KafkaReader {
 
     fn position(&self) -> EngineResult<Vec<u8>> {
         self.offsets.encode()
+    }
+
+    fn unavailable(&self) -> Option<String> {
+        self.unavailable.clone()
     }
 }
 

@@ -181,6 +181,7 @@ pub(crate) async fn build_job(
                         exhausted,
                         buffer: Arc::clone(store.epoch_buffer()),
                         emitted_in_epoch: false,
+                        states: Arc::clone(&states),
                     }
                     .run(),
                 ));

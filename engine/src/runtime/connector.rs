@@ -15,7 +15,7 @@ use runnel_storage::{EpochBuffer, StateTable};
 use tokio::sync::mpsc;
 
 use super::exchange::InputSender;
-use super::manager::Report;
+use super::manager::{JobStates, Report, set_retrying};
 use crate::{Barrier, EngineError, EngineResult, Message, StreamChunk, Watermark};
 
 /// A source read by a connector. Its rows carry, after the declared
@@ -46,6 +46,12 @@ pub trait SourceReader: Send + Sync + 'static {
 
     /// The configured rate, None for as fast as downstream takes them.
     fn rows_per_second(&self) -> Option<f64> {
+        None
+    }
+
+    /// Why the outside system cannot be read now (a broker that does not
+    /// answer), while the reader retries; None when reading works.
+    fn unavailable(&self) -> Option<String> {
         None
     }
 }
@@ -202,6 +208,8 @@ pub(crate) struct ConnectorSource {
     /// Whether a chunk went out since the last barrier: every epoch gets at
     /// least one, so a full buffer slows sources down but never stops them.
     pub emitted_in_epoch: bool,
+    /// Where the source says it is retrying (SHOW JOBS).
+    pub states: JobStates,
 }
 
 impl ConnectorSource {
@@ -297,6 +305,7 @@ impl ConnectorSource {
                 continue;
             }
             let chunk = self.reader.read(allowed.min(BATCH_ROWS))?;
+            set_retrying(&self.states, self.job, self.reader.unavailable());
             match chunk {
                 // Nothing yet (a socket): look again shortly.
                 Some(chunk) if chunk.num_rows() == 0 => {

@@ -92,6 +92,23 @@ pub enum JobState {
 /// Shared job states, read by SHOW JOBS.
 pub(crate) type JobStates = Arc<Mutex<BTreeMap<u64, JobState>>>;
 
+/// Shows in SHOW JOBS that a running job's source or sink cannot reach
+/// its outside system and retries (`Some(reason)`), or no longer (`None`).
+/// A job that failed or stopped keeps its state.
+pub(crate) fn set_retrying(states: &JobStates, job: u64, reason: Option<String>) {
+    let mut states = states.lock().unwrap_or_else(|p| p.into_inner());
+    match (states.get(&job), reason) {
+        (Some(JobState::Retrying(old)), Some(reason)) if *old == reason => {}
+        (Some(JobState::Running | JobState::Retrying(_)), Some(reason)) => {
+            states.insert(job, JobState::Retrying(reason));
+        }
+        (Some(JobState::Retrying(_)), None) => {
+            states.insert(job, JobState::Running);
+        }
+        _ => {}
+    }
+}
+
 struct InFlight {
     epoch: Epoch,
     waiting: HashMap<u64, usize>,

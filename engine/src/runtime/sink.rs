@@ -22,7 +22,7 @@ use runnel_storage::{Store, WriteSet};
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, warn};
 
-use super::manager::{JobState, JobStates, Report};
+use super::manager::{JobStates, Report, set_retrying};
 use crate::operators::StagedEpoch;
 use crate::{EngineError, EngineResult, Epoch, StreamChunk};
 
@@ -187,16 +187,7 @@ impl Delivery {
 
     /// Shows in SHOW JOBS that writes are being retried, or no longer.
     fn set_retrying(&self, reason: Option<String>) {
-        let mut states = self.states.lock().unwrap_or_else(|p| p.into_inner());
-        match (states.get(&self.job), reason) {
-            (Some(JobState::Running | JobState::Retrying(_)), Some(reason)) => {
-                states.insert(self.job, JobState::Retrying(reason));
-            }
-            (Some(JobState::Retrying(_)), None) => {
-                states.insert(self.job, JobState::Running);
-            }
-            _ => {}
-        }
+        set_retrying(&self.states, self.job, reason);
     }
 }
 
