@@ -525,6 +525,10 @@ impl SourceReader for KafkaReader {
     fn unavailable(&self) -> Option<String> {
         self.unavailable.clone()
     }
+
+    fn skipped(&self) -> u64 {
+        self.skipped
+    }
 }
 
 impl std::fmt::Debug for KafkaReader {

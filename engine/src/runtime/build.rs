@@ -182,6 +182,7 @@ pub(crate) async fn build_job(
                         buffer: Arc::clone(store.epoch_buffer()),
                         emitted_in_epoch: false,
                         states: Arc::clone(&states),
+                        skipped: (Arc::clone(&metrics.skipped_messages), 0),
                     }
                     .run(),
                 ));

@@ -54,6 +54,11 @@ pub trait SourceReader: Send + Sync + 'static {
     fn unavailable(&self) -> Option<String> {
         None
     }
+
+    /// Messages skipped so far because they did not decode.
+    fn skipped(&self) -> u64 {
+        0
+    }
 }
 
 /// Rows of a generating source, addressed by position (0, 1, 2, …), so a
@@ -210,6 +215,8 @@ pub(crate) struct ConnectorSource {
     pub emitted_in_epoch: bool,
     /// Where the source says it is retrying (SHOW JOBS).
     pub states: JobStates,
+    /// The job's count of skipped messages, and this reader's share so far.
+    pub skipped: (Arc<std::sync::atomic::AtomicU64>, u64),
 }
 
 impl ConnectorSource {
@@ -306,6 +313,14 @@ impl ConnectorSource {
             }
             let chunk = self.reader.read(allowed.min(BATCH_ROWS))?;
             set_retrying(&self.states, self.job, self.reader.unavailable());
+            let skipped = self.reader.skipped();
+            if skipped > self.skipped.1 {
+                self.skipped.0.fetch_add(
+                    skipped - self.skipped.1,
+                    std::sync::atomic::Ordering::Relaxed,
+                );
+                self.skipped.1 = skipped;
+            }
             match chunk {
                 // Nothing yet (a socket): look again shortly.
                 Some(chunk) if chunk.num_rows() == 0 => {

@@ -10,6 +10,8 @@ pub(crate) struct JobMetrics {
     /// Rows that windowed operators dropped because the watermark had
     /// passed their window.
     pub late_rows: Arc<AtomicU64>,
+    /// Messages the job's sources skipped because they did not decode.
+    pub skipped_messages: Arc<AtomicU64>,
 }
 
 /// Every job's counters.
@@ -35,10 +37,20 @@ impl MetricsRegistry {
 
     /// Late rows job `id` dropped since it started in this process.
     pub(crate) fn late_rows(&self, id: u64) -> u64 {
+        self.read(id, |m| &m.late_rows)
+    }
+
+    /// Messages job `id`'s sources skipped since it started in this
+    /// process.
+    pub(crate) fn skipped_messages(&self, id: u64) -> u64 {
+        self.read(id, |m| &m.skipped_messages)
+    }
+
+    fn read(&self, id: u64, counter: impl Fn(&JobMetrics) -> &Arc<AtomicU64>) -> u64 {
         self.jobs
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get(&id)
-            .map_or(0, |m| m.late_rows.load(Ordering::Relaxed))
+            .map_or(0, |m| counter(m).load(Ordering::Relaxed))
     }
 }

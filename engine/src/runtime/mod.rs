@@ -181,6 +181,12 @@ impl Runtime {
         self.metrics.late_rows(id)
     }
 
+    /// Messages the sources of job `id` skipped (they did not decode)
+    /// since it started in this process.
+    pub fn skipped_messages(&self, id: u64) -> u64 {
+        self.metrics.skipped_messages(id)
+    }
+
     /// Starts injecting barriers. Until then jobs can be created but none
     /// runs an epoch: a restart creates every job first, then resumes.
     pub fn resume(&self) -> EngineResult<()> {

@@ -30,6 +30,7 @@ pub(super) fn jobs_schema() -> SchemaRef {
             "definition",
             "error",
             "late_rows",
+            "skipped_messages",
         ]
         .iter()
         .map(|n| Field::new(*n, DataType::Utf8, true))
@@ -356,7 +357,7 @@ impl Session {
             )
         }));
         jobs.sort_by_key(|(id, ..)| *id);
-        let mut columns: Vec<Vec<String>> = vec![vec![]; 7];
+        let mut columns: Vec<Vec<String>> = vec![vec![]; 8];
         for (id, name, parallelism, definition) in jobs {
             let (status, error) = match self.db.runtime.job_state(id) {
                 Some(JobState::Running) => ("running".to_string(), String::new()),
@@ -371,6 +372,7 @@ impl Session {
             columns[4].push(definition);
             columns[5].push(error);
             columns[6].push(self.db.runtime.late_rows(id).to_string());
+            columns[7].push(self.db.runtime.skipped_messages(id).to_string());
         }
         rows_result_tagged(jobs_schema(), columns, "SHOW")
     }
