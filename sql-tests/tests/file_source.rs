@@ -127,3 +127,70 @@ async fn a_parquet_file_sink_reads_back_through_a_parquet_file_source() -> Resul
     assert!(files.len() > 5, "rolled by size: {} files", files.len());
     Ok(())
 }
+
+/// With checkpoints to object storage a sink writes an epoch only once a
+/// checkpoint holds it (the second phase of the two-phase commit): the
+/// files still end up with every row exactly once.
+#[tokio::test]
+async fn with_checkpoints_a_file_sink_writes_what_checkpoints_hold() -> Result<()> {
+    let s3 = S3Server::start("staged")?;
+    let mut ids = vec![];
+    for n in 0..2 {
+        let (text, rows) = csv_file(n);
+        s3.put_object(&format!("raw/{n}.csv"), text.as_bytes())
+            .await?;
+        ids.extend(rows.iter().map(|(id, ..)| *id as i64));
+    }
+    let local = tempfile::tempdir()?;
+    let checkpoints = format!("file://{}", local.path().join("chk").display());
+    let server = TestServer::start_with(
+        &runnel_binary()?,
+        &[
+            "--streaming-barrier-interval-ms",
+            "100",
+            "--state-checkpoints-dir",
+            &checkpoints,
+            "--execution-checkpointing-interval",
+            "300ms",
+        ],
+    )?;
+    let client = connect(&server).await?;
+    let out = local.path().join("out");
+    client
+        .batch_execute(&format!(
+            "CREATE SOURCE raw (id bigint, item varchar, price bigint)
+               WITH (connector = 'filesystem', path = 's3://staged/raw/', {})
+               FORMAT PLAIN ENCODE CSV;
+             CREATE SINK copied AS SELECT id, item FROM raw
+               WITH (connector = 'filesystem', path = 'file://{}')
+               FORMAT PLAIN ENCODE JSON",
+            s3.connector_options(),
+            out.display()
+        ))
+        .await?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let mut found = vec![];
+        if out.exists() {
+            for entry in std::fs::read_dir(&out)? {
+                let text = std::fs::read_to_string(entry?.path())?;
+                for line in text.lines() {
+                    let row: serde_json::Value = serde_json::from_str(line)?;
+                    found.push(row["id"].as_i64().unwrap_or(-1));
+                }
+            }
+        }
+        found.sort_unstable();
+        if found == ids {
+            return Ok(());
+        }
+        if std::time::Instant::now() > deadline {
+            anyhow::bail!(
+                "the sink wrote {} rows, expected {}",
+                found.len(),
+                ids.len()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
