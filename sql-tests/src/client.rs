@@ -52,3 +52,28 @@ pub async fn wait_for_rows(
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
 }
+
+/// A job's row in SHOW JOBS, by the job's schema-qualified name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobRow {
+    pub status: String,
+    pub error: String,
+    pub skipped_messages: String,
+}
+
+/// What SHOW JOBS says of job `name`.
+pub async fn job_state(client: &Client, name: &str) -> Result<JobRow> {
+    for message in client.simple_query("SHOW JOBS").await? {
+        if let tokio_postgres::SimpleQueryMessage::Row(row) = message
+            && row.get("name") == Some(name)
+        {
+            let column = |c: &str| row.get(c).unwrap_or("").to_string();
+            return Ok(JobRow {
+                status: column("status"),
+                error: column("error"),
+                skipped_messages: column("skipped_messages"),
+            });
+        }
+    }
+    anyhow::bail!("SHOW JOBS does not list {name}")
+}

@@ -14,7 +14,7 @@ mod s3_server;
 mod slt_db;
 mod test_server;
 
-pub use client::{connect, text_rows, wait_for_rows};
+pub use client::{JobRow, connect, job_state, text_rows, wait_for_rows};
 pub use kafka_broker::{Consumed, KafkaBroker, Produced};
 pub use oracle::count_and_sum;
 pub use s3_server::{S3_KEY, S3Server};

@@ -139,6 +139,15 @@ impl TestServer {
         self.spawn_on_free_ports()
     }
 
+    /// Starts the server with a barrier every 100 ms, so streaming tests
+    /// see their results (and their sinks write) soon after the input.
+    pub fn start_with_fast_barriers() -> Result<Self> {
+        Self::start_with(
+            &runnel_binary()?,
+            &["--streaming-barrier-interval-ms", "100"],
+        )
+    }
+
     /// Runs `work` on a thread and, `delay` after it starts, kills the
     /// server with SIGKILL and starts it again; returns what `work` did.
     pub fn kill_during<T: Send>(

@@ -46,10 +46,7 @@ async fn csv_files_are_read_once_each_and_new_ones_are_picked_up_across_a_kill()
         all.extend(rows);
     }
     s3.put_object("in/notes.txt", b"not,a,csv\n").await?;
-    let mut server = TestServer::start_with(
-        &runnel_binary()?,
-        &["--streaming-barrier-interval-ms", "100"],
-    )?;
+    let mut server = TestServer::start_with_fast_barriers()?;
     let client = connect(&server).await?;
     client
         .batch_execute(&format!(
@@ -92,10 +89,7 @@ async fn a_parquet_file_sink_reads_back_through_a_parquet_file_source() -> Resul
             .await?;
         all.extend(rows);
     }
-    let server = TestServer::start_with(
-        &runnel_binary()?,
-        &["--streaming-barrier-interval-ms", "100"],
-    )?;
+    let server = TestServer::start_with_fast_barriers()?;
     let client = connect(&server).await?;
     let opts = s3.connector_options();
     client

@@ -10,8 +10,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use runnel_sql_tests::{
-    KafkaBroker, Produced, TestServer, connect, count_and_sum, runnel_binary,
-    wait_for_rows as wait_for,
+    KafkaBroker, Produced, TestServer, connect, count_and_sum, wait_for_rows as wait_for,
 };
 
 /// A deterministic pseudo-random sequence (a 64-bit LCG), so a failure
@@ -120,10 +119,7 @@ async fn upsert_topic_retracts_across_kills() -> Result<()> {
     let mut accounts = Accounts::new();
     apply_upserts(&mut accounts, &first);
 
-    let mut server = TestServer::start_with(
-        &runnel_binary()?,
-        &["--streaming-barrier-interval-ms", "100"],
-    )?;
+    let mut server = TestServer::start_with_fast_barriers()?;
     let client = connect(&server).await?;
     client
         .batch_execute(&format!(
@@ -259,10 +255,7 @@ async fn debezium_topic_retracts_updates_and_deletes_across_a_kill() -> Result<(
     let first = change_events(&mut rng, &mut orders, 250, &mut next_id);
     produce_events(&broker, "orders_cdc", &first)?;
 
-    let mut server = TestServer::start_with(
-        &runnel_binary()?,
-        &["--streaming-barrier-interval-ms", "100"],
-    )?;
+    let mut server = TestServer::start_with_fast_barriers()?;
     let client = connect(&server).await?;
     client
         .batch_execute(&format!(

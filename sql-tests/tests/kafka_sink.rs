@@ -14,7 +14,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use runnel_sql_tests::{
-    Consumed, KafkaBroker, Produced, S3Server, TestServer, connect, runnel_binary,
+    Consumed, JobRow, KafkaBroker, Produced, S3Server, TestServer, connect, job_state,
+    runnel_binary,
 };
 use serde_json::Value;
 
@@ -137,10 +138,7 @@ async fn kafka_to_view_to_kafka_across_kills() -> Result<()> {
     }
     produce_bids(&broker, 0..300)?;
     let s3 = S3Server::start("sinks")?;
-    let mut server = TestServer::start_with(
-        &runnel_binary()?,
-        &["--streaming-barrier-interval-ms", "100"],
-    )?;
+    let mut server = TestServer::start_with_fast_barriers()?;
     let client = connect(&server).await?;
     let bootstrap = broker.bootstrap();
     client
@@ -360,10 +358,7 @@ async fn exactly_once_sink_fails_clearly_on_a_broker_without_transactions() -> R
     broker.create_topic("bids", 3)?;
     broker.create_topic("once", 1)?;
     produce_bids(&broker, 0..50)?;
-    let server = TestServer::start_with(
-        &runnel_binary()?,
-        &["--streaming-barrier-interval-ms", "100"],
-    )?;
+    let server = TestServer::start_with_fast_barriers()?;
     let client = connect(&server).await?;
     let bootstrap = broker.bootstrap();
     client
@@ -379,20 +374,7 @@ async fn exactly_once_sink_fails_clearly_on_a_broker_without_transactions() -> R
         .await?;
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let mut state = None;
-        for message in client.simple_query("SHOW JOBS").await? {
-            if let tokio_postgres::SimpleQueryMessage::Row(row) = message
-                && row.get("name") == Some("public.once")
-            {
-                state = Some((
-                    row.get("status").unwrap_or("").to_string(),
-                    row.get("error").unwrap_or("").to_string(),
-                ));
-            }
-        }
-        let Some((status, error)) = state else {
-            bail!("SHOW JOBS does not list the sink");
-        };
+        let JobRow { status, error, .. } = job_state(&client, "public.once").await?;
         if status == "failed" {
             assert!(error.contains("EndTxn"), "{error}");
             return Ok(());

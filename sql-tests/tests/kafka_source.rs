@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use runnel_sql_tests::{
-    KafkaBroker, Produced, TestServer, connect, count_and_sum, runnel_binary, text_rows,
-    wait_for_rows as wait_for,
+    JobRow, KafkaBroker, Produced, TestServer, connect, count_and_sum, job_state, runnel_binary,
+    text_rows, wait_for_rows as wait_for,
 };
 use tokio_postgres::Client;
 
@@ -88,10 +88,7 @@ async fn every_partition_is_read_exactly_once_across_kills() -> Result<()> {
     let mut all = bids(0, 300, 3);
     produce(&broker, "bids", 0, &all)?;
 
-    let mut server = TestServer::start_with(
-        &runnel_binary()?,
-        &["--streaming-barrier-interval-ms", "100"],
-    )?;
+    let mut server = TestServer::start_with_fast_barriers()?;
     let client = connect(&server).await?;
     client
         .batch_execute(&source_sql("bids", &broker, "bids", ""))
@@ -132,10 +129,7 @@ async fn startup_modes_latest_and_timestamp() -> Result<()> {
     let between = chrono::Utc::now().timestamp_millis();
     std::thread::sleep(Duration::from_millis(1500));
 
-    let server = TestServer::start_with(
-        &runnel_binary()?,
-        &["--streaming-barrier-interval-ms", "100"],
-    )?;
+    let server = TestServer::start_with_fast_barriers()?;
     let client = connect(&server).await?;
     client
         .batch_execute(&source_sql(
@@ -370,33 +364,13 @@ async fn message_metadata_as_columns() -> Result<()> {
     .await
 }
 
-/// The state SHOW JOBS gives the job `name`: (status, error, skipped
-/// messages).
-async fn job_state(client: &Client, name: &str) -> Result<(String, String, String)> {
-    for message in client.simple_query("SHOW JOBS").await? {
-        if let tokio_postgres::SimpleQueryMessage::Row(row) = message
-            && row.get("name") == Some(name)
-        {
-            return Ok((
-                row.get("status").unwrap_or("").to_string(),
-                row.get("error").unwrap_or("").to_string(),
-                row.get("skipped_messages").unwrap_or("").to_string(),
-            ));
-        }
-    }
-    bail!("SHOW JOBS does not list {name}")
-}
-
 #[tokio::test]
 async fn a_broker_that_goes_away_is_retried_and_reading_resumes_without_loss() -> Result<()> {
     let mut broker = KafkaBroker::start()?;
     broker.create_topic("bids", 2)?;
     let mut all = bids(0, 100, 2);
     produce(&broker, "bids", 0, &all)?;
-    let server = TestServer::start_with(
-        &runnel_binary()?,
-        &["--streaming-barrier-interval-ms", "100"],
-    )?;
+    let server = TestServer::start_with_fast_barriers()?;
     let client = connect(&server).await?;
     client
         .batch_execute(&source_sql(
@@ -417,7 +391,7 @@ async fn a_broker_that_goes_away_is_retried_and_reading_resumes_without_loss() -
     broker.stop();
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let (status, error, _) = job_state(&client, "public.totals").await?;
+        let JobRow { status, error, .. } = job_state(&client, "public.totals").await?;
         if status == "retrying" {
             assert!(error.contains(&broker.bootstrap()), "{error}");
             break;
@@ -437,7 +411,11 @@ async fn a_broker_that_goes_away_is_retried_and_reading_resumes_without_loss() -
         .context("after the broker came back")?;
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let (status, error, skipped) = job_state(&client, "public.totals").await?;
+        let JobRow {
+            status,
+            error,
+            skipped_messages: skipped,
+        } = job_state(&client, "public.totals").await?;
         if status == "running" {
             // One message that is not JSON per partition per produce.
             assert_eq!(skipped, "4", "skipped messages are counted");
