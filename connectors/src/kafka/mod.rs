@@ -4,7 +4,10 @@
 //! with every epoch: a restart resumes exactly after the last committed
 //! epoch (exactly once), whatever the consumer group has committed. New
 //! partitions are found every `scan.topic-partition-discovery.interval-ms`
-//! and read from their start, as Flink does. Under `FORMAT UPSERT` or
+//! and read from their start, as Flink does. With `scan.bounded.mode =
+//! 'latest-offset'` the source reads each partition up to the end it had
+//! when the source first started (kept in the position) and then ends, so
+//! windows close and a view over it equals the batch query. Under `FORMAT UPSERT` or
 //! `FORMAT DEBEZIUM` the rows are upserts and deletes by the primary key
 //! (see `changelog`), which the engine's Upsert operator turns into
 //! retractions.
@@ -93,11 +96,17 @@ pub(crate) struct KafkaReader {
     /// Whether the message key is a declared column (`INCLUDE key`).
     key_column: bool,
     startup: Startup,
+    /// `scan.bounded.mode = 'latest-offset'`: stop at each partition's end
+    /// as of the first start.
+    bounded: bool,
     /// The next offset of every partition the source reads; a partition
     /// without one starts at its beginning.
     offsets: PartitionOffsets,
     /// Partitions assigned to the consumer.
     assigned: Vec<i32>,
+    /// Assigned partitions read to their end (for now): librdkafka said
+    /// so and no message came since.
+    caught_up: std::collections::BTreeSet<i32>,
     discovery_every: Duration,
     /// When partitions were last looked up, and when to look next.
     next_discovery: Option<Instant>,
@@ -141,6 +150,21 @@ impl KafkaReader {
                 });
             }
         };
+        let bounded = match options
+            .get("scan.bounded.mode")
+            .map(str::to_ascii_lowercase)
+        {
+            None => false,
+            Some(m) if m == "unbounded" => false,
+            Some(m) if m == "latest-offset" => true,
+            Some(other) => {
+                return Err(ConnectorError::BadValue {
+                    key: "scan.bounded.mode".into(),
+                    value: other,
+                    reason: "must be 'unbounded' or 'latest-offset'".into(),
+                });
+            }
+        };
         let discovery_ms: u64 = options
             .parse("scan.topic-partition-discovery.interval-ms")?
             .unwrap_or(10_000);
@@ -178,6 +202,9 @@ impl KafkaReader {
             ("enable.auto.commit", "false"),
             ("enable.auto.offset.store", "false"),
             ("auto.offset.reset", "earliest"),
+            // Tells when a partition is read to its end, so an idle
+            // partition does not hold the watermark back.
+            ("enable.partition.eof", "true"),
         ] {
             config.set(key, value);
         }
@@ -196,8 +223,10 @@ impl KafkaReader {
             format,
             key_column,
             startup,
+            bounded,
             offsets: PartitionOffsets::default(),
             assigned: vec![],
+            caught_up: Default::default(),
             discovery_every: Duration::from_millis(discovery_ms.max(100)),
             next_discovery: None,
             backoff: Duration::from_millis(200),
@@ -224,10 +253,15 @@ impl KafkaReader {
         topic_partitions(self.consumer.client(), &self.topic, timeout)
     }
 
-    /// Looks up the topic's partitions when due and assigns new ones.
+    /// Looks up the topic's partitions when due and assigns new ones. A
+    /// bounded source reads the partitions of its first start only.
     fn discover(&mut self) {
         let now = Instant::now();
         if self.next_discovery.is_some_and(|at| now < at) {
+            return;
+        }
+        let stops = self.offsets.stops();
+        if self.bounded && !stops.is_empty() && self.assigned.len() == stops.len() {
             return;
         }
         match self
@@ -249,10 +283,17 @@ impl KafkaReader {
     }
 
     fn assign_new(&mut self, all: &[i32]) -> Result<(), String> {
+        if self.bounded && self.offsets.stops().is_empty() {
+            for &partition in all {
+                let end = self.end_of(partition)?;
+                self.offsets.set_stop(partition, end);
+            }
+        }
         let new: Vec<i32> = all
             .iter()
             .copied()
             .filter(|p| !self.assigned.contains(p))
+            .filter(|p| !self.bounded || self.offsets.stops().contains_key(p))
             .collect();
         if new.is_empty() {
             return Ok(());
@@ -295,12 +336,7 @@ impl KafkaReader {
         let offset = match self.startup {
             _ if !first_start => return Ok(Offset::Beginning),
             Startup::Earliest => return Ok(Offset::Beginning),
-            Startup::Latest => {
-                self.consumer
-                    .fetch_watermarks(&self.topic, partition, METADATA_TIMEOUT)
-                    .map_err(|e| format!("cannot read the end of partition {partition}: {e}"))?
-                    .1
-            }
+            Startup::Latest => self.end_of(partition)?,
             Startup::Timestamp(millis) => {
                 let mut list = TopicPartitionList::new();
                 list.add_partition_offset(&self.topic, partition, Offset::Offset(millis))
@@ -315,18 +351,57 @@ impl KafkaReader {
                 {
                     Some(Offset::Offset(offset)) => offset,
                     // No message that late yet: from the end.
-                    _ => {
-                        self.consumer
-                            .fetch_watermarks(&self.topic, partition, METADATA_TIMEOUT)
-                            .map_err(|e| {
-                                format!("cannot read the end of partition {partition}: {e}")
-                            })?
-                            .1
-                    }
+                    _ => self.end_of(partition)?,
                 }
             }
         };
         Ok(Offset::Offset(offset))
+    }
+
+    /// The offset the next message of `partition` will get (its high
+    /// watermark).
+    fn end_of(&self, partition: i32) -> Result<i64, String> {
+        Ok(self
+            .consumer
+            .fetch_watermarks(&self.topic, partition, METADATA_TIMEOUT)
+            .map_err(|e| format!("cannot read the end of partition {partition}: {e}"))?
+            .1)
+    }
+
+    /// Stops fetching `partition` (a bounded source read it to its stop).
+    fn pause(&self, partition: i32) {
+        let mut list = TopicPartitionList::new();
+        list.add_partition(&self.topic, partition);
+        if let Err(error) = self.consumer.pause(&list) {
+            warn!(topic = %self.topic, partition, "kafka source cannot pause a finished partition: {error}");
+        }
+    }
+
+    /// Whether a bounded source has read every partition up to its stop.
+    /// A partition whose last offsets hold no message (transaction
+    /// markers) counts as done once the consumer's position passed them.
+    fn reached_stops(&self) -> bool {
+        let stops = self.offsets.stops();
+        if !self.bounded || stops.is_empty() || self.assigned.len() < stops.len() {
+            return false;
+        }
+        let behind: Vec<i32> = stops
+            .iter()
+            .filter(|&(&p, &stop)| self.offsets.next(p).unwrap_or(0) < stop)
+            .map(|(&p, _)| p)
+            .collect();
+        if behind.is_empty() {
+            return true;
+        }
+        let Ok(positions) = self.consumer.position() else {
+            return false;
+        };
+        behind.iter().all(|p| {
+            matches!(
+                positions.find_partition(&self.topic, *p).map(|e| e.offset()),
+                Some(Offset::Offset(at)) if at >= stops[p]
+            )
+        })
     }
 
     /// The changes `taken` holds, in the source's schema. Of a message
@@ -475,6 +550,9 @@ impl SourceReader for KafkaReader {
         while taken.len() < max_rows {
             match self.consumer.poll(Duration::ZERO) {
                 None => break,
+                Some(Err(rdkafka::error::KafkaError::PartitionEOF(partition))) => {
+                    self.caught_up.insert(partition);
+                }
                 Some(Err(error)) => {
                     self.unavailable = Some(format!("kafka source at {}: {error}", self.servers));
                     let now = Instant::now();
@@ -490,6 +568,7 @@ impl SourceReader for KafkaReader {
                 Some(Ok(message)) => {
                     self.unavailable = None;
                     let (partition, offset) = (message.partition(), message.offset());
+                    self.caught_up.remove(&partition);
                     // A message before the committed offset was read
                     // already (a reassignment can deliver it again).
                     if self
@@ -497,6 +576,17 @@ impl SourceReader for KafkaReader {
                         .next(partition)
                         .is_some_and(|next| offset < next)
                     {
+                        continue;
+                    }
+                    // A bounded source ignores what came after its stop.
+                    if self.bounded
+                        && self
+                            .offsets
+                            .stops()
+                            .get(&partition)
+                            .is_none_or(|&stop| offset >= stop)
+                    {
+                        self.pause(partition);
                         continue;
                     }
                     self.offsets.set_next(partition, offset + 1);
@@ -511,6 +601,9 @@ impl SourceReader for KafkaReader {
             }
         }
         if taken.is_empty() {
+            if self.reached_stops() {
+                return Ok(None);
+            }
             return Ok(Some(StreamChunk::inserts(RecordBatch::new_empty(
                 Arc::clone(&self.schema),
             ))));
@@ -528,6 +621,26 @@ impl SourceReader for KafkaReader {
 
     fn skipped(&self) -> u64 {
         self.skipped
+    }
+
+    /// Assigned partitions not read to their end: a bounded source's
+    /// finished partitions and partitions librdkafka read to their end
+    /// (until their next message) are not pending.
+    fn pending_splits(&self) -> Option<Vec<u32>> {
+        let stops = self.offsets.stops();
+        Some(
+            self.assigned
+                .iter()
+                .filter(|p| !self.caught_up.contains(p))
+                .filter(|p| {
+                    !self.bounded
+                        || stops
+                            .get(p)
+                            .is_some_and(|&stop| self.offsets.next(**p).unwrap_or(0) < stop)
+                })
+                .map(|p| *p as u32)
+                .collect(),
+        )
     }
 }
 
@@ -550,6 +663,7 @@ pub(crate) const OPTIONS: &[&str] = &[
     "scan.startup.mode",
     "scan.startup.timestamp.millis",
     "scan.topic-partition-discovery.interval-ms",
+    "scan.bounded.mode",
     "format.error-policy",
     "csv.delimiter",
     "include.key|partition|offset|timestamp (INCLUDE … AS column)",

@@ -1,12 +1,14 @@
-//! A Kafka source's position: the next offset of each partition it read,
-//! stored with every epoch, and the row key made of partition and offset.
+//! A Kafka source's position: the next offset of each partition it read
+//! (and, for a bounded source, where each partition stops), stored with
+//! every epoch, and the row key made of partition and offset.
 
 use std::collections::BTreeMap;
 
 use runnel_engine::{EngineError, EngineResult};
 
-/// Bits of the row key that hold the offset; the partition is above them.
-const OFFSET_BITS: u32 = 48;
+/// Bits of the row key that hold the offset; the partition (the split, as
+/// the engine's per-split watermarks read it) is above them.
+const OFFSET_BITS: u32 = runnel_engine::runtime::connector::SPLIT_SHIFT;
 
 /// The row key of the message at `offset` in `partition`: unique within
 /// the source and the same after a restart.
@@ -23,10 +25,14 @@ pub(crate) fn row_key(partition: i32, offset: i64) -> EngineResult<i64> {
     Ok(((partition as i64) << OFFSET_BITS) | offset)
 }
 
-/// The next offset to read, per partition.
+/// The next offset to read, per partition, and for a bounded source the
+/// offset each partition stops before.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub(crate) struct PartitionOffsets {
     next: BTreeMap<i32, i64>,
+    /// Empty until a bounded source first lists its partitions; then the
+    /// end of each (`scan.bounded.mode = 'latest-offset'`).
+    stop: BTreeMap<i32, i64>,
 }
 
 impl PartitionOffsets {
@@ -39,6 +45,15 @@ impl PartitionOffsets {
         self.next.insert(partition, offset);
     }
 
+    /// Where each partition of a bounded source stops, once known.
+    pub(crate) fn stops(&self) -> &BTreeMap<i32, i64> {
+        &self.stop
+    }
+
+    pub(crate) fn set_stop(&mut self, partition: i32, offset: i64) {
+        self.stop.insert(partition, offset);
+    }
+
     /// True until the source knows where any partition is: its first
     /// start, before it resolved `scan.startup.mode` (which records an
     /// offset for every partition unless the mode is the beginning anyway).
@@ -46,14 +61,20 @@ impl PartitionOffsets {
         self.next.is_empty()
     }
 
-    /// As stored: `{"partitions": {"0": 42, …}}`.
+    /// As stored: `{"partitions": {"0": 42, …}}`, plus `"stop": {…}` when
+    /// the source is bounded.
     pub(crate) fn encode(&self) -> EngineResult<Vec<u8>> {
-        let partitions: serde_json::Map<String, serde_json::Value> = self
-            .next
-            .iter()
-            .map(|(p, o)| (p.to_string(), serde_json::Value::from(*o)))
-            .collect();
-        serde_json::to_vec(&serde_json::json!({ "partitions": partitions }))
+        let as_json = |offsets: &BTreeMap<i32, i64>| -> serde_json::Map<String, serde_json::Value> {
+            offsets
+                .iter()
+                .map(|(p, o)| (p.to_string(), serde_json::Value::from(*o)))
+                .collect()
+        };
+        let mut value = serde_json::json!({ "partitions": as_json(&self.next) });
+        if !self.stop.is_empty() {
+            value["stop"] = serde_json::Value::Object(as_json(&self.stop));
+        }
+        serde_json::to_vec(&value)
             .map_err(|e| EngineError::Internal(format!("kafka source position: {e}")))
     }
 
@@ -62,21 +83,32 @@ impl PartitionOffsets {
             |what: String| EngineError::Internal(format!("stored kafka source position: {what}"));
         let value: serde_json::Value =
             serde_json::from_slice(bytes).map_err(|e| bad(e.to_string()))?;
-        let partitions = value
-            .get("partitions")
-            .and_then(|p| p.as_object())
-            .ok_or_else(|| bad("no partitions".into()))?;
-        let mut next = BTreeMap::new();
-        for (partition, offset) in partitions {
-            let partition: i32 = partition
-                .parse()
-                .map_err(|_| bad(format!("partition {partition}")))?;
-            let offset = offset
-                .as_i64()
-                .ok_or_else(|| bad(format!("offset {offset}")))?;
-            next.insert(partition, offset);
-        }
-        Ok(Self { next })
+        let offsets = |key: &str, required: bool| -> EngineResult<BTreeMap<i32, i64>> {
+            let Some(found) = value.get(key) else {
+                return match required {
+                    true => Err(bad(format!("no {key}"))),
+                    false => Ok(BTreeMap::new()),
+                };
+            };
+            let map = found
+                .as_object()
+                .ok_or_else(|| bad(format!("{key} is not an object")))?;
+            let mut offsets = BTreeMap::new();
+            for (partition, offset) in map {
+                let partition: i32 = partition
+                    .parse()
+                    .map_err(|_| bad(format!("partition {partition}")))?;
+                let offset = offset
+                    .as_i64()
+                    .ok_or_else(|| bad(format!("offset {offset}")))?;
+                offsets.insert(partition, offset);
+            }
+            Ok(offsets)
+        };
+        Ok(Self {
+            next: offsets("partitions", true)?,
+            stop: offsets("stop", false)?,
+        })
     }
 }
 
@@ -96,6 +128,15 @@ mod tests {
         assert_eq!(back.next(1), None);
         assert!(!back.is_fresh());
         assert_eq!(back, offsets);
+        assert!(back.stops().is_empty());
+
+        offsets.set_stop(0, 20);
+        offsets.set_stop(1, 0);
+        let back = PartitionOffsets::decode(&offsets.encode().unwrap()).unwrap();
+        assert_eq!(back.stops().get(&0), Some(&20));
+        assert_eq!(back.stops().get(&1), Some(&0));
+        assert_eq!(back, offsets);
+        assert!(PartitionOffsets::decode(br#"{"partitions": {}, "stop": 3}"#).is_err());
     }
 
     #[test]

@@ -10,7 +10,7 @@ use tokio::sync::{mpsc, watch};
 use super::JobSpec;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use super::connector::{ConnectorFactory, ConnectorSource, stored_reader_position};
+use super::connector::{ConnectorFactory, ConnectorSource, PendingSplits, stored_reader_position};
 use super::exchange::{Dispatcher, InputReceiver, InputSender, channel, subtask_of};
 use super::logs::LogRegistry;
 use super::manager::{JobStates, Report, RunningJob};
@@ -150,6 +150,9 @@ pub(crate) async fn build_job(
     let mut writes_log = None;
     let mut publish = None;
     let mut reporters = 0;
+    // Per fragment reading a connector source: its reader's splits, for
+    // the fragment's watermark operator.
+    let mut source_splits: HashMap<usize, PendingSplits> = HashMap::new();
     for fragment in &graph.fragments {
         for (port, input) in fragment.inputs.iter().enumerate() {
             let FragmentInput::Source(source) = input else {
@@ -168,6 +171,12 @@ pub(crate) async fn build_job(
                 let state = StateTable::new(store.clone(), source.state_id);
                 reader.seek(stored_reader_position(&state)?.as_deref())?;
                 let (rows, exhausted) = progress.add(spec.id);
+                let splits = PendingSplits::default();
+                splits.set(reader.pending_splits());
+                // A reader with splits says so from the start.
+                if splits.get().is_some() {
+                    source_splits.insert(fragment.id, splits.clone());
+                }
                 handles.push(tokio::spawn(
                     ConnectorSource {
                         job: spec.id,
@@ -183,6 +192,7 @@ pub(crate) async fn build_job(
                         emitted_in_epoch: false,
                         states: Arc::clone(&states),
                         skipped: (Arc::clone(&metrics.skipped_messages), 0),
+                        splits,
                     }
                     .run(),
                 ));
@@ -256,7 +266,8 @@ pub(crate) async fn build_job(
                     parallelism: fragment.parallelism,
                     idle_timeout,
                 };
-                operators.push(build_operator(op, &store, &logs, place, &metrics)?);
+                let splits = source_splits.get(&fragment.id);
+                operators.push(build_operator(op, &store, &logs, place, &metrics, splits)?);
             }
             let dispatcher = match &fragment.output {
                 FragmentOutput::Sink => Dispatcher::None,
@@ -386,6 +397,7 @@ fn build_operator(
     logs: &LogRegistry,
     place: Placement,
     metrics: &JobMetrics,
+    splits: Option<&PendingSplits>,
 ) -> EngineResult<Box<dyn StreamOperator>> {
     Ok(match spec {
         OperatorSpec::Project { exprs, schema } => {
@@ -420,6 +432,8 @@ fn build_operator(
             Arc::clone(expr),
             store.clone(),
             *state_id,
+            splits.cloned(),
+            place.idle_timeout,
         )?),
         OperatorSpec::HashAggregate {
             group_by,

@@ -59,6 +59,47 @@ pub trait SourceReader: Send + Sync + 'static {
     fn skipped(&self) -> u64 {
         0
     }
+
+    /// For a reader of several splits whose event times advance on their
+    /// own (Kafka partitions): the splits that hold rows it has not read
+    /// yet. The source's watermark is then the least over these splits of
+    /// each one's largest event time (as Flink's per-split watermarks), so
+    /// a split read later does not find its windows closed by another's
+    /// rows; a split read to its end (for now) holds nothing back. A row's
+    /// split is its row key's top bits ([`split_of_row_key`]). None (the
+    /// default, and what a reader with splits never says, not even before
+    /// it found them): one watermark over all rows.
+    fn pending_splits(&self) -> Option<Vec<u32>> {
+        None
+    }
+}
+
+/// Bits of a split reader's row key below the split: its row keys are
+/// `split << SPLIT_SHIFT | position within the split`.
+pub const SPLIT_SHIFT: u32 = 48;
+
+/// The split of a row of a reader with splits, from its row key.
+pub fn split_of_row_key(row_key: i64) -> u32 {
+    (row_key >> SPLIT_SHIFT) as u32
+}
+
+/// What [`SourceReader::pending_splits`] said last, shared between a
+/// source's task and the watermark operator after it.
+#[derive(Debug, Clone, Default)]
+pub struct PendingSplits(Arc<std::sync::Mutex<Option<Vec<u32>>>>);
+
+impl PendingSplits {
+    /// Records what the reader said.
+    pub fn set(&self, splits: Option<Vec<u32>>) {
+        if let Ok(mut held) = self.0.lock() {
+            *held = splits;
+        }
+    }
+
+    /// The splits pending now; None when the reader has no splits.
+    pub fn get(&self) -> Option<Vec<u32>> {
+        self.0.lock().ok().and_then(|held| held.clone())
+    }
 }
 
 /// Rows of a generating source, addressed by position (0, 1, 2, …), so a
@@ -217,6 +258,8 @@ pub(crate) struct ConnectorSource {
     pub states: JobStates,
     /// The job's count of skipped messages, and this reader's share so far.
     pub skipped: (Arc<std::sync::atomic::AtomicU64>, u64),
+    /// Where the watermark operator finds the reader's pending splits.
+    pub splits: PendingSplits,
 }
 
 impl ConnectorSource {
@@ -312,6 +355,8 @@ impl ConnectorSource {
                 continue;
             }
             let chunk = self.reader.read(allowed.min(BATCH_ROWS))?;
+            // Before the chunk goes out, so its splits are known downstream.
+            self.splits.set(self.reader.pending_splits());
             set_retrying(&self.states, self.job, self.reader.unavailable());
             let skipped = self.reader.skipped();
             if skipped > self.skipped.1 {
