@@ -10,13 +10,14 @@ use tokio::sync::{mpsc, watch};
 use super::JobSpec;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use super::connector::{ConnectorFactory, ConnectorSource, PendingSplits, stored_reader_position};
+use super::connector::{ConnectorFactory, ConnectorSource, stored_reader_position};
 use super::exchange::{Dispatcher, InputReceiver, InputSender, channel, subtask_of};
 use super::logs::LogRegistry;
 use super::manager::{JobStates, Report, RunningJob};
 use super::metrics::JobMetrics;
 use super::sink::Delivery;
 use super::source::{LogSource, start_backfill, stored_position};
+use super::split_watermarks::{SPLIT_WATERMARKS, SplitWatermarks};
 use super::task::Task;
 use crate::graph::{FragmentInput, FragmentOutput, OperatorSpec, SourceSpec};
 use crate::operator::StreamOperator;
@@ -150,9 +151,8 @@ pub(crate) async fn build_job(
     let mut writes_log = None;
     let mut publish = None;
     let mut reporters = 0;
-    // Per fragment reading a connector source: its reader's splits, for
-    // the fragment's watermark operator.
-    let mut source_splits: HashMap<usize, PendingSplits> = HashMap::new();
+    // Fragments whose source computes the watermark per split.
+    let mut split_watermarks = std::collections::HashSet::new();
     for fragment in &graph.fragments {
         for (port, input) in fragment.inputs.iter().enumerate() {
             let FragmentInput::Source(source) = input else {
@@ -171,12 +171,19 @@ pub(crate) async fn build_job(
                 let state = StateTable::new(store.clone(), source.state_id);
                 reader.seek(stored_reader_position(&state)?.as_deref())?;
                 let (rows, exhausted) = progress.add(spec.id);
-                let splits = PendingSplits::default();
-                splits.set(reader.pending_splits());
                 // A reader with splits says so from the start.
-                if splits.get().is_some() {
-                    source_splits.insert(fragment.id, splits.clone());
-                }
+                let watermark = match (reader.pending_splits(), watermark_of(fragment)) {
+                    (Some(_), Some((column, expr))) => {
+                        split_watermarks.insert(fragment.id);
+                        Some(SplitWatermarks::new(
+                            column,
+                            expr,
+                            idle_timeout,
+                            state.get(0, SPLIT_WATERMARKS)?.as_deref(),
+                        )?)
+                    }
+                    _ => None,
+                };
                 handles.push(tokio::spawn(
                     ConnectorSource {
                         job: spec.id,
@@ -192,7 +199,7 @@ pub(crate) async fn build_job(
                         emitted_in_epoch: false,
                         states: Arc::clone(&states),
                         skipped: (Arc::clone(&metrics.skipped_messages), 0),
-                        splits,
+                        watermark,
                     }
                     .run(),
                 ));
@@ -266,8 +273,15 @@ pub(crate) async fn build_job(
                     parallelism: fragment.parallelism,
                     idle_timeout,
                 };
-                let splits = source_splits.get(&fragment.id);
-                operators.push(build_operator(op, &store, &logs, place, &metrics, splits)?);
+                let from_source = split_watermarks.contains(&fragment.id);
+                operators.push(build_operator(
+                    op,
+                    &store,
+                    &logs,
+                    place,
+                    &metrics,
+                    from_source,
+                )?);
             }
             let dispatcher = match &fragment.output {
                 FragmentOutput::Sink => Dispatcher::None,
@@ -373,6 +387,16 @@ async fn start_source(
     }
 }
 
+/// The `WATERMARK FOR` column and expression of a fragment, if it has one.
+fn watermark_of(
+    fragment: &crate::graph::Fragment,
+) -> Option<(usize, Arc<dyn datafusion::physical_expr::PhysicalExpr>)> {
+    fragment.operators.iter().find_map(|op| match op {
+        OperatorSpec::Watermark { column, expr, .. } => Some((*column, Arc::clone(expr))),
+        _ => None,
+    })
+}
+
 /// Which subtask of how many an operator instance is.
 #[derive(Debug, Clone, Copy)]
 struct Placement {
@@ -397,7 +421,7 @@ fn build_operator(
     logs: &LogRegistry,
     place: Placement,
     metrics: &JobMetrics,
-    splits: Option<&PendingSplits>,
+    watermark_from_source: bool,
 ) -> EngineResult<Box<dyn StreamOperator>> {
     Ok(match spec {
         OperatorSpec::Project { exprs, schema } => {
@@ -432,8 +456,7 @@ fn build_operator(
             Arc::clone(expr),
             store.clone(),
             *state_id,
-            splits.cloned(),
-            place.idle_timeout,
+            watermark_from_source,
         )?),
         OperatorSpec::HashAggregate {
             group_by,

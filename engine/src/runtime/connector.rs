@@ -16,6 +16,7 @@ use tokio::sync::mpsc;
 
 use super::exchange::InputSender;
 use super::manager::{JobStates, Report, set_retrying};
+use super::split_watermarks::{SPLIT_WATERMARKS, SplitWatermarks};
 use crate::{Barrier, EngineError, EngineResult, Message, StreamChunk, Watermark};
 
 /// A source read by a connector. Its rows carry, after the declared
@@ -81,25 +82,6 @@ pub const SPLIT_SHIFT: u32 = 48;
 /// The split of a row of a reader with splits, from its row key.
 pub fn split_of_row_key(row_key: i64) -> u32 {
     (row_key >> SPLIT_SHIFT) as u32
-}
-
-/// What [`SourceReader::pending_splits`] said last, shared between a
-/// source's task and the watermark operator after it.
-#[derive(Debug, Clone, Default)]
-pub struct PendingSplits(Arc<std::sync::Mutex<Option<Vec<u32>>>>);
-
-impl PendingSplits {
-    /// Records what the reader said.
-    pub fn set(&self, splits: Option<Vec<u32>>) {
-        if let Ok(mut held) = self.0.lock() {
-            *held = splits;
-        }
-    }
-
-    /// The splits pending now; None when the reader has no splits.
-    pub fn get(&self) -> Option<Vec<u32>> {
-        self.0.lock().ok().and_then(|held| held.clone())
-    }
 }
 
 /// Rows of a generating source, addressed by position (0, 1, 2, …), so a
@@ -258,8 +240,9 @@ pub(crate) struct ConnectorSource {
     pub states: JobStates,
     /// The job's count of skipped messages, and this reader's share so far.
     pub skipped: (Arc<std::sync::atomic::AtomicU64>, u64),
-    /// Where the watermark operator finds the reader's pending splits.
-    pub splits: PendingSplits,
+    /// A reader with splits: the per-split watermarks, sent in line with
+    /// the rows.
+    pub watermark: Option<SplitWatermarks>,
 }
 
 impl ConnectorSource {
@@ -280,9 +263,23 @@ impl ConnectorSource {
             .map_err(|_| EngineError::Stopped("source's task ended".into()))
     }
 
+    /// The per-split watermark, when it rose.
+    async fn send_split_watermark(&mut self) -> EngineResult<()> {
+        let pending = self.reader.pending_splits();
+        match self.watermark.as_mut().and_then(|w| w.rise(pending)) {
+            Some(watermark) => self.send(Message::Watermark(watermark)).await,
+            None => Ok(()),
+        }
+    }
+
     async fn barrier(&mut self, barrier: Barrier) -> EngineResult<()> {
         self.emitted_in_epoch = false;
+        // Splits may have gone idle.
+        self.send_split_watermark().await?;
         self.state.put(0, POSITION, self.reader.position()?);
+        if let Some(watermark) = &self.watermark {
+            self.state.put(0, SPLIT_WATERMARKS, watermark.encode()?);
+        }
         let mut writes = runnel_storage::WriteSet::new();
         self.state.seal_epoch(barrier.epoch.0, &mut writes);
         self.reports
@@ -355,8 +352,6 @@ impl ConnectorSource {
                 continue;
             }
             let chunk = self.reader.read(allowed.min(BATCH_ROWS))?;
-            // Before the chunk goes out, so its splits are known downstream.
-            self.splits.set(self.reader.pending_splits());
             set_retrying(&self.states, self.job, self.reader.unavailable());
             let skipped = self.reader.skipped();
             if skipped > self.skipped.1 {
@@ -369,6 +364,8 @@ impl ConnectorSource {
             match chunk {
                 // Nothing yet (a socket): look again shortly.
                 Some(chunk) if chunk.num_rows() == 0 => {
+                    // Splits may have been read to their end.
+                    self.send_split_watermark().await?;
                     tokio::select! {
                         barrier = self.barriers.recv() => match barrier {
                             Some(barrier) => self.barrier(barrier).await?,
@@ -381,7 +378,11 @@ impl ConnectorSource {
                     rows_read += chunk.num_rows() as u64;
                     self.progress
                         .store(rows_read, std::sync::atomic::Ordering::Relaxed);
+                    if let Some(watermark) = &mut self.watermark {
+                        watermark.observe(&chunk)?;
+                    }
                     self.send(Message::Chunk(chunk)).await?;
+                    self.send_split_watermark().await?;
                     self.emitted_in_epoch = true;
                 }
                 _ => {

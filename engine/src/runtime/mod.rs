@@ -10,6 +10,7 @@ mod manager;
 mod metrics;
 mod sink;
 mod source;
+mod split_watermarks;
 mod task;
 
 use std::sync::Arc;
