@@ -10,8 +10,10 @@
 
 mod checkpoint;
 mod compare;
+mod kafka;
 mod measure;
 mod queries;
+mod report;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -20,6 +22,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use datafusion::datasource::MemTable;
 use datafusion::prelude::SessionContext;
+use report::{check_rows, print_header, print_row};
 use runnel_connectors::{NexmarkGenerator, NexmarkTable};
 use runnel_engine::runtime::JobState;
 use runnel_engine::runtime::connector::RowGenerator;
@@ -27,7 +30,12 @@ use runnel_planner::parser::parse_commands;
 use runnel_server::session::{Outcome, Session};
 use runnel_server::{Config, Database};
 
+#[derive(Clone)]
 struct Args {
+    /// `kafka`: the bids through a Kafka topic (see `kafka`).
+    kafka: bool,
+    /// Partitions of the Kafka topic.
+    partitions: u32,
     /// `soak`: stream each query at `events` and at `factor` times as many,
     /// and compare peak memory; no batch run.
     soak: Option<u64>,
@@ -55,14 +63,17 @@ fn parse_args() -> Result<Args> {
     let mut args = std::env::args().skip(1);
     let mode = args.next();
     let single = mode.as_deref() == Some("soak-run");
+    let kafka = mode.as_deref() == Some("kafka");
     let soak = match mode.as_deref() {
-        Some("nexmark") | Some("soak-run") => None,
+        Some("nexmark") | Some("soak-run") | Some("kafka") => None,
         Some("soak") => Some(10),
         _ => bail!(
-            "usage: runnel-bench nexmark [--query q0,q1,…] [--events N] [--seed S] [--rate EVENTS_PER_S] [--barrier-interval-ms MS] [--malloc-arenas N] [--epoch-buffer-mb MB] [--checkpoint-interval 1s] [--check]\n       runnel-bench soak [--query q5,q7] [--events N] [--factor F] [--barrier-interval-ms MS] [--malloc-arenas N] [--epoch-buffer-mb MB]\n       runnel-bench checkpoint [--rows N] [--payload BYTES]"
+            "usage: runnel-bench nexmark [--query q0,q1,…] [--events N] [--seed S] [--rate EVENTS_PER_S] [--barrier-interval-ms MS] [--malloc-arenas N] [--epoch-buffer-mb MB] [--checkpoint-interval 1s] [--check]\n       runnel-bench kafka [--query q1,q5] [--partitions P] [--events N] [--seed S] [--rate EVENTS_PER_S] [--barrier-interval-ms MS] [--check]\n       runnel-bench soak [--query q5,q7] [--events N] [--factor F] [--barrier-interval-ms MS] [--malloc-arenas N] [--epoch-buffer-mb MB]\n       runnel-bench checkpoint [--rows N] [--payload BYTES]"
         ),
     };
     let mut parsed = Args {
+        kafka,
+        partitions: 4,
         soak,
         single,
         queries: queries::ALL
@@ -80,6 +91,9 @@ fn parse_args() -> Result<Args> {
     };
     if parsed.soak.is_some() {
         parsed.queries = vec!["q5".into(), "q7".into()];
+    }
+    if parsed.kafka {
+        parsed.queries = vec!["q1".into(), "q5".into()];
     }
     while let Some(flag) = args.next() {
         if flag == "--check" {
@@ -99,6 +113,7 @@ fn parse_args() -> Result<Args> {
             "--epoch-buffer-mb" => parsed.epoch_buffer_mb = Some(value.parse()?),
             "--checkpoint-interval" => parsed.checkpoint_interval = value,
             "--factor" if parsed.soak.is_some() => parsed.soak = Some(value.parse()?),
+            "--partitions" if parsed.kafka => parsed.partitions = value.parse()?,
             other => bail!("unknown flag {other}"),
         }
     }
@@ -122,6 +137,11 @@ pub(crate) async fn run(
         }
     }
     Ok(out)
+}
+
+/// The `CREATE SOURCE` statements of Nexmark sources for `tables`.
+fn nexmark_sources(tables: &[NexmarkTable], args: &Args) -> Vec<String> {
+    tables.iter().map(|t| source_sql(*t, args)).collect()
 }
 
 fn source_sql(table: NexmarkTable, args: &Args) -> String {
@@ -151,13 +171,13 @@ fn source_sql(table: NexmarkTable, args: &Args) -> String {
     )
 }
 
-/// Streaming: the query as a materialized view, timed from CREATE until
-/// its sources ran out and the last epoch committed. With `--check`, also
-/// the view's rows (read after the timing).
+/// Streaming: the query as a materialized view over the sources `sources`
+/// create, timed from CREATE until its sources ran out and the last epoch
+/// committed. With `--check`, also the view's rows (read after the timing).
 async fn streaming(
     name: &str,
     sql: &str,
-    tables: &[NexmarkTable],
+    sources: &[String],
     args: &Args,
 ) -> Result<(measure::Run, Vec<datafusion::arrow::array::RecordBatch>)> {
     let dir = tempfile::tempdir()?;
@@ -178,8 +198,8 @@ async fn streaming(
     let db = Database::open(Config::from_values(&values)?)?;
     runnel_server::streaming::restart_jobs(&db).await?;
     let mut session = Session::new(Arc::clone(&db), "bench");
-    for table in tables {
-        run(&mut session, &source_sql(*table, args)).await?;
+    for source in sources {
+        run(&mut session, source).await?;
     }
     measure::reset_peak_memory();
     let start = measure::Usage::now();
@@ -215,9 +235,12 @@ async fn streaming(
     } else {
         vec![]
     };
-    drop(session);
     let store = Some(db.store.memory_report()?);
     let data_bytes = measure::dir_bytes(dir.path());
+    // Stops the job, so no source outlives the run (a Kafka consumer
+    // would complain once the benchmark's broker is gone).
+    run(&mut session, &format!("DROP MATERIALIZED VIEW {name}")).await?;
+    drop(session);
     Ok((
         measure::Run {
             usage,
@@ -341,11 +364,8 @@ fn soak_child(name: &str, events: u64, args: &Args) -> Result<SoakRun> {
 /// `soak-run`: one query at one size, figures on a line for the parent.
 async fn soak_run(args: &Args) -> Result<()> {
     let name = args.queries.first().context("soak-run needs --query")?;
-    let (_, sql, tables) = queries::ALL
-        .iter()
-        .find(|(n, _, _)| n == name)
-        .with_context(|| format!("unknown query {name}"))?;
-    let (run, _) = streaming(name, sql, tables, args).await?;
+    let (sql, tables) = queries::find(name)?;
+    let (run, _) = streaming(name, sql, &nexmark_sources(tables, args), args).await?;
     let store = run.store.unwrap_or_default();
     println!(
         "SOAK {} {} {} {} {} {}",
@@ -425,6 +445,9 @@ async fn run_bench(args: Args) -> Result<()> {
     if let Some(factor) = args.soak {
         return soak(&args, factor);
     }
+    if args.kafka {
+        return kafka::run(&args).await;
+    }
     println!(
         "Nexmark, {} events, seed {}, {} cores available",
         args.events,
@@ -433,63 +456,14 @@ async fn run_bench(args: Args) -> Result<()> {
             .map(|n| n.get())
             .unwrap_or(1)
     );
-    println!(
-        "{:<4} {:>14} {:>10} {:>10} {:>14} {:>10} {:>10} {:>8} {:>10}",
-        "q",
-        "stream ev/s/c",
-        "wall s",
-        "peak MiB",
-        "batch ev/s/c",
-        "wall s",
-        "peak MiB",
-        "ratio",
-        "rows"
-    );
+    print_header();
     for name in &args.queries {
-        let (_, sql, tables) = queries::ALL
-            .iter()
-            .find(|(n, _, _)| n == name)
-            .with_context(|| format!("unknown query {name}"))?;
-        let (stream, view_rows) = streaming(name, sql, tables, &args).await?;
+        let (sql, tables) = queries::find(name)?;
+        let (stream, view_rows) =
+            streaming(name, sql, &nexmark_sources(tables, &args), &args).await?;
         let (batch, batch_rows) = batch(sql, tables, &args).await?;
-        if args.check {
-            let types: Vec<_> = view_rows
-                .first()
-                .map(|b| {
-                    b.schema()
-                        .fields()
-                        .iter()
-                        .map(|f| f.data_type().clone())
-                        .collect()
-                })
-                .unwrap_or_default();
-            if !types.is_empty() || !batch_rows.iter().all(|b| b.num_rows() == 0) {
-                let view = compare::sorted_rows(&view_rows, &types)?;
-                let expected = compare::sorted_rows(&batch_rows, &types)?;
-                compare::same_rows(name, &view, &expected)?;
-            }
-        }
-        if stream.result_rows != batch.result_rows {
-            bail!(
-                "{name}: the view has {} rows, the batch query {}",
-                stream.result_rows,
-                batch.result_rows
-            );
-        }
-        let s = stream.events_per_core_second(args.events);
-        let b = batch.events_per_core_second(args.events);
-        println!(
-            "{:<4} {:>14.0} {:>10.2} {:>10.1} {:>14.0} {:>10.2} {:>10.1} {:>8.3} {:>10}",
-            name,
-            s,
-            stream.usage.wall.as_secs_f64(),
-            stream.peak_bytes as f64 / (1 << 20) as f64,
-            b,
-            batch.usage.wall.as_secs_f64(),
-            batch.peak_bytes as f64 / (1 << 20) as f64,
-            s / b,
-            stream.result_rows
-        );
+        check_rows(name, &args, &stream, &view_rows, &batch, &batch_rows)?;
+        print_row(name, args.events, &stream, &batch);
     }
     for (name, why) in queries::LEFT_OUT {
         println!("{name:<4} not run: {why}");

@@ -12,6 +12,14 @@ pub fn table_name(table: NexmarkTable) -> &'static str {
     }
 }
 
+/// The SQL of query `name` and the tables it reads.
+pub fn find(name: &str) -> anyhow::Result<(&'static str, &'static [NexmarkTable])> {
+    ALL.iter()
+        .find(|(n, _, _)| *n == name)
+        .map(|(_, sql, tables)| (*sql, *tables))
+        .ok_or_else(|| anyhow::anyhow!("unknown query {name}"))
+}
+
 /// (name, query, the tables it reads).
 pub const ALL: &[(&str, &str, &[NexmarkTable])] = &[
     (

@@ -5,14 +5,19 @@ librdkafka): makes topics and produces messages the tests describe.
   kafka_client.py BOOTSTRAP create-topic TOPIC PARTITIONS
   kafka_client.py BOOTSTRAP produce TOPIC < messages
   kafka_client.py BOOTSTRAP consume TOPIC > messages
+  kafka_client.py BOOTSTRAP count TOPIC > figures
 
 Each line of `messages` is a JSON array [partition, key, value]: key and
 value strings or null (a null value is a tombstone). `consume` reads every
 partition from its start to its end as a read_committed consumer.
+`count` reads every partition to its end as fast as confluent-kafka can
+(the benchmark's baseline) and prints one JSON object: messages, bytes,
+cpu_s (this process, every thread) and wall_s.
 
 """
 import json
 import sys
+import time
 
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
@@ -104,6 +109,45 @@ def consume(bootstrap, topic):
         print(json.dumps(line))
 
 
+def count(bootstrap, topic):
+    consumer = Consumer(
+        {"bootstrap.servers": bootstrap, "group.id": "runnel-bench", "enable.auto.commit": False}
+    )
+    metadata = consumer.list_topics(topic, timeout=30)
+    assignment = []
+    total = 0
+    for partition in sorted(metadata.topics[topic].partitions):
+        low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=30)
+        total += high - low
+        assignment.append(TopicPartition(topic, partition, low))
+    cpu, wall = time.process_time(), time.monotonic()
+    consumer.assign(assignment)
+    messages = size = 0
+    last = time.monotonic()
+    while messages < total:
+        # consume() waits for all num_messages or the timeout: a short one,
+        # so the last batch does not wait.
+        batch = consumer.consume(num_messages=10000, timeout=0.05)
+        if not batch:
+            if time.monotonic() - last > 10:
+                raise KafkaException(f"no message for 10 s after {messages} of {total}")
+            continue
+        last = time.monotonic()
+        for message in batch:
+            if message.error():
+                raise KafkaException(message.error())
+            messages += 1
+            size += len(message.value() or b"")
+    figures = {
+        "messages": messages,
+        "bytes": size,
+        "cpu_s": time.process_time() - cpu,
+        "wall_s": time.monotonic() - wall,
+    }
+    consumer.close()
+    print(json.dumps(figures))
+
+
 def main():
     bootstrap, command, *args = sys.argv[1:]
     if command == "create-topic":
@@ -112,6 +156,8 @@ def main():
         produce(bootstrap, *args)
     elif command == "consume":
         consume(bootstrap, *args)
+    elif command == "count":
+        count(bootstrap, *args)
     else:
         sys.exit(f"unknown command {command}")
 

@@ -25,6 +25,16 @@ pub type Produced<'a> = (i32, Option<&'a str>, Option<&'a str>);
 /// A message as read back: partition, key, value (None: a tombstone).
 pub type Consumed = (i32, Option<String>, Option<String>);
 
+/// What confluent-kafka's consumer took to read a topic.
+#[derive(Debug, serde::Deserialize)]
+pub struct ConsumerRun {
+    pub messages: u64,
+    pub bytes: u64,
+    /// CPU seconds of the client's process (every thread).
+    pub cpu_s: f64,
+    pub wall_s: f64,
+}
+
 /// `$RUNNEL_TANSU`, else `tansu` in cargo's bin directory, else on PATH.
 fn tansu_binary() -> Result<PathBuf> {
     if let Ok(path) = std::env::var("RUNNEL_TANSU") {
@@ -154,6 +164,13 @@ impl KafkaBroker {
             .filter(|l| !l.trim().is_empty())
             .map(|line| serde_json::from_str(line).with_context(|| format!("consumed line {line}")))
             .collect()
+    }
+
+    /// Reads every message of `topic` with confluent-kafka's consumer as
+    /// fast as it goes (the benchmark's baseline) and returns what it took.
+    pub fn time_reading(&self, topic: &str) -> Result<ConsumerRun> {
+        let out = self.client(&["count", topic], "")?;
+        serde_json::from_str(out.trim()).with_context(|| format!("figures of count: {out}"))
     }
 
     fn client(&self, args: &[&str], input: &str) -> Result<String> {
