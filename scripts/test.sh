@@ -37,6 +37,8 @@ fi
 [ -x "$VENV/bin/moto_server" ] || "$VENV/bin/pip" install -q 'moto[server]>=5'
 # confluent-kafka (a current librdkafka): the outside Kafka client of the tests.
 "$VENV/bin/python" -c 'import confluent_kafka' 2>/dev/null || "$VENV/bin/pip" install -q 'confluent-kafka>=2.10'
+# fastavro: the outside Avro encoder of the Avro source tests.
+"$VENV/bin/python" -c 'import fastavro' 2>/dev/null || "$VENV/bin/pip" install -q 'fastavro>=1.9'
 
 # tansu: the Kafka-protocol broker the connector tests start (~9 min to build
 # once; its own target directory so it stays apart from Runnel's).

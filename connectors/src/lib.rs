@@ -7,6 +7,7 @@
 //! `socket` (lines from a TCP server, at most once); and `kafka` (a topic's
 //! partitions, their offsets committed with each epoch, so exactly once).
 
+mod columns;
 mod datagen;
 mod files;
 mod kafka;
@@ -134,11 +135,7 @@ fn open(
             let reader = kafka::KafkaReader::new(&mut options, schema)?;
             options.finish_accepting(kafka::OPTIONS)?;
             if check {
-                reader.check().map_err(|reason| ConnectorError::BadValue {
-                    key: "properties.bootstrap.server".into(),
-                    value: reader.servers().into(),
-                    reason,
-                })?;
+                reader.check()?;
             }
             return Ok(Box::new(reader));
         }

@@ -6,6 +6,8 @@ librdkafka): makes topics and produces messages the tests describe.
   kafka_client.py BOOTSTRAP produce TOPIC < messages
   kafka_client.py BOOTSTRAP consume TOPIC > messages
   kafka_client.py BOOTSTRAP count TOPIC > figures
+  kafka_client.py BOOTSTRAP produce-avro TOPIC SCHEMA ID < records
+  kafka_client.py - registry PORT < schemas
 
 Each line of `messages` is a JSON array [partition, key, value]: key and
 value strings or null (a null value is a tombstone). `consume` reads every
@@ -13,11 +15,21 @@ partition from its start to its end as a read_committed consumer.
 `count` reads every partition to its end as fast as confluent-kafka can
 (the benchmark's baseline) and prints one JSON object: messages, bytes,
 cpu_s (this process, every thread) and wall_s.
+`produce-avro` encodes each line's record ([partition, object]) with
+fastavro in SCHEMA (JSON), bare (ID -1) or in the schema registry's wire
+format with schema id ID; a line [partition, "text"] sends the text's bytes
+as they are (a value that is not Avro). `registry` answers the schema
+registry's GET /subjects and GET /schemas/ids/N on 127.0.0.1:PORT with the
+schemas of stdin ({"N": schema, ...}) until killed: a stand-in for the
+registry's REST API, which is all the Avro source asks of it.
 
 """
+import io
 import json
+import struct
 import sys
 import time
+from http.server import BaseHTTPRequestHandler, HTTPServer
 
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
@@ -30,7 +42,9 @@ def create_topic(bootstrap, topic, partitions):
         future.result(timeout=30)
 
 
-def produce(bootstrap, topic):
+def produce_lines(bootstrap, topic, message_of):
+    """Produces a message per stdin line: message_of(the line's JSON) is
+    (partition, key bytes or None, value bytes or None)."""
     # One request in flight per partition: a retried batch cannot overtake
     # the next, so each partition keeps the order the test gave.
     producer = Producer(
@@ -47,14 +61,8 @@ def produce(bootstrap, topic):
         line = line.strip()
         if not line:
             continue
-        partition, key, value = json.loads(line)
-        producer.produce(
-            topic,
-            key=None if key is None else key.encode(),
-            value=None if value is None else value.encode(),
-            partition=partition,
-            on_delivery=delivered,
-        )
+        partition, key, value = message_of(json.loads(line))
+        producer.produce(topic, key=key, value=value, partition=partition, on_delivery=delivered)
         count += 1
         if count % 10000 == 0:
             producer.flush(30)
@@ -63,6 +71,18 @@ def produce(bootstrap, topic):
     if left or failures:
         raise KafkaException(f"{left} messages not delivered, errors: {failures[:3]}")
     print(count)
+
+
+def produce(bootstrap, topic):
+    def message_of(line):
+        partition, key, value = line
+        return (
+            partition,
+            None if key is None else key.encode(),
+            None if value is None else value.encode(),
+        )
+
+    produce_lines(bootstrap, topic, message_of)
 
 
 def consume(bootstrap, topic):
@@ -148,6 +168,55 @@ def count(bootstrap, topic):
     print(json.dumps(figures))
 
 
+def produce_avro(bootstrap, topic, schema, schema_id):
+    import fastavro
+
+    parsed = fastavro.parse_schema(json.loads(schema))
+    schema_id = int(schema_id)
+
+    def message_of(line):
+        partition, record = line
+        if isinstance(record, str):
+            return partition, None, record.encode()
+        body = io.BytesIO()
+        fastavro.schemaless_writer(body, parsed, record)
+        header = b"" if schema_id < 0 else b"\x00" + struct.pack(">I", schema_id)
+        return partition, None, header + body.getvalue()
+
+    produce_lines(bootstrap, topic, message_of)
+
+
+def registry(port):
+    schemas = {int(k): v for k, v in json.loads(sys.stdin.read()).items()}
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):
+            if self.path == "/subjects":
+                return self.answer(200, ["runnel-value"])
+            prefix = "/schemas/ids/"
+            if self.path.startswith(prefix) and self.path[len(prefix):].isdigit():
+                schema = schemas.get(int(self.path[len(prefix):]))
+                if schema is not None:
+                    return self.answer(200, {"schema": json.dumps(schema)})
+                return self.answer(404, {"error_code": 40403, "message": "Schema not found"})
+            return self.answer(404, {"error_code": 404, "message": "not found"})
+
+        def answer(self, status, body):
+            data = json.dumps(body).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/vnd.schemaregistry.v1+json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args):
+            pass
+
+    server = HTTPServer(("127.0.0.1", int(port)), Handler)
+    print("listening", flush=True)
+    server.serve_forever()
+
+
 def main():
     bootstrap, command, *args = sys.argv[1:]
     if command == "create-topic":
@@ -158,6 +227,10 @@ def main():
         consume(bootstrap, *args)
     elif command == "count":
         count(bootstrap, *args)
+    elif command == "produce-avro":
+        produce_avro(bootstrap, *args)
+    elif command == "registry":
+        registry(*args)
     else:
         sys.exit(f"unknown command {command}")
 

@@ -52,11 +52,11 @@ fn tansu_binary() -> Result<PathBuf> {
 }
 
 /// The Python of the test virtualenv, which has `confluent-kafka`.
-fn python() -> Result<PathBuf> {
+pub(crate) fn python() -> Result<PathBuf> {
     crate::s3_server::test_venv_bin("python")
 }
 
-fn client_script() -> PathBuf {
+pub(crate) fn client_script() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("kafka/kafka_client.py")
 }
 
@@ -153,6 +153,27 @@ impl KafkaBroker {
             input.push('\n');
         }
         self.client(&["produce", topic], &input).map(|_| ())
+    }
+
+    /// Produces `records` (partition, record) to `topic` encoded in Avro by
+    /// fastavro with `schema`: bare bodies without `registry_id`, else in
+    /// the schema registry's wire format with that schema id. A record that
+    /// is a JSON string is sent as its text (a value that is not Avro).
+    pub fn produce_avro(
+        &self,
+        topic: &str,
+        schema: &serde_json::Value,
+        registry_id: Option<u32>,
+        records: &[(i32, serde_json::Value)],
+    ) -> Result<()> {
+        let mut input = String::new();
+        for record in records {
+            input.push_str(&serde_json::to_string(record)?);
+            input.push('\n');
+        }
+        let id = registry_id.map_or("-1".to_string(), |id| id.to_string());
+        self.client(&["produce-avro", topic, &schema.to_string(), &id], &input)
+            .map(|_| ())
     }
 
     /// Every message of `topic`, each partition from its start to its end,

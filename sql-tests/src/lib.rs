@@ -3,7 +3,8 @@
 //! `SIGKILL`) and stops it when dropped; [`SltDatabase`] runs sqllogictest
 //! records against it over pgwire; [`S3Server`] runs an S3-compatible
 //! server for checkpoint and connector tests; [`KafkaBroker`] runs a
-//! Kafka-protocol broker and produces messages to it with an outside client.
+//! Kafka-protocol broker and produces messages to it with an outside client;
+//! [`SchemaRegistry`] stands in for a Confluent schema registry.
 //!
 //! The `runnel-sql-tests` binary runs every `.slt` file under `slt/`.
 
@@ -11,6 +12,7 @@ mod client;
 mod kafka_broker;
 mod oracle;
 mod s3_server;
+mod schema_registry;
 mod slt_db;
 mod test_server;
 
@@ -18,5 +20,6 @@ pub use client::{JobRow, connect, job_state, text_rows, wait_for_rows};
 pub use kafka_broker::{Consumed, ConsumerRun, KafkaBroker, Produced};
 pub use oracle::count_and_sum;
 pub use s3_server::{S3_KEY, S3Server};
+pub use schema_registry::SchemaRegistry;
 pub use slt_db::{SltDatabase, SltError};
 pub use test_server::{TestServer, runnel_binary};

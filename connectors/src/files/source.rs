@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use datafusion::arrow::array::{ArrayRef, Int64Array, RecordBatch};
-use datafusion::arrow::compute::{cast, concat_batches};
+use datafusion::arrow::compute::concat_batches;
 use datafusion::arrow::datatypes::SchemaRef;
 use futures::TryStreamExt;
 use object_store::{ObjectStore, ObjectStoreExt};
@@ -23,6 +23,7 @@ use runnel_engine::{EngineError, EngineResult, StreamChunk};
 use serde::{Deserialize, Serialize};
 
 use super::{Directory, FileFormat, run_blocking};
+use crate::columns::{Missing, by_name};
 use crate::options::{ConnectorError, Options};
 
 /// The options a file source takes, listed when one is unknown.
@@ -299,20 +300,7 @@ impl FileFormat {
                 let mut out = vec![];
                 for batch in reader {
                     let batch = batch.map_err(|e| e.to_string())?;
-                    let columns = schema
-                        .fields()
-                        .iter()
-                        .map(|field| {
-                            let column = batch.column_by_name(field.name()).ok_or_else(|| {
-                                format!("no column \"{}\" in the file", field.name())
-                            })?;
-                            cast(column, field.data_type()).map_err(|e| e.to_string())
-                        })
-                        .collect::<Result<Vec<_>, String>>()?;
-                    out.push(
-                        RecordBatch::try_new(Arc::clone(schema), columns)
-                            .map_err(|e| e.to_string())?,
-                    );
+                    out.push(by_name(&batch, schema, Missing::Refuse, "file")?);
                 }
                 out
             }

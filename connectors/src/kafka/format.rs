@@ -1,9 +1,8 @@
 //! Message values into rows: `FORMAT PLAIN ENCODE JSON` (one JSON object
 //! per message, fields matched to columns by name), `ENCODE CSV` (one
 //! record per message, fields in column order) and `ENCODE BYTES` (the
-//! whole value in one `bytea` or `varchar` column). `FORMAT UPSERT` and
-//! `FORMAT DEBEZIUM` take `ENCODE JSON` only; other formats (AVRO) are
-//! refused as not supported.
+//! whole value in one `bytea` or `varchar` column) and `ENCODE AVRO` (see
+//! `avro`). `FORMAT UPSERT` and `FORMAT DEBEZIUM` take `ENCODE JSON` only.
 //!
 //! A message that does not decode is skipped and counted, or fails the
 //! source with `format.error-policy = 'fail'`.
@@ -14,6 +13,7 @@ use datafusion::arrow::array::{ArrayRef, BinaryArray, RecordBatch, StringArray};
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::arrow::error::ArrowError;
 
+use super::avro::AvroValues;
 use super::changelog::Format;
 use crate::options::{ConnectorError, Options};
 
@@ -23,6 +23,7 @@ pub(crate) enum Encoding {
     Json,
     Csv { delimiter: u8 },
     Bytes,
+    Avro,
 }
 
 /// What to do with a message that does not decode.
@@ -46,6 +47,8 @@ pub(crate) struct ValueDecoder {
     /// The declared columns.
     schema: SchemaRef,
     encoding: Encoding,
+    /// With `ENCODE AVRO`: the writer schemas and their decoder.
+    avro: Option<AvroValues>,
 }
 
 impl ValueDecoder {
@@ -96,9 +99,10 @@ impl ValueDecoder {
                 }
                 Encoding::Bytes
             }
+            "avro" => Encoding::Avro,
             other => {
                 return Err(ConnectorError::Unsupported(format!(
-                    "ENCODE {} for a Kafka source (known: JSON, CSV, BYTES)",
+                    "ENCODE {} for a Kafka source (known: JSON, CSV, BYTES, AVRO)",
                     other.to_ascii_uppercase()
                 )));
             }
@@ -115,20 +119,44 @@ impl ValueDecoder {
                 });
             }
         };
+        let avro = match encoding {
+            Encoding::Avro => Some(AvroValues::from_options(options, schema)?),
+            _ => None,
+        };
         Ok((
             Self {
                 schema: Arc::clone(schema),
                 encoding,
+                avro,
             },
             policy,
             format,
         ))
     }
 
+    /// Whether what decoding needs answers (a schema registry).
+    pub(crate) fn check(&self) -> Result<(), ConnectorError> {
+        self.avro.as_ref().map_or(Ok(()), AvroValues::check)
+    }
+
     /// The rows of `values`, and the messages that did not decode. Rows
-    /// come in message order, one per decoded message.
-    pub(crate) fn decode(&self, values: &[&[u8]]) -> (RecordBatch, Vec<BadMessage>) {
+    /// come in message order, one per decoded message. An error when what
+    /// decoding needs does not answer (a schema registry).
+    pub(crate) fn decode(
+        &mut self,
+        values: &[&[u8]],
+    ) -> Result<(RecordBatch, Vec<BadMessage>), String> {
+        if let Some(avro) = &mut self.avro {
+            return avro.decode(values);
+        }
+        Ok(self.decode_text(values))
+    }
+
+    fn decode_text(&self, values: &[&[u8]]) -> (RecordBatch, Vec<BadMessage>) {
         match self.encoding {
+            Encoding::Avro => {
+                self.all_bad(values, &ArrowError::ParseError("no Avro schema".into()))
+            }
             Encoding::Bytes => self.bytes(values),
             Encoding::Json | Encoding::Csv { .. } => {
                 // The fast way: every value at once. Should one of them not
@@ -198,7 +226,9 @@ impl ValueDecoder {
                     .with_batch_size(rows)
                     .build_decoder(),
             ),
-            Encoding::Bytes => unreachable!("bytes are not text"),
+            Encoding::Bytes | Encoding::Avro => {
+                return Err(ArrowError::ParseError("not a text encoding".into()));
+            }
         };
         for value in values {
             feed(decoder.as_mut(), value)?;
@@ -290,14 +320,14 @@ mod tests {
 
     #[test]
     fn json_values_become_rows_and_bad_ones_are_reported() {
-        let decoder = decoder("json");
+        let mut decoder = decoder("json");
         let values: Vec<&[u8]> = vec![
             br#"{"id": 1, "name": "a"}"#,
             br#"{"id": "x"}"#,
             br#"not json"#,
             br#"{"name": "c", "extra": true}"#,
         ];
-        let (batch, bad) = decoder.decode(&values);
+        let (batch, bad) = decoder.decode(&values).unwrap();
         assert_eq!(batch.num_rows(), 2);
         let ids = batch
             .column(0)
@@ -311,9 +341,9 @@ mod tests {
 
     #[test]
     fn csv_values_fill_columns_in_order() {
-        let decoder = decoder("csv");
+        let mut decoder = decoder("csv");
         let values: Vec<&[u8]> = vec![b"1,a", b"2,b", b"x,c"];
-        let (batch, bad) = decoder.decode(&values);
+        let (batch, bad) = decoder.decode(&values).unwrap();
         assert_eq!(batch.num_rows(), 2);
         assert_eq!(bad.len(), 1);
         assert_eq!(bad[0].index, 2);
@@ -321,9 +351,9 @@ mod tests {
 
     #[test]
     fn two_objects_in_one_message_are_bad() {
-        let decoder = decoder("json");
+        let mut decoder = decoder("json");
         let values: Vec<&[u8]> = vec![br#"{"id": 1} {"id": 2}"#, br#"{"id": 3}"#];
-        let (batch, bad) = decoder.decode(&values);
+        let (batch, bad) = decoder.decode(&values).unwrap();
         assert_eq!(batch.num_rows(), 1);
         assert_eq!(bad.len(), 1);
         assert_eq!(bad[0].index, 0);

@@ -12,6 +12,7 @@
 //! (see `changelog`), which the engine's Upsert operator turns into
 //! retractions.
 
+mod avro;
 mod changelog;
 mod client;
 mod format;
@@ -239,13 +240,14 @@ impl KafkaReader {
     }
 
     /// Whether the broker answers and lists the topic (CREATE SOURCE).
-    pub(crate) fn check(&self) -> Result<(), String> {
-        self.partitions(CHECK_TIMEOUT).map(|_| ())
-    }
-
-    /// The bootstrap servers, as configured.
-    pub(crate) fn servers(&self) -> &str {
-        &self.servers
+    pub(crate) fn check(&self) -> Result<(), ConnectorError> {
+        self.partitions(CHECK_TIMEOUT)
+            .map_err(|reason| ConnectorError::BadValue {
+                key: "properties.bootstrap.server".into(),
+                value: self.servers.clone(),
+                reason,
+            })?;
+        self.values.check()
     }
 
     /// The topic's partitions, as the broker knows them now.
@@ -416,7 +418,9 @@ impl KafkaReader {
             .collect();
         let (changes, mut bad) = changelog::changes(self.format, &messages, self.key_column);
         let encoded: Vec<&[u8]> = changes.iter().map(|c| c.row.as_ref()).collect();
-        let (rows, undecoded) = self.values.decode(&encoded);
+        let (rows, undecoded) = self.values.decode(&encoded).map_err(|reason| {
+            EngineError::Internal(format!("kafka source, topic '{}': {reason}", self.topic))
+        })?;
         let mut decoded = vec![true; changes.len()];
         for b in undecoded {
             decoded[b.index] = false;
@@ -666,5 +670,7 @@ pub(crate) const OPTIONS: &[&str] = &[
     "scan.bounded.mode",
     "format.error-policy",
     "csv.delimiter",
+    "avro.schema",
+    "schema.registry",
     "include.key|partition|offset|timestamp (INCLUDE … AS column)",
 ];

@@ -587,6 +587,28 @@ mod tests {
     }
 
     #[test]
+    fn encode_takes_options_of_its_own() {
+        let parsed = parse_commands(
+            "CREATE SOURCE s (v bigint) WITH (connector = 'kafka', topic = 't') FORMAT PLAIN ENCODE AVRO (schema.registry = 'http://127.0.0.1:8081', Message = 'x');",
+        )
+        .unwrap();
+        let Command::CreateSource { options, .. } = &parsed[0] else {
+            panic!("not a source: {parsed:?}");
+        };
+        assert_eq!(options["encode"], "avro");
+        assert_eq!(options["schema.registry"], "http://127.0.0.1:8081");
+        assert_eq!(options["message"], "x");
+        assert_eq!(options["topic"], "t");
+        for bad in [
+            "CREATE SOURCE s (v bigint) WITH (connector = 'kafka') FORMAT PLAIN ENCODE AVRO schema",
+            "CREATE SOURCE s (v bigint) WITH (connector = 'kafka') FORMAT PLAIN ENCODE AVRO (a = 'b') c",
+            "CREATE SOURCE s (v bigint) WITH (connector = 'kafka') FORMAT PLAIN ENCODE AVRO (a = 'b'",
+        ] {
+            assert!(parse_commands(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
     fn create_source_includes_message_metadata_as_columns() {
         let parsed = parse_commands(
             "CREATE SOURCE s (v text) INCLUDE key AS k INCLUDE Offset WITH (connector = 'kafka') FORMAT PLAIN ENCODE BYTES",
