@@ -7,6 +7,7 @@ librdkafka): makes topics and produces messages the tests describe.
   kafka_client.py BOOTSTRAP consume TOPIC > messages
   kafka_client.py BOOTSTRAP count TOPIC > figures
   kafka_client.py BOOTSTRAP produce-avro TOPIC SCHEMA ID < records
+  kafka_client.py BOOTSTRAP consume-avro TOPIC REGISTRY_URL > messages
   kafka_client.py - registry PORT < schemas
 
 Each line of `messages` is a JSON array [partition, key, value]: key and
@@ -19,9 +20,12 @@ cpu_s (this process, every thread) and wall_s.
 fastavro in SCHEMA (JSON), bare (ID -1) or in the schema registry's wire
 format with schema id ID; a line [partition, "text"] sends the text's bytes
 as they are (a value that is not Avro). `registry` answers the schema
-registry's GET /subjects and GET /schemas/ids/N on 127.0.0.1:PORT with the
-schemas of stdin ({"N": schema, ...}) until killed: a stand-in for the
-registry's REST API, which is all the Avro source asks of it.
+registry's GET /subjects, GET /schemas/ids/N and POST
+/subjects/S/versions on 127.0.0.1:PORT, starting with the schemas of stdin
+({"N": schema, ...}), until killed: a stand-in for the registry's REST
+API, as far as Avro sources and sinks use it. `consume-avro` reads like
+`consume` and decodes keys and values in the registry's wire format with
+fastavro, the schemas fetched from REGISTRY_URL.
 
 """
 import io
@@ -86,6 +90,13 @@ def produce(bootstrap, topic):
 
 
 def consume(bootstrap, topic):
+    for line in read_all(bootstrap, topic, lambda data: data.decode()):
+        print(json.dumps(line))
+
+
+def read_all(bootstrap, topic, decode):
+    """Every message of every partition, start to end, read_committed:
+    [partition, decode(key), decode(value)] (None stays None)."""
     consumer = Consumer(
         {
             "bootstrap.servers": bootstrap,
@@ -119,14 +130,34 @@ def consume(bootstrap, topic):
         value = message.value()
         out.append([
             message.partition(),
-            None if key is None else key.decode(),
-            None if value is None else value.decode(),
+            None if key is None else decode(key),
+            None if value is None else decode(value),
         ])
         if message.offset() + 1 >= ends.get(message.partition(), 0):
             ends.pop(message.partition(), None)
     consumer.close()
-    for line in out:
-        print(json.dumps(line))
+    return out
+
+
+def consume_avro(bootstrap, topic, registry_url):
+    import urllib.request
+
+    import fastavro
+
+    schemas = {}
+
+    def decode(data):
+        if len(data) < 5 or data[0] != 0:
+            raise ValueError(f"not in the registry's wire format: {data[:8]!r}")
+        schema_id = struct.unpack(">I", data[1:5])[0]
+        if schema_id not in schemas:
+            with urllib.request.urlopen(f"{registry_url}/schemas/ids/{schema_id}") as answer:
+                text = json.loads(answer.read())["schema"]
+            schemas[schema_id] = fastavro.parse_schema(json.loads(text))
+        return fastavro.schemaless_reader(io.BytesIO(data[5:]), schemas[schema_id])
+
+    for line in read_all(bootstrap, topic, decode):
+        print(json.dumps(line, default=str))
 
 
 def count(bootstrap, topic):
@@ -190,6 +221,18 @@ def registry(port):
     schemas = {int(k): v for k, v in json.loads(sys.stdin.read()).items()}
 
     class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):
+            if not (self.path.startswith("/subjects/") and self.path.endswith("/versions")):
+                return self.answer(404, {"error_code": 404, "message": "not found"})
+            length = int(self.headers.get("Content-Length", 0))
+            schema = json.loads(json.loads(self.rfile.read(length))["schema"])
+            for schema_id, known in schemas.items():
+                if known == schema:
+                    return self.answer(200, {"id": schema_id})
+            schema_id = max(schemas, default=0) + 1
+            schemas[schema_id] = schema
+            return self.answer(200, {"id": schema_id})
+
         def do_GET(self):
             if self.path == "/subjects":
                 return self.answer(200, ["runnel-value"])
@@ -229,6 +272,8 @@ def main():
         count(bootstrap, *args)
     elif command == "produce-avro":
         produce_avro(bootstrap, *args)
+    elif command == "consume-avro":
+        consume_avro(bootstrap, *args)
     elif command == "registry":
         registry(*args)
     else:

@@ -25,6 +25,10 @@ pub type Produced<'a> = (i32, Option<&'a str>, Option<&'a str>);
 /// A message as read back: partition, key, value (None: a tombstone).
 pub type Consumed = (i32, Option<String>, Option<String>);
 
+/// An Avro message as read back: partition, key, value (None: a
+/// tombstone), each record as JSON.
+pub type ConsumedAvro = (i32, Option<serde_json::Value>, Option<serde_json::Value>);
+
 /// What confluent-kafka's consumer took to read a topic.
 #[derive(Debug, serde::Deserialize)]
 pub struct ConsumerRun {
@@ -180,6 +184,18 @@ impl KafkaBroker {
     /// as a read_committed consumer sees them: (partition, key, value).
     pub fn consume(&self, topic: &str) -> Result<Vec<Consumed>> {
         let output = self.client(&["consume", topic], "")?;
+        output
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|line| serde_json::from_str(line).with_context(|| format!("consumed line {line}")))
+            .collect()
+    }
+
+    /// Every message of `topic` like [`KafkaBroker::consume`], keys and
+    /// values decoded by fastavro from the registry's wire format with the
+    /// schemas of the registry at `registry_url`.
+    pub fn consume_avro(&self, topic: &str, registry_url: &str) -> Result<Vec<ConsumedAvro>> {
+        let output = self.client(&["consume-avro", topic, registry_url], "")?;
         output
             .lines()
             .filter(|l| !l.trim().is_empty())

@@ -17,7 +17,7 @@ mod slt_db;
 mod test_server;
 
 pub use client::{JobRow, connect, job_state, text_rows, wait_for_rows};
-pub use kafka_broker::{Consumed, ConsumerRun, KafkaBroker, Produced};
+pub use kafka_broker::{Consumed, ConsumedAvro, ConsumerRun, KafkaBroker, Produced};
 pub use oracle::count_and_sum;
 pub use s3_server::{S3_KEY, S3Server};
 pub use schema_registry::SchemaRegistry;

@@ -6,6 +6,9 @@
 //!   values in the registry's wire format under two schema versions, the
 //!   newer with a field the older lacks (null for its rows), and an id the
 //!   registry does not know (skipped);
+//! - an UPSERT sink with ENCODE AVRO registers its key and value schemas
+//!   and writes the registry's wire format, which fastavro reads back:
+//!   the topic compacted by key equals the view;
 //! - bad definitions are errors that say what to change.
 //!
 //! Each view equals the same aggregation computed here over what was
@@ -210,4 +213,76 @@ async fn bad_avro_definitions_say_what_to_change() -> Result<()> {
     // The session is still there.
     client.batch_execute("SELECT 1").await?;
     Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_upsert_sink_writes_avro_with_registered_schemas() -> Result<()> {
+    let registry = SchemaRegistry::start(&BTreeMap::new())?;
+    let broker = KafkaBroker::start()?;
+    broker.create_topic("bids", 2)?;
+    broker.create_topic("totals", 1)?;
+    broker.produce_avro(
+        "bids",
+        &bid_schema(),
+        None,
+        &(0..120).map(|i| record(i, None)).collect::<Vec<_>>(),
+    )?;
+    let server = TestServer::start_with_fast_barriers()?;
+    let client = connect(&server).await?;
+    let schema = bid_schema().to_string().replace('\'', "''");
+    client
+        .batch_execute(&format!(
+            "CREATE SOURCE bids (id bigint, item varchar, price bigint)
+               WITH (connector = 'kafka', topic = 'bids', properties.bootstrap.server = '{0}')
+               FORMAT PLAIN ENCODE AVRO (avro.schema = '{schema}');
+             CREATE MATERIALIZED VIEW totals AS
+               SELECT item, count(*) AS n, sum(price) AS total FROM bids GROUP BY item;
+             CREATE SINK totals_out FROM totals
+               WITH (connector = 'kafka', topic = 'totals', properties.bootstrap.server = '{0}')
+               FORMAT UPSERT ENCODE AVRO (schema.registry = '{1}')",
+            broker.bootstrap(),
+            registry.url()
+        ))
+        .await?;
+    wait_for(&client, TOTALS, &expected(0..120), Duration::from_secs(60)).await?;
+    // More bids update every total: the topic holds old and new versions.
+    broker.produce_avro(
+        "bids",
+        &bid_schema(),
+        None,
+        &(120..300).map(|i| record(i, None)).collect::<Vec<_>>(),
+    )?;
+    let want = expected(0..300);
+    wait_for(&client, TOTALS, &want, Duration::from_secs(60)).await?;
+
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let mut compacted: BTreeMap<String, Option<Value>> = BTreeMap::new();
+        for (_, key, value) in broker.consume_avro("totals", &registry.url())? {
+            let key = key.context("an upsert message without a key")?;
+            compacted.insert(key.to_string(), value);
+        }
+        let rows: Vec<Vec<String>> = compacted
+            .values()
+            .flatten()
+            .map(|v| {
+                ["item", "n", "total"]
+                    .iter()
+                    .map(|c| match &v[c] {
+                        Value::String(s) => s.clone(),
+                        other => other.to_string(),
+                    })
+                    .collect()
+            })
+            .collect();
+        let mut rows = rows;
+        rows.sort();
+        if rows == want {
+            return Ok(());
+        }
+        if std::time::Instant::now() > deadline {
+            bail!("the compacted Avro topic holds\n{rows:?}\nwant\n{want:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }

@@ -9,7 +9,6 @@
 //! column no field fills is null.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use arrow_avro::reader::{Decoder, ReaderBuilder};
 use arrow_avro::schema::{AvroSchema, Fingerprint, FingerprintAlgorithm, SchemaStore};
@@ -17,31 +16,20 @@ use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::SchemaRef;
 
 use super::format::BadMessage;
+use super::registry::Registry;
 use crate::columns::{Missing, by_name};
-use crate::files::run_blocking;
 use crate::options::{ConnectorError, Options};
 
 /// The first byte of a value in the registry's wire format.
 const CONFLUENT_MAGIC: u8 = 0;
 /// The id an inline schema goes by in the decoder's store.
 const INLINE_ID: u32 = 0;
-/// How long a schema registry gets to answer.
-const REGISTRY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Where the writer schemas come from.
 #[derive(Debug)]
 enum WriterSchemas {
     Inline,
     Registry(Registry),
-}
-
-/// A Confluent schema registry.
-#[derive(Debug)]
-struct Registry {
-    url: String,
-    client: reqwest::Client,
-    /// Runs the requests from the source's synchronous reads.
-    runtime: tokio::runtime::Handle,
 }
 
 /// Decodes Avro values into the declared columns.
@@ -83,24 +71,10 @@ impl AvroValues {
                     })?;
                 (WriterSchemas::Inline, BTreeMap::from([(INLINE_ID, schema)]))
             }
-            (None, Some(url)) => {
-                let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
-                    ConnectorError::Unsupported("a schema registry outside a runtime".into())
-                })?;
-                let client = reqwest::Client::builder()
-                    .timeout(REGISTRY_TIMEOUT)
-                    .build()
-                    .map_err(|e| ConnectorError::Unsupported(format!("an HTTP client: {e}")))?;
-                let url = url.trim_end_matches('/').to_string();
-                (
-                    WriterSchemas::Registry(Registry {
-                        url,
-                        client,
-                        runtime,
-                    }),
-                    BTreeMap::new(),
-                )
-            }
+            (None, Some(url)) => (
+                WriterSchemas::Registry(Registry::new(&url)?),
+                BTreeMap::new(),
+            ),
             (Some(_), Some(_)) => {
                 return Err(ConnectorError::BadValue {
                     key: "avro.schema".into(),
@@ -288,74 +262,6 @@ impl AvroValues {
             batches.push(by_name(&batch, &declared, Missing::Null, "record")?);
         }
         datafusion::arrow::compute::concat_batches(&declared, &batches).map_err(|e| e.to_string())
-    }
-}
-
-impl Registry {
-    /// Whether it answers `GET /subjects`.
-    fn check(&self) -> Result<(), ConnectorError> {
-        let bad = |reason: String| ConnectorError::BadValue {
-            key: "schema.registry".into(),
-            value: self.url.clone(),
-            reason,
-        };
-        let status = run_blocking(&self.runtime, async {
-            self.client
-                .get(format!("{}/subjects", self.url))
-                .send()
-                .await
-        })
-        .map_err(|e| bad(format!("the schema registry does not answer: {e}")))?
-        .status();
-        if !status.is_success() {
-            return Err(bad(format!("GET /subjects answers {status}")));
-        }
-        Ok(())
-    }
-
-    /// Schema `id` from the registry: Ok(Err) when it has none (or not an
-    /// Avro record), Err when it does not answer.
-    fn fetch(&self, id: u32) -> Result<Result<String, String>, String> {
-        let url = &self.url;
-        let answer = run_blocking(&self.runtime, async {
-            let response = self
-                .client
-                .get(format!("{url}/schemas/ids/{id}"))
-                .send()
-                .await?;
-            let status = response.status();
-            Ok::<_, reqwest::Error>((status, response.bytes().await?))
-        });
-        let (status, body) = answer.map_err(|e| {
-            format!("the schema registry at {url} does not answer for schema id {id}: {e}")
-        })?;
-        if status == reqwest::StatusCode::NOT_FOUND {
-            return Ok(Err(format!(
-                "schema id {id} is not in the schema registry at {url}"
-            )));
-        }
-        if !status.is_success() {
-            return Err(format!(
-                "the schema registry at {url} answers {status} for schema id {id}"
-            ));
-        }
-        let parsed: serde_json::Value = match serde_json::from_slice(&body) {
-            Ok(parsed) => parsed,
-            Err(e) => return Ok(Err(format!("schema id {id}: the registry's answer: {e}"))),
-        };
-        if parsed
-            .get("schemaType")
-            .and_then(|t| t.as_str())
-            .is_some_and(|t| t != "AVRO")
-        {
-            return Ok(Err(format!("schema id {id} is not an Avro schema")));
-        }
-        Ok(match parsed.get("schema").and_then(|s| s.as_str()) {
-            Some(schema) => Ok(schema.to_string()),
-            None => Err(format!(
-                "schema id {id}: the registry's answer holds no schema"
-            )),
-        })
     }
 }
 

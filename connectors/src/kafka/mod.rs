@@ -17,7 +17,9 @@ mod changelog;
 mod client;
 mod format;
 mod offsets;
+mod registry;
 mod sink;
+mod sink_encoding;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -8,6 +8,7 @@
 //! (null value); a topic compacted by key holds the sink's rows.
 //! `FORMAT DEBEZIUM ENCODE JSON`: change events with `before`, `after` and
 //! `op` (c, u, d), keyed like UPSERT, a delete followed by a tombstone.
+//! PLAIN and UPSERT also take `ENCODE AVRO` (see `sink_encoding`).
 //!
 //! `sink.delivery-guarantee = 'at-least-once'` (the default) waits until
 //! the broker acknowledged every message of an epoch; an epoch written
@@ -22,7 +23,6 @@
 use std::sync::Mutex;
 use std::time::Duration;
 
-use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::SchemaRef;
 use rdkafka::client::ClientContext;
 use rdkafka::config::ClientConfig;
@@ -35,6 +35,7 @@ use runnel_engine::runtime::{SinkWriteError, SinkWriter};
 use runnel_engine::{Epoch, Op, StreamChunk};
 
 use super::client::{CHECK_TIMEOUT, client_config, refused, topic_partitions};
+use super::sink_encoding::{Part, RowEncoding};
 use crate::options::{ConnectorError, Options};
 
 /// The header carrying the epoch of an exactly-once sink's message.
@@ -53,6 +54,7 @@ pub(crate) const SINK_OPTIONS: &[&str] = &[
     "properties.<librdkafka setting>",
     "primary_key",
     "sink.delivery-guarantee",
+    "schema.registry",
 ];
 
 /// The shape of the messages.
@@ -90,6 +92,8 @@ pub(crate) struct KafkaWriter {
     /// Key columns (UPSERT, DEBEZIUM).
     key: Vec<usize>,
     schema: SchemaRef,
+    /// How keys and values are encoded.
+    encoding: RowEncoding,
     producer: BaseProducer<Deliveries>,
     /// To make the producer anew after a transaction it cannot abort.
     producer_config: ClientConfig,
@@ -119,12 +123,11 @@ impl KafkaWriter {
                 )));
             }
         };
-        let encode = options.get("encode").unwrap_or("json");
-        if !encode.eq_ignore_ascii_case("json") {
-            return Err(ConnectorError::Unsupported(format!(
-                "ENCODE {} for a Kafka sink (known: JSON)",
-                encode.to_ascii_uppercase()
-            )));
+        let encoding = RowEncoding::from_options(options, &topic)?;
+        if format == SinkFormat::Debezium && !encoding.is_json() {
+            return Err(ConnectorError::Unsupported(
+                "FORMAT DEBEZIUM with an encoding other than JSON (use ENCODE JSON)".into(),
+            ));
         }
         // Read (and so accepted) by the server, which plans the key.
         let _ = options.get("primary_key");
@@ -181,6 +184,7 @@ impl KafkaWriter {
             format,
             key,
             schema: std::sync::Arc::clone(schema),
+            encoding,
             producer,
             producer_config: config,
             transactional,
@@ -190,18 +194,19 @@ impl KafkaWriter {
 
     /// Whether the broker answers and lists the topic (CREATE SINK).
     pub(crate) fn check(&self) -> Result<(), ConnectorError> {
-        topic_partitions(self.producer.client(), &self.topic, CHECK_TIMEOUT)
-            .map(|_| ())
-            .map_err(|reason| ConnectorError::BadValue {
+        topic_partitions(self.producer.client(), &self.topic, CHECK_TIMEOUT).map_err(|reason| {
+            ConnectorError::BadValue {
                 key: "properties.bootstrap.server".into(),
                 value: self.servers.clone(),
                 reason,
-            })
+            }
+        })?;
+        self.encoding.check()
     }
 
     /// The messages of one epoch: (key, value) pairs.
-    fn messages(&self, changes: &StreamChunk) -> Result<Vec<OutMessage>, SinkWriteError> {
-        let rows = json_rows(changes.data())?;
+    fn messages(&mut self, changes: &StreamChunk) -> Result<Vec<OutMessage>, SinkWriteError> {
+        let rows = self.encoding.rows(changes.data(), Part::Value)?;
         let keys = if self.key.is_empty() {
             vec![]
         } else {
@@ -209,7 +214,7 @@ impl KafkaWriter {
                 .data()
                 .project(&self.key)
                 .map_err(|e| SinkWriteError::Failed(e.to_string()))?;
-            json_rows(&keyed)?
+            self.encoding.rows(&keyed, Part::Key)?
         };
         let ops = changes
             .ops()
@@ -242,13 +247,17 @@ impl KafkaWriter {
                         Op::UpdateDelete => (Some(&rows[row]), None, "d"),
                         Op::UpdateInsert => (None, Some(&rows[row]), "c"),
                     };
+                    // Rows are JSON here (DEBEZIUM takes ENCODE JSON only).
+                    fn json(row: Option<&Vec<u8>>) -> std::borrow::Cow<'_, str> {
+                        row.map_or("null".into(), |r| String::from_utf8_lossy(r))
+                    }
                     let event = format!(
                         r#"{{"before":{},"after":{},"op":"{code}","ts_ms":{}}}"#,
-                        before.map_or("null", String::as_str),
-                        after.map_or("null", String::as_str),
+                        json(before),
+                        json(after),
                         now_millis()
                     );
-                    messages.push((key.clone(), Some(event)));
+                    messages.push((key.clone(), Some(event.into_bytes())));
                     if code == "d" {
                         messages.push((key, None));
                     }
@@ -264,12 +273,12 @@ impl KafkaWriter {
     fn produce(&self, epoch: Epoch, messages: &[OutMessage]) -> Result<(), KafkaError> {
         let epoch_text = epoch.0.to_string();
         for (key, value) in messages {
-            let mut record: BaseRecord<'_, str, str> = BaseRecord::to(&self.topic);
+            let mut record: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(&self.topic);
             if let Some(key) = key {
-                record = record.key(key.as_str());
+                record = record.key(key.as_slice());
             }
             if let Some(value) = value {
-                record = record.payload(value.as_str());
+                record = record.payload(value.as_slice());
             }
             if self.transactional.is_some() {
                 record = record.headers(OwnedHeaders::new().insert(Header {
@@ -380,7 +389,7 @@ impl KafkaWriter {
 }
 
 /// A message: key and value (None: a tombstone).
-type OutMessage = (Option<String>, Option<String>);
+type OutMessage = (Option<Vec<u8>>, Option<Vec<u8>>);
 
 impl SinkWriter for KafkaWriter {
     fn delivered(&mut self) -> Result<Option<Epoch>, SinkWriteError> {
@@ -469,26 +478,6 @@ fn classify(error: &KafkaError, doing: &str) -> SinkWriteError {
     } else {
         SinkWriteError::Unavailable(message)
     }
-}
-
-/// Each row of `batch` as a JSON object, every column present.
-fn json_rows(batch: &RecordBatch) -> Result<Vec<String>, SinkWriteError> {
-    let mut buffer = Vec::new();
-    {
-        let mut writer = datafusion::arrow::json::WriterBuilder::new()
-            .with_explicit_nulls(true)
-            .build::<_, datafusion::arrow::json::writer::LineDelimited>(&mut buffer);
-        writer
-            .write(batch)
-            .map_err(|e| SinkWriteError::Failed(format!("encoding rows as JSON: {e}")))?;
-        writer
-            .finish()
-            .map_err(|e| SinkWriteError::Failed(format!("encoding rows as JSON: {e}")))?;
-    }
-    let text = String::from_utf8(buffer)
-        .map_err(|e| SinkWriteError::Failed(format!("JSON is not UTF-8: {e}")))?;
-    // Newlines inside values are escaped, so each line is one row.
-    Ok(text.lines().map(str::to_string).collect())
 }
 
 fn now_millis() -> i64 {
