@@ -7,6 +7,7 @@
 //! `socket` (lines from a TCP server, at most once); and `kafka` (a topic's
 //! partitions, their offsets committed with each epoch, so exactly once).
 
+mod blocking;
 mod columns;
 mod datagen;
 mod files;

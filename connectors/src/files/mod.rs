@@ -66,26 +66,3 @@ impl Directory {
         })
     }
 }
-
-/// Runs `work` to its end on the server's runtime from synchronous code
-/// (a runtime worker included, which hands its other tasks on meanwhile so
-/// the runtime's I/O keeps being driven), on a thread of its own.
-pub(crate) fn run_blocking<T: Send>(
-    runtime: &tokio::runtime::Handle,
-    work: impl std::future::Future<Output = T> + Send,
-) -> T {
-    let run = || {
-        std::thread::scope(|scope| {
-            scope
-                .spawn(|| runtime.block_on(work))
-                .join()
-                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-        })
-    };
-    match tokio::runtime::Handle::try_current() {
-        Ok(current) if current.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
-            tokio::task::block_in_place(run)
-        }
-        _ => run(),
-    }
-}

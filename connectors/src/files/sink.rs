@@ -111,7 +111,7 @@ impl FileWriter {
     pub(crate) fn check(&self) -> Result<(), ConnectorError> {
         let store = Arc::clone(&self.dir.store);
         let root = self.dir.root.clone();
-        let listed = super::run_blocking(&self.runtime, async move {
+        let listed = crate::blocking::run_blocking(&self.runtime, async move {
             store.list_with_delimiter(Some(&root)).await
         });
         listed.map(|_| ()).map_err(|e| ConnectorError::BadValue {
@@ -194,7 +194,7 @@ impl SinkWriter for FileWriter {
             }
         }
         let store = Arc::clone(&self.dir.store);
-        super::run_blocking(&self.runtime, async move {
+        crate::blocking::run_blocking(&self.runtime, async move {
             for (path, bytes) in puts {
                 store
                     .put(&path, bytes.into())

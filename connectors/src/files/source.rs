@@ -22,7 +22,8 @@ use runnel_engine::runtime::connector::SourceReader;
 use runnel_engine::{EngineError, EngineResult, StreamChunk};
 use serde::{Deserialize, Serialize};
 
-use super::{Directory, FileFormat, run_blocking};
+use super::{Directory, FileFormat};
+use crate::blocking::run_blocking;
 use crate::columns::{Missing, by_name};
 use crate::options::{ConnectorError, Options};
 

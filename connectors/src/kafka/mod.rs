@@ -268,10 +268,12 @@ impl KafkaReader {
         if self.bounded && !stops.is_empty() && self.assigned.len() == stops.len() {
             return;
         }
-        match self
-            .partitions(METADATA_TIMEOUT)
-            .and_then(|all| self.assign_new(&all))
-        {
+        // Round trips to the broker: the runtime's other tasks go on.
+        let found = crate::blocking::blocking(|| {
+            self.partitions(METADATA_TIMEOUT)
+                .and_then(|all| self.assign_new(&all))
+        });
+        match found {
             Ok(()) => {
                 self.backoff = Duration::from_millis(200);
                 self.next_discovery = Some(now + self.discovery_every);
@@ -288,8 +290,13 @@ impl KafkaReader {
 
     fn assign_new(&mut self, all: &[i32]) -> Result<(), String> {
         if self.bounded && self.offsets.stops().is_empty() {
-            for &partition in all {
-                let end = self.end_of(partition)?;
+            // All or none: a partial list would end the source early.
+            let ends = all
+                .iter()
+                .map(|&partition| Ok((partition, self.end_of(partition)?)))
+                .collect::<Result<Vec<_>, String>>()?;
+            info!(topic = %self.topic, stops = ?ends, "bounded kafka source reads partitions up to these offsets");
+            for (partition, end) in ends {
                 self.offsets.set_stop(partition, end);
             }
         }

@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use crate::files::run_blocking;
+use crate::blocking::run_blocking;
 use crate::options::ConnectorError;
 
 /// How long a schema registry gets to answer.
