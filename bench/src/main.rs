@@ -226,16 +226,12 @@ async fn streaming(
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     run(&mut session, "FLUSH").await?;
-    eprintln!(
-        "{name}: sources read {} rows",
-        db.runtime.source_progress(id).0
-    );
+    let usage = start.elapsed();
+    let peak_bytes = measure::peak_memory();
     let late = db.runtime.late_rows(id);
     if late > 0 {
         eprintln!("{name}: windowed operators dropped {late} late rows");
     }
-    let usage = start.elapsed();
-    let peak_bytes = measure::peak_memory();
     let rows = run(&mut session, &format!("SELECT count(*) FROM {name}")).await?;
     let count = measure::first_count(&rows)?;
     let contents = if args.check {
