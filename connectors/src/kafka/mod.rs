@@ -7,16 +7,19 @@
 //! and read from their start, as Flink does. With `scan.bounded.mode =
 //! 'latest-offset'` the source reads each partition up to the end it had
 //! when the source first started (kept in the position) and then ends, so
-//! windows close and a view over it equals the batch query. Under `FORMAT UPSERT` or
-//! `FORMAT DEBEZIUM` the rows are upserts and deletes by the primary key
-//! (see `changelog`), which the engine's Upsert operator turns into
-//! retractions.
+//! windows close and a view over it equals the batch query. Partitions are
+//! the reader's splits: the engine keeps a watermark per partition (see
+//! `SourceReader::pending_splits`). Under `FORMAT UPSERT` or `FORMAT
+//! DEBEZIUM` the rows are upserts and deletes by the primary key (see
+//! `changelog`), which the engine's Upsert operator turns into
+//! retractions. Values are JSON, CSV, bytes or Avro (`format`, `avro`).
 
 mod avro;
 mod changelog;
 mod client;
 mod format;
 mod offsets;
+mod partitions;
 mod registry;
 mod sink;
 mod sink_encoding;
@@ -26,16 +29,15 @@ use std::time::{Duration, Instant};
 
 use datafusion::arrow::array::{ArrayRef, Int64Array, RecordBatch};
 use datafusion::arrow::datatypes::SchemaRef;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::BaseConsumer;
 use rdkafka::message::Message;
-use rdkafka::{Offset, TopicPartitionList};
 use runnel_engine::runtime::connector::SourceReader;
 use runnel_engine::{EngineError, EngineResult, Op, StreamChunk};
-use tracing::{info, warn};
+use tracing::warn;
 
 use crate::options::{ConnectorError, Options};
 use changelog::{Change, Format};
-use client::{CHECK_TIMEOUT, client_config, refused, topic_partitions};
+use client::{CHECK_TIMEOUT, client_config, refused};
 use format::{BadMessage, ErrorPolicy, ValueDecoder};
 use offsets::PartitionOffsets;
 pub(crate) use offsets::row_key;
@@ -250,169 +252,6 @@ impl KafkaReader {
                 reason,
             })?;
         self.values.check()
-    }
-
-    /// The topic's partitions, as the broker knows them now.
-    fn partitions(&self, timeout: Duration) -> Result<Vec<i32>, String> {
-        topic_partitions(self.consumer.client(), &self.topic, timeout)
-    }
-
-    /// Looks up the topic's partitions when due and assigns new ones. A
-    /// bounded source reads the partitions of its first start only.
-    fn discover(&mut self) {
-        let now = Instant::now();
-        if self.next_discovery.is_some_and(|at| now < at) {
-            return;
-        }
-        let stops = self.offsets.stops();
-        if self.bounded && !stops.is_empty() && self.assigned.len() == stops.len() {
-            return;
-        }
-        // Round trips to the broker: the runtime's other tasks go on.
-        let found = crate::blocking::blocking(|| {
-            self.partitions(METADATA_TIMEOUT)
-                .and_then(|all| self.assign_new(&all))
-        });
-        match found {
-            Ok(()) => {
-                self.backoff = Duration::from_millis(200);
-                self.next_discovery = Some(now + self.discovery_every);
-                self.unavailable = None;
-            }
-            Err(reason) => {
-                warn!(topic = %self.topic, servers = %self.servers, retry_in = ?self.backoff, "kafka source: {reason}");
-                self.unavailable = Some(format!("kafka source at {}: {reason}", self.servers));
-                self.next_discovery = Some(now + self.backoff);
-                self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
-            }
-        }
-    }
-
-    fn assign_new(&mut self, all: &[i32]) -> Result<(), String> {
-        if self.bounded && self.offsets.stops().is_empty() {
-            // All or none: a partial list would end the source early.
-            let ends = all
-                .iter()
-                .map(|&partition| Ok((partition, self.end_of(partition)?)))
-                .collect::<Result<Vec<_>, String>>()?;
-            info!(topic = %self.topic, stops = ?ends, "bounded kafka source reads partitions up to these offsets");
-            for (partition, end) in ends {
-                self.offsets.set_stop(partition, end);
-            }
-        }
-        let new: Vec<i32> = all
-            .iter()
-            .copied()
-            .filter(|p| !self.assigned.contains(p))
-            .filter(|p| !self.bounded || self.offsets.stops().contains_key(p))
-            .collect();
-        if new.is_empty() {
-            return Ok(());
-        }
-        let first_start = self.offsets.is_fresh();
-        let mut list = TopicPartitionList::new();
-        let mut resolved = vec![];
-        for &partition in &new {
-            let offset = match self.offsets.next(partition) {
-                Some(next) => Offset::Offset(next),
-                None => {
-                    let start = self.start_of(partition, first_start)?;
-                    if let Offset::Offset(offset) = start {
-                        resolved.push((partition, offset));
-                    }
-                    start
-                }
-            };
-            list.add_partition_offset(&self.topic, partition, offset)
-                .map_err(|e| e.to_string())?;
-        }
-        self.consumer
-            .incremental_assign(&list)
-            .map_err(|e| format!("cannot assign partitions {new:?}: {e}"))?;
-        for (partition, offset) in resolved {
-            self.offsets.set_next(partition, offset);
-        }
-        info!(topic = %self.topic, partitions = ?new, "kafka source reads new partitions");
-        self.assigned.extend(new);
-        self.assigned.sort_unstable();
-        Ok(())
-    }
-
-    /// Where a partition without a committed offset starts. Only the
-    /// partitions there are when the source first starts follow
-    /// `scan.startup.mode`; later ones start at their beginning. A start
-    /// that is not the beginning is resolved to an offset and kept, so a
-    /// restart before the first message continues from the same place.
-    fn start_of(&self, partition: i32, first_start: bool) -> Result<Offset, String> {
-        let offset = match self.startup {
-            _ if !first_start => return Ok(Offset::Beginning),
-            Startup::Earliest => return Ok(Offset::Beginning),
-            Startup::Latest => self.end_of(partition)?,
-            Startup::Timestamp(millis) => {
-                let mut list = TopicPartitionList::new();
-                list.add_partition_offset(&self.topic, partition, Offset::Offset(millis))
-                    .map_err(|e| e.to_string())?;
-                let found = self
-                    .consumer
-                    .offsets_for_times(list, METADATA_TIMEOUT)
-                    .map_err(|e| format!("cannot look up offsets by time: {e}"))?;
-                match found
-                    .find_partition(&self.topic, partition)
-                    .map(|e| e.offset())
-                {
-                    Some(Offset::Offset(offset)) => offset,
-                    // No message that late yet: from the end.
-                    _ => self.end_of(partition)?,
-                }
-            }
-        };
-        Ok(Offset::Offset(offset))
-    }
-
-    /// The offset the next message of `partition` will get (its high
-    /// watermark).
-    fn end_of(&self, partition: i32) -> Result<i64, String> {
-        Ok(self
-            .consumer
-            .fetch_watermarks(&self.topic, partition, METADATA_TIMEOUT)
-            .map_err(|e| format!("cannot read the end of partition {partition}: {e}"))?
-            .1)
-    }
-
-    /// Stops fetching `partition` (a bounded source read it to its stop).
-    fn pause(&self, partition: i32) {
-        let mut list = TopicPartitionList::new();
-        list.add_partition(&self.topic, partition);
-        if let Err(error) = self.consumer.pause(&list) {
-            warn!(topic = %self.topic, partition, "kafka source cannot pause a finished partition: {error}");
-        }
-    }
-
-    /// Whether a bounded source has read every partition up to its stop.
-    /// A partition whose last offsets hold no message (transaction
-    /// markers) counts as done once the consumer's position passed them.
-    fn reached_stops(&self) -> bool {
-        let stops = self.offsets.stops();
-        if !self.bounded || stops.is_empty() || self.assigned.len() < stops.len() {
-            return false;
-        }
-        let behind: Vec<i32> = stops
-            .iter()
-            .filter(|&(&p, &stop)| self.offsets.next(p).unwrap_or(0) < stop)
-            .map(|(&p, _)| p)
-            .collect();
-        if behind.is_empty() {
-            return true;
-        }
-        let Ok(positions) = self.consumer.position() else {
-            return false;
-        };
-        behind.iter().all(|p| {
-            matches!(
-                positions.find_partition(&self.topic, *p).map(|e| e.offset()),
-                Some(Offset::Offset(at)) if at >= stops[p]
-            )
-        })
     }
 
     /// The changes `taken` holds, in the source's schema. Of a message
