@@ -18,6 +18,7 @@ mod avro;
 mod changelog;
 mod client;
 mod format;
+mod logs;
 mod offsets;
 mod partitions;
 mod registry;
@@ -90,7 +91,7 @@ enum Column {
 pub(crate) struct KafkaReader {
     topic: String,
     servers: String,
-    consumer: BaseConsumer,
+    consumer: BaseConsumer<logs::SourceContext>,
     /// The declared columns then the row key.
     schema: SchemaRef,
     /// Where each declared column comes from.
@@ -216,7 +217,9 @@ impl KafkaReader {
         if config.get("group.id").is_none() {
             config.set("group.id", format!("runnel-{topic}"));
         }
-        let consumer: BaseConsumer = config.create().map_err(|e| refused(&servers, e))?;
+        let consumer: BaseConsumer<logs::SourceContext> = config
+            .create_with_context(logs::SourceContext::default())
+            .map_err(|e| refused(&servers, e))?;
         let reader = Self {
             topic,
             servers,

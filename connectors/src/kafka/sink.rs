@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use datafusion::arrow::datatypes::SchemaRef;
 use rdkafka::client::ClientContext;
-use rdkafka::config::ClientConfig;
+use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
@@ -35,6 +35,7 @@ use runnel_engine::runtime::{SinkWriteError, SinkWriter};
 use runnel_engine::{Epoch, Op, StreamChunk};
 
 use super::client::{CHECK_TIMEOUT, client_config, refused, topic_partitions};
+use super::logs::QuietLogs;
 use super::sink_encoding::{Part, RowEncoding};
 use crate::options::{ConnectorError, Options};
 
@@ -66,12 +67,22 @@ enum SinkFormat {
 }
 
 /// Counts failed deliveries; librdkafka reports them on its poll thread.
+/// Its log lines go out quietly.
 #[derive(Default)]
 struct Deliveries {
     failed: Mutex<Option<String>>,
+    logs: QuietLogs,
 }
 
-impl ClientContext for Deliveries {}
+impl ClientContext for Deliveries {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        self.logs.log(level, fac, log_message);
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        self.logs.error(&error, reason);
+    }
+}
 
 impl ProducerContext for Deliveries {
     type DeliveryOpaque = ();
