@@ -6,6 +6,8 @@
 //!   values in the registry's wire format under two schema versions, the
 //!   newer with a field the older lacks (null for its rows), and an id the
 //!   registry does not know (skipped);
+//! - a registry that goes away shows the job `retrying`; nothing is lost
+//!   or skipped when it is back;
 //! - an UPSERT sink with ENCODE AVRO registers its key and value schemas
 //!   and writes the registry's wire format, which fastavro reads back:
 //!   the topic compacted by key equals the view;
@@ -61,6 +63,19 @@ fn record(i: i64, note: Option<&str>) -> (i32, Value) {
         value["note"] = json!(note);
     }
     (partition, value)
+}
+
+/// Source `bids` of topic `bids` through `registry`, and view `totals`.
+fn registry_source(broker: &KafkaBroker, registry: &SchemaRegistry) -> String {
+    format!(
+        "CREATE SOURCE bids (id bigint, item varchar, price bigint, note varchar)
+           WITH (connector = 'kafka', topic = 'bids', properties.bootstrap.server = '{}')
+           FORMAT PLAIN ENCODE AVRO (schema.registry = '{}');
+         CREATE MATERIALIZED VIEW totals AS
+           SELECT item, count(*) AS n, sum(price) AS total FROM bids GROUP BY item",
+        broker.bootstrap(),
+        registry.url()
+    )
 }
 
 const TOTALS: &str = "SELECT item, n, total FROM totals ORDER BY item";
@@ -153,17 +168,13 @@ async fn avro_from_a_schema_registry_with_two_schema_versions() -> Result<()> {
     let server = TestServer::start_with_fast_barriers()?;
     let client = connect(&server).await?;
     client
-        .batch_execute(&format!(
-            "CREATE SOURCE bids (id bigint, item varchar, price bigint, note varchar)
-               WITH (connector = 'kafka', topic = 'bids', properties.bootstrap.server = '{}')
-               FORMAT PLAIN ENCODE AVRO (schema.registry = '{}');
-             CREATE MATERIALIZED VIEW totals AS
-               SELECT item, count(*) AS n, sum(price) AS total FROM bids GROUP BY item;
-             CREATE MATERIALIZED VIEW notes AS
+        .batch_execute(&registry_source(&broker, &registry))
+        .await?;
+    client
+        .batch_execute(
+            "CREATE MATERIALIZED VIEW notes AS
                SELECT count(note) AS noted, count(*) - count(note) AS plain FROM bids",
-            broker.bootstrap(),
-            registry.url()
-        ))
+        )
         .await?;
     wait_for(&client, TOTALS, &expected(0..160), Duration::from_secs(60)).await?;
     wait_for(
@@ -285,4 +296,48 @@ async fn an_upsert_sink_writes_avro_with_registered_schemas() -> Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_registry_that_goes_away_is_waited_for() -> Result<()> {
+    let mut registry =
+        SchemaRegistry::start(&BTreeMap::from([(1, bid_schema()), (2, noted_schema())]))?;
+    let broker = KafkaBroker::start()?;
+    broker.create_topic("bids", 2)?;
+    broker.produce_avro(
+        "bids",
+        &bid_schema(),
+        Some(1),
+        &(0..50).map(|i| record(i, None)).collect::<Vec<_>>(),
+    )?;
+    let server = TestServer::start_with_fast_barriers()?;
+    let client = connect(&server).await?;
+    client
+        .batch_execute(&registry_source(&broker, &registry))
+        .await?;
+    wait_for(&client, TOTALS, &expected(0..50), Duration::from_secs(60)).await?;
+
+    // Schema 2 is new to the source, and the registry is gone.
+    registry.stop();
+    broker.produce_avro(
+        "bids",
+        &noted_schema(),
+        Some(2),
+        &(50..120).map(|i| record(i, Some("n"))).collect::<Vec<_>>(),
+    )?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let JobRow { status, error, .. } = job_state(&client, "public.totals").await?;
+        if status == "retrying" {
+            assert!(error.contains(&registry.url()), "{error}");
+            break;
+        }
+        if std::time::Instant::now() > deadline {
+            bail!("with the registry down the job is {status} ({error}), expected retrying");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    registry.restart()?;
+    wait_for(&client, TOTALS, &expected(0..120), Duration::from_secs(90)).await?;
+    skipped(&client, "public.totals", "0").await
 }

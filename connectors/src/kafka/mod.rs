@@ -122,6 +122,12 @@ pub(crate) struct KafkaReader {
     last_error_log: Option<Instant>,
     /// Why the broker cannot be read now, until it answers again.
     unavailable: Option<String>,
+    /// Messages taken but not yet decodable because what decoding needs
+    /// does not answer (a schema registry); the offsets do not include
+    /// them until they decode, so a checkpoint meanwhile does not skip
+    /// them. Tried again at `retry_at`.
+    held: Vec<Taken>,
+    retry_at: Option<Instant>,
 }
 
 impl KafkaReader {
@@ -242,6 +248,8 @@ impl KafkaReader {
             last_skip_log: None,
             last_error_log: None,
             unavailable: None,
+            held: vec![],
+            retry_at: None,
         };
         Ok(reader)
     }
@@ -258,8 +266,9 @@ impl KafkaReader {
     }
 
     /// The changes `taken` holds, in the source's schema. Of a message
-    /// with a part that does not decode, nothing is kept.
-    fn rows_of(&mut self, taken: &[Taken]) -> EngineResult<StreamChunk> {
+    /// with a part that does not decode, nothing is kept. Ok(Err): why
+    /// they cannot be decoded now (a schema registry that does not answer).
+    fn rows_of(&mut self, taken: &[Taken]) -> EngineResult<Result<StreamChunk, String>> {
         let messages: Vec<changelog::Message<'_>> = taken
             .iter()
             .map(|t| changelog::Message {
@@ -269,9 +278,10 @@ impl KafkaReader {
             .collect();
         let (changes, mut bad) = changelog::changes(self.format, &messages, self.key_column);
         let encoded: Vec<&[u8]> = changes.iter().map(|c| c.row.as_ref()).collect();
-        let (rows, undecoded) = self.values.decode(&encoded).map_err(|reason| {
-            EngineError::Internal(format!("kafka source, topic '{}': {reason}", self.topic))
-        })?;
+        let (rows, undecoded) = match self.values.decode(&encoded) {
+            Ok(decoded) => decoded,
+            Err(reason) => return Ok(Err(reason)),
+        };
         let mut decoded = vec![true; changes.len()];
         for b in undecoded {
             decoded[b.index] = false;
@@ -328,10 +338,38 @@ impl KafkaReader {
         let batch = RecordBatch::try_new(Arc::clone(&self.schema), columns)?;
         if self.format.is_changelog() {
             let ops: Vec<Op> = kept.iter().map(|c| c.op).collect();
-            StreamChunk::new(batch, &ops)
+            StreamChunk::new(batch, &ops).map(Ok)
         } else {
-            Ok(StreamChunk::inserts(batch))
+            Ok(Ok(StreamChunk::inserts(batch)))
         }
+    }
+
+    /// The rows of `taken`, whose offsets are not in the position yet; if
+    /// they cannot be decoded now, they are held and tried again later.
+    fn decode_taken(&mut self, taken: Vec<Taken>) -> EngineResult<Option<StreamChunk>> {
+        match self.rows_of(&taken)? {
+            Ok(chunk) => {
+                for t in &taken {
+                    self.offsets.set_next(t.partition, t.offset + 1);
+                }
+                self.unavailable = None;
+                self.retry_at = None;
+                self.backoff = Duration::from_millis(200);
+                Ok(Some(chunk))
+            }
+            Err(reason) => {
+                warn!(topic = %self.topic, retry_in = ?self.backoff, "kafka source cannot decode now: {reason}");
+                self.unavailable = Some(format!("kafka source, topic '{}': {reason}", self.topic));
+                self.retry_at = Some(Instant::now() + self.backoff);
+                self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+                self.held = taken;
+                Ok(Some(self.no_rows()))
+            }
+        }
+    }
+
+    fn no_rows(&self) -> StreamChunk {
+        StreamChunk::inserts(RecordBatch::new_empty(Arc::clone(&self.schema)))
     }
 
     fn log_skipped(&mut self, partition: i32, offset: i64, reason: &str) {
@@ -400,7 +438,17 @@ impl SourceReader for KafkaReader {
     }
 
     fn read(&mut self, max_rows: usize) -> EngineResult<Option<StreamChunk>> {
+        if !self.held.is_empty() {
+            if self.retry_at.is_some_and(|at| Instant::now() < at) {
+                return Ok(Some(self.no_rows()));
+            }
+            let held = std::mem::take(&mut self.held);
+            return self.decode_taken(held);
+        }
         self.discover();
+        // Offsets advance over what is taken (so a repeat is skipped) and
+        // are set back should the batch be held.
+        let before = self.offsets.clone();
         let mut taken: Vec<Taken> = vec![];
         while taken.len() < max_rows {
             match self.consumer.poll(Duration::ZERO) {
@@ -459,11 +507,10 @@ impl SourceReader for KafkaReader {
             if self.reached_stops() {
                 return Ok(None);
             }
-            return Ok(Some(StreamChunk::inserts(RecordBatch::new_empty(
-                Arc::clone(&self.schema),
-            ))));
+            return Ok(Some(self.no_rows()));
         }
-        self.rows_of(&taken).map(Some)
+        self.offsets = before;
+        self.decode_taken(taken)
     }
 
     fn position(&self) -> EngineResult<Vec<u8>> {
@@ -486,7 +533,10 @@ impl SourceReader for KafkaReader {
         Some(
             self.assigned
                 .iter()
-                .filter(|p| !self.caught_up.contains(p))
+                // Held messages are rows not read yet.
+                .filter(|p| {
+                    !self.caught_up.contains(p) || self.held.iter().any(|t| t.partition == **p)
+                })
                 .filter(|p| {
                     !self.bounded
                         || stops
