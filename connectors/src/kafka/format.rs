@@ -18,12 +18,14 @@ use super::changelog::Format;
 use crate::options::{ConnectorError, Options};
 
 /// How a message's value is encoded.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Encoding {
     Json,
-    Csv { delimiter: u8 },
+    Csv {
+        delimiter: u8,
+    },
     Bytes,
-    Avro,
+    /// The writer schemas and their decoder.
+    Avro(Box<AvroValues>),
 }
 
 /// What to do with a message that does not decode.
@@ -47,8 +49,6 @@ pub(crate) struct ValueDecoder {
     /// The declared columns.
     schema: SchemaRef,
     encoding: Encoding,
-    /// With `ENCODE AVRO`: the writer schemas and their decoder.
-    avro: Option<AvroValues>,
 }
 
 impl ValueDecoder {
@@ -99,7 +99,7 @@ impl ValueDecoder {
                 }
                 Encoding::Bytes
             }
-            "avro" => Encoding::Avro,
+            "avro" => Encoding::Avro(Box::new(AvroValues::from_options(options, schema)?)),
             other => {
                 return Err(ConnectorError::Unsupported(format!(
                     "ENCODE {} for a Kafka source (known: JSON, CSV, BYTES, AVRO)",
@@ -119,15 +119,10 @@ impl ValueDecoder {
                 });
             }
         };
-        let avro = match encoding {
-            Encoding::Avro => Some(AvroValues::from_options(options, schema)?),
-            _ => None,
-        };
         Ok((
             Self {
                 schema: Arc::clone(schema),
                 encoding,
-                avro,
             },
             policy,
             format,
@@ -136,7 +131,10 @@ impl ValueDecoder {
 
     /// Whether what decoding needs answers (a schema registry).
     pub(crate) fn check(&self) -> Result<(), ConnectorError> {
-        self.avro.as_ref().map_or(Ok(()), AvroValues::check)
+        match &self.encoding {
+            Encoding::Avro(avro) => avro.check(),
+            _ => Ok(()),
+        }
     }
 
     /// The rows of `values`, and the messages that did not decode. Rows
@@ -146,26 +144,15 @@ impl ValueDecoder {
         &mut self,
         values: &[&[u8]],
     ) -> Result<(RecordBatch, Vec<BadMessage>), String> {
-        if let Some(avro) = &mut self.avro {
-            return avro.decode(values);
-        }
-        Ok(self.decode_text(values))
-    }
-
-    fn decode_text(&self, values: &[&[u8]]) -> (RecordBatch, Vec<BadMessage>) {
-        match self.encoding {
-            Encoding::Avro => {
-                self.all_bad(values, &ArrowError::ParseError("no Avro schema".into()))
-            }
-            Encoding::Bytes => self.bytes(values),
-            Encoding::Json | Encoding::Csv { .. } => {
-                // The fast way: every value at once. Should one of them not
-                // decode (or decode to other than one row), each on its own.
-                match self.text(values) {
-                    Ok(batch) if batch.num_rows() == values.len() => (batch, vec![]),
-                    _ => self.one_by_one(values),
-                }
-            }
+        match &mut self.encoding {
+            Encoding::Avro(avro) => avro.decode(values),
+            Encoding::Bytes => Ok(self.bytes(values)),
+            // The fast way: every value at once. Should one of them not
+            // decode (or decode to other than one row), each on its own.
+            Encoding::Json | Encoding::Csv { .. } => Ok(match self.text(values) {
+                Ok(batch) if batch.num_rows() == values.len() => (batch, vec![]),
+                _ => self.one_by_one(values),
+            }),
         }
     }
 
@@ -213,7 +200,7 @@ impl ValueDecoder {
     /// Decodes values of a text encoding, each followed by a newline.
     fn text(&self, values: &[&[u8]]) -> Result<RecordBatch, ArrowError> {
         let rows = values.len().max(1);
-        let mut decoder: Box<dyn TextDecoder> = match self.encoding {
+        let mut decoder: Box<dyn TextDecoder> = match &self.encoding {
             Encoding::Json => Box::new(
                 datafusion::arrow::json::ReaderBuilder::new(Arc::clone(&self.schema))
                     .with_batch_size(rows)
@@ -222,11 +209,11 @@ impl ValueDecoder {
             Encoding::Csv { delimiter } => Box::new(
                 datafusion::arrow::csv::ReaderBuilder::new(Arc::clone(&self.schema))
                     .with_header(false)
-                    .with_delimiter(delimiter)
+                    .with_delimiter(*delimiter)
                     .with_batch_size(rows)
                     .build_decoder(),
             ),
-            Encoding::Bytes | Encoding::Avro => {
+            Encoding::Bytes | Encoding::Avro(_) => {
                 return Err(ArrowError::ParseError("not a text encoding".into()));
             }
         };

@@ -44,14 +44,9 @@ impl Registry {
             value: self.url.clone(),
             reason,
         };
-        let status = run_blocking(&self.runtime, async {
-            self.client
-                .get(format!("{}/subjects", self.url))
-                .send()
-                .await
-        })
-        .map_err(|e| bad(format!("the schema registry does not answer: {e}")))?
-        .status();
+        let (status, _) = self
+            .send(self.client.get(format!("{}/subjects", self.url)))
+            .map_err(|e| bad(format!("the schema registry does not answer: {e}")))?;
         if !status.is_success() {
             return Err(bad(format!("GET /subjects answers {status}")));
         }
@@ -62,15 +57,7 @@ impl Registry {
     /// Avro record), Err when it does not answer.
     pub(crate) fn fetch(&self, id: u32) -> Result<Result<String, String>, String> {
         let url = &self.url;
-        let answer = run_blocking(&self.runtime, async {
-            let response = self
-                .client
-                .get(format!("{url}/schemas/ids/{id}"))
-                .send()
-                .await?;
-            let status = response.status();
-            Ok::<_, reqwest::Error>((status, response.bytes().await?))
-        });
+        let answer = self.send(self.client.get(format!("{url}/schemas/ids/{id}")));
         let (status, body) = answer.map_err(|e| {
             format!("the schema registry at {url} does not answer for schema id {id}: {e}")
         })?;
@@ -108,17 +95,12 @@ impl Registry {
     pub(crate) fn register(&self, subject: &str, schema: &str) -> Result<u32, String> {
         let url = &self.url;
         let body = serde_json::json!({ "schema": schema }).to_string();
-        let answer = run_blocking(&self.runtime, async {
-            let response = self
-                .client
+        let answer = self.send(
+            self.client
                 .post(format!("{url}/subjects/{subject}/versions"))
                 .header("Content-Type", "application/vnd.schemaregistry.v1+json")
-                .body(body)
-                .send()
-                .await?;
-            let status = response.status();
-            Ok::<_, reqwest::Error>((status, response.bytes().await?))
-        });
+                .body(body),
+        );
         let (status, body) = answer.map_err(|e| {
             format!("the schema registry at {url} does not answer to register {subject}: {e}")
         })?;
@@ -133,5 +115,17 @@ impl Registry {
             .and_then(|v| v.get("id").and_then(|id| id.as_u64()))
             .and_then(|id| u32::try_from(id).ok())
             .ok_or_else(|| format!("the schema registry at {url} answered no id for {subject}"))
+    }
+
+    /// Sends `request` and reads the whole answer.
+    fn send(
+        &self,
+        request: reqwest::RequestBuilder,
+    ) -> Result<(reqwest::StatusCode, bytes::Bytes), reqwest::Error> {
+        run_blocking(&self.runtime, async {
+            let response = request.send().await?;
+            let status = response.status();
+            Ok((status, response.bytes().await?))
+        })
     }
 }

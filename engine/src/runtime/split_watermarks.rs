@@ -75,9 +75,13 @@ impl SplitWatermarks {
                 EngineError::Internal("a split reader's row key is not bigint".into())
             })?;
         let splits: Vec<u32> = keys.values().iter().map(|k| split_of_row_key(*k)).collect();
-        let mut distinct = splits.clone();
-        distinct.sort_unstable();
-        distinct.dedup();
+        // A chunk holds rows of a few splits: a short list, no sort.
+        let mut distinct: Vec<u32> = vec![];
+        for split in &splits {
+            if !distinct.contains(split) {
+                distinct.push(*split);
+            }
+        }
         let now = Instant::now();
         for split in distinct {
             let of_split = if splits.iter().all(|s| *s == split) {

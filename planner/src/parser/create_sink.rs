@@ -7,7 +7,8 @@ use datafusion::sql::sqlparser::keywords::Keyword;
 use datafusion::sql::sqlparser::parser::Parser;
 use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
 
-use super::{Command, options::with_options, parse_standard, syntax_error};
+use super::options::{tokens, with_options};
+use super::{Command, parse_standard, syntax_error};
 use crate::{PlanError, PlanResult};
 
 fn syntax(message: &str) -> PlanError {
@@ -23,12 +24,7 @@ fn is_word(token: &Token, word: &str) -> bool {
 
 /// Parses a `CREATE SINK` statement.
 pub(super) fn create_sink(text: &str) -> PlanResult<Command> {
-    let tokens = Tokenizer::new(&PostgreSqlDialect {}, text)
-        .tokenize()
-        .map_err(|e| PlanError::Syntax {
-            message: e.to_string(),
-            position: None,
-        })?;
+    let tokens = tokens(text)?;
     let words: Vec<usize> = (0..tokens.len())
         .filter(|&i| !matches!(tokens[i], Token::Whitespace(_)))
         .collect();

@@ -2,20 +2,13 @@
 //! [FORMAT … ENCODE …]`: the columns as a `CREATE TABLE`, the options and
 //! the metadata columns a Kafka source fills.
 
-use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
-
 use super::{Command, options, parse_standard, take_watermark};
 use crate::{PlanError, PlanResult};
 
 /// Splits `CREATE SOURCE …` into its `CREATE TABLE` part and its options.
 pub(super) fn create_source(text: &str) -> PlanResult<Command> {
-    use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
-    let tokens = Tokenizer::new(&PostgreSqlDialect {}, text)
-        .tokenize()
-        .map_err(|e| PlanError::Syntax {
-            message: e.to_string(),
-            position: None,
-        })?;
+    use datafusion::sql::sqlparser::tokenizer::Token;
+    let tokens = options::tokens(text)?;
     let syntax = |message: &str| PlanError::Syntax {
         message: format!("CREATE SOURCE: {message}"),
         position: None,

@@ -3,9 +3,20 @@
 
 use std::collections::BTreeMap;
 
-use datafusion::sql::sqlparser::tokenizer::Token;
+use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
 
 use crate::{PlanError, PlanResult};
+
+/// The tokens of a CREATE SOURCE or CREATE SINK statement.
+pub(super) fn tokens(text: &str) -> PlanResult<Vec<Token>> {
+    Tokenizer::new(&PostgreSqlDialect {}, text)
+        .tokenize()
+        .map_err(|e| PlanError::Syntax {
+            message: e.to_string(),
+            position: None,
+        })
+}
 
 /// The options from the `WITH` at `tokens[with_at]` to the end, keys in
 /// lower case; `FORMAT f ENCODE e` becomes options `format` and `encode`,
