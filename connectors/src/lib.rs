@@ -23,7 +23,7 @@ use std::sync::Arc;
 use datafusion::arrow::datatypes::SchemaRef;
 use runnel_engine::runtime::SinkWriter;
 use runnel_engine::runtime::connector::{
-    ConnectorFactory, NumberedRows, RowGenerator, SourceReader,
+    ConnectorFactory, NumberedRows, RowGenerator, SourceReader, SourceShare,
 };
 use runnel_engine::{EngineError, EngineResult};
 
@@ -43,7 +43,20 @@ impl Connectors {
         schema: &SchemaRef,
     ) -> Result<(), ConnectorError> {
         let keyed = with_row_key(schema).map_err(|e| ConnectorError::Unsupported(e.to_string()))?;
-        open(options, &keyed, true).map(|_| ())
+        open(options, &keyed, SourceShare::WHOLE, true).map(|_| ())
+    }
+
+    /// Whether a source with `options` can be read by several parallel
+    /// readers, each taking a share of its splits: an append-only Kafka
+    /// source (its partitions). A changelog source is read by one reader,
+    /// as its upserts by key are ordered only within one stream.
+    pub fn reads_in_parallel(options: &BTreeMap<String, String>) -> bool {
+        let is = |key: &str, value: &str| {
+            options
+                .get(key)
+                .is_some_and(|v| v.eq_ignore_ascii_case(value))
+        };
+        is("connector", "kafka") && !is("format", "upsert") && !is("format", "debezium")
     }
 
     /// Checks a sink definition (CREATE SINK): its options, and that what
@@ -102,13 +115,21 @@ fn with_row_key(schema: &SchemaRef) -> EngineResult<SchemaRef> {
     Ok(Arc::new(datafusion::arrow::datatypes::Schema::new(fields)))
 }
 
-/// Opens a reader over `schema` (declared columns then the row key);
-/// `check` also looks at the outside system it reads.
+/// Opens a reader of `share` of a source over `schema` (declared columns
+/// then the row key); `check` also looks at the outside system it reads.
 fn open(
     options: &BTreeMap<String, String>,
     schema: &SchemaRef,
+    share: SourceShare,
     check: bool,
 ) -> Result<Box<dyn SourceReader>, ConnectorError> {
+    if share != SourceShare::WHOLE && !Connectors::reads_in_parallel(options) {
+        return Err(ConnectorError::Unsupported(format!(
+            "reading this source with {} parallel readers (only append-only Kafka sources split \
+             their partitions across readers)",
+            share.parallelism
+        )));
+    }
     let declared = schema.fields().len().saturating_sub(1);
     let declared = Arc::new(
         schema
@@ -133,7 +154,7 @@ fn open(
         "kafka" => {
             // Unknown options first: a typo is a better message than a
             // broker that cannot be reached with the wrong settings.
-            let reader = kafka::KafkaReader::new(&mut options, schema)?;
+            let reader = kafka::KafkaReader::new(&mut options, schema, share)?;
             options.finish_accepting(kafka::OPTIONS)?;
             if check {
                 reader.check()?;
@@ -155,8 +176,9 @@ impl ConnectorFactory for Connectors {
         &self,
         options: &BTreeMap<String, String>,
         schema: &SchemaRef,
+        share: SourceShare,
     ) -> EngineResult<Box<dyn SourceReader>> {
-        open(options, schema, false).map_err(|e| EngineError::Internal(e.to_string()))
+        open(options, schema, share, false).map_err(|e| EngineError::Internal(e.to_string()))
     }
 
     fn open_sink(

@@ -126,6 +126,10 @@ impl StreamCatalog for CatalogInputs<'_> {
                     } else {
                         vec![def.columns.len()]
                     },
+                    parallel: def
+                        .connector
+                        .as_ref()
+                        .is_some_and(runnel_connectors::Connectors::reads_in_parallel),
                     connector: def.connector.clone(),
                     watermark: watermark(&def)?,
                     upsert,
@@ -141,6 +145,7 @@ impl StreamCatalog for CatalogInputs<'_> {
                 connector: None,
                 watermark: watermark(&def)?,
                 upsert: false,
+                parallel: false,
             }),
             Relation::View(view) => view.materialized.as_ref().map(|m| StreamInput {
                 id: view.id,
@@ -152,6 +157,7 @@ impl StreamCatalog for CatalogInputs<'_> {
                 connector: None,
                 watermark: None,
                 upsert: false,
+                parallel: false,
             }),
         })
     }

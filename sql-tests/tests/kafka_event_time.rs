@@ -5,6 +5,8 @@
 //!   and per-partition watermarks keep the later one's rows from being
 //!   late, so the view equals the batch answer; messages produced later
 //!   are not read, also after the server is killed and started again;
+//! - two parallel readers, each of its share of the partitions, close
+//!   windows as one would, also when a reader has no partition;
 //! - on an unbounded source, a partition without messages does not hold
 //!   windows open.
 
@@ -123,6 +125,50 @@ async fn a_bounded_source_ends_at_the_offsets_it_started_with() -> Result<()> {
         "{error}"
     );
     Ok(())
+}
+
+/// Two parallel readers, of partitions {0, 2} and {1}, each with its own
+/// per-partition watermarks: the windows equal the batch answer. A
+/// bounded source with fewer partitions than readers ends too: the reader
+/// without a partition has nothing to read.
+#[tokio::test]
+async fn parallel_readers_close_windows_as_one_reader_would() -> Result<()> {
+    let broker = KafkaBroker::start()?;
+    broker.create_topic("clicks", 3)?;
+    broker.create_topic("few", 1)?;
+    let clicks: Vec<_> = (0..400).map(|i| click(i, 3)).collect();
+    produce(&broker, "clicks", &clicks)?;
+    let few: Vec<_> = (0..150).map(|i| click(i, 1)).collect();
+    produce(&broker, "few", &few)?;
+
+    let server = TestServer::start_with_fast_barriers()?;
+    let client = connect(&server).await?;
+    client.batch_execute("SET parallelism = 2").await?;
+    let bounded = ", scan.bounded.mode = 'latest-offset'";
+    client
+        .batch_execute(&source_sql(&broker, "clicks", bounded))
+        .await?;
+    client
+        .batch_execute(&source_sql(&broker, "few", bounded))
+        .await?;
+    client.batch_execute(&windows_sql("clicks")).await?;
+    client
+        .batch_execute(&windows_sql("few").replace("VIEW windows", "VIEW few_windows"))
+        .await?;
+    wait_for(
+        &client,
+        WINDOWS,
+        &expected(&clicks),
+        Duration::from_secs(60),
+    )
+    .await?;
+    wait_for(
+        &client,
+        &WINDOWS.replace("FROM windows", "FROM few_windows"),
+        &expected(&few),
+        Duration::from_secs(60),
+    )
+    .await
 }
 
 #[tokio::test]

@@ -83,6 +83,17 @@ const TOTALS: &str = "SELECT item, n, total FROM totals ORDER BY item";
 
 #[tokio::test]
 async fn every_partition_is_read_exactly_once_across_kills() -> Result<()> {
+    read_exactly_once_across_kills(1).await
+}
+
+/// With parallelism 2 the source has two readers, one of partitions 0 and
+/// 2 and one of partition 1, each with its own offsets in the checkpoint.
+#[tokio::test]
+async fn parallel_readers_split_the_partitions_exactly_once_across_kills() -> Result<()> {
+    read_exactly_once_across_kills(2).await
+}
+
+async fn read_exactly_once_across_kills(parallelism: usize) -> Result<()> {
     let broker = KafkaBroker::start()?;
     broker.create_topic("bids", 3)?;
     let mut all = bids(0, 300, 3);
@@ -94,11 +105,19 @@ async fn every_partition_is_read_exactly_once_across_kills() -> Result<()> {
         .batch_execute(&source_sql("bids", &broker, "bids", ""))
         .await?;
     client
-        .batch_execute(
-            "CREATE MATERIALIZED VIEW totals AS
-               SELECT item, count(*) AS n, sum(price) AS total FROM bids GROUP BY item",
-        )
+        .batch_execute(&format!("SET parallelism = {parallelism}"))
         .await?;
+    let view = "CREATE MATERIALIZED VIEW totals AS
+               SELECT item, count(*) AS n, sum(price) AS total FROM bids GROUP BY item";
+    let plan = text_rows(&client, &format!("EXPLAIN {view}"))
+        .await?
+        .concat()
+        .join("\n");
+    let readers = format!("Fragment 0 (parallelism {parallelism}");
+    if !plan.contains(&readers) {
+        bail!("the source fragment should have {parallelism} readers:\n{plan}");
+    }
+    client.batch_execute(view).await?;
     wait_for(&client, TOTALS, &expected(&all), Duration::from_secs(60)).await?;
 
     // More messages while the server is killed and started again, twice.

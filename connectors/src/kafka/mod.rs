@@ -1,5 +1,8 @@
 //! `connector = 'kafka'`: the messages of one topic, every partition, read
-//! with librdkafka (`rdkafka`). The source assigns partitions itself and
+//! with librdkafka (`rdkafka`); a source read by several parallel readers
+//! gives each the partitions its `SourceShare` owns (partition modulo the
+//! parallelism), each reader keeping its own position. A reader assigns
+//! its partitions itself and
 //! keeps the next offset of each in its position, which the engine commits
 //! with every epoch: a restart resumes exactly after the last committed
 //! epoch (exactly once), whatever the consumer group has committed. New
@@ -32,7 +35,7 @@ use datafusion::arrow::array::{ArrayRef, Int64Array, RecordBatch};
 use datafusion::arrow::datatypes::SchemaRef;
 use rdkafka::consumer::BaseConsumer;
 use rdkafka::message::Message;
-use runnel_engine::runtime::connector::SourceReader;
+use runnel_engine::runtime::connector::{SourceReader, SourceShare};
 use runnel_engine::{EngineError, EngineResult, Op, StreamChunk};
 use tracing::warn;
 
@@ -105,6 +108,11 @@ pub(crate) struct KafkaReader {
     /// `scan.bounded.mode = 'latest-offset'`: stop at each partition's end
     /// as of the first start.
     bounded: bool,
+    /// Which of the source's parallel readers this is: it reads the
+    /// partitions that are its share.
+    share: SourceShare,
+    /// Whether it said it has no partition of its own.
+    warned_no_partition: bool,
     /// The next offset of every partition the source reads; a partition
     /// without one starts at its beginning.
     offsets: PartitionOffsets,
@@ -136,6 +144,7 @@ impl KafkaReader {
     pub(crate) fn new(
         options: &mut Options<'_>,
         schema: &SchemaRef,
+        share: SourceShare,
     ) -> Result<Self, ConnectorError> {
         let topic = options.required("topic")?.to_string();
         let (mut config, servers) = client_config(options)?;
@@ -238,6 +247,8 @@ impl KafkaReader {
             key_column,
             startup,
             bounded,
+            share,
+            warned_no_partition: false,
             offsets: PartitionOffsets::default(),
             assigned: vec![],
             caught_up: Default::default(),
@@ -486,7 +497,7 @@ impl SourceReader for KafkaReader {
                         && self
                             .offsets
                             .stops()
-                            .get(&partition)
+                            .and_then(|stops| stops.get(&partition))
                             .is_none_or(|&stop| offset >= stop)
                     {
                         self.pause(partition);
@@ -540,7 +551,7 @@ impl SourceReader for KafkaReader {
                 .filter(|p| {
                     !self.bounded
                         || stops
-                            .get(p)
+                            .and_then(|stops| stops.get(p))
                             .is_some_and(|&stop| self.offsets.next(**p).unwrap_or(0) < stop)
                 })
                 .map(|p| *p as u32)

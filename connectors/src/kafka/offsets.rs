@@ -26,13 +26,19 @@ pub(crate) fn row_key(partition: i32, offset: i64) -> EngineResult<i64> {
 }
 
 /// The next offset to read, per partition, and for a bounded source the
-/// offset each partition stops before.
+/// offset each partition stops before. One reader's: a source read in
+/// parallel keeps one of these per reader, each over its own partitions.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub(crate) struct PartitionOffsets {
     next: BTreeMap<i32, i64>,
-    /// Empty until a bounded source first lists its partitions; then the
-    /// end of each (`scan.bounded.mode = 'latest-offset'`).
-    stop: BTreeMap<i32, i64>,
+    /// None until a bounded source first lists its partitions; then the
+    /// end of each of the reader's (`scan.bounded.mode = 'latest-offset'`),
+    /// which may be none.
+    stop: Option<BTreeMap<i32, i64>>,
+    /// Whether the reader ever assigned its partitions: after that,
+    /// `scan.startup.mode` no longer applies, even to a reader that had no
+    /// partition to read then.
+    started: bool,
 }
 
 impl PartitionOffsets {
@@ -46,23 +52,29 @@ impl PartitionOffsets {
     }
 
     /// Where each partition of a bounded source stops, once known.
-    pub(crate) fn stops(&self) -> &BTreeMap<i32, i64> {
-        &self.stop
+    pub(crate) fn stops(&self) -> Option<&BTreeMap<i32, i64>> {
+        self.stop.as_ref()
     }
 
-    pub(crate) fn set_stop(&mut self, partition: i32, offset: i64) {
-        self.stop.insert(partition, offset);
+    /// Records where a bounded source's partitions stop (all at once:
+    /// a partial list would end the source early).
+    pub(crate) fn set_stops(&mut self, stops: impl IntoIterator<Item = (i32, i64)>) {
+        self.stop = Some(stops.into_iter().collect());
     }
 
-    /// True until the source knows where any partition is: its first
-    /// start, before it resolved `scan.startup.mode` (which records an
-    /// offset for every partition unless the mode is the beginning anyway).
+    /// True until the reader first assigned its partitions, when it
+    /// resolved `scan.startup.mode`.
     pub(crate) fn is_fresh(&self) -> bool {
-        self.next.is_empty()
+        !self.started && self.next.is_empty()
     }
 
-    /// As stored: `{"partitions": {"0": 42, …}}`, plus `"stop": {…}` when
-    /// the source is bounded.
+    /// The reader assigned its partitions (if it had any).
+    pub(crate) fn set_started(&mut self) {
+        self.started = true;
+    }
+
+    /// As stored: `{"partitions": {"0": 42, …}, "started": true}`, plus
+    /// `"stop": {…}` when the source is bounded.
     pub(crate) fn encode(&self) -> EngineResult<Vec<u8>> {
         let as_json = |offsets: &BTreeMap<i32, i64>| -> serde_json::Map<String, serde_json::Value> {
             offsets
@@ -71,8 +83,11 @@ impl PartitionOffsets {
                 .collect()
         };
         let mut value = serde_json::json!({ "partitions": as_json(&self.next) });
-        if !self.stop.is_empty() {
-            value["stop"] = serde_json::Value::Object(as_json(&self.stop));
+        if let Some(stop) = &self.stop {
+            value["stop"] = serde_json::Value::Object(as_json(stop));
+        }
+        if self.started {
+            value["started"] = serde_json::Value::Bool(true);
         }
         serde_json::to_vec(&value)
             .map_err(|e| EngineError::Internal(format!("kafka source position: {e}")))
@@ -83,12 +98,9 @@ impl PartitionOffsets {
             |what: String| EngineError::Internal(format!("stored kafka source position: {what}"));
         let value: serde_json::Value =
             serde_json::from_slice(bytes).map_err(|e| bad(e.to_string()))?;
-        let offsets = |key: &str, required: bool| -> EngineResult<BTreeMap<i32, i64>> {
+        let offsets = |key: &str| -> EngineResult<Option<BTreeMap<i32, i64>>> {
             let Some(found) = value.get(key) else {
-                return match required {
-                    true => Err(bad(format!("no {key}"))),
-                    false => Ok(BTreeMap::new()),
-                };
+                return Ok(None);
             };
             let map = found
                 .as_object()
@@ -103,11 +115,15 @@ impl PartitionOffsets {
                     .ok_or_else(|| bad(format!("offset {offset}")))?;
                 offsets.insert(partition, offset);
             }
-            Ok(offsets)
+            Ok(Some(offsets))
         };
         Ok(Self {
-            next: offsets("partitions", true)?,
-            stop: offsets("stop", false)?,
+            next: offsets("partitions")?.ok_or_else(|| bad("no partitions".into()))?,
+            stop: offsets("stop")?,
+            started: value
+                .get("started")
+                .and_then(serde_json::Value::as_bool)
+                .unwrap_or(false),
         })
     }
 }
@@ -128,13 +144,25 @@ mod tests {
         assert_eq!(back.next(1), None);
         assert!(!back.is_fresh());
         assert_eq!(back, offsets);
-        assert!(back.stops().is_empty());
+        assert!(back.stops().is_none());
 
-        offsets.set_stop(0, 20);
-        offsets.set_stop(1, 0);
+        offsets.set_stops([(0, 20), (1, 0)]);
         let back = PartitionOffsets::decode(&offsets.encode().unwrap()).unwrap();
-        assert_eq!(back.stops().get(&0), Some(&20));
-        assert_eq!(back.stops().get(&1), Some(&0));
+        let stops = back.stops().unwrap();
+        assert_eq!((stops.get(&0), stops.get(&1)), (Some(&20), Some(&0)));
+        assert_eq!(back, offsets);
+    }
+
+    #[test]
+    fn a_reader_without_partitions_keeps_that_it_started() {
+        // A reader of a parallel source that owns no partition yet.
+        let mut offsets = PartitionOffsets::default();
+        offsets.set_stops([]);
+        offsets.set_started();
+        assert!(!offsets.is_fresh());
+        let back = PartitionOffsets::decode(&offsets.encode().unwrap()).unwrap();
+        assert!(!back.is_fresh());
+        assert_eq!(back.stops().map(|s| s.len()), Some(0));
         assert_eq!(back, offsets);
         assert!(PartitionOffsets::decode(br#"{"partitions": {}, "stop": 3}"#).is_err());
     }

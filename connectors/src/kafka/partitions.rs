@@ -24,8 +24,12 @@ impl KafkaReader {
         if self.next_discovery.is_some_and(|at| now < at) {
             return;
         }
-        let stops = self.offsets.stops();
-        if self.bounded && !stops.is_empty() && self.assigned.len() == stops.len() {
+        if self.bounded
+            && self
+                .offsets
+                .stops()
+                .is_some_and(|stops| self.assigned.len() == stops.len())
+        {
             return;
         }
         // Round trips to the broker: the runtime's other tasks go on.
@@ -48,28 +52,49 @@ impl KafkaReader {
         }
     }
 
+    /// Assigns the partitions among `all` that are this reader's share and
+    /// not assigned yet.
     fn assign_new(&mut self, all: &[i32]) -> Result<(), String> {
-        if self.bounded && self.offsets.stops().is_empty() {
+        let own: Vec<i32> = all
+            .iter()
+            .copied()
+            .filter(|&p| self.share.owns(p as u32))
+            .collect();
+        if own.is_empty() && !self.warned_no_partition {
+            self.warned_no_partition = true;
+            warn!(
+                topic = %self.topic, partitions = all.len(), subtask = self.share.subtask,
+                parallelism = self.share.parallelism,
+                "kafka source reader has no partition of its own: its event time holds \
+                 windows downstream back unless source.idle-timeout-ms is set; a view \
+                 parallelism no larger than the topic's partitions avoids this"
+            );
+        }
+        if self.bounded && self.offsets.stops().is_none() {
             // All or none: a partial list would end the source early.
-            let ends = all
+            let ends = own
                 .iter()
                 .map(|&partition| Ok((partition, self.end_of(partition)?)))
                 .collect::<Result<Vec<_>, String>>()?;
             info!(topic = %self.topic, stops = ?ends, "bounded kafka source reads partitions up to these offsets");
-            for (partition, end) in ends {
-                self.offsets.set_stop(partition, end);
-            }
+            self.offsets.set_stops(ends);
         }
-        let new: Vec<i32> = all
-            .iter()
-            .copied()
+        let new: Vec<i32> = own
+            .into_iter()
             .filter(|p| !self.assigned.contains(p))
-            .filter(|p| !self.bounded || self.offsets.stops().contains_key(p))
+            .filter(|p| {
+                !self.bounded
+                    || self
+                        .offsets
+                        .stops()
+                        .is_some_and(|stops| stops.contains_key(p))
+            })
             .collect();
+        let first_start = self.offsets.is_fresh();
+        self.offsets.set_started();
         if new.is_empty() {
             return Ok(());
         }
-        let first_start = self.offsets.is_fresh();
         let mut list = TopicPartitionList::new();
         let mut resolved = vec![];
         for &partition in &new {
@@ -152,8 +177,10 @@ impl KafkaReader {
     /// A partition whose last offsets hold no message (transaction
     /// markers) counts as done once the consumer's position passed them.
     pub(super) fn reached_stops(&self) -> bool {
-        let stops = self.offsets.stops();
-        if !self.bounded || stops.is_empty() || self.assigned.len() < stops.len() {
+        let Some(stops) = self.offsets.stops().filter(|_| self.bounded) else {
+            return false;
+        };
+        if self.assigned.len() < stops.len() {
             return false;
         }
         let behind: Vec<i32> = stops

@@ -28,6 +28,9 @@ pub struct WatermarkOperator {
     expr: Arc<dyn PhysicalExpr>,
     current: Option<ScalarValue>,
     state: StateTable,
+    /// The state group the value is kept under: the subtask's, as each
+    /// subtask behind a parallel source has a watermark of its own.
+    group: u16,
     /// The source computes the watermark (per split) and sends it in line
     /// with the rows: pass it on, compute none here.
     from_source: bool,
@@ -35,18 +38,19 @@ pub struct WatermarkOperator {
 
 impl WatermarkOperator {
     /// The watermark on `column`, the largest `expr` (over the input rows)
-    /// seen; its last committed value is read from state table `state_id`.
-    /// With `from_source`, the source sends the watermark (per split) and
+    /// seen; its last committed value is read from state table `state_id`,
+    /// group `group` (the subtask's). With `from_source`, the source sends the watermark (per split) and
     /// this operator only passes on what rises.
     pub fn new(
         column: usize,
         expr: Arc<dyn PhysicalExpr>,
         store: Store,
         state_id: u64,
+        group: u16,
         from_source: bool,
     ) -> EngineResult<Self> {
         let state = StateTable::new(store, state_id);
-        let current = match state.get(0, WATERMARK_KEY)? {
+        let current = match state.get(group, WATERMARK_KEY)? {
             Some(bytes) => decode_scalars(&bytes)?.into_iter().next(),
             None => None,
         };
@@ -55,6 +59,7 @@ impl WatermarkOperator {
             expr,
             current,
             state,
+            group,
             from_source,
         })
     }
@@ -131,7 +136,7 @@ impl StreamOperator for WatermarkOperator {
         if let Some(current) = &self.current {
             let mut bytes = vec![];
             encode_scalars(std::slice::from_ref(current), &mut bytes)?;
-            self.state.put(0, WATERMARK_KEY, bytes);
+            self.state.put(self.group, WATERMARK_KEY, bytes);
         }
         self.state.seal_epoch(barrier.epoch.0, out.writes());
         Ok(())

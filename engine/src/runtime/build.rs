@@ -10,7 +10,9 @@ use tokio::sync::{mpsc, watch};
 use super::JobSpec;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use super::connector::{ConnectorFactory, ConnectorSource, stored_reader_position};
+use super::connector::{
+    ConnectorFactory, ConnectorSource, SourceShare, reader_group, stored_reader_position,
+};
 use super::exchange::{Dispatcher, InputReceiver, InputSender, channel, subtask_of};
 use super::logs::LogRegistry;
 use super::manager::{JobStates, Report, RunningJob};
@@ -158,55 +160,66 @@ pub(crate) async fn build_job(
             let FragmentInput::Source(source) = input else {
                 continue;
             };
+            let index = inputs[fragment.id].index[&(port, 0)];
+            if let Some(options) = &source.connector {
+                // One reader per subtask, each reading its share of the
+                // splits into its subtask.
+                for (subtask, subtask_inputs) in channels[fragment.id].iter().enumerate() {
+                    let share = SourceShare {
+                        subtask,
+                        parallelism: fragment.parallelism,
+                    };
+                    let (barrier_tx, barrier_rx) = mpsc::unbounded_channel();
+                    let output = (subtask_inputs[index].0.clone(), index);
+                    let mut reader = connectors.open(options, &source.schema, share)?;
+                    let state = StateTable::new(store.clone(), source.state_id);
+                    reader.seek(stored_reader_position(&state, share)?.as_deref())?;
+                    let (rows, exhausted) = progress.add(spec.id);
+                    // A reader with splits says so from the start.
+                    let watermark = match (reader.pending_splits(), watermark_of(fragment)) {
+                        (Some(_), Some((column, expr))) => {
+                            split_watermarks.insert(fragment.id);
+                            Some(SplitWatermarks::new(
+                                column,
+                                expr,
+                                idle_timeout,
+                                state.get(reader_group(share), SPLIT_WATERMARKS)?.as_deref(),
+                            )?)
+                        }
+                        _ => None,
+                    };
+                    handles.push(tokio::spawn(
+                        ConnectorSource {
+                            job: spec.id,
+                            reader,
+                            schema: Arc::clone(&source.schema),
+                            barriers: barrier_rx,
+                            state,
+                            share,
+                            output,
+                            reports: reports.clone(),
+                            progress: rows,
+                            exhausted,
+                            buffer: Arc::clone(store.epoch_buffer()),
+                            emitted_in_epoch: false,
+                            states: Arc::clone(&states),
+                            skipped: (Arc::clone(&metrics.skipped_messages), 0),
+                            watermark,
+                        }
+                        .run(),
+                    ));
+                    barriers.push(barrier_tx);
+                    reporters += 1;
+                }
+                continue;
+            }
             if fragment.parallelism != 1 {
                 return Err(EngineError::Internal(
                     "a fragment reading a change log must have parallelism 1".into(),
                 ));
             }
             let (barrier_tx, barrier_rx) = mpsc::unbounded_channel();
-            let index = inputs[fragment.id].index[&(port, 0)];
             let output = (channels[fragment.id][0][index].0.clone(), index);
-            if let Some(options) = &source.connector {
-                let mut reader = connectors.open(options, &source.schema)?;
-                let state = StateTable::new(store.clone(), source.state_id);
-                reader.seek(stored_reader_position(&state)?.as_deref())?;
-                let (rows, exhausted) = progress.add(spec.id);
-                // A reader with splits says so from the start.
-                let watermark = match (reader.pending_splits(), watermark_of(fragment)) {
-                    (Some(_), Some((column, expr))) => {
-                        split_watermarks.insert(fragment.id);
-                        Some(SplitWatermarks::new(
-                            column,
-                            expr,
-                            idle_timeout,
-                            state.get(0, SPLIT_WATERMARKS)?.as_deref(),
-                        )?)
-                    }
-                    _ => None,
-                };
-                handles.push(tokio::spawn(
-                    ConnectorSource {
-                        job: spec.id,
-                        reader,
-                        schema: Arc::clone(&source.schema),
-                        barriers: barrier_rx,
-                        state,
-                        output,
-                        reports: reports.clone(),
-                        progress: rows,
-                        exhausted,
-                        buffer: Arc::clone(store.epoch_buffer()),
-                        emitted_in_epoch: false,
-                        states: Arc::clone(&states),
-                        skipped: (Arc::clone(&metrics.skipped_messages), 0),
-                        watermark,
-                    }
-                    .run(),
-                ));
-                barriers.push(barrier_tx);
-                reporters += 1;
-                continue;
-            }
             let runner = start_source(source, &store, &logs, committed).await?;
             let (log, position, backfill) = runner;
             handles.push(tokio::spawn(
@@ -456,6 +469,7 @@ fn build_operator(
             Arc::clone(expr),
             store.clone(),
             *state_id,
+            place.subtask as u16,
             watermark_from_source,
         )?),
         OperatorSpec::HashAggregate {

@@ -167,14 +167,40 @@ impl SourceReader for NumberedRows {
     }
 }
 
+/// Which of a source's parallel readers one is: reader `subtask` of
+/// `parallelism` reads the splits [`SourceShare::owns`] says are its own
+/// (Kafka partitions split across subtasks, as Flink assigns them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SourceShare {
+    pub subtask: usize,
+    pub parallelism: usize,
+}
+
+impl SourceShare {
+    /// The one reader of a source that is not read in parallel.
+    pub const WHOLE: SourceShare = SourceShare {
+        subtask: 0,
+        parallelism: 1,
+    };
+
+    /// Whether split `split` is this reader's: splits go round the
+    /// readers in turn.
+    pub fn owns(&self, split: u32) -> bool {
+        split as usize % self.parallelism.max(1) == self.subtask
+    }
+}
+
 /// Opens readers from a source's `WITH (…)` options.
 pub trait ConnectorFactory: Send + Sync + 'static {
     /// Checks `options` against the source's `schema` (declared columns
-    /// then the row key) and opens a reader, not yet positioned.
+    /// then the row key) and opens a reader of `share` of the source's
+    /// splits, not yet positioned. A connector that cannot be read in
+    /// parallel refuses a share other than [`SourceShare::WHOLE`].
     fn open(
         &self,
         options: &BTreeMap<String, String>,
         schema: &SchemaRef,
+        share: SourceShare,
     ) -> EngineResult<Box<dyn SourceReader>>;
 
     /// Opens a writer for a sink with `options` writing rows of `schema`,
@@ -203,6 +229,7 @@ impl ConnectorFactory for NoConnectors {
         &self,
         options: &BTreeMap<String, String>,
         _schema: &SchemaRef,
+        _share: SourceShare,
     ) -> EngineResult<Box<dyn SourceReader>> {
         Err(EngineError::Internal(format!(
             "no connector available for {options:?}"
@@ -213,9 +240,20 @@ impl ConnectorFactory for NoConnectors {
 const POSITION: &[u8] = b"position";
 const BATCH_ROWS: usize = 1024;
 
-/// The position a connector source committed last, if it ever did.
-pub(crate) fn stored_reader_position(state: &StateTable) -> EngineResult<Option<Vec<u8>>> {
-    Ok(state.get(0, POSITION)?)
+/// The state group a parallel reader keeps its position and split
+/// watermarks under: its subtask, so the readers of one source never
+/// write the same key.
+pub(crate) fn reader_group(share: SourceShare) -> u16 {
+    share.subtask as u16
+}
+
+/// The position reader `share` of a connector source committed last, if
+/// it ever did.
+pub(crate) fn stored_reader_position(
+    state: &StateTable,
+    share: SourceShare,
+) -> EngineResult<Option<Vec<u8>>> {
+    Ok(state.get(reader_group(share), POSITION)?)
 }
 
 /// One running connector source.
@@ -226,6 +264,8 @@ pub(crate) struct ConnectorSource {
     pub schema: SchemaRef,
     pub barriers: mpsc::UnboundedReceiver<Barrier>,
     pub state: StateTable,
+    /// Which of the source's parallel readers this is.
+    pub share: SourceShare,
     pub output: (InputSender, usize),
     pub reports: mpsc::UnboundedSender<Report>,
     pub progress: Arc<std::sync::atomic::AtomicU64>,
@@ -276,9 +316,10 @@ impl ConnectorSource {
         self.emitted_in_epoch = false;
         // Splits may have gone idle.
         self.send_split_watermark().await?;
-        self.state.put(0, POSITION, self.reader.position()?);
+        let group = reader_group(self.share);
+        self.state.put(group, POSITION, self.reader.position()?);
         if let Some(watermark) = &self.watermark {
-            self.state.put(0, SPLIT_WATERMARKS, watermark.encode()?);
+            self.state.put(group, SPLIT_WATERMARKS, watermark.encode()?);
         }
         let mut writes = runnel_storage::WriteSet::new();
         self.state.seal_epoch(barrier.epoch.0, &mut writes);

@@ -56,6 +56,10 @@ pub struct StreamInput {
     /// A changelog source (`FORMAT UPSERT | DEBEZIUM`): it sends upserts
     /// and deletes by `key`, which an Upsert operator turns into changes.
     pub upsert: bool,
+    /// Read by as many parallel readers as the job's stateful fragments
+    /// have subtasks, each taking a share of the source's splits (an
+    /// append-only Kafka source's partitions); else by one.
+    pub parallel: bool,
 }
 
 /// A declared watermark, planned over the input's stored columns.
@@ -410,7 +414,7 @@ impl Planner<'_> {
                     || (input.is_table && input.watermark.is_some()),
             })],
             operators: vec![],
-            parallelism: 1,
+            parallelism: if input.parallel { self.parallelism } else { 1 },
             schema: Arc::clone(&stored),
             key: input.key.clone(),
             watermarks: vec![],
