@@ -10,7 +10,8 @@
 //!   or skipped when it is back;
 //! - an UPSERT sink with ENCODE AVRO registers its key and value schemas
 //!   and writes the registry's wire format, which fastavro reads back:
-//!   the topic compacted by key equals the view;
+//!   the topic compacted by key equals the view; a DEBEZIUM sink's Avro
+//!   change events replay to the view;
 //! - a PLAIN sink with ENCODE AVRO and no registry writes bare bodies that
 //!   a source with the matching inline schema reads back;
 //! - bad definitions are errors that say what to change.
@@ -234,6 +235,7 @@ async fn an_upsert_sink_writes_avro_with_registered_schemas() -> Result<()> {
     let broker = KafkaBroker::start()?;
     broker.create_topic("bids", 2)?;
     broker.create_topic("totals", 1)?;
+    broker.create_topic("changes", 1)?;
     broker.produce_avro(
         "bids",
         &bid_schema(),
@@ -252,7 +254,10 @@ async fn an_upsert_sink_writes_avro_with_registered_schemas() -> Result<()> {
                SELECT item, count(*) AS n, sum(price) AS total FROM bids GROUP BY item;
              CREATE SINK totals_out FROM totals
                WITH (connector = 'kafka', topic = 'totals', properties.bootstrap.server = '{0}')
-               FORMAT UPSERT ENCODE AVRO (schema.registry = '{1}')",
+               FORMAT UPSERT ENCODE AVRO (schema.registry = '{1}');
+             CREATE SINK totals_changes FROM totals
+               WITH (connector = 'kafka', topic = 'changes', properties.bootstrap.server = '{0}')
+               FORMAT DEBEZIUM ENCODE AVRO (schema.registry = '{1}')",
             broker.bootstrap(),
             registry.url()
         ))
@@ -275,29 +280,63 @@ async fn an_upsert_sink_writes_avro_with_registered_schemas() -> Result<()> {
             let key = key.context("an upsert message without a key")?;
             compacted.insert(key.to_string(), value);
         }
-        let rows: Vec<Vec<String>> = compacted
-            .values()
-            .flatten()
-            .map(|v| {
-                ["item", "n", "total"]
-                    .iter()
-                    .map(|c| match &v[c] {
-                        Value::String(s) => s.clone(),
-                        other => other.to_string(),
-                    })
-                    .collect()
-            })
-            .collect();
-        let mut rows = rows;
-        rows.sort();
-        if rows == want {
+        let rows = total_rows(compacted.values().flatten());
+        let replayed = replay_debezium(&broker.consume_avro("changes", &registry.url())?)?;
+        let replayed = total_rows(replayed.values());
+        if rows == want && replayed == want {
             return Ok(());
         }
         if std::time::Instant::now() > deadline {
-            bail!("the compacted Avro topic holds\n{rows:?}\nwant\n{want:?}");
+            bail!(
+                "the compacted Avro topic holds\n{rows:?}\nthe Debezium events replay to\n\
+                 {replayed:?}\nwant\n{want:?}"
+            );
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+}
+
+/// Rows (item, n, total) of decoded Avro records, sorted.
+fn total_rows<'a>(records: impl Iterator<Item = &'a Value>) -> Vec<Vec<String>> {
+    let mut rows: Vec<Vec<String>> = records
+        .map(|v| {
+            ["item", "n", "total"]
+                .iter()
+                .map(|c| match &v[c] {
+                    Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                })
+                .collect()
+        })
+        .collect();
+    rows.sort();
+    rows
+}
+
+/// The rows Debezium change events leave, by item: c and u put the row
+/// of `after`, u and d remove the row of `before`; tombstones are skipped.
+fn replay_debezium(events: &[runnel_sql_tests::ConsumedAvro]) -> Result<BTreeMap<String, Value>> {
+    let mut rows = BTreeMap::new();
+    for (_, _, event) in events {
+        let Some(event) = event else { continue };
+        let item = |side: &str| -> Result<String> {
+            Ok(event[side]["item"]
+                .as_str()
+                .with_context(|| format!("no {side}.item in {event}"))?
+                .to_string())
+        };
+        match event["op"].as_str() {
+            Some("c") => {}
+            Some("u" | "d") => {
+                rows.remove(&item("before")?);
+            }
+            _ => bail!("a Debezium event without a known op: {event}"),
+        }
+        if event["op"] != "d" {
+            rows.insert(item("after")?, event["after"].clone());
+        }
+    }
+    Ok(rows)
 }
 
 #[tokio::test(flavor = "multi_thread")]

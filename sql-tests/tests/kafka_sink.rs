@@ -289,11 +289,11 @@ async fn bad_sink_definitions_say_what_to_change() -> Result<()> {
         ),
         (
             format!(
-                "CREATE SINK s FROM totals {} FORMAT DEBEZIUM ENCODE AVRO",
+                "CREATE SINK s FROM totals {} FORMAT DEBEZIUM ENCODE PROTOBUF",
                 with("")
             ),
             "0A000",
-            "FORMAT DEBEZIUM",
+            "ENCODE PROTOBUF",
         ),
         (
             format!(

@@ -20,6 +20,7 @@
 mod avro;
 mod changelog;
 mod client;
+mod debezium_envelope;
 mod format;
 mod logs;
 mod offsets;

@@ -7,8 +7,9 @@
 //! the sink's primary key columns, the value the row, a delete a tombstone
 //! (null value); a topic compacted by key holds the sink's rows.
 //! `FORMAT DEBEZIUM ENCODE JSON`: change events with `before`, `after` and
-//! `op` (c, u, d), keyed like UPSERT, a delete followed by a tombstone.
-//! PLAIN and UPSERT also take `ENCODE AVRO` (see `sink_encoding`).
+//! `op` (c, u, d), keyed like UPSERT, a delete followed by a tombstone
+//! (see `debezium_envelope`). Each format also takes `ENCODE AVRO` (see
+//! `sink_encoding`).
 //!
 //! `sink.delivery-guarantee = 'at-least-once'` (the default) waits until
 //! the broker acknowledged every message of an epoch; an epoch written
@@ -35,6 +36,7 @@ use runnel_engine::runtime::{SinkWriteError, SinkWriter};
 use runnel_engine::{Epoch, Op, StreamChunk};
 
 use super::client::{CHECK_TIMEOUT, client_config, refused, topic_partitions};
+use super::debezium_envelope;
 use super::logs::QuietLogs;
 use super::sink_encoding::{Part, RowEncoding};
 use crate::options::{ConnectorError, Options};
@@ -135,11 +137,6 @@ impl KafkaWriter {
             }
         };
         let encoding = RowEncoding::from_options(options, &topic)?;
-        if format == SinkFormat::Debezium && !encoding.is_json() {
-            return Err(ConnectorError::Unsupported(
-                "FORMAT DEBEZIUM with an encoding other than JSON (use ENCODE JSON)".into(),
-            ));
-        }
         // Read (and so accepted) by the server, which plans the key.
         let _ = options.get("primary_key");
         let key = match (format, key) {
@@ -217,7 +214,6 @@ impl KafkaWriter {
 
     /// The messages of one epoch: (key, value) pairs.
     fn messages(&mut self, changes: &StreamChunk) -> Result<Vec<OutMessage>, SinkWriteError> {
-        let rows = self.encoding.rows(changes.data(), Part::Value)?;
         let keys = if self.key.is_empty() {
             vec![]
         } else {
@@ -230,51 +226,47 @@ impl KafkaWriter {
         let ops = changes
             .ops()
             .map_err(|e| SinkWriteError::Failed(e.to_string()))?;
+        if self.format == SinkFormat::Debezium {
+            return self.debezium_messages(changes, &ops, keys);
+        }
+        let rows = self.encoding.rows(changes.data(), Part::Value)?;
         let mut messages = Vec::with_capacity(rows.len());
-        let mut row = 0;
-        while row < rows.len() {
+        for (row, value) in rows.into_iter().enumerate() {
             let key = keys.get(row).cloned();
             match (self.format, ops[row]) {
-                (SinkFormat::Plain, Op::Insert) => messages.push((None, Some(rows[row].clone()))),
+                (SinkFormat::Plain, Op::Insert) => messages.push((None, Some(value))),
                 (SinkFormat::Plain, _) => {
                     return Err(SinkWriteError::Failed(
                         "a FORMAT PLAIN sink received a retraction".into(),
                     ));
                 }
-                (SinkFormat::Upsert, Op::Insert | Op::UpdateInsert) => {
-                    messages.push((key, Some(rows[row].clone())));
-                }
-                (SinkFormat::Upsert, Op::Delete) => messages.push((key, None)),
+                (_, Op::Insert | Op::UpdateInsert) => messages.push((key, Some(value))),
+                (_, Op::Delete) => messages.push((key, None)),
                 // The update's new version follows under the same key.
-                (SinkFormat::Upsert, Op::UpdateDelete) => {}
-                (SinkFormat::Debezium, op) => {
-                    let (before, after, code) = match op {
-                        Op::Insert => (None, Some(&rows[row]), "c"),
-                        Op::Delete => (Some(&rows[row]), None, "d"),
-                        Op::UpdateDelete if ops.get(row + 1) == Some(&Op::UpdateInsert) => {
-                            row += 1;
-                            (Some(&rows[row - 1]), Some(&rows[row]), "u")
-                        }
-                        Op::UpdateDelete => (Some(&rows[row]), None, "d"),
-                        Op::UpdateInsert => (None, Some(&rows[row]), "c"),
-                    };
-                    // Rows are JSON here (DEBEZIUM takes ENCODE JSON only).
-                    fn json(row: Option<&Vec<u8>>) -> std::borrow::Cow<'_, str> {
-                        row.map_or("null".into(), |r| String::from_utf8_lossy(r))
-                    }
-                    let event = format!(
-                        r#"{{"before":{},"after":{},"op":"{code}","ts_ms":{}}}"#,
-                        json(before),
-                        json(after),
-                        now_millis()
-                    );
-                    messages.push((key.clone(), Some(event.into_bytes())));
-                    if code == "d" {
-                        messages.push((key, None));
-                    }
-                }
+                (_, Op::UpdateDelete) => {}
             }
-            row += 1;
+        }
+        Ok(messages)
+    }
+
+    /// A Debezium change event per change, keyed by the changed row; a
+    /// delete is followed by a tombstone, so compaction can drop the key.
+    fn debezium_messages(
+        &mut self,
+        changes: &StreamChunk,
+        ops: &[Op],
+        keys: Vec<Vec<u8>>,
+    ) -> Result<Vec<OutMessage>, SinkWriteError> {
+        let events = debezium_envelope::events(ops);
+        let envelopes = debezium_envelope::envelopes(changes.data(), &events, now_millis())?;
+        let values = self.encoding.rows(&envelopes, Part::Value)?;
+        let mut messages = Vec::with_capacity(values.len());
+        for (event, value) in events.iter().zip(values) {
+            let key = keys.get(event.key_row() as usize).cloned();
+            messages.push((key.clone(), Some(value)));
+            if event.op == "d" {
+                messages.push((key, None));
+            }
         }
         Ok(messages)
     }

@@ -91,11 +91,6 @@ impl RowEncoding {
             Self::Avro(avro) => avro.rows(batch, part),
         }
     }
-
-    /// Whether rows are JSON text (a Debezium envelope can hold them).
-    pub(crate) fn is_json(&self) -> bool {
-        matches!(self, Self::Json)
-    }
 }
 
 impl AvroRows {
