@@ -91,8 +91,8 @@ impl KafkaReader {
             })
             .collect();
         let first_start = self.offsets.is_fresh();
-        self.offsets.set_started();
         if new.is_empty() {
+            self.offsets.set_started();
             return Ok(());
         }
         let mut list = TopicPartitionList::new();
@@ -117,6 +117,8 @@ impl KafkaReader {
         for (partition, offset) in resolved {
             self.offsets.set_next(partition, offset);
         }
+        // Only once assigned: a failed try resolves the start again.
+        self.offsets.set_started();
         info!(topic = %self.topic, partitions = ?new, "kafka source reads new partitions");
         self.assigned.extend(new);
         self.assigned.sort_unstable();

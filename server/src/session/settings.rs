@@ -270,9 +270,20 @@ fn validate(spec: &SettingSpec, value: &str) -> ServerResult<String> {
             "hex" => Ok("hex".into()),
             _ => Err(invalid(spec, value, "only hex is supported")),
         },
+        // A subtask owns key groups (and a source reader keeps its
+        // position under its own): more subtasks than groups would idle.
         "parallelism" => match trimmed.parse::<u32>() {
-            Ok(n) if n >= 1 => Ok(n.to_string()),
-            _ => Err(invalid(spec, value, "a positive integer")),
+            Ok(n) if (1..=u32::from(runnel_storage::state_table::KEY_GROUPS)).contains(&n) => {
+                Ok(n.to_string())
+            }
+            _ => Err(invalid(
+                spec,
+                value,
+                &format!(
+                    "an integer from 1 to {}",
+                    runnel_storage::state_table::KEY_GROUPS
+                ),
+            )),
         },
         _ => Ok(trimmed.to_string()),
     }
@@ -329,6 +340,13 @@ mod tests {
             settings.set("timezone", Some("Mars/Olympus")),
             Err(ServerError::InvalidSettingValue { .. })
         ));
+        for bad in ["0", "129", "two"] {
+            assert!(matches!(
+                settings.set("parallelism", Some(bad)),
+                Err(ServerError::InvalidSettingValue { .. })
+            ));
+        }
+        settings.set("parallelism", Some("128")).unwrap();
         assert!(matches!(
             settings.set("server_version", Some("9.6")),
             Err(ServerError::ReadOnlySetting(_))
