@@ -363,7 +363,7 @@ impl Config {
             coordinator_address: get("coordinator.address"),
             coordinator_rpc_port: parse("coordinator.rpc-port", &get("coordinator.rpc-port"))?,
             worker_slots: parse("worker.slots", &get("worker.slots"))?,
-            parallelism_default: parse("parallelism.default", &get("parallelism.default"))?,
+            parallelism_default: parse_parallelism(&get("parallelism.default"))?,
             barrier_interval_ms: parse(
                 "streaming.barrier-interval-ms",
                 &get("streaming.barrier-interval-ms"),
@@ -472,6 +472,21 @@ where
             value: value.into(),
             reason: e.to_string(),
         })
+}
+
+/// `parallelism.default`: 1 to the number of key groups, as `SET
+/// parallelism` takes.
+fn parse_parallelism(value: &str) -> Result<u32, ConfigError> {
+    let key = "parallelism.default";
+    let groups = u32::from(runnel_storage::state_table::KEY_GROUPS);
+    match parse::<u32>(key, value)? {
+        n if (1..=groups).contains(&n) => Ok(n),
+        _ => Err(ConfigError::BadValue {
+            key: key.into(),
+            value: value.into(),
+            reason: format!("must be from 1 to {groups}"),
+        }),
+    }
 }
 
 fn parse_bool(key: &str, value: &str) -> Result<bool, ConfigError> {
@@ -592,6 +607,14 @@ mod tests {
         assert_eq!(config.worker_slots, 8);
         assert_eq!(config.parallelism_default, 3);
         assert_eq!(config.web_port, 8081);
+        for bad in ["0", "129"] {
+            let mut values = read_yaml(&path).unwrap();
+            values.insert("parallelism.default", bad.to_string());
+            assert!(
+                Config::from_values(&values).is_err(),
+                "parallelism.default {bad}"
+            );
+        }
     }
 
     #[test]
