@@ -474,17 +474,21 @@ where
         })
 }
 
-/// `parallelism.default`: 1 to the number of key groups, as `SET
-/// parallelism` takes.
+/// The most subtasks a fragment may have: a subtask owns key groups (and
+/// a source reader keeps its position under its own), so more subtasks
+/// than key groups would idle. `parallelism.default` and `SET
+/// parallelism` take 1 to this.
+pub(crate) const MAX_PARALLELISM: u32 = runnel_storage::state_table::KEY_GROUPS as u32;
+
+/// `parallelism.default`: 1 to [`MAX_PARALLELISM`].
 fn parse_parallelism(value: &str) -> Result<u32, ConfigError> {
     let key = "parallelism.default";
-    let groups = u32::from(runnel_storage::state_table::KEY_GROUPS);
     match parse::<u32>(key, value)? {
-        n if (1..=groups).contains(&n) => Ok(n),
+        n if (1..=MAX_PARALLELISM).contains(&n) => Ok(n),
         _ => Err(ConfigError::BadValue {
             key: key.into(),
             value: value.into(),
-            reason: format!("must be from 1 to {groups}"),
+            reason: format!("must be from 1 to {MAX_PARALLELISM}"),
         }),
     }
 }

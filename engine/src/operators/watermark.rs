@@ -39,8 +39,9 @@ pub struct WatermarkOperator {
 impl WatermarkOperator {
     /// The watermark on `column`, the largest `expr` (over the input rows)
     /// seen; its last committed value is read from state table `state_id`,
-    /// group `group` (the subtask's). With `from_source`, the source sends the watermark (per split) and
-    /// this operator only passes on what rises.
+    /// group `group` (the subtask's). With `from_source`, the source sends
+    /// the watermark (per split) and this operator only passes on what
+    /// rises.
     pub fn new(
         column: usize,
         expr: Arc<dyn PhysicalExpr>,

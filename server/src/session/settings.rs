@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::str::FromStr;
 use std::time::Duration;
 
+use crate::config::MAX_PARALLELISM;
 use crate::database::SERVER_VERSION;
 use crate::error::{ServerError, ServerResult};
 
@@ -270,19 +271,12 @@ fn validate(spec: &SettingSpec, value: &str) -> ServerResult<String> {
             "hex" => Ok("hex".into()),
             _ => Err(invalid(spec, value, "only hex is supported")),
         },
-        // A subtask owns key groups (and a source reader keeps its
-        // position under its own): more subtasks than groups would idle.
         "parallelism" => match trimmed.parse::<u32>() {
-            Ok(n) if (1..=u32::from(runnel_storage::state_table::KEY_GROUPS)).contains(&n) => {
-                Ok(n.to_string())
-            }
+            Ok(n) if (1..=MAX_PARALLELISM).contains(&n) => Ok(n.to_string()),
             _ => Err(invalid(
                 spec,
                 value,
-                &format!(
-                    "an integer from 1 to {}",
-                    runnel_storage::state_table::KEY_GROUPS
-                ),
+                &format!("an integer from 1 to {MAX_PARALLELISM}"),
             )),
         },
         _ => Ok(trimmed.to_string()),
