@@ -53,6 +53,8 @@ struct Args {
     barrier_interval_ms: u64,
     /// `process.malloc-arenas` (0: glibc's defaults).
     malloc_arenas: u32,
+    /// `process.malloc-trim-ms` (0: never).
+    malloc_trim_ms: u64,
     /// `storage.epoch-buffer-mb`, when not the server's default.
     epoch_buffer_mb: Option<u64>,
     /// `execution.checkpointing.interval` ("0", the default here: none).
@@ -68,7 +70,7 @@ fn parse_args() -> Result<Args> {
         Some("nexmark") | Some("soak-run") | Some("kafka") => None,
         Some("soak") => Some(10),
         _ => bail!(
-            "usage: runnel-bench nexmark [--query q0,q1,…] [--events N] [--seed S] [--rate EVENTS_PER_S] [--barrier-interval-ms MS] [--malloc-arenas N] [--epoch-buffer-mb MB] [--checkpoint-interval 1s] [--check]\n       runnel-bench kafka [--query q1,q5] [--partitions P] [--events N] [--seed S] [--rate EVENTS_PER_S] [--barrier-interval-ms MS] [--check]\n       runnel-bench soak [--query q5,q7] [--events N] [--factor F] [--barrier-interval-ms MS] [--malloc-arenas N] [--epoch-buffer-mb MB]\n       runnel-bench checkpoint [--rows N] [--payload BYTES]"
+            "usage: runnel-bench nexmark [--query q0,q1,…] [--events N] [--seed S] [--rate EVENTS_PER_S] [--barrier-interval-ms MS] [--malloc-arenas N] [--malloc-trim-ms MS] [--epoch-buffer-mb MB] [--checkpoint-interval 1s] [--check]\n       runnel-bench kafka [--query q1,q5] [--partitions P] [--events N] [--seed S] [--rate EVENTS_PER_S] [--barrier-interval-ms MS] [--check]\n       runnel-bench soak [--query q5,q7] [--events N] [--factor F] [--barrier-interval-ms MS] [--malloc-arenas N] [--malloc-trim-ms MS] [--epoch-buffer-mb MB]\n       runnel-bench checkpoint [--rows N] [--payload BYTES]"
         ),
     };
     let mut parsed = Args {
@@ -86,6 +88,7 @@ fn parse_args() -> Result<Args> {
         check: false,
         barrier_interval_ms: 1000,
         malloc_arenas: 2,
+        malloc_trim_ms: 1000,
         epoch_buffer_mb: None,
         checkpoint_interval: "0".into(),
     };
@@ -110,6 +113,7 @@ fn parse_args() -> Result<Args> {
             "--rate" => parsed.rate = value.parse()?,
             "--barrier-interval-ms" => parsed.barrier_interval_ms = value.parse()?,
             "--malloc-arenas" => parsed.malloc_arenas = value.parse()?,
+            "--malloc-trim-ms" => parsed.malloc_trim_ms = value.parse()?,
             "--epoch-buffer-mb" => parsed.epoch_buffer_mb = Some(value.parse()?),
             "--checkpoint-interval" => parsed.checkpoint_interval = value,
             "--factor" if parsed.soak.is_some() => parsed.soak = Some(value.parse()?),
@@ -320,6 +324,7 @@ fn soak_child(name: &str, events: u64, args: &Args) -> Result<SoakRun> {
             &args.barrier_interval_ms.to_string(),
         ])
         .args(["--malloc-arenas", &args.malloc_arenas.to_string()])
+        .args(["--malloc-trim-ms", &args.malloc_trim_ms.to_string()])
         .args(
             args.epoch_buffer_mb
                 .into_iter()
@@ -436,6 +441,7 @@ fn main() -> Result<()> {
     let args = parse_args()?;
     // As the server does, before the runtime's threads exist.
     runnel_server::allocator::tune_malloc(args.malloc_arenas);
+    runnel_server::allocator::start_trimming(args.malloc_trim_ms);
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?

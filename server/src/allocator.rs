@@ -12,7 +12,11 @@
 //! more of every arena. With few arenas and a fixed threshold (large blocks
 //! always mapped, and unmapped when freed) the resident size of a ten times
 //! longer Nexmark run stays near the short run's (`bench/README.md`,
-//! "Soak").
+//! "Soak"). A thread of its own also hands the free pages inside the
+//! arenas back to the system now and then (`malloc_trim`), which glibc
+//! otherwise does only for the free space at an arena's top.
+
+use std::time::Duration;
 
 /// Blocks from this size up are mapped on their own and returned to the
 /// system when freed (glibc's initial threshold, kept fixed).
@@ -36,4 +40,36 @@ pub fn tune_malloc(arenas: u32) {
     }
     #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
     let _ = arenas;
+}
+
+/// Starts a thread that calls glibc's `malloc_trim(0)` every `every_ms`
+/// milliseconds, returning the free pages in the middle of every arena to
+/// the system; 0 (or a platform without glibc) starts nothing. Trimming walks the
+/// arenas under their locks, so it is not free: once a second costs
+/// little against a streaming job's allocation rate.
+pub fn start_trimming(every_ms: u64) {
+    if every_ms == 0 {
+        return;
+    }
+    let every = Duration::from_millis(every_ms);
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        let started = std::thread::Builder::new()
+            .name("malloc-trim".into())
+            .spawn(move || {
+                loop {
+                    std::thread::sleep(every);
+                    // SAFETY: malloc_trim takes no pointers and only releases
+                    // free memory; it is safe to call from any thread.
+                    unsafe {
+                        libc::malloc_trim(0);
+                    }
+                }
+            });
+        if let Err(e) = started {
+            tracing::warn!(error = %e, "cannot start the malloc-trim thread; memory is not trimmed");
+        }
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    let _ = every;
 }

@@ -93,6 +93,12 @@ pub const KEYS: &[KeySpec] = &[
         help: "glibc malloc arenas the process may use, with large blocks always mapped on their own (0: glibc's defaults, eight arenas per core); this keeps a long-running server's resident memory from creeping up",
     },
     KeySpec {
+        key: "process.malloc-trim-ms",
+        aliases: &[],
+        default: "1000",
+        help: "How often, in milliseconds, the process hands the free memory inside glibc's malloc arenas back to the system (malloc_trim; 0: never)",
+    },
+    KeySpec {
         key: "query.memory-limit-mb",
         aliases: &[],
         default: "4096",
@@ -219,6 +225,8 @@ pub struct Config {
     pub epoch_buffer_mb: usize,
     /// `process.malloc-arenas`.
     pub malloc_arenas: u32,
+    /// `process.malloc-trim-ms` (0: never).
+    pub malloc_trim_ms: u64,
     pub query_memory_limit_mb: usize,
     pub coordinator_address: String,
     pub coordinator_rpc_port: u16,
@@ -359,6 +367,7 @@ impl Config {
             write_buffer_mb: parse("storage.write-buffer-mb", &get("storage.write-buffer-mb"))?,
             epoch_buffer_mb: parse("storage.epoch-buffer-mb", &get("storage.epoch-buffer-mb"))?,
             malloc_arenas: parse("process.malloc-arenas", &get("process.malloc-arenas"))?,
+            malloc_trim_ms: parse("process.malloc-trim-ms", &get("process.malloc-trim-ms"))?,
             query_memory_limit_mb: parse("query.memory-limit-mb", &get("query.memory-limit-mb"))?,
             coordinator_address: get("coordinator.address"),
             coordinator_rpc_port: parse("coordinator.rpc-port", &get("coordinator.rpc-port"))?,

@@ -19,6 +19,7 @@ fn main() -> ExitCode {
         }
     };
     runnel_server::allocator::tune_malloc(config.malloc_arenas);
+    runnel_server::allocator::start_trimming(config.malloc_trim_ms);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
