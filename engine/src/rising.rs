@@ -3,6 +3,12 @@
 //! "no row below `f(w)` in the output". Window bounds are such expressions
 //! (`date_bin(size, ts)`, `date_bin(size, ts) + size`), and so are the
 //! usual time buckets (`date_trunc('hour', ts)`) and shifted columns.
+//!
+//! A list of rising expressions (`make_array(date_bin(…), date_bin(…) -
+//! slide, …)`, a HOP row's window starts) rises too. A watermark on a list
+//! column bounds its elements: its value has the element type and is the
+//! least element the watermark's row would give, so an `unnest` of the
+//! list passes it on unchanged.
 
 use std::sync::Arc;
 
@@ -19,7 +25,8 @@ use crate::Watermark;
 /// The input column `expr` rises with, if it is one of: a column; a cast of
 /// a rising expression; a rising expression plus a constant or minus one;
 /// `date_bin(constant, rising[, constant])`; `date_trunc(constant,
-/// rising)`. Anything else (including every expression of two columns) is
+/// rising)`; `make_array` of expressions rising with the same column.
+/// Anything else (including every expression of two columns) is
 /// None: a watermark does not pass it.
 pub fn rising_column(expr: &Arc<dyn PhysicalExpr>) -> Option<usize> {
     if let Some(column) = expr.downcast_ref::<Column>() {
@@ -47,17 +54,31 @@ pub fn rising_column(expr: &Arc<dyn PhysicalExpr>) -> Option<usize> {
             ("date_bin", 2) if constant(0) => rising_column(&args[1]),
             ("date_bin", 3) if constant(0) && constant(2) => rising_column(&args[1]),
             ("date_trunc", 2) if constant(0) => rising_column(&args[1]),
+            ("make_array", n) if n > 0 => {
+                let column = rising_column(&args[0])?;
+                args[1..]
+                    .iter()
+                    .all(|a| rising_column(a) == Some(column))
+                    .then_some(column)
+            }
             _ => None,
         };
     }
     None
 }
 
+/// The elements of `make_array(…)`, when `expr` is one.
+fn array_elements(expr: &Arc<dyn PhysicalExpr>) -> Option<&[Arc<dyn PhysicalExpr>]> {
+    let function = expr.downcast_ref::<ScalarFunctionExpr>()?;
+    (function.name() == "make_array").then(|| function.args())
+}
+
 /// The watermark on `expr`'s output (column `output` of the operator)
 /// implied by `watermark` on its input, when `expr` rises with the
-/// watermark's column. It is `expr` evaluated at the watermark's value; an
-/// end-of-input watermark stays one. None when the evaluation fails (a
-/// bound that overflows the type), which only holds the watermark back.
+/// watermark's column. It is `expr` evaluated at the watermark's value (for
+/// a list, its least element); an end-of-input watermark stays one. None
+/// when the evaluation fails (a bound that overflows the type), which only
+/// holds the watermark back.
 pub fn derive(
     expr: &Arc<dyn PhysicalExpr>,
     output: usize,
@@ -66,6 +87,22 @@ pub fn derive(
 ) -> Option<Watermark> {
     if rising_column(expr) != Some(watermark.column) {
         return None;
+    }
+    if let Some(elements) = array_elements(expr) {
+        let element_type = match output_type {
+            DataType::List(f) | DataType::LargeList(f) | DataType::FixedSizeList(f, _) => {
+                f.data_type()
+            }
+            _ => return None,
+        };
+        let mut least: Option<Watermark> = None;
+        for element in elements {
+            let derived = derive(element, output, element_type, watermark)?;
+            if least.as_ref().is_none_or(|l| derived.value < l.value) {
+                least = Some(derived);
+            }
+        }
+        return least;
     }
     if watermark.is_end_of_input() {
         return Watermark::end_of_input(output_type).map(|value| Watermark {
@@ -154,5 +191,46 @@ mod tests {
             derive(&column(0), 4, &ts_type, &early).unwrap().value,
             ts(1)
         );
+    }
+
+    #[test]
+    fn a_list_of_rising_bounds_carries_its_least_element() {
+        use datafusion::functions_nested::make_array::make_array_udf;
+        let config = Arc::new(datafusion::config::ConfigOptions::default());
+        let list_type = DataType::new_list(DataType::Int64, true);
+        let array = |args: Vec<Arc<dyn PhysicalExpr>>| -> Arc<dyn PhysicalExpr> {
+            Arc::new(ScalarFunctionExpr::new(
+                "make_array",
+                make_array_udf(),
+                args,
+                Arc::new(Field::new("l", list_type.clone(), true)),
+                Arc::clone(&config),
+            ))
+        };
+        let shifted = |by: i64| -> Arc<dyn PhysicalExpr> {
+            Arc::new(BinaryExpr::new(column(1), Operator::Minus, lit(by)))
+        };
+        let starts = array(vec![column(1), shifted(2), shifted(4)]);
+        assert_eq!(rising_column(&starts), Some(1));
+        let wm = Watermark {
+            column: 1,
+            value: ScalarValue::Int64(Some(10)),
+        };
+        let derived = derive(&starts, 2, &list_type, &wm).unwrap();
+        assert_eq!(
+            (derived.column, derived.value),
+            (2, ScalarValue::Int64(Some(6)))
+        );
+        let end = Watermark {
+            column: 1,
+            value: Watermark::end_of_input(&DataType::Int64).unwrap(),
+        };
+        assert!(
+            derive(&starts, 2, &list_type, &end)
+                .unwrap()
+                .is_end_of_input()
+        );
+        let mixed = array(vec![column(1), column(0)]);
+        assert_eq!(rising_column(&mixed), None);
     }
 }

@@ -148,16 +148,16 @@ impl StreamOperator for UnnestOperator {
         Ok(())
     }
 
-    /// Columns other than the lists pass through, with their watermarks.
+    /// Every watermark passes on as it is: an unnested column keeps its
+    /// list's position, and a watermark on a list already bounds its
+    /// elements (`crate::rising`).
     async fn on_watermark(
         &mut self,
         _input: usize,
         watermark: Watermark,
         out: &mut Output,
     ) -> EngineResult<()> {
-        if !self.lists.contains(&watermark.column) {
-            out.emit_watermark(watermark);
-        }
+        out.emit_watermark(watermark);
         Ok(())
     }
 }

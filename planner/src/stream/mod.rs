@@ -699,8 +699,8 @@ impl Planner<'_> {
                 "unnest of a list column that identifies its rows in a materialized view",
             ));
         }
+        // A watermarked list's elements keep its watermark (`rising`).
         node.key.push(ordinal);
-        node.watermarks.retain(|c| !lists.contains(c));
         node.operators.push(OperatorSpec::Unnest {
             lists,
             options: unnest.options.clone(),

@@ -5,8 +5,9 @@
 //!
 //! - TUMBLE: `SELECT *, date_bin(size, time_col) AS window_start,
 //!   date_bin(size, time_col) + size AS window_end FROM relation`;
-//! - HOP: one such branch per window a row falls in (`ceil(size / slide)`),
-//!   shifted back by a slide each, combined with `UNION ALL`;
+//! - HOP: the relation scanned once, each row unnested into the windows
+//!   it falls in (`ceil(size / slide)` starts, `date_bin(slide, time_col)`
+//!   shifted back by a slide each, in one `make_array`);
 //! - SESSION (`SESSION(relation, time_col, gap [, key, …])`, the keys
 //!   being Flink's `PARTITION BY`): the window functions of [`session`]
 //!   over `PARTITION BY keys ORDER BY time_col`; rows with a null time
@@ -225,29 +226,30 @@ fn hop(args: &[FunctionArg]) -> PlanResult<(ObjectName, Query)> {
         )));
     }
     let (slide_sql, size_sql) = (interval_literal(slide), interval_literal(size));
-    let branches: Vec<String> = (0..windows)
-        .map(|i| {
-            let start = match i {
-                0 => format!("date_bin({slide_sql}, {column})"),
-                _ => format!(
-                    "date_bin({slide_sql}, {column}) - {}",
-                    interval_literal(slide * i)
-                ),
-            };
-            let end = format!("{start} + {size_sql}");
-            // Only the oldest window may end before the row when the size
-            // is not a multiple of the slide.
-            let filter = if i == windows - 1 && size % slide != 0 {
-                format!(" WHERE {column} < {end}")
-            } else {
-                String::new()
-            };
-            format!(
-                "SELECT *, {start} AS window_start, {end} AS window_end FROM {relation}{filter}"
-            )
+    // Each row's window starts, newest first: one scan of the relation,
+    // one row per window after the unnest.
+    let starts: Vec<String> = (0..windows)
+        .map(|i| match i {
+            0 => format!("date_bin({slide_sql}, {column})"),
+            _ => format!(
+                "date_bin({slide_sql}, {column}) - {}",
+                interval_literal(slide * i)
+            ),
         })
         .collect();
-    Ok((relation, parse_query(&branches.join(" UNION ALL "))?))
+    // Only the oldest window may end before the row when the size is not
+    // a multiple of the slide.
+    let filter = if size % slide != 0 {
+        format!(" WHERE {column} < window_start + {size_sql}")
+    } else {
+        String::new()
+    };
+    let sql = format!(
+        "SELECT *, window_start + {size_sql} AS window_end FROM \
+         (SELECT *, unnest(make_array({})) AS window_start FROM {relation}) AS _runnel_hop{filter}",
+        starts.join(", ")
+    );
+    Ok((relation, parse_query(&sql)?))
 }
 
 /// `SESSION(relation, time_col, gap [, key, …])`: each row with its
@@ -320,16 +322,17 @@ mod tests {
     }
 
     #[test]
-    fn hop_makes_one_branch_per_window() {
+    fn hop_unnests_one_start_per_window() {
         let sql =
             rewrite("SELECT * FROM HOP(bid, date_time, INTERVAL '2' SECOND, INTERVAL '10' SECOND)")
                 .unwrap();
-        assert_eq!(sql.matches("UNION ALL").count(), 4, "{sql}");
+        assert_eq!(sql.matches("date_bin(").count(), 5, "{sql}");
+        assert_eq!(sql.matches("FROM bid").count(), 1, "{sql}");
         assert!(!sql.contains("WHERE"), "{sql}");
         let uneven =
             rewrite("SELECT * FROM HOP(bid, date_time, INTERVAL '3' SECOND, INTERVAL '10' SECOND)")
                 .unwrap();
-        assert_eq!(uneven.matches("UNION ALL").count(), 3, "{uneven}");
+        assert_eq!(uneven.matches("date_bin(").count(), 4, "{uneven}");
         assert_eq!(uneven.matches("WHERE").count(), 1, "{uneven}");
     }
 
