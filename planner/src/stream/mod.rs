@@ -12,9 +12,12 @@
 use std::sync::Arc;
 
 mod join;
+mod scan;
 mod session;
 mod sink;
 mod top_n;
+mod union;
+mod unnest;
 mod watermarks;
 
 pub use sink::{PlannedSink, SinkOptions, plan_sink};
@@ -22,18 +25,18 @@ use top_n::rank_limit;
 
 use crate::types::ColumnType;
 use crate::{PlanError, PlanResult};
-use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
 use datafusion::common::{DFSchema, TableReference};
 use datafusion::common::{JoinType, NullEquality};
 use datafusion::logical_expr::execution_props::ExecutionProps;
 use datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext;
-use datafusion::logical_expr::{Aggregate, Expr, Join, LogicalPlan, Projection, TableScan, Union};
+use datafusion::logical_expr::{Aggregate, Expr, Join, LogicalPlan, Projection};
 use datafusion::physical_expr::aggregate::LoweredAggregateBuilder;
 use datafusion::physical_expr::expressions::{CastExpr, Column};
 use datafusion::physical_expr::{PhysicalExpr, create_physical_expr};
 use runnel_engine::graph::{
     AggregateCall, Distribution, Fragment, FragmentInput, FragmentOutput, JoinCleanup, JoinKind,
-    JoinOffset, JoinSide, OperatorSpec, SourceSpec, StreamGraph, WindowedGroups,
+    JoinOffset, JoinSide, OperatorSpec, StreamGraph, WindowedGroups,
 };
 use watermarks::{check_emit_on_window_close, interval_bounds, projected_watermarks};
 
@@ -386,79 +389,6 @@ impl Planner<'_> {
         create_physical_expr(expr, schema, &self.props, &self.planning).map_err(df)
     }
 
-    fn scan(&mut self, scan: &TableScan) -> PlanResult<Node> {
-        let input = self.catalog.stream_input(&scan.table_name)?.ok_or_else(|| {
-            not_supported(format!(
-                "reading {} in a materialized view (only tables and materialized views can be read)",
-                scan.table_name
-            ))
-        })?;
-        if scan.fetch.is_some() {
-            return Err(not_supported("LIMIT in a materialized view"));
-        }
-        if !self.reads.contains(&input.id) {
-            self.reads.push(input.id);
-        }
-        let state_id = self.state_ids(1);
-        let stored = Arc::clone(&input.schema);
-        let mut node = Node {
-            id: self.reserve(),
-            inputs: vec![FragmentInput::Source(SourceSpec {
-                relation_id: input.id,
-                relation_name: input.name.clone(),
-                schema: Arc::clone(&stored),
-                state_id,
-                is_table: input.is_table,
-                connector: input.connector.clone(),
-                insert_only: (input.connector.is_some() && !input.upsert)
-                    || (input.is_table && input.watermark.is_some()),
-            })],
-            operators: vec![],
-            parallelism: if input.parallel { self.parallelism } else { 1 },
-            schema: Arc::clone(&stored),
-            key: input.key.clone(),
-            watermarks: vec![],
-        };
-        if input.upsert {
-            let state_id = self.state_ids(1);
-            node.operators.push(OperatorSpec::Upsert {
-                key: input.key.clone(),
-                schema: Arc::clone(&stored),
-                state_id,
-            });
-        }
-        // The watermark sees every row the source emits, before filters.
-        if let Some(watermark) = &input.watermark {
-            let state_id = self.state_ids(1);
-            node.operators.push(OperatorSpec::Watermark {
-                column: watermark.column,
-                expr: Arc::clone(&watermark.expr),
-                state_id,
-            });
-            node.watermarks = vec![watermark.column];
-        }
-        // Filters pushed into the scan are over the visible columns.
-        if !scan.filters.is_empty() {
-            let visible = input.visible;
-            let visible_schema = stored
-                .project(&(0..visible).collect::<Vec<_>>())
-                .map_err(|e| df(e.into()))?;
-            let dfschema =
-                DFSchema::try_from_qualified_schema(scan.table_name.clone(), &visible_schema)
-                    .map_err(df)?;
-            for filter in &scan.filters {
-                let predicate = self.physical(filter, &dfschema)?;
-                node.operators.push(OperatorSpec::Filter { predicate });
-            }
-        }
-        // The scan's columns, then the key.
-        let projection: Vec<usize> = match &scan.projection {
-            Some(p) => p.clone(),
-            None => (0..scan.projected_schema.fields().len()).collect(),
-        };
-        Ok(self.project_columns(node, &projection))
-    }
-
     /// Keeps `columns` (as visible columns) and the key (hidden unless
     /// kept).
     fn project_columns(&mut self, node: Node, columns: &[usize]) -> Node {
@@ -662,100 +592,6 @@ impl Planner<'_> {
         });
         node.schema = schema;
         Ok(indices)
-    }
-
-    fn unnest(&mut self, unnest: &datafusion::logical_expr::Unnest) -> PlanResult<Node> {
-        if !unnest.struct_type_columns.is_empty()
-            || unnest.list_type_columns.iter().any(|(_, l)| l.depth != 1)
-            || unnest.options.recursions.iter().any(|r| r.depth != 1)
-        {
-            return Err(not_supported(
-                "unnest of a struct or of nested levels in a materialized view (only unnest of a list, one level)",
-            ));
-        }
-        let mut node = self.plan(&unnest.input)?;
-        let lists: Vec<usize> = unnest.list_type_columns.iter().map(|(i, _)| *i).collect();
-        let visible = unnest.schema.fields().len();
-        if visible != unnest.input.schema().fields().len() {
-            return Err(not_supported("this form of unnest in a materialized view"));
-        }
-        // The unnested columns, the input's hidden ones, then the ordinal.
-        let mut fields: Vec<Field> = unnest
-            .schema
-            .fields()
-            .iter()
-            .map(|f| f.as_ref().clone())
-            .collect();
-        fields.extend(
-            node.schema.fields()[visible..]
-                .iter()
-                .map(|f| f.as_ref().clone()),
-        );
-        let ordinal = fields.len();
-        fields.push(Field::new("_runnel_unnest_ordinal", DataType::Int64, false));
-        let schema = Arc::new(Schema::new(fields));
-        if node.key.iter().any(|k| lists.contains(k)) {
-            return Err(not_supported(
-                "unnest of a list column that identifies its rows in a materialized view",
-            ));
-        }
-        // A watermarked list's elements keep its watermark (`rising`).
-        node.key.push(ordinal);
-        node.operators.push(OperatorSpec::Unnest {
-            lists,
-            options: unnest.options.clone(),
-            schema: Arc::clone(&schema),
-        });
-        node.schema = schema;
-        Ok(node)
-    }
-
-    fn union(&mut self, union: &Union) -> PlanResult<Node> {
-        let visible = union.schema.fields().len();
-        let branches = union
-            .inputs
-            .iter()
-            .map(|input| self.plan(input))
-            .collect::<PlanResult<Vec<_>>>()?;
-        let id = self.reserve();
-        let mut keys = vec![];
-        let mut inputs = vec![];
-        // A column carries a watermark when it does in every branch.
-        let watermarks: Vec<usize> = (0..visible)
-            .filter(|c| branches.iter().all(|b| b.watermarks.contains(c)))
-            .collect();
-        for (port, node) in branches.into_iter().enumerate() {
-            keys.push(node.key.clone());
-            inputs.push(FragmentInput::Exchange { fragment: node.id });
-            self.close(
-                node,
-                FragmentOutput::Exchange {
-                    fragment: id,
-                    port,
-                    distribution: Distribution::Single,
-                },
-            );
-        }
-        let mut fields: Vec<Field> = union
-            .schema
-            .fields()
-            .iter()
-            .map(|f| f.as_ref().clone())
-            .collect();
-        fields.push(Field::new("_runnel_union_key", DataType::Binary, false));
-        let schema = Arc::new(Schema::new(fields));
-        Ok(Node {
-            id,
-            inputs,
-            operators: vec![OperatorSpec::Union {
-                keys,
-                schema: Arc::clone(&schema),
-            }],
-            parallelism: 1,
-            schema,
-            key: vec![visible],
-            watermarks,
-        })
     }
 
     /// Casts columns to the type of the column that stores them.
