@@ -125,10 +125,10 @@ impl Store {
     pub fn write(&self, writes: WriteSet) -> StorageResult<()> {
         let mut options = WriteOptions::default();
         options.set_sync(self.sync_writes);
-        let batch = writes.to_batch();
-        // Freed before RocksDB copies the batch into its memtables: an
-        // epoch's changes need not be held three times over.
-        drop(writes);
+        // The set is freed as the batch is built, before RocksDB copies
+        // the batch into its memtables: an epoch's changes are not held
+        // three times over.
+        let batch = writes.into_batch();
         self.db
             .write_opt(batch, &options)
             .map_err(|e| rocks_error(&self.path, e))

@@ -3,9 +3,12 @@
 //! their change-log entries, catalog records.
 //!
 //! An epoch can hold millions of changes, so they are kept encoded back to
-//! back in one buffer rather than as a pair of small allocations each: far
-//! less memory per change, and nothing for the allocator to fragment when
-//! the epoch is committed and dropped.
+//! back in blocks of up to a MiB rather than as a pair of small allocations
+//! each: far less memory per change, and nothing for the allocator to
+//! fragment when the epoch is committed and dropped. Sets from several
+//! subtasks join by moving their blocks, and the RocksDB batch is built
+//! block by block, each freed once copied, so a commit holds the epoch's
+//! changes about once (set or batch) rather than twice.
 
 use rocksdb::WriteBatch;
 
@@ -19,18 +22,28 @@ const DELETE_RANGE: u8 = 2;
 ///
 /// Each change is a tag byte followed by its key and, for a put or a range
 /// delete, a second byte string (value or range end); each byte string is
-/// its length (u64, little endian) and its bytes.
+/// its length (u64, little endian) and its bytes. A change lies within one
+/// block.
 #[derive(Default)]
 pub struct WriteSet {
-    bytes: Vec<u8>,
+    blocks: Vec<Vec<u8>>,
     count: usize,
+}
+
+/// The size a block is filled to before the next begins (a larger change
+/// gets a block of its own size).
+const BLOCK_BYTES: usize = 1 << 20;
+
+/// Encoded size of a byte string made of `parts`.
+fn string_len(parts: &[&[u8]]) -> usize {
+    8 + parts.iter().map(|p| p.len()).sum::<usize>()
 }
 
 impl std::fmt::Debug for WriteSet {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("WriteSet")
             .field("changes", &self.count)
-            .field("bytes", &self.bytes.len())
+            .field("bytes", &self.byte_len())
             .finish()
     }
 }
@@ -49,35 +62,48 @@ impl WriteSet {
         Self::default()
     }
 
-    fn begin(&mut self, tag: u8) {
-        self.bytes.push(tag);
-        self.count += 1;
+    /// Bytes of the encoded changes.
+    fn byte_len(&self) -> usize {
+        self.blocks.iter().map(Vec::len).sum()
     }
 
-    /// Appends one byte string made of `parts`.
-    fn string(&mut self, parts: &[&[u8]]) {
-        let len: usize = parts.iter().map(|p| p.len()).sum();
-        self.bytes.extend_from_slice(&(len as u64).to_le_bytes());
-        for part in parts {
-            self.bytes.extend_from_slice(part);
+    /// Starts a change of `len` encoded bytes (tag included) in a block
+    /// with room for it, and returns that block.
+    fn begin(&mut self, tag: u8, len: usize) -> &mut Vec<u8> {
+        let full = self
+            .blocks
+            .last()
+            .is_none_or(|b| !b.is_empty() && b.len() + len > BLOCK_BYTES);
+        if full {
+            // The first block grows as needed (most sets are small).
+            let capacity = if self.blocks.is_empty() {
+                0
+            } else {
+                BLOCK_BYTES.max(len)
+            };
+            self.blocks.push(Vec::with_capacity(capacity));
         }
+        self.count += 1;
+        let block = self.blocks.last_mut().expect("a block was just ensured");
+        block.push(tag);
+        block
     }
 
     fn put(&mut self, key: &[&[u8]], value: &[u8]) {
-        self.begin(PUT);
-        self.string(key);
-        self.string(&[value]);
+        let block = self.begin(PUT, 1 + string_len(key) + string_len(&[value]));
+        append_string(block, key);
+        append_string(block, &[value]);
     }
 
     fn delete(&mut self, key: &[&[u8]]) {
-        self.begin(DELETE);
-        self.string(key);
+        let block = self.begin(DELETE, 1 + string_len(key));
+        append_string(block, key);
     }
 
     fn delete_range(&mut self, from: &[&[u8]], to: &[&[u8]]) {
-        self.begin(DELETE_RANGE);
-        self.string(from);
-        self.string(to);
+        let block = self.begin(DELETE_RANGE, 1 + string_len(from) + string_len(to));
+        append_string(block, from);
+        append_string(block, to);
     }
 
     /// Writes catalog record `name`.
@@ -139,28 +165,33 @@ impl WriteSet {
         self.delete_range(&[&change_prefix(table_id)], &[&change_prefix(table_id + 1)]);
     }
 
-    /// Adds every change of `other` after this set's.
+    /// Adds every change of `other` after this set's (its blocks move;
+    /// nothing is copied).
     pub fn extend(&mut self, other: WriteSet) {
         if self.count == 0 {
             *self = other;
             return;
         }
-        self.bytes.extend_from_slice(&other.bytes);
+        self.blocks.extend(other.blocks);
         self.count += other.count;
     }
 
-    fn changes(&self) -> Changes<'_> {
-        Changes { rest: &self.bytes }
+    #[cfg(test)]
+    fn changes(&self) -> impl Iterator<Item = Change<'_>> {
+        self.blocks.iter().flat_map(|block| Changes { rest: block })
     }
 
-    /// The changes as one RocksDB batch.
-    pub(crate) fn to_batch(&self) -> WriteBatch {
-        let mut batch = WriteBatch::with_capacity_bytes(self.bytes.len() + 12);
-        for change in self.changes() {
-            match change {
-                Change::Put(key, value) => batch.put(key, value),
-                Change::Delete(key) => batch.delete(key),
-                Change::DeleteRange(from, to) => batch.delete_range(from, to),
+    /// The changes as one RocksDB batch; each block is freed once it is
+    /// copied into the batch.
+    pub(crate) fn into_batch(self) -> WriteBatch {
+        let mut batch = WriteBatch::with_capacity_bytes(self.byte_len() + 12);
+        for block in self.blocks {
+            for change in (Changes { rest: &block }) {
+                match change {
+                    Change::Put(key, value) => batch.put(key, value),
+                    Change::Delete(key) => batch.delete(key),
+                    Change::DeleteRange(from, to) => batch.delete_range(from, to),
+                }
             }
         }
         batch
@@ -177,7 +208,16 @@ impl WriteSet {
     }
 }
 
-/// Reads the changes of a [`WriteSet`] in order.
+/// Appends one byte string made of `parts` to `block`.
+fn append_string(block: &mut Vec<u8>, parts: &[&[u8]]) {
+    let len: usize = parts.iter().map(|p| p.len()).sum();
+    block.extend_from_slice(&(len as u64).to_le_bytes());
+    for part in parts {
+        block.extend_from_slice(part);
+    }
+}
+
+/// Reads the changes of one block of a [`WriteSet`] in order.
 struct Changes<'a> {
     rest: &'a [u8],
 }
@@ -236,7 +276,32 @@ mod tests {
                 Change::DeleteRange(b"s\0\0\0\0\0\0\0\x09", b"s\0\0\0\0\0\0\0\x0a"),
             ]
         );
-        assert_eq!(first.to_batch().len(), 4);
+        assert_eq!(first.into_batch().len(), 4);
+    }
+
+    #[test]
+    fn large_sets_fill_blocks_and_keep_every_change() {
+        let mut set = WriteSet::new();
+        let value = vec![7u8; 1000];
+        for i in 0..5000u64 {
+            set.put_row(1, &i.to_be_bytes(), &value);
+        }
+        // A change larger than a block gets one of its own.
+        set.put_meta(b"big", &vec![1u8; BLOCK_BYTES + 10]);
+        set.delete_row(1, b"last");
+        assert!(set.blocks.len() > 4, "{} blocks", set.blocks.len());
+        assert!(
+            set.blocks
+                .iter()
+                .all(|b| b.len() <= BLOCK_BYTES || b.len() > BLOCK_BYTES + 10)
+        );
+        let changes: Vec<Change<'_>> = set.changes().collect();
+        assert_eq!(changes.len(), 5002);
+        assert_eq!(set.len(), 5002);
+        assert!(matches!(changes[4999], Change::Put(_, v) if v == value.as_slice()));
+        assert!(matches!(changes[5000], Change::Put(b"mbig", v) if v.len() == BLOCK_BYTES + 10));
+        assert_eq!(changes[5001], Change::Delete(b"r\0\0\0\0\0\0\0\x01last"));
+        assert_eq!(set.into_batch().len(), 5002);
     }
 
     #[test]
