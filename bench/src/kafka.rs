@@ -29,6 +29,7 @@ use runnel_connectors::{NexmarkGenerator, NexmarkTable};
 use runnel_engine::runtime::connector::RowGenerator;
 use runnel_sql_tests::KafkaBroker;
 
+use crate::files::QueryFiles;
 use crate::report::{check_rows, print_header, print_row};
 use crate::{Args, batch, measure, queries, streaming};
 
@@ -94,6 +95,7 @@ pub(crate) async fn run(args: &Args) -> Result<()> {
         "kafka_count",
         "SELECT count(*) AS n FROM bid",
         std::slice::from_ref(&source),
+        &QueryFiles::for_query("kafka_count")?,
         &counting,
     )
     .await?;
@@ -122,8 +124,12 @@ pub(crate) async fn run(args: &Args) -> Result<()> {
         if tables != [NexmarkTable::Bid] {
             bail!("{name} reads more than bids; over Kafka only bid queries run");
         }
-        let (stream, view_rows) = streaming(name, sql, std::slice::from_ref(&source), args).await?;
-        let (batch, batch_rows) = batch(sql, tables, args).await?;
+        let files = QueryFiles::for_query(name)?;
+        let sources: Vec<String> = std::iter::once(source.clone())
+            .chain(files.source_sql())
+            .collect();
+        let (stream, view_rows) = streaming(name, sql, &sources, &files, args).await?;
+        let (batch, batch_rows) = batch(sql, tables, &files, args).await?;
         check_rows(name, args, &stream, &view_rows, &batch, &batch_rows)?;
         print_row(name, messages, &stream, &batch);
     }

@@ -10,6 +10,7 @@
 
 mod checkpoint;
 mod compare;
+mod files;
 mod kafka;
 mod measure;
 mod queries;
@@ -182,6 +183,7 @@ async fn streaming(
     name: &str,
     sql: &str,
     sources: &[String],
+    files: &files::QueryFiles,
     args: &Args,
 ) -> Result<(measure::Run, Vec<datafusion::arrow::array::RecordBatch>)> {
     let dir = tempfile::tempdir()?;
@@ -207,18 +209,22 @@ async fn streaming(
     }
     measure::reset_peak_memory();
     let start = measure::Usage::now();
-    run(
-        &mut session,
-        &format!("CREATE MATERIALIZED VIEW {name} AS {sql}"),
-    )
-    .await?;
-    let id = db
-        .catalog
-        .views()
-        .into_iter()
-        .find(|v| v.name.name == name)
-        .context("view not created")?
-        .id;
+    run(&mut session, &files.create_sql(name, sql)).await?;
+    let id = if files.writes_sink() {
+        db.catalog
+            .sinks()
+            .into_iter()
+            .find(|s| s.name.name == name)
+            .context("sink not created")?
+            .id
+    } else {
+        db.catalog
+            .views()
+            .into_iter()
+            .find(|v| v.name.name == name)
+            .context("view not created")?
+            .id
+    };
     loop {
         let (_, exhausted) = db.runtime.source_progress(id);
         if exhausted {
@@ -230,24 +236,33 @@ async fn streaming(
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     run(&mut session, "FLUSH").await?;
+    if files.writes_sink() {
+        files::wait_delivered(&db, id, Duration::from_secs(600)).await?;
+    }
     let usage = start.elapsed();
     let peak_bytes = measure::peak_memory();
     let late = db.runtime.late_rows(id);
     if late > 0 {
         eprintln!("{name}: windowed operators dropped {late} late rows");
     }
-    let rows = run(&mut session, &format!("SELECT count(*) FROM {name}")).await?;
-    let count = measure::first_count(&rows)?;
-    let contents = if args.check {
-        run(&mut session, &format!("SELECT * FROM {name}")).await?
+    let (count, contents) = if files.writes_sink() {
+        let written = files.read_back().await?;
+        let count = written.iter().map(|b| b.num_rows() as u64).sum();
+        (count, if args.check { written } else { vec![] })
     } else {
-        vec![]
+        let rows = run(&mut session, &format!("SELECT count(*) FROM {name}")).await?;
+        let contents = if args.check {
+            run(&mut session, &format!("SELECT * FROM {name}")).await?
+        } else {
+            vec![]
+        };
+        (measure::first_count(&rows)?, contents)
     };
     let store = Some(db.store.memory_report()?);
     let data_bytes = measure::dir_bytes(dir.path());
     // Stops the job, so no source outlives the run (a Kafka consumer
     // would complain once the benchmark's broker is gone).
-    run(&mut session, &format!("DROP MATERIALIZED VIEW {name}")).await?;
+    run(&mut session, &files.drop_sql(name)).await?;
     drop(session);
     Ok((
         measure::Run {
@@ -266,6 +281,7 @@ async fn streaming(
 async fn batch(
     sql: &str,
     tables: &[NexmarkTable],
+    files: &files::QueryFiles,
     args: &Args,
 ) -> Result<(measure::Run, Vec<datafusion::arrow::array::RecordBatch>)> {
     let ctx = SessionContext::new();
@@ -283,6 +299,7 @@ async fn batch(
         let provider = MemTable::try_new(table.schema(), vec![batches])?;
         ctx.register_table(queries::table_name(*table), Arc::new(provider))?;
     }
+    files.register(&ctx).await?;
     let rewritten = runnel_planner::parser::parse_sql(sql)?
         .iter()
         .map(|s| s.to_string())
@@ -374,7 +391,10 @@ fn soak_child(name: &str, events: u64, args: &Args) -> Result<SoakRun> {
 async fn soak_run(args: &Args) -> Result<()> {
     let name = args.queries.first().context("soak-run needs --query")?;
     let (sql, tables) = queries::find(name)?;
-    let (run, _) = streaming(name, sql, &nexmark_sources(tables, args), args).await?;
+    let files = files::QueryFiles::for_query(name)?;
+    let mut sources = nexmark_sources(tables, args);
+    sources.extend(files.source_sql());
+    let (run, _) = streaming(name, sql, &sources, &files, args).await?;
     let store = run.store.unwrap_or_default();
     println!(
         "SOAK {} {} {} {} {} {}",
@@ -469,9 +489,11 @@ async fn run_bench(args: Args) -> Result<()> {
     print_header();
     for name in &args.queries {
         let (sql, tables) = queries::find(name)?;
-        let (stream, view_rows) =
-            streaming(name, sql, &nexmark_sources(tables, &args), &args).await?;
-        let (batch, batch_rows) = batch(sql, tables, &args).await?;
+        let files = files::QueryFiles::for_query(name)?;
+        let mut sources = nexmark_sources(tables, &args);
+        sources.extend(files.source_sql());
+        let (stream, view_rows) = streaming(name, sql, &sources, &files, &args).await?;
+        let (batch, batch_rows) = batch(sql, tables, &files, &args).await?;
         check_rows(name, &args, &stream, &view_rows, &batch, &batch_rows)?;
         print_row(name, args.events, &stream, &batch);
     }

@@ -83,7 +83,7 @@ pub const KEYS: &[KeySpec] = &[
     KeySpec {
         key: "storage.epoch-buffer-mb",
         aliases: &[],
-        default: "64",
+        default: "16",
         help: "Uncommitted state writes all jobs together may hold in memory, in MiB; when full, sources wait for an early barrier (0: no limit)",
     },
     KeySpec {
