@@ -13,6 +13,7 @@ use anyhow::{Context, Result, bail};
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::prelude::{CsvReadOptions, ParquetReadOptions, SessionContext};
+use runnel_engine::runtime::JobState;
 use runnel_server::Database;
 
 use crate::queries::{FILE_SINKS, SIDE_INPUT_READERS};
@@ -44,7 +45,7 @@ impl QueryFiles {
         };
         if files.side_input {
             std::fs::create_dir(files.side_input_dir())?;
-            write_side_input(&files.side_input_dir())?;
+            write_side_input(&files.side_input_file())?;
         }
         if files.sink_columns.is_some() {
             std::fs::create_dir(files.sink_dir())?;
@@ -54,6 +55,10 @@ impl QueryFiles {
 
     fn side_input_dir(&self) -> PathBuf {
         self.dir.path().join(SIDE_INPUT)
+    }
+
+    fn side_input_file(&self) -> PathBuf {
+        self.side_input_dir().join("side_input.csv")
     }
 
     fn sink_dir(&self) -> PathBuf {
@@ -76,7 +81,7 @@ impl QueryFiles {
     /// it: the same file, read by DataFusion.
     pub async fn register(&self, ctx: &SessionContext) -> Result<()> {
         if self.side_input {
-            let path = self.side_input_dir().join("side_input.csv");
+            let path = self.side_input_file();
             let path = path.to_str().context("side input path is not UTF-8")?;
             let schema = Schema::new(vec![
                 Field::new("key", DataType::Int64, true),
@@ -132,23 +137,27 @@ impl QueryFiles {
 }
 
 /// Writes the side input — `key,value` with keys 0..10 000, as Beam's
-/// Nexmark prepares it (the value is the key's text) — under `dir`.
-fn write_side_input(dir: &Path) -> Result<()> {
+/// Nexmark prepares it (the value is the key's text) — to `file`.
+fn write_side_input(file: &Path) -> Result<()> {
     let mut csv = String::from("key,value\n");
     for key in 0..SIDE_INPUT_KEYS {
         csv.push_str(&format!("{key},{key}\n"));
     }
-    std::fs::write(dir.join("side_input.csv"), csv)?;
+    std::fs::write(file, csv)?;
     Ok(())
 }
 
 /// Waits until sink `id` has written out every epoch it staged (the
-/// delivery task deletes what it wrote), failing after `within`.
+/// delivery task deletes what it wrote), failing when its job fails or
+/// after `within`.
 pub async fn wait_delivered(db: &Arc<Database>, id: u64, within: Duration) -> Result<()> {
     let deadline = tokio::time::Instant::now() + within;
     loop {
         if db.store.scan_changes(id, 0)?.is_empty() {
             return Ok(());
+        }
+        if let Some(JobState::Failed(error)) = db.runtime.job_state(id) {
+            bail!("sink {id} failed: {error}");
         }
         if tokio::time::Instant::now() > deadline {
             bail!("sink {id} still holds staged epochs after {within:?}");
