@@ -8,25 +8,15 @@ cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/runnel-target}"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 
-need_apt=()
-command -v psql >/dev/null || need_apt+=(postgresql-client)
-command -v clang >/dev/null || need_apt+=(clang)
-# bindgen (librocksdb-sys) loads libclang itself; libclang-cpp does not count.
-ls /usr/lib/llvm-*/lib/libclang.so* /usr/lib/llvm-*/lib/libclang-[0-9]*.so* >/dev/null 2>&1 || need_apt+=(libclang-dev)
-python3 -m venv --help >/dev/null 2>&1 || need_apt+=(python3-venv)
-[ -e /usr/share/java/postgresql.jar ] || need_apt+=(libpostgresql-jdbc-java)
-command -v java >/dev/null || need_apt+=(default-jre-headless)
-# librdkafka (built by rdkafka-sys): make, TLS and zlib headers.
-command -v make >/dev/null || need_apt+=(make)
-command -v pkg-config >/dev/null || need_apt+=(pkg-config)
-[ -e /usr/include/openssl/ssl.h ] || need_apt+=(libssl-dev)
-[ -e /usr/include/zlib.h ] || need_apt+=(zlib1g-dev)
-if [ ${#need_apt[@]} -gt 0 ]; then
-  echo "== installing ${need_apt[*]}"
-  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
-  $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
-fi
+# The run command's build prerequisites (scripts/prepare.sh), then what
+# only the tests need.
+. scripts/prepare.sh
+test_apt=()
+command -v psql >/dev/null || test_apt+=(postgresql-client)
+python3 -m venv --help >/dev/null 2>&1 || test_apt+=(python3-venv)
+[ -e /usr/share/java/postgresql.jar ] || test_apt+=(libpostgresql-jdbc-java)
+command -v java >/dev/null || test_apt+=(default-jre-headless)
+apt_install "${test_apt[@]}"
 
 VENV="$HOME/.cache/runnel-venv"
 if [ ! -x "$VENV/bin/python" ]; then
