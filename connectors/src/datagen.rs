@@ -230,4 +230,8 @@ impl RowGenerator for DatagenGenerator {
     fn rows_per_second(&self) -> Option<f64> {
         Some(self.rate)
     }
+
+    fn bounded(&self) -> bool {
+        self.rows().is_some()
+    }
 }

@@ -48,15 +48,18 @@ impl Connectors {
 
     /// Whether a source with `options` can be read by several parallel
     /// readers, each taking a share of its splits: an append-only Kafka
-    /// source (its partitions). A changelog source is read by one reader,
-    /// as its upserts by key are ordered only within one stream.
+    /// source (its partitions) and a file source (byte ranges of its
+    /// files, or whole files when it watches a folder). A changelog source
+    /// is read by one reader, as its upserts by key are ordered only
+    /// within one stream.
     pub fn reads_in_parallel(options: &BTreeMap<String, String>) -> bool {
         let is = |key: &str, value: &str| {
             options
                 .get(key)
                 .is_some_and(|v| v.eq_ignore_ascii_case(value))
         };
-        is("connector", "kafka") && !is("format", "upsert") && !is("format", "debezium")
+        (is("connector", "kafka") && !is("format", "upsert") && !is("format", "debezium"))
+            || is("connector", "filesystem")
     }
 
     /// Checks a sink definition (CREATE SINK): its options, and that what
@@ -97,9 +100,29 @@ fn open_sink(
             }
             Ok(Box::new(writer))
         }
+        "blackhole" => {
+            options.finish_accepting(&["connector"])?;
+            Ok(Box::new(Blackhole))
+        }
         other => Err(ConnectorError::Unsupported(format!(
-            "sink connector '{other}' (known: kafka, filesystem)"
+            "sink connector '{other}' (known: kafka, filesystem, blackhole)"
         ))),
+    }
+}
+
+/// `connector = 'blackhole'`: a sink that writes nothing. The planner ends
+/// such a sink's job in the engine's blackhole operator, so no change ever
+/// reaches this writer; it is here so the options are checked as any
+/// sink's are.
+struct Blackhole;
+
+impl SinkWriter for Blackhole {
+    fn write_epoch(
+        &mut self,
+        _epoch: runnel_engine::Epoch,
+        _changes: &runnel_engine::StreamChunk,
+    ) -> Result<(), runnel_engine::runtime::SinkWriteError> {
+        Ok(())
     }
 }
 
@@ -125,8 +148,8 @@ fn open(
 ) -> Result<Box<dyn SourceReader>, ConnectorError> {
     if share != SourceShare::WHOLE && !Connectors::reads_in_parallel(options) {
         return Err(ConnectorError::Unsupported(format!(
-            "reading this source with {} parallel readers (only append-only Kafka sources split \
-             their partitions across readers)",
+            "reading this source with {} parallel readers (only append-only Kafka sources and \
+             file sources split their input across readers)",
             share.parallelism
         )));
     }
@@ -144,7 +167,7 @@ fn open(
         "file" => Box::new(lines::FileLines::new(&mut options, &declared)?),
         "socket" => Box::new(lines::SocketLines::new(&mut options, &declared)?),
         "filesystem" => {
-            let source = files::FileSource::new(&mut options, schema)?;
+            let source = files::FileSource::new(&mut options, schema, share)?;
             options.finish_accepting(files::SOURCE_OPTIONS)?;
             if check {
                 source.check()?;

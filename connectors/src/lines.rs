@@ -157,6 +157,10 @@ impl RowGenerator for FileLines {
     fn rows_per_second(&self) -> Option<f64> {
         None
     }
+
+    fn bounded(&self) -> bool {
+        true
+    }
 }
 
 /// The lines a TCP server sends.

@@ -339,6 +339,10 @@ impl RowGenerator for NexmarkGenerator {
             / PROPORTION as f64;
         self.throttle.then_some(self.rate * share)
     }
+
+    fn bounded(&self) -> bool {
+        self.events.is_some()
+    }
 }
 
 #[cfg(test)]

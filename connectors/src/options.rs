@@ -115,3 +115,29 @@ impl<'a> Options<'a> {
         }
     }
 }
+
+/// What a source does with a record (a Kafka message, a line of a file)
+/// that does not decode: `format.error-policy`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ErrorPolicy {
+    /// Skip it, count it (`skipped_messages` in SHOW JOBS) and log it.
+    Skip,
+    /// Fail the source (and so its jobs), naming where the record is.
+    Fail,
+}
+
+impl ErrorPolicy {
+    /// Reads `format.error-policy` (`skip`, the default, or `fail`).
+    pub(crate) fn from_options(options: &mut Options<'_>) -> Result<Self, ConnectorError> {
+        match options.get("format.error-policy") {
+            None => Ok(ErrorPolicy::Skip),
+            Some(p) if p.eq_ignore_ascii_case("skip") => Ok(ErrorPolicy::Skip),
+            Some(p) if p.eq_ignore_ascii_case("fail") => Ok(ErrorPolicy::Fail),
+            Some(other) => Err(ConnectorError::BadValue {
+                key: "format.error-policy".into(),
+                value: other.into(),
+                reason: "must be 'skip' or 'fail'".into(),
+            }),
+        }
+    }
+}

@@ -244,6 +244,9 @@ pub enum OperatorSpec {
         /// windowed (the watermark).
         state_id: u64,
         window: Option<WindowedGroups>,
+        /// The input only ever inserts rows: min and max keep a running
+        /// value instead of every input value.
+        append_only_input: bool,
     },
     /// Aggregation over session windows of an append-only input.
     SessionAggregate {
@@ -338,6 +341,11 @@ pub enum OperatorSpec {
         /// last row written per key).
         state_id: u64,
     },
+    /// The end of a `blackhole` sink's job: takes every change and writes
+    /// nothing, in every subtask.
+    Blackhole {
+        sink_name: String,
+    },
 }
 
 impl OperatorSpec {
@@ -356,6 +364,7 @@ impl OperatorSpec {
             OperatorSpec::TopN { .. } => "TopN",
             OperatorSpec::Materialize { .. } => "Materialize",
             OperatorSpec::Sink { .. } => "Sink",
+            OperatorSpec::Blackhole { .. } => "Blackhole",
         }
     }
 
@@ -527,6 +536,9 @@ impl fmt::Display for OperatorSpec {
                     Some(key) => write!(f, ", key=[{}]", list(key)),
                     None => write!(f, ", append-only"),
                 }
+            }
+            OperatorSpec::Blackhole { sink_name } => {
+                write!(f, "Sink: {sink_name} (blackhole connector)")
             }
         }
     }

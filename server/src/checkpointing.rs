@@ -35,6 +35,7 @@ pub fn open_store(config: &Config) -> ServerResult<OpenedStore> {
         block_cache_bytes: config.block_cache_mb << 20,
         write_buffer_bytes: config.write_buffer_mb << 20,
         epoch_buffer_bytes: config.epoch_buffer_mb << 20,
+        state_cache_bytes: config.state_cache_mb << 20,
         in_memory,
     };
     let location = match settings.interval {

@@ -87,16 +87,10 @@ pub const KEYS: &[KeySpec] = &[
         help: "Uncommitted state writes all jobs together may hold in memory, in MiB; when full, sources wait for an early barrier (0: no limit)",
     },
     KeySpec {
-        key: "process.malloc-arenas",
+        key: "state.cache-mb",
         aliases: &[],
-        default: "2",
-        help: "glibc malloc arenas the process may use, with large blocks always mapped on their own (0: glibc's defaults, eight arenas per core); this keeps a long-running server's resident memory from creeping up",
-    },
-    KeySpec {
-        key: "process.malloc-trim-ms",
-        aliases: &[],
-        default: "1000",
-        help: "How often, in milliseconds, the process hands the free memory inside glibc's malloc arenas back to the system (malloc_trim; 0: never)",
+        default: "256",
+        help: "Decoded operator state (groups, join keys, windows) all jobs may cache in memory together, in MiB, least recently used entries evicted past it (0: no cache); at most three quarters of the machine's memory",
     },
     KeySpec {
         key: "query.memory-limit-mb",
@@ -223,10 +217,8 @@ pub struct Config {
     pub write_buffer_mb: usize,
     /// `storage.epoch-buffer-mb`.
     pub epoch_buffer_mb: usize,
-    /// `process.malloc-arenas`.
-    pub malloc_arenas: u32,
-    /// `process.malloc-trim-ms` (0: never).
-    pub malloc_trim_ms: u64,
+    /// `state.cache-mb`.
+    pub state_cache_mb: usize,
     pub query_memory_limit_mb: usize,
     pub coordinator_address: String,
     pub coordinator_rpc_port: u16,
@@ -366,8 +358,7 @@ impl Config {
             block_cache_mb: parse("storage.block-cache-mb", &get("storage.block-cache-mb"))?,
             write_buffer_mb: parse("storage.write-buffer-mb", &get("storage.write-buffer-mb"))?,
             epoch_buffer_mb: parse("storage.epoch-buffer-mb", &get("storage.epoch-buffer-mb"))?,
-            malloc_arenas: parse("process.malloc-arenas", &get("process.malloc-arenas"))?,
-            malloc_trim_ms: parse("process.malloc-trim-ms", &get("process.malloc-trim-ms"))?,
+            state_cache_mb: parse_cache_mb(&get("state.cache-mb"))?,
             query_memory_limit_mb: parse("query.memory-limit-mb", &get("query.memory-limit-mb"))?,
             coordinator_address: get("coordinator.address"),
             coordinator_rpc_port: parse("coordinator.rpc-port", &get("coordinator.rpc-port"))?,
@@ -395,6 +386,40 @@ impl Config {
             checkpoints: CheckpointConfig::from_values(&get)?,
         })
     }
+}
+
+/// `state.cache-mb`: refused when larger than three quarters of the
+/// machine's memory (the rest is RocksDB's, the epoch buffer's, queries'
+/// and the system's), so a typo does not surface as the OOM killer.
+fn parse_cache_mb(value: &str) -> Result<usize, ConfigError> {
+    let mb: usize = parse("state.cache-mb", value)?;
+    if let Some(total) = physical_memory_mb()
+        && mb > total / 4 * 3
+    {
+        return Err(ConfigError::BadValue {
+            key: "state.cache-mb".into(),
+            value: value.into(),
+            reason: format!(
+                "this machine has {total} MiB of memory; the cache may take at most {} MiB",
+                total / 4 * 3
+            ),
+        });
+    }
+    Ok(mb)
+}
+
+/// The machine's memory in MiB (`MemTotal` of /proc/meminfo), when known.
+fn physical_memory_mb() -> Option<usize> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = info.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let kib: usize = line
+        .trim_start_matches("MemTotal:")
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kib / 1024)
 }
 
 impl CheckpointConfig {
@@ -653,6 +678,16 @@ mod tests {
             Config::from_values(&values),
             Err(ConfigError::BadValue { .. })
         ));
+    }
+
+    #[test]
+    fn a_state_cache_larger_than_memory_is_refused_naming_the_key() {
+        let mut values = BTreeMap::new();
+        values.insert("state.cache-mb", (1usize << 40).to_string());
+        let refused = Config::from_values(&values).unwrap_err().to_string();
+        assert!(refused.contains("state.cache-mb"), "{refused}");
+        values.insert("state.cache-mb", "64".to_string());
+        assert_eq!(Config::from_values(&values).unwrap().state_cache_mb, 64);
     }
 
     #[test]

@@ -18,8 +18,6 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    runnel_server::allocator::tune_malloc(config.malloc_arenas);
-    runnel_server::allocator::start_trimming(config.malloc_trim_ms);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -248,6 +248,9 @@ pub fn plan_sink_job(
             primary_key,
             keyed_format: !format.eq_ignore_ascii_case("plain"),
             connector: options.clone(),
+            discard: options
+                .get("connector")
+                .is_some_and(|c| c.eq_ignore_ascii_case("blackhole")),
         },
     )?)
 }

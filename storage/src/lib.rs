@@ -25,12 +25,14 @@ pub mod export;
 pub mod key_codec;
 pub mod row_codec;
 pub mod scalar_codec;
+pub mod state_cache;
 pub mod state_table;
 mod store;
 mod write_set;
 
 pub use epoch_buffer::{BufferCharge, EpochBuffer};
 pub use error::{StorageError, StorageResult};
+pub use state_cache::{CacheBudget, StateCache};
 pub use state_table::StateTable;
 pub use store::{MemoryReport, ScanSpec, Store, StoreOptions, TableStore};
 pub use write_set::WriteSet;

@@ -7,6 +7,7 @@ use rocksdb::{DB, Direction, IteratorMode, Options, ReadOptions, WriteOptions};
 
 use crate::epoch_buffer::EpochBuffer;
 use crate::row_codec::RowDecoder;
+use crate::state_cache::CacheBudget;
 use crate::write_set::WriteSet;
 use crate::{StorageError, StorageResult};
 
@@ -31,6 +32,9 @@ pub struct StoreOptions {
     /// Uncommitted writes that operators may hold in memory before sources
     /// wait for an early barrier (0: no limit); see [`EpochBuffer`].
     pub epoch_buffer_bytes: usize,
+    /// Decoded state all operators' caches may hold together (0: none);
+    /// see [`CacheBudget`].
+    pub state_cache_bytes: usize,
     /// Keep everything in memory (`state.backend: memory`): nothing is
     /// written under the path, and only a checkpoint survives the process.
     pub in_memory: bool,
@@ -43,6 +47,7 @@ impl Default for StoreOptions {
             block_cache_bytes: 64 << 20,
             write_buffer_bytes: 64 << 20,
             epoch_buffer_bytes: 64 << 20,
+            state_cache_bytes: 256 << 20,
             in_memory: false,
         }
     }
@@ -68,6 +73,7 @@ pub struct Store {
     sync_writes: bool,
     in_memory: bool,
     epoch_buffer: Arc<EpochBuffer>,
+    cache_budget: Arc<CacheBudget>,
 }
 
 impl std::fmt::Debug for Store {
@@ -108,6 +114,7 @@ impl Store {
             sync_writes: options.sync_writes && !options.in_memory,
             in_memory: options.in_memory,
             epoch_buffer: Arc::new(EpochBuffer::new(options.epoch_buffer_bytes)),
+            cache_budget: Arc::new(CacheBudget::new(options.state_cache_bytes)),
         })
     }
 
@@ -119,6 +126,11 @@ impl Store {
     /// The budget every holder of uncommitted writes is charged against.
     pub fn epoch_buffer(&self) -> &Arc<EpochBuffer> {
         &self.epoch_buffer
+    }
+
+    /// The budget every operator's state cache is charged against.
+    pub fn cache_budget(&self) -> &Arc<CacheBudget> {
+        &self.cache_budget
     }
 
     /// Applies every change in `writes` atomically.

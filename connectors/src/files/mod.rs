@@ -4,7 +4,9 @@
 //! sink as JSON lines, CSV or Parquet (see `sink`) and read by a source
 //! from a folder or a glob (see `source`).
 
+mod decode;
 mod encode;
+mod line_blocks;
 mod sink;
 mod source;
 

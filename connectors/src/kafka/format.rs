@@ -15,7 +15,7 @@ use datafusion::arrow::error::ArrowError;
 
 use super::avro::AvroValues;
 use super::changelog::Format;
-use crate::options::{ConnectorError, Options};
+use crate::options::{ConnectorError, ErrorPolicy, Options};
 
 /// How a message's value is encoded.
 pub(crate) enum Encoding {
@@ -26,15 +26,6 @@ pub(crate) enum Encoding {
     Bytes,
     /// The writer schemas and their decoder.
     Avro(Box<AvroValues>),
-}
-
-/// What to do with a message that does not decode.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum ErrorPolicy {
-    /// Skip it, count it and log it.
-    Skip,
-    /// Fail the source (and so its jobs).
-    Fail,
 }
 
 /// A message that did not decode: its index in the batch, and why.
@@ -107,18 +98,7 @@ impl ValueDecoder {
                 )));
             }
         };
-        let policy = match options.get("format.error-policy") {
-            None => ErrorPolicy::Skip,
-            Some(p) if p.eq_ignore_ascii_case("skip") => ErrorPolicy::Skip,
-            Some(p) if p.eq_ignore_ascii_case("fail") => ErrorPolicy::Fail,
-            Some(other) => {
-                return Err(ConnectorError::BadValue {
-                    key: "format.error-policy".into(),
-                    value: other.into(),
-                    reason: "must be 'skip' or 'fail'".into(),
-                });
-            }
-        };
+        let policy = ErrorPolicy::from_options(options)?;
         Ok((
             Self {
                 schema: Arc::clone(schema),

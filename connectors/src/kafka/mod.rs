@@ -40,10 +40,10 @@ use runnel_engine::runtime::connector::{SourceReader, SourceShare};
 use runnel_engine::{EngineError, EngineResult, Op, StreamChunk};
 use tracing::warn;
 
-use crate::options::{ConnectorError, Options};
+use crate::options::{ConnectorError, ErrorPolicy, Options};
 use changelog::{Change, Format};
 use client::{CHECK_TIMEOUT, client_config, refused};
-use format::{BadMessage, ErrorPolicy, ValueDecoder};
+use format::{BadMessage, ValueDecoder};
 use offsets::PartitionOffsets;
 pub(crate) use offsets::row_key;
 pub(crate) use sink::{KafkaWriter, SINK_OPTIONS};
@@ -441,6 +441,10 @@ fn metadata_column(
 }
 
 impl SourceReader for KafkaReader {
+    fn bounded(&self) -> bool {
+        self.bounded
+    }
+
     fn seek(&mut self, position: Option<&[u8]>) -> EngineResult<()> {
         self.offsets = match position {
             None => PartitionOffsets::default(),

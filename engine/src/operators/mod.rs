@@ -1,5 +1,6 @@
 //! The streaming operators, one per file.
 
+mod blackhole;
 mod filter;
 mod hash_agg;
 mod hash_join;
@@ -15,6 +16,7 @@ mod upsert;
 mod watermark;
 mod window_state;
 
+pub use blackhole::BlackholeOperator;
 pub use filter::FilterOperator;
 pub use hash_agg::{HashAggOperator, WindowSetup};
 pub use hash_join::HashJoinOperator;

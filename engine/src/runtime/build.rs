@@ -8,7 +8,7 @@ use runnel_storage::{StateTable, Store};
 use tokio::sync::{mpsc, watch};
 
 use super::JobSpec;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::connector::{
     ConnectorFactory, ConnectorSource, SourceShare, reader_group, stored_reader_position,
@@ -24,9 +24,9 @@ use super::task::Task;
 use crate::graph::{FragmentInput, FragmentOutput, OperatorSpec, SourceSpec};
 use crate::operator::StreamOperator;
 use crate::operators::{
-    FilterOperator, HashAggOperator, HashJoinOperator, MaterializeOperator, ProjectOperator,
-    SessionAggOperator, SessionSetup, SinkOperator, TopNOperator, TopNWindowSetup, UnionOperator,
-    UnnestOperator, UpsertOperator, WatermarkOperator, WindowSetup,
+    BlackholeOperator, FilterOperator, HashAggOperator, HashJoinOperator, MaterializeOperator,
+    ProjectOperator, SessionAggOperator, SessionSetup, SinkOperator, TopNOperator, TopNWindowSetup,
+    UnionOperator, UnnestOperator, UpsertOperator, WatermarkOperator, WindowSetup,
 };
 use crate::{EngineError, EngineResult, Epoch};
 
@@ -37,51 +37,116 @@ struct Inputs {
     index: HashMap<(usize, usize), usize>,
 }
 
-/// One source's rows emitted so far, and whether it ran out.
-type Counters = (Arc<AtomicU64>, Arc<AtomicBool>);
+/// One connector source's progress, shared between its task and the
+/// runtime's reports.
+#[derive(Clone)]
+pub(crate) struct SourceCounters {
+    /// Rows emitted so far.
+    pub rows: Arc<AtomicU64>,
+    /// Whether the source ends by itself ([`super::connector::SourceReader::bounded`]).
+    pub bounded: bool,
+    /// Whether its reader returned its last row (the end-of-input
+    /// watermarks went out after it).
+    pub reached_end: Arc<std::sync::atomic::AtomicBool>,
+    /// The epoch of the first barrier that passed the source after its
+    /// last row (its final position sealed in that epoch); 0 while it has
+    /// not ended.
+    pub ended_at: Arc<AtomicU64>,
+}
 
-/// Rows emitted by each job's generating sources, for progress reports.
+impl SourceCounters {
+    fn ended_at(&self) -> Option<u64> {
+        Some(self.ended_at.load(Ordering::Relaxed)).filter(|epoch| *epoch > 0)
+    }
+}
+
+/// One job's sources, for progress reports.
+#[derive(Default)]
+struct JobSources {
+    connectors: Vec<SourceCounters>,
+    /// Whether the job also reads change logs (tables, views), which never
+    /// end.
+    reads_logs: bool,
+}
+
+/// Rows emitted by each job's connector sources and whether they ended,
+/// for progress reports, FLUSH and SHOW JOBS.
 #[derive(Default)]
 pub(crate) struct SourceProgress {
-    jobs: std::sync::Mutex<HashMap<u64, Vec<Counters>>>,
+    jobs: std::sync::Mutex<HashMap<u64, JobSources>>,
 }
 
 impl SourceProgress {
-    fn add(&self, job: u64) -> Counters {
-        let entry = (
-            Arc::new(AtomicU64::new(0)),
-            Arc::new(AtomicBool::new(false)),
-        );
-        self.jobs
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, JobSources>> {
+        self.jobs.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn add(&self, job: u64, bounded: bool) -> SourceCounters {
+        let counters = SourceCounters {
+            rows: Arc::new(AtomicU64::new(0)),
+            bounded,
+            reached_end: Arc::default(),
+            ended_at: Arc::new(AtomicU64::new(0)),
+        };
+        self.lock()
             .entry(job)
             .or_default()
-            .push(entry.clone());
-        entry
+            .connectors
+            .push(counters.clone());
+        counters
+    }
+
+    fn set_reads_logs(&self, job: u64) {
+        self.lock().entry(job).or_default().reads_logs = true;
     }
 
     /// Forgets a dropped job's sources.
     pub(crate) fn remove(&self, job: u64) {
-        self.jobs
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&job);
+        self.lock().remove(&job);
     }
 
-    /// Rows emitted by job `job`'s sources, and whether all are exhausted.
+    /// Rows emitted by job `job`'s connector sources, and whether all of
+    /// them ended.
     pub(crate) fn get(&self, job: u64) -> (u64, bool) {
-        let jobs = self.jobs.lock().unwrap_or_else(|p| p.into_inner());
-        match jobs.get(&job) {
+        match self.lock().get(&job) {
             None => (0, false),
             Some(sources) => (
                 sources
+                    .connectors
                     .iter()
-                    .map(|(rows, _)| rows.load(Ordering::Relaxed))
+                    .map(|c| c.rows.load(Ordering::Relaxed))
                     .sum(),
-                sources.iter().all(|(_, done)| done.load(Ordering::Relaxed)),
+                sources.connectors.iter().all(|c| c.ended_at().is_some()),
             ),
         }
+    }
+
+    /// The jobs with a bounded source that has not read its last row yet.
+    pub(crate) fn unended_bounded(&self) -> Vec<u64> {
+        self.lock()
+            .iter()
+            .filter(|(_, sources)| {
+                sources
+                    .connectors
+                    .iter()
+                    .any(|c| c.bounded && !c.reached_end.load(Ordering::Relaxed))
+            })
+            .map(|(job, _)| *job)
+            .collect()
+    }
+
+    /// Whether job `job` is finished: it reads only connector sources,
+    /// every one of them ended, and the epochs that sealed their ends are
+    /// committed (at or before `committed`), so its results are final.
+    pub(crate) fn finished(&self, job: u64, committed: u64) -> bool {
+        self.lock().get(&job).is_some_and(|sources| {
+            !sources.reads_logs
+                && !sources.connectors.is_empty()
+                && sources
+                    .connectors
+                    .iter()
+                    .all(|c| c.ended_at().is_some_and(|at| at <= committed))
+        })
     }
 }
 
@@ -174,7 +239,7 @@ pub(crate) async fn build_job(
                     let mut reader = connectors.open(options, &source.schema, share)?;
                     let state = StateTable::new(store.clone(), source.state_id);
                     reader.seek(stored_reader_position(&state, share)?.as_deref())?;
-                    let (rows, exhausted) = progress.add(spec.id);
+                    let counters = progress.add(spec.id, reader.bounded());
                     // A reader with splits says so from the start.
                     let watermark = match (reader.pending_splits(), watermark_of(fragment)) {
                         (Some(_), Some((column, expr))) => {
@@ -198,8 +263,8 @@ pub(crate) async fn build_job(
                             share,
                             output,
                             reports: reports.clone(),
-                            progress: rows,
-                            exhausted,
+                            progress: counters,
+                            ended: false,
                             buffer: Arc::clone(store.epoch_buffer()),
                             emitted_in_epoch: false,
                             states: Arc::clone(&states),
@@ -237,6 +302,7 @@ pub(crate) async fn build_job(
             ));
             barriers.push(barrier_tx);
             reads.push(source.relation_id);
+            progress.set_reads_logs(spec.id);
             reporters += 1;
         }
     }
@@ -478,18 +544,22 @@ fn build_operator(
             schema,
             state_id,
             window,
-        } => Box::new(HashAggOperator::new(
-            group_by.clone(),
-            aggregates.clone(),
-            Arc::clone(schema),
-            store.clone(),
-            *state_id,
-            window.as_ref().map(|spec| WindowSetup {
-                spec: spec.clone(),
-                key_groups: place.key_groups(),
-                late_rows: Arc::clone(&metrics.late_rows),
-            }),
-        )?),
+            append_only_input,
+        } => Box::new(
+            HashAggOperator::new(
+                group_by.clone(),
+                aggregates.clone(),
+                Arc::clone(schema),
+                store.clone(),
+                *state_id,
+                window.as_ref().map(|spec| WindowSetup {
+                    spec: spec.clone(),
+                    key_groups: place.key_groups(),
+                    late_rows: Arc::clone(&metrics.late_rows),
+                }),
+            )?
+            .with_append_only_input(*append_only_input)?,
+        ),
         OperatorSpec::SessionAggregate {
             window,
             aggregates,
@@ -572,6 +642,7 @@ fn build_operator(
             store.clone(),
             *state_id,
         )?),
+        OperatorSpec::Blackhole { .. } => Box::new(BlackholeOperator),
         OperatorSpec::Materialize {
             table_id,
             relation_name,

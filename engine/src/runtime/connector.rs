@@ -45,6 +45,15 @@ pub trait SourceReader: Send + Sync + 'static {
         0
     }
 
+    /// Whether the source ends by itself (a bounded number of rows, files
+    /// without monitoring, a Kafka topic read up to fixed offsets):
+    /// `FLUSH` then waits for its end, and a job whose sources all ended
+    /// shows as finished. False (the default) for a source that may
+    /// always have more.
+    fn bounded(&self) -> bool {
+        false
+    }
+
     /// The configured rate, None for as fast as downstream takes them.
     fn rows_per_second(&self) -> Option<f64> {
         None
@@ -94,6 +103,11 @@ pub trait RowGenerator: Send + Sync + 'static {
 
     /// The configured rate, None for as fast as downstream takes them.
     fn rows_per_second(&self) -> Option<f64>;
+
+    /// Whether the rows end by themselves ([`SourceReader::bounded`]).
+    fn bounded(&self) -> bool {
+        false
+    }
 }
 
 /// A [`RowGenerator`] read as a [`SourceReader`]: the position is the next
@@ -164,6 +178,10 @@ impl SourceReader for NumberedRows {
 
     fn rows_per_second(&self) -> Option<f64> {
         self.generator.rows_per_second()
+    }
+
+    fn bounded(&self) -> bool {
+        self.generator.bounded()
     }
 }
 
@@ -268,8 +286,10 @@ pub(crate) struct ConnectorSource {
     pub share: SourceShare,
     pub output: (InputSender, usize),
     pub reports: mpsc::UnboundedSender<Report>,
-    pub progress: Arc<std::sync::atomic::AtomicU64>,
-    pub exhausted: Arc<std::sync::atomic::AtomicBool>,
+    /// Rows emitted and the epoch the end was sealed in, for reports.
+    pub progress: super::build::SourceCounters,
+    /// Whether the reader returned its last row.
+    pub ended: bool,
     /// The process's budget for uncommitted writes: when it is full the
     /// source asks for an early barrier and waits for it.
     pub buffer: Arc<EpochBuffer>,
@@ -323,6 +343,16 @@ impl ConnectorSource {
         }
         let mut writes = runnel_storage::WriteSet::new();
         self.state.seal_epoch(barrier.epoch.0, &mut writes);
+        if self.ended {
+            // The end-of-input watermarks went out before this barrier:
+            // once its epoch commits, every row is in every view.
+            let _ = self.progress.ended_at.compare_exchange(
+                0,
+                barrier.epoch.0,
+                std::sync::atomic::Ordering::Relaxed,
+                std::sync::atomic::Ordering::Relaxed,
+            );
+        }
         self.reports
             .send(Report::Sealed {
                 job: self.job,
@@ -351,8 +381,8 @@ impl ConnectorSource {
         let first = self.reader.rows_before();
         let mut rows_read = first;
         self.progress
+            .rows
             .store(rows_read, std::sync::atomic::Ordering::Relaxed);
-        let mut done = false;
         loop {
             // Barriers first: a busy source must not delay checkpoints.
             while let Ok(barrier) = self.barriers.try_recv() {
@@ -377,8 +407,8 @@ impl ConnectorSource {
                 }
                 None => BATCH_ROWS,
             };
-            if done || allowed == 0 {
-                let wait = if done {
+            if self.ended || allowed == 0 {
+                let wait = if self.ended {
                     Duration::from_secs(3600)
                 } else {
                     Duration::from_millis(10)
@@ -418,6 +448,7 @@ impl ConnectorSource {
                 Some(chunk) => {
                     rows_read += chunk.num_rows() as u64;
                     self.progress
+                        .rows
                         .store(rows_read, std::sync::atomic::Ordering::Relaxed);
                     if let Some(watermark) = &mut self.watermark {
                         watermark.observe(&chunk)?;
@@ -427,9 +458,10 @@ impl ConnectorSource {
                     self.emitted_in_epoch = true;
                 }
                 _ => {
-                    done = true;
+                    self.ended = true;
                     self.end_of_input().await?;
-                    self.exhausted
+                    self.progress
+                        .reached_end
                         .store(true, std::sync::atomic::Ordering::Relaxed);
                 }
             }

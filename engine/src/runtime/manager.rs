@@ -87,6 +87,9 @@ pub enum JobState {
     /// Running, but its sink cannot write out now and retries.
     Retrying(String),
     Failed(String),
+    /// Every source it reads ended and its last rows are committed: its
+    /// results are final.
+    Finished,
 }
 
 /// Shared job states, read by SHOW JOBS.
@@ -121,6 +124,8 @@ pub(crate) struct Manager {
     pub logs: Arc<LogRegistry>,
     pub states: JobStates,
     pub committed: Epoch,
+    /// `committed`, for readers outside the manager's task.
+    committed_shared: Arc<std::sync::atomic::AtomicU64>,
     pub jobs: BTreeMap<u64, RunningJob>,
     pub interval: Duration,
     pub commands: mpsc::UnboundedReceiver<Command>,
@@ -163,14 +168,17 @@ impl Manager {
             mpsc::UnboundedReceiver<Command>,
         ),
         checkpoints: Option<CheckpointSchedule>,
+        committed_shared: Arc<std::sync::atomic::AtomicU64>,
     ) -> EngineResult<Self> {
         let (commands_tx, commands) = commands;
         let committed = committed_epoch(&store)?;
+        committed_shared.store(committed.0, std::sync::atomic::Ordering::Relaxed);
         Ok(Self {
             store,
             logs,
             states,
             committed,
+            committed_shared,
             jobs: BTreeMap::new(),
             interval,
             commands,
@@ -430,6 +438,8 @@ impl Manager {
             self.logs.trim(relation, seq, epoch);
         }
         self.committed = epoch;
+        self.committed_shared
+            .store(epoch.0, std::sync::atomic::Ordering::Relaxed);
         debug!(epoch = epoch.0, ops, "epoch committed");
         if self.checkpoints.is_none() {
             self.publish(epoch);

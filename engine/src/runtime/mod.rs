@@ -58,6 +58,8 @@ pub struct Runtime {
     logs: Arc<LogRegistry>,
     states: JobStates,
     commands: mpsc::UnboundedSender<Command>,
+    /// The last committed epoch, as the barrier manager last set it.
+    committed: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -78,6 +80,7 @@ impl Runtime {
         let logs = Arc::new(LogRegistry::default());
         let states = JobStates::default();
         let (commands, receiver) = mpsc::unbounded_channel();
+        let committed = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let manager = Manager::new(
             store.clone(),
             Arc::clone(&logs),
@@ -85,6 +88,7 @@ impl Runtime {
             options.barrier_interval,
             (commands.downgrade(), receiver),
             options.checkpoints.clone(),
+            Arc::clone(&committed),
         )?;
         tokio::spawn(manager.run());
         Ok(Arc::new(Self {
@@ -96,6 +100,7 @@ impl Runtime {
             logs,
             states,
             commands,
+            committed,
         }))
     }
 
@@ -170,8 +175,37 @@ impl Runtime {
             .map_err(|_| EngineError::Stopped("barrier manager ended".into()))?
     }
 
-    /// Rows the generating sources of job `id` emitted so far, and whether
-    /// all of them are exhausted (bounded sources that ran out).
+    /// Returns once every bounded source of a running job has read its last
+    /// row and a barrier injected after that (and after this call) is
+    /// committed: every
+    /// change committed to a table before the call, and every row of the
+    /// bounded sources, is then reflected in every view. Sources that may
+    /// always have more (Kafka without `scan.bounded.mode`, monitored
+    /// folders, sockets) are not waited for.
+    pub async fn flush_bounded(&self) -> EngineResult<()> {
+        loop {
+            let waiting = self
+                .progress
+                .unended_bounded()
+                .into_iter()
+                .filter(|job| {
+                    matches!(
+                        self.job_state(*job),
+                        Some(JobState::Running | JobState::Retrying(_))
+                    )
+                })
+                .count();
+            if waiting == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        self.flush().await
+    }
+
+    /// Rows the connector sources of job `id` emitted so far, and whether
+    /// all of them ended (bounded sources that ran out, their ends sealed
+    /// in an epoch).
     pub fn source_progress(&self, id: u64) -> (u64, bool) {
         self.progress.get(id)
     }
@@ -194,13 +228,25 @@ impl Runtime {
         self.send(Command::Resume)
     }
 
-    /// The state of job `id`, if it runs or failed.
+    /// The state of job `id`, if it runs, finished or failed.
     pub fn job_state(&self, id: u64) -> Option<JobState> {
-        self.states
+        let state = self
+            .states
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get(&id)
-            .cloned()
+            .cloned();
+        match state {
+            Some(JobState::Running | JobState::Retrying(_))
+                if self.progress.finished(
+                    id,
+                    self.committed.load(std::sync::atomic::Ordering::Relaxed),
+                ) =>
+            {
+                Some(JobState::Finished)
+            }
+            other => other,
+        }
     }
 
     fn send(&self, command: Command) -> EngineResult<()> {

@@ -169,9 +169,29 @@ pub fn plan_view(
     })
 }
 
-/// Plans `plan` into one node of parallelism 1 holding its rows, ready
-/// for the operator that ends the job.
+/// Plans `plan` into one node of parallelism 1 holding its rows in types
+/// the store keeps, ready for the operator that ends the job.
 fn plan_to_single<'a>(
+    plan: &LogicalPlan,
+    catalog: &'a dyn StreamCatalog,
+    job_id: u64,
+    parallelism: usize,
+    emit_on_window_close: bool,
+) -> PlanResult<(Planner<'a>, Node)> {
+    let (mut planner, node) =
+        plan_to_node(plan, catalog, job_id, parallelism, emit_on_window_close)?;
+    let node = planner.storable(node, plan.schema().fields().len())?;
+    let node = if node.parallelism == 1 {
+        node
+    } else {
+        planner.exchange(node, Distribution::Single, 1)
+    };
+    Ok((planner, node))
+}
+
+/// Plans `plan` into the node holding its rows, at whatever parallelism
+/// its last operator runs.
+fn plan_to_node<'a>(
     plan: &LogicalPlan,
     catalog: &'a dyn StreamCatalog,
     job_id: u64,
@@ -192,12 +212,6 @@ fn plan_to_single<'a>(
         windowed_aggregates: 0,
     };
     let node = planner.plan(plan)?;
-    let node = planner.storable(node, plan.schema().fields().len())?;
-    let node = if node.parallelism == 1 {
-        node
-    } else {
-        planner.exchange(node, Distribution::Single, 1)
-    };
     Ok((planner, node))
 }
 
@@ -499,6 +513,7 @@ impl Planner<'_> {
         } else {
             (Distribution::Hash(group_columns.clone()), self.parallelism)
         };
+        let append_only_input = self.node_append_only(&node);
         let mut next = self.exchange(node, distribution, parallelism);
         let group_by = group_columns
             .iter()
@@ -516,6 +531,7 @@ impl Planner<'_> {
             schema: Arc::clone(&schema),
             state_id,
             window,
+            append_only_input,
         });
         next.schema = schema;
         next.key = (0..group_by.len()).collect();

@@ -8,7 +8,7 @@ use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::logical_expr::LogicalPlan;
 use runnel_engine::graph::{OperatorSpec, StreamGraph};
 
-use super::{StreamCatalog, plan_to_single};
+use super::{StreamCatalog, plan_to_node, plan_to_single};
 use crate::{PlanError, PlanResult};
 
 /// How a sink's job is planned.
@@ -26,6 +26,10 @@ pub struct SinkOptions {
     pub keyed_format: bool,
     /// The `WITH (…)` options, for the connector.
     pub connector: std::collections::BTreeMap<String, String>,
+    /// `connector = 'blackhole'`: the job ends in an operator that drops
+    /// every change, in every subtask of the query's last fragment (no
+    /// staging, no key, any column type).
+    pub discard: bool,
 }
 
 /// The planned job of a sink.
@@ -45,19 +49,35 @@ pub fn plan_sink(
     options: &SinkOptions,
 ) -> PlanResult<PlannedSink> {
     let visible = plan.schema().fields().len();
-    let (mut planner, mut node) = plan_to_single(
+    let plan_with = if options.discard {
+        plan_to_node
+    } else {
+        plan_to_single
+    };
+    let (mut planner, mut node) = plan_with(
         plan,
         catalog,
         options.job_id,
         options.parallelism,
         options.emit_on_window_close,
     )?;
-    let append_only = planner.node_append_only(&node);
     let written = Arc::new(
         node.schema
             .project(&(0..visible).collect::<Vec<_>>())
             .map_err(|e| PlanError::InvalidDefinition(e.to_string()))?,
     );
+    if options.discard {
+        node.operators.push(OperatorSpec::Blackhole {
+            sink_name: options.sink_name.clone(),
+        });
+        let graph = planner.finish(node, options.emit_on_window_close)?;
+        return Ok(PlannedSink {
+            graph,
+            written,
+            key: None,
+        });
+    }
+    let append_only = planner.node_append_only(&node);
     let named_key = match &options.primary_key {
         Some(names) => Some(
             names

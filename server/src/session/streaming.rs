@@ -318,7 +318,7 @@ impl Session {
     }
 
     pub(super) async fn flush(&mut self) -> ServerResult<StatementResult> {
-        self.db.runtime.flush().await?;
+        self.db.runtime.flush_bounded().await?;
         Ok(StatementResult::command("FLUSH", None))
     }
 
@@ -363,6 +363,7 @@ impl Session {
                 Some(JobState::Running) => ("running".to_string(), String::new()),
                 Some(JobState::Retrying(e)) => ("retrying".to_string(), e),
                 Some(JobState::Failed(e)) => ("failed".to_string(), e),
+                Some(JobState::Finished) => ("finished".to_string(), String::new()),
                 None => ("stopped".to_string(), String::new()),
             };
             columns[0].push(id.to_string());

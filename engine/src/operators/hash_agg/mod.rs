@@ -2,11 +2,17 @@
 //! is emitted at the barrier as an insert, an update pair or a delete.
 //!
 //! `count`, `sum` and `avg` keep DataFusion's retractable ("sliding")
-//! accumulators, whose state is stored per group. Every other aggregate
-//! (min, max, DISTINCT aggregates, bool_and/or, string_agg, array_agg, …)
+//! accumulators, whose state is stored per group. Over an input that only
+//! inserts, `min` and `max` keep DataFusion's plain accumulator (a running
+//! value) the same way. Every other aggregate (min and max under
+//! retraction, DISTINCT aggregates, bool_and/or, string_agg, array_agg, …)
 //! keeps its input values per group as a multiset in a state table and is
 //! recomputed with DataFusion's own accumulator when its group changed, so
 //! its result is exactly what a batch query gives.
+//!
+//! Groups are decoded once: after a barrier writes them, they stay in the
+//! operator's [`StateCache`] (bounded by `state.cache-mb`), so a group
+//! touched in every epoch costs no state read nor decoding.
 //!
 //! A windowed aggregation (one group column carries a watermark: a window
 //! bound or a time bucket) drops rows behind the watermark as late, counting
@@ -28,7 +34,7 @@ use runnel_storage::epoch_buffer::ENTRY_OVERHEAD;
 use runnel_storage::key_codec::encode_nullable_key;
 use runnel_storage::scalar_codec::{decode_scalars, encode_scalars};
 use runnel_storage::state_table::key_group;
-use runnel_storage::{BufferCharge, StateTable, Store};
+use runnel_storage::{BufferCharge, StateCache, StateTable, Store};
 
 use crate::graph::AggregateCall;
 use crate::operator::{Output, StreamOperator};
@@ -43,11 +49,29 @@ use crate::watermarks::order_key;
 use window::Window;
 pub use window::WindowSetup;
 
+/// How an aggregate's result is kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kept {
+    /// A retractable ("sliding") accumulator per group (count, sum, avg).
+    Sliding,
+    /// A plain accumulator per group, only ever updated: min and max over
+    /// an input that only inserts.
+    Running,
+    /// Every input value, recomputed when the group changed.
+    Recomputed,
+}
+
 struct AggSlot {
     call: AggregateCall,
-    /// Kept by a retractable accumulator (else recomputed from inputs).
-    incremental: bool,
+    kept: Kept,
     output_type: DataType,
+}
+
+impl AggSlot {
+    /// Whether the group keeps an accumulator for it.
+    fn incremental(&self) -> bool {
+        self.kept != Kept::Recomputed
+    }
 }
 
 /// A group touched in the running epoch.
@@ -80,6 +104,8 @@ pub struct HashAggOperator {
     dirty: HashMap<Vec<u8>, GroupState>,
     /// The touched groups' share of the store's epoch buffer.
     dirty_charge: BufferCharge,
+    /// Groups written at earlier barriers, decoded, as the store has them.
+    cache: StateCache<Vec<u8>, GroupState>,
     global_checked: bool,
     window: Option<Window>,
 }
@@ -131,14 +157,18 @@ impl HashAggOperator {
             .enumerate()
             .map(|(i, call)| {
                 let f = &call.function;
-                let incremental = matches!(f.fun().name(), "count" | "sum" | "avg")
+                let sliding = matches!(f.fun().name(), "count" | "sum" | "avg")
                     && !f.is_distinct()
                     && f.create_sliding_accumulator()
                         .is_ok_and(|a| a.supports_retract_batch());
                 let output_type = schema.field(group_by.len() + i).data_type().clone();
                 AggSlot {
                     call,
-                    incremental,
+                    kept: if sliding {
+                        Kept::Sliding
+                    } else {
+                        Kept::Recomputed
+                    },
                     output_type,
                 }
             })
@@ -151,6 +181,7 @@ impl HashAggOperator {
             inputs: StateTable::new(store.clone(), state_id + 1),
             dirty: HashMap::new(),
             dirty_charge: BufferCharge::new(Arc::clone(store.epoch_buffer())),
+            cache: StateCache::new(Arc::clone(store.cache_budget())),
             global_checked: false,
             window: window.map(|setup| Window {
                 watermark: KeptWatermark::new(store, state_id + 2, &setup.key_groups),
@@ -159,6 +190,26 @@ impl HashAggOperator {
                 loaded: false,
             }),
         })
+    }
+
+    /// Says that the input only ever inserts rows: min and max then keep a
+    /// running accumulator instead of their inputs. Call before the first
+    /// chunk; the planner says the same for the same query every time, so
+    /// stored state keeps its layout.
+    pub fn with_append_only_input(mut self, append_only: bool) -> EngineResult<Self> {
+        if append_only {
+            for slot in &mut self.aggs {
+                let f = &slot.call.function;
+                if slot.kept == Kept::Recomputed
+                    && matches!(f.fun().name(), "min" | "max")
+                    && !f.is_distinct()
+                    && slot.call.filter.is_none()
+                {
+                    slot.kept = Kept::Running;
+                }
+            }
+        }
+        Ok(self)
     }
 
     fn emits_on_close(&self) -> bool {
@@ -171,10 +222,10 @@ impl HashAggOperator {
         self.aggs
             .iter()
             .map(|slot| {
-                Ok(if slot.incremental {
-                    Some(slot.call.function.create_sliding_accumulator()?)
-                } else {
-                    None
+                Ok(match slot.kept {
+                    Kept::Sliding => Some(slot.call.function.create_sliding_accumulator()?),
+                    Kept::Running => Some(slot.call.function.create_accumulator()?),
+                    Kept::Recomputed => None,
                 })
             })
             .collect()
@@ -189,6 +240,9 @@ impl HashAggOperator {
         values: impl FnOnce() -> EngineResult<Vec<ScalarValue>>,
     ) -> EngineResult<GroupState> {
         if let Some(state) = self.take_dirty(key) {
+            return Ok(state);
+        }
+        if let Some(state) = self.cache.take(key) {
             return Ok(state);
         }
         let group = key_group(key);
@@ -406,7 +460,7 @@ impl StreamOperator for HashAggOperator {
             for (i, slot) in self.aggs.iter().enumerate() {
                 let keep = |rows: &[u32]| super::rows_passing(rows, filters[i].as_ref());
                 let (ins, del) = (keep(&inserts), keep(&deletes));
-                if slot.incremental {
+                if slot.incremental() {
                     let acc = state.accumulators[i]
                         .as_mut()
                         .expect("incremental aggregates have accumulators");
@@ -418,6 +472,13 @@ impl StreamOperator for HashAggOperator {
                         acc.update_batch(&taken)?;
                     }
                     if !del.is_empty() {
+                        if slot.kept == Kept::Running {
+                            return Err(EngineError::Internal(
+                                "a delete reached an aggregation planned for an input that \
+                                 only inserts"
+                                    .into(),
+                            ));
+                        }
                         let taken = args[i]
                             .iter()
                             .map(|a| take(a, &rows_array(&del), None))
@@ -577,6 +638,7 @@ impl HashAggOperator {
                 self.groups.delete(state.group, &key);
                 continue;
             }
+            let cost = dirty_cost(key.len(), &state);
             if emit {
                 let result = self.result_row(&key, &mut state)?;
                 match state.previous.take() {
@@ -592,6 +654,7 @@ impl HashAggOperator {
             let mut bytes = vec![];
             self.encode_record(&mut state, &mut bytes)?;
             self.groups.put(state.group, &key, bytes);
+            self.cache.insert(key, state, cost);
         }
         Ok(())
     }
@@ -614,6 +677,9 @@ impl HashAggOperator {
         if let Some(state) = self.take_dirty(key) {
             return Ok(Some(state));
         }
+        if let Some(state) = self.cache.take(key) {
+            return Ok(Some(state));
+        }
         let group = key_group(key);
         match self.groups.get(group, key)? {
             Some(bytes) => Ok(Some(self.decode_record(group, &bytes)?)),
@@ -624,8 +690,9 @@ impl HashAggOperator {
     /// Deletes a group's record and its kept inputs.
     fn delete_group(&mut self, key: &[u8], group: u16) -> EngineResult<()> {
         self.groups.delete(group, key);
+        self.cache.remove(key);
         for agg in 0..self.aggs.len() {
-            if self.aggs[agg].incremental {
+            if self.aggs[agg].incremental() {
                 continue;
             }
             let prefix = input_prefix(key, agg);

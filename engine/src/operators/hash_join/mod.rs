@@ -6,6 +6,12 @@
 //! joins also keep, per row of a preserved or kept side, its number of
 //! matches ("degree"), so a row's null-padded result or its membership is
 //! retracted exactly when the degree moves between zero and one.
+//!
+//! A state key is the matchable tag, the join key's length (u32, big
+//! endian) and the join key — the prefix that finds a key's rows — then
+//! the row's stream key. The rows of a join key read from state stay in
+//! the side's [`StateCache`] (bounded by `state.cache-mb`) and are kept in
+//! step with every write, so a key probed again costs no state scan.
 
 use std::sync::Arc;
 
@@ -15,10 +21,11 @@ use datafusion::arrow::compute::take;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::scalar::ScalarValue;
+use runnel_storage::epoch_buffer::ENTRY_OVERHEAD;
 use runnel_storage::key_codec::encode_nullable_key;
 use runnel_storage::row_codec::{RowDecoder, encode_row};
 use runnel_storage::state_table::key_group;
-use runnel_storage::{StateTable, Store};
+use runnel_storage::{StateCache, StateTable, Store};
 
 use crate::graph::{JoinCleanup, JoinKind, JoinSide};
 use crate::operator::{Output, StreamOperator};
@@ -45,6 +52,32 @@ struct Match {
 /// One output row: the op, then the left and right rows (None: padded).
 type OutRow = (Op, Option<Vec<u8>>, Option<Vec<u8>>);
 
+/// The rows of one join key of one side, as state holds them: state key →
+/// value (degree and row).
+type KeyRows = std::collections::BTreeMap<Vec<u8>, Vec<u8>>;
+
+/// The prefix of a state key that every row of its join key shares: the
+/// tag, the join key's length and the join key.
+fn key_prefix(state_key: &[u8]) -> Option<&[u8]> {
+    let len = u32::from_be_bytes(state_key.get(1..5)?.try_into().ok()?) as usize;
+    state_key.get(..5 + len)
+}
+
+/// The cache's key of a prefix in key group `group`.
+fn cache_key(group: u16, prefix: &[u8]) -> Vec<u8> {
+    let mut key = Vec::with_capacity(prefix.len() + 2);
+    key.extend_from_slice(&group.to_be_bytes());
+    key.extend_from_slice(prefix);
+    key
+}
+
+/// What a key's cached rows cost.
+fn rows_cost(rows: &KeyRows) -> usize {
+    rows.iter()
+        .map(|(k, v)| k.len() + v.len() + ENTRY_OVERHEAD)
+        .sum()
+}
+
 /// One parallel instance of a join.
 pub struct HashJoinOperator {
     kind: JoinKind,
@@ -53,6 +86,8 @@ pub struct HashJoinOperator {
     nulls_equal: bool,
     schema: SchemaRef,
     states: [StateTable; 2],
+    /// Per side, the rows of join keys read lately (cache key → rows).
+    caches: [StateCache<Vec<u8>, KeyRows>; 2],
     /// Set for window and interval joins.
     window: Option<JoinWindow>,
 }
@@ -103,11 +138,80 @@ impl HashJoinOperator {
             filter,
             nulls_equal,
             schema,
+            caches: [
+                StateCache::new(Arc::clone(store.cache_budget())),
+                StateCache::new(Arc::clone(store.cache_budget())),
+            ],
             states: [
                 StateTable::new(store.clone(), state_id),
                 StateTable::new(store, state_id + 1),
             ],
             window: cleanup.map(|(spec, key_groups)| JoinWindow::new(spec, key_groups)),
+        }
+    }
+
+    /// The rows of side `side` under `prefix` (a tag and join key) in key
+    /// group `group`, from the cache or, once, from state.
+    fn rows_of_key(&mut self, side: usize, group: u16, prefix: &[u8]) -> EngineResult<Vec<Match>> {
+        let key = cache_key(group, prefix);
+        if self.caches[side].get_mut(&key).is_none() {
+            let rows: KeyRows = self.states[side]
+                .scan_prefix(group, prefix)?
+                .into_iter()
+                .collect();
+            let cost = rows_cost(&rows);
+            self.caches[side].insert(key.clone(), rows, cost);
+        }
+        let found = match self.caches[side].peek_mut(&key) {
+            Some(rows) => rows
+                .iter()
+                .map(|(state_key, bytes)| {
+                    let (row, degree) = decode_value(bytes)?;
+                    Ok(Match {
+                        state_key: state_key.clone(),
+                        row,
+                        degree,
+                    })
+                })
+                .collect::<EngineResult<Vec<_>>>()?,
+            // A budget of nothing caches nothing: read state directly.
+            None => self.states[side]
+                .scan_prefix(group, prefix)?
+                .into_iter()
+                .map(|(state_key, bytes)| {
+                    let (row, degree) = decode_value(&bytes)?;
+                    Ok(Match {
+                        state_key,
+                        row,
+                        degree,
+                    })
+                })
+                .collect::<EngineResult<Vec<_>>>()?,
+        };
+        Ok(found)
+    }
+
+    /// Writes a row of side `side` to state and to its cached key, if
+    /// cached (None deletes it).
+    fn write_row(&mut self, side: usize, group: u16, state_key: &[u8], value: Option<Vec<u8>>) {
+        if let Some(prefix) = key_prefix(state_key) {
+            let key = cache_key(group, prefix);
+            if let Some(rows) = self.caches[side].peek_mut(&key) {
+                match &value {
+                    Some(value) => {
+                        rows.insert(state_key.to_vec(), value.clone());
+                    }
+                    None => {
+                        rows.remove(state_key);
+                    }
+                }
+                let cost = rows_cost(rows);
+                self.caches[side].recharge(&key, cost);
+            }
+        }
+        match value {
+            Some(value) => self.states[side].put(group, state_key, value),
+            None => self.states[side].delete(group, state_key),
         }
     }
 
@@ -260,6 +364,7 @@ impl HashJoinOperator {
         } else {
             MATCHABLE
         }];
+        state_key.extend_from_slice(&(join_key.len() as u32).to_be_bytes());
         state_key.extend_from_slice(&join_key);
         encode_nullable_key(&stream_columns, row, &mut state_key)?;
         let mut value = vec![];
@@ -268,20 +373,8 @@ impl HashJoinOperator {
         let insert = chunk.op(row)?.sign() > 0;
 
         let matches = if state_key[0] == MATCHABLE {
-            let mut prefix = vec![MATCHABLE];
-            prefix.extend_from_slice(&join_key);
-            let found = self.states[other]
-                .scan_prefix(group, &prefix)?
-                .into_iter()
-                .map(|(state_key, bytes)| {
-                    let (row, degree) = decode_value(&bytes)?;
-                    Ok(Match {
-                        state_key,
-                        row,
-                        degree,
-                    })
-                })
-                .collect::<EngineResult<Vec<_>>>()?;
+            let prefix = state_key[..5 + join_key.len()].to_vec();
+            let found = self.rows_of_key(other, group, &prefix)?;
             self.filter_matches(side, &value, found)?
         } else {
             vec![]
@@ -333,7 +426,12 @@ impl HashJoinOperator {
                         out.push((if show { Op::Insert } else { Op::Delete }, l, r));
                     }
                 }
-                self.states[other].put(group, &m.state_key, encode_value(&m.row, after));
+                self.write_row(
+                    other,
+                    group,
+                    &m.state_key,
+                    Some(encode_value(&m.row, after)),
+                );
             }
         }
         let degree = matches.len() as i64;
@@ -350,14 +448,14 @@ impl HashJoinOperator {
         }
         if insert {
             let degree = if self.tracks_degree(side) { degree } else { 0 };
-            self.states[side].put(group, &state_key, encode_value(&value, degree));
+            self.write_row(side, group, &state_key, Some(encode_value(&value, degree)));
             if let Some(window) = self.window.as_mut() {
                 let column = window.spec.columns[side];
                 let window_value = ScalarValue::try_from_array(batch.column(column), row)?;
                 window.register(side, &window_value, group, &state_key)?;
             }
         } else {
-            self.states[side].delete(group, &state_key);
+            self.write_row(side, group, &state_key, None);
         }
         Ok(())
     }

@@ -182,7 +182,7 @@ impl HashJoinOperator {
             }));
         }
         for (side, group, key) in closed {
-            self.states[side].delete(group, &key);
+            self.write_row(side, group, &key, None);
         }
         Ok(forwarded)
     }

@@ -1,0 +1,295 @@
+//! Caches of decoded operator state in front of the state tables, so a
+//! group, join key or window touched in every epoch costs no RocksDB read
+//! and no decoding after the first (DESIGN.md, "State").
+//!
+//! Each stateful operator instance keeps its own [`StateCache`] of decoded
+//! entries; every cache of the process charges one [`CacheBudget`]
+//! (`state.cache-mb`). When the budget is exceeded, the cache that is
+//! inserting evicts its own least recently used entries until the process
+//! is back under the budget (or only the new entry is left), so a busy
+//! operator takes room from its own cold entries first and no cache grows
+//! without bound.
+//!
+//! What a cache holds must never be newer or older than what its operator
+//! wrote to the state table: operators update the cache in the same step
+//! as the table (write-through), so an evicted entry is simply read back
+//! from the table, whose uncommitted writes overlay the store. A cache
+//! lives and dies with its operator instance: after a failure or restart
+//! operators start with empty caches, so recovery and rescaling read only
+//! the committed store.
+
+use std::borrow::Borrow;
+use std::hash::Hash;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+/// What one cached entry costs beyond its own bytes: the map node, the
+/// list links and the allocation headers.
+pub const CACHE_ENTRY_OVERHEAD: usize = 64;
+
+/// The process's budget for cached state, in bytes.
+#[derive(Debug)]
+pub struct CacheBudget {
+    limit: usize,
+    used: AtomicUsize,
+    hits: AtomicU64,
+    misses: AtomicU64,
+}
+
+impl CacheBudget {
+    /// A budget of `limit` bytes (0: nothing is cached).
+    pub fn new(limit: usize) -> Self {
+        Self {
+            limit,
+            used: AtomicUsize::new(0),
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
+        }
+    }
+
+    /// The configured limit in bytes.
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
+    /// Bytes all caches hold now.
+    pub fn used(&self) -> usize {
+        self.used.load(Ordering::Relaxed)
+    }
+
+    /// Lookups served from a cache and lookups that went to the state
+    /// tables, since the process started.
+    pub fn hits_and_misses(&self) -> (u64, u64) {
+        (
+            self.hits.load(Ordering::Relaxed),
+            self.misses.load(Ordering::Relaxed),
+        )
+    }
+
+    fn over(&self) -> bool {
+        self.used() > self.limit
+    }
+
+    fn charge(&self, bytes: usize) {
+        self.used.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    fn release(&self, bytes: usize) {
+        let _ = self
+            .used
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |used| {
+                Some(used.saturating_sub(bytes))
+            });
+    }
+}
+
+/// A least-recently-used map of decoded state entries of one operator
+/// instance, charged to the process's [`CacheBudget`].
+pub struct StateCache<K: Hash + Eq, V> {
+    entries: lru::LruCache<K, (V, usize)>,
+    budget: Arc<CacheBudget>,
+    /// What this cache charged the budget.
+    charged: usize,
+}
+
+impl<K: Hash + Eq, V> std::fmt::Debug for StateCache<K, V> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StateCache")
+            .field("entries", &self.entries.len())
+            .field("charged", &self.charged)
+            .finish()
+    }
+}
+
+impl<K: Hash + Eq, V> StateCache<K, V> {
+    /// An empty cache charging `budget`.
+    pub fn new(budget: Arc<CacheBudget>) -> Self {
+        Self {
+            entries: lru::LruCache::unbounded(),
+            budget,
+            charged: 0,
+        }
+    }
+
+    /// The entry at `key`, marked as used most recently; counts a hit or a
+    /// miss.
+    pub fn get_mut<Q>(&mut self, key: &Q) -> Option<&mut V>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        match self.entries.get_mut(key) {
+            Some((value, _)) => {
+                self.budget.hits.fetch_add(1, Ordering::Relaxed);
+                Some(value)
+            }
+            None => {
+                self.budget.misses.fetch_add(1, Ordering::Relaxed);
+                None
+            }
+        }
+    }
+
+    /// Whether `key` is cached, without marking it used or counting.
+    pub fn contains<Q>(&self, key: &Q) -> bool
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        self.entries.contains(key)
+    }
+
+    /// The entry at `key` if cached, without marking it used or counting.
+    pub fn peek_mut<Q>(&mut self, key: &Q) -> Option<&mut V>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        self.entries.peek_mut(key).map(|(value, _)| value)
+    }
+
+    /// Takes the entry at `key` out of the cache (the caller puts it back
+    /// with [`StateCache::insert`] once it changed); counts a hit or miss.
+    pub fn take<Q>(&mut self, key: &Q) -> Option<V>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        match self.entries.pop(key) {
+            Some((value, cost)) => {
+                self.budget.hits.fetch_add(1, Ordering::Relaxed);
+                self.uncharge(cost);
+                Some(value)
+            }
+            None => {
+                self.budget.misses.fetch_add(1, Ordering::Relaxed);
+                None
+            }
+        }
+    }
+
+    /// Caches `value` at `key`, costing `cost` bytes (its own bytes; the
+    /// entry overhead is added), then evicts the least recently used
+    /// entries while the process is over its budget.
+    pub fn insert(&mut self, key: K, value: V, cost: usize) {
+        if self.budget.limit() == 0 {
+            return;
+        }
+        let cost = cost + CACHE_ENTRY_OVERHEAD;
+        self.budget.charge(cost);
+        self.charged += cost;
+        if let Some((_, old)) = self.entries.put(key, (value, cost)) {
+            self.uncharge(old);
+        }
+        while self.budget.over() && self.entries.len() > 1 {
+            match self.entries.pop_lru() {
+                Some((_, (_, evicted))) => self.uncharge(evicted),
+                None => break,
+            }
+        }
+    }
+
+    /// Changes what the entry at `key` costs (it grew or shrank in place).
+    pub fn recharge<Q>(&mut self, key: &Q, cost: usize)
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        let cost = cost + CACHE_ENTRY_OVERHEAD;
+        let Some((_, charged)) = self.entries.peek_mut(key) else {
+            return;
+        };
+        let old = std::mem::replace(charged, cost);
+        self.budget.charge(cost);
+        self.charged += cost;
+        self.uncharge(old);
+    }
+
+    /// Forgets the entry at `key`.
+    pub fn remove<Q>(&mut self, key: &Q) -> Option<V>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        let (value, cost) = self.entries.pop(key)?;
+        self.uncharge(cost);
+        Some(value)
+    }
+
+    /// Forgets every entry.
+    pub fn clear(&mut self) {
+        self.entries.clear();
+        self.budget.release(self.charged);
+        self.charged = 0;
+    }
+
+    /// Entries cached now.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether nothing is cached.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    fn uncharge(&mut self, cost: usize) {
+        self.budget.release(cost);
+        self.charged = self.charged.saturating_sub(cost);
+    }
+}
+
+impl<K: Hash + Eq, V> Drop for StateCache<K, V> {
+    fn drop(&mut self) {
+        self.budget.release(self.charged);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_least_recently_used_entries_go_when_the_budget_is_full() {
+        let budget = Arc::new(CacheBudget::new(3 * (100 + CACHE_ENTRY_OVERHEAD)));
+        let mut cache = StateCache::new(Arc::clone(&budget));
+        for key in 0..3 {
+            cache.insert(key, key * 10, 100);
+        }
+        assert_eq!(cache.len(), 3);
+        // Touch 0: 1 is now the least recently used.
+        assert_eq!(cache.get_mut(&0), Some(&mut 0));
+        cache.insert(3, 30, 100);
+        assert_eq!(cache.len(), 3);
+        assert!(cache.contains(&0) && !cache.contains(&1));
+        assert_eq!(budget.used(), 3 * (100 + CACHE_ENTRY_OVERHEAD));
+        // A taken entry is no longer charged.
+        assert_eq!(cache.take(&0), Some(0));
+        assert_eq!(budget.used(), 2 * (100 + CACHE_ENTRY_OVERHEAD));
+        drop(cache);
+        assert_eq!(budget.used(), 0);
+        let (hits, misses) = budget.hits_and_misses();
+        assert_eq!((hits, misses), (2, 0));
+    }
+
+    #[test]
+    fn caches_share_the_budget_and_a_zero_budget_caches_nothing() {
+        let budget = Arc::new(CacheBudget::new(2 * (10 + CACHE_ENTRY_OVERHEAD)));
+        let mut a = StateCache::new(Arc::clone(&budget));
+        let mut b = StateCache::new(Arc::clone(&budget));
+        a.insert("a1", (), 10);
+        a.insert("a2", (), 10);
+        // b's insert goes over: b has only its new entry, so a keeps both
+        // until a inserts again.
+        b.insert("b1", (), 10);
+        assert_eq!((a.len(), b.len()), (2, 1));
+        a.insert("a3", (), 10);
+        assert_eq!(a.len(), 1);
+        assert!(budget.used() <= 2 * (10 + CACHE_ENTRY_OVERHEAD));
+
+        let none = Arc::new(CacheBudget::new(0));
+        let mut c = StateCache::new(none);
+        c.insert(1, 1, 1);
+        assert!(c.is_empty());
+    }
+}
