@@ -11,6 +11,7 @@
 mod checkpoint;
 mod compare;
 mod files;
+mod json;
 mod kafka;
 mod measure;
 mod queries;
@@ -52,10 +53,6 @@ struct Args {
     check: bool,
     /// `streaming.barrier-interval-ms` of the embedded database.
     barrier_interval_ms: u64,
-    /// `process.malloc-arenas` (0: glibc's defaults).
-    malloc_arenas: u32,
-    /// `process.malloc-trim-ms` (0: never).
-    malloc_trim_ms: u64,
     /// `storage.epoch-buffer-mb`, when not the server's default.
     epoch_buffer_mb: Option<u64>,
     /// `execution.checkpointing.interval` ("0", the default here: none).
@@ -71,7 +68,7 @@ fn parse_args() -> Result<Args> {
         Some("nexmark") | Some("soak-run") | Some("kafka") => None,
         Some("soak") => Some(10),
         _ => bail!(
-            "usage: runnel-bench nexmark [--query q0,q1,…] [--events N] [--seed S] [--rate EVENTS_PER_S] [--barrier-interval-ms MS] [--malloc-arenas N] [--malloc-trim-ms MS] [--epoch-buffer-mb MB] [--checkpoint-interval 1s] [--check]\n       runnel-bench kafka [--query q1,q5] [--partitions P] [--events N] [--seed S] [--rate EVENTS_PER_S] [--barrier-interval-ms MS] [--check]\n       runnel-bench soak [--query q5,q7] [--events N] [--factor F] [--barrier-interval-ms MS] [--malloc-arenas N] [--malloc-trim-ms MS] [--epoch-buffer-mb MB]\n       runnel-bench checkpoint [--rows N] [--payload BYTES]"
+            "usage: runnel-bench nexmark [--query q0,q1,…] [--events N] [--seed S] [--rate EVENTS_PER_S] [--barrier-interval-ms MS] [--epoch-buffer-mb MB] [--checkpoint-interval 1s] [--check]\n       runnel-bench json --dir DIR [--events N] [--query q0,…] [--runs R] [--parallelism P] [--into blackhole,view] [--flink ../shared/bench-flink/run.sh]\n       runnel-bench kafka [--query q1,q5] [--partitions P] [--events N] [--seed S] [--rate EVENTS_PER_S] [--barrier-interval-ms MS] [--check]\n       runnel-bench soak [--query q5,q7] [--events N] [--factor F] [--barrier-interval-ms MS] [--epoch-buffer-mb MB]\n       runnel-bench checkpoint [--rows N] [--payload BYTES]"
         ),
     };
     let mut parsed = Args {
@@ -88,8 +85,6 @@ fn parse_args() -> Result<Args> {
         rate: 10_000.0,
         check: false,
         barrier_interval_ms: 1000,
-        malloc_arenas: 2,
-        malloc_trim_ms: 1000,
         epoch_buffer_mb: None,
         checkpoint_interval: "0".into(),
     };
@@ -113,8 +108,6 @@ fn parse_args() -> Result<Args> {
             "--seed" => parsed.seed = value.parse()?,
             "--rate" => parsed.rate = value.parse()?,
             "--barrier-interval-ms" => parsed.barrier_interval_ms = value.parse()?,
-            "--malloc-arenas" => parsed.malloc_arenas = value.parse()?,
-            "--malloc-trim-ms" => parsed.malloc_trim_ms = value.parse()?,
             "--epoch-buffer-mb" => parsed.epoch_buffer_mb = Some(value.parse()?),
             "--checkpoint-interval" => parsed.checkpoint_interval = value,
             "--factor" if parsed.soak.is_some() => parsed.soak = Some(value.parse()?),
@@ -176,6 +169,30 @@ fn source_sql(table: NexmarkTable, args: &Args) -> String {
     )
 }
 
+/// An embedded database in `dir` as the bench runs it: writes not synced,
+/// barriers `barrier_interval_ms` apart, checkpoints at
+/// `checkpoint_interval` ("0": none), plus `extra` settings.
+pub(crate) async fn embedded_database(
+    dir: &std::path::Path,
+    barrier_interval_ms: u64,
+    checkpoint_interval: &str,
+    mut extra: BTreeMap<&'static str, String>,
+) -> Result<Arc<Database>> {
+    extra.insert("data.dir", dir.display().to_string());
+    extra.insert("storage.sync-writes", "false".to_string());
+    extra.insert(
+        "streaming.barrier-interval-ms",
+        barrier_interval_ms.to_string(),
+    );
+    extra.insert(
+        "execution.checkpointing.interval",
+        checkpoint_interval.to_string(),
+    );
+    let db = Database::open(Config::from_values(&extra)?)?;
+    runnel_server::streaming::restart_jobs(&db).await?;
+    Ok(db)
+}
+
 /// Streaming: the query as a materialized view over the sources `sources`
 /// create, timed from CREATE until its sources ran out and the last epoch
 /// committed. With `--check`, also the view's rows (read after the timing).
@@ -187,22 +204,17 @@ async fn streaming(
     args: &Args,
 ) -> Result<(measure::Run, Vec<datafusion::arrow::array::RecordBatch>)> {
     let dir = tempfile::tempdir()?;
-    let mut values = BTreeMap::new();
-    values.insert("data.dir", dir.path().display().to_string());
-    values.insert("storage.sync-writes", "false".to_string());
-    values.insert(
-        "streaming.barrier-interval-ms",
-        args.barrier_interval_ms.to_string(),
-    );
+    let mut extra = BTreeMap::new();
     if let Some(mb) = args.epoch_buffer_mb {
-        values.insert("storage.epoch-buffer-mb", mb.to_string());
+        extra.insert("storage.epoch-buffer-mb", mb.to_string());
     }
-    values.insert(
-        "execution.checkpointing.interval",
-        args.checkpoint_interval.clone(),
-    );
-    let db = Database::open(Config::from_values(&values)?)?;
-    runnel_server::streaming::restart_jobs(&db).await?;
+    let db = embedded_database(
+        dir.path(),
+        args.barrier_interval_ms,
+        &args.checkpoint_interval,
+        extra,
+    )
+    .await?;
     let mut session = Session::new(Arc::clone(&db), "bench");
     for source in sources {
         run(&mut session, source).await?;
@@ -340,8 +352,6 @@ fn soak_child(name: &str, events: u64, args: &Args) -> Result<SoakRun> {
             "--barrier-interval-ms",
             &args.barrier_interval_ms.to_string(),
         ])
-        .args(["--malloc-arenas", &args.malloc_arenas.to_string()])
-        .args(["--malloc-trim-ms", &args.malloc_trim_ms.to_string()])
         .args(
             args.epoch_buffer_mb
                 .into_iter()
@@ -458,10 +468,18 @@ fn main() -> Result<()> {
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_writer(std::io::stderr)
         .init();
+    match std::env::args().nth(1).as_deref() {
+        Some("json") => return json::run(&json::JsonArgs::parse(std::env::args().skip(2))?),
+        Some("json-run") => {
+            let args = json::JsonArgs::parse(std::env::args().skip(2))?;
+            return tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?
+                .block_on(json::run_one(&args));
+        }
+        _ => {}
+    }
     let args = parse_args()?;
-    // As the server does, before the runtime's threads exist.
-    runnel_server::allocator::tune_malloc(args.malloc_arenas);
-    runnel_server::allocator::start_trimming(args.malloc_trim_ms);
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?
