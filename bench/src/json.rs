@@ -166,7 +166,7 @@ pub fn run(args: &JsonArgs) -> Result<()> {
         std::thread::available_parallelism().map_or(1, |n| n.get())
     );
     println!(
-        "{:<4} {:<10} {:>4} {:>12} {:>9} {:>12} {:>9} {:>10}",
+        "{:<4} {:<16} {:>4} {:>12} {:>9} {:>12} {:>9} {:>10}",
         "q", "engine", "run", "events", "wall s", "events/s", "peak MiB", "rows"
     );
     let mib = |b: u64| b as f64 / (1 << 20) as f64;
@@ -177,7 +177,7 @@ pub fn run(args: &JsonArgs) -> Result<()> {
             for run in 1..=args.runs {
                 let figures = runnel_child(args, query, *into)?;
                 println!(
-                    "{:<4} {:<10} {:>4} {:>12} {:>9.2} {:>12.0} {:>9.1} {:>10}",
+                    "{:<4} {:<16} {:>4} {:>12} {:>9.2} {:>12.0} {:>9.1} {:>10}",
                     query,
                     format!("runnel-{}", into.name()),
                     run,
@@ -193,7 +193,7 @@ pub fn run(args: &JsonArgs) -> Result<()> {
             for run in 1..=args.runs {
                 match flink_run(script, args, query)? {
                     Ok(figures) => println!(
-                        "{:<4} {:<10} {:>4} {:>12} {:>9.2} {:>12.0} {:>9.1} {:>10}",
+                        "{:<4} {:<16} {:>4} {:>12} {:>9.2} {:>12.0} {:>9.1} {:>10}",
                         query,
                         "flink",
                         run,
@@ -203,7 +203,7 @@ pub fn run(args: &JsonArgs) -> Result<()> {
                         mib(figures.peak_bytes),
                         "-"
                     ),
-                    Err(line) => println!("{query:<4} flink      {run:>4} failed: {line}"),
+                    Err(line) => println!("{query:<4} {:<16} {run:>4} failed: {line}", "flink"),
                 }
             }
         }

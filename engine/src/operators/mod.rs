@@ -31,6 +31,8 @@ pub use upsert::UpsertOperator;
 pub use watermark::WatermarkOperator;
 
 #[cfg(test)]
+mod cache_tests;
+#[cfg(test)]
 pub(crate) mod harness;
 
 /// The rows of `rows` an aggregate's `FILTER (WHERE …)` mask keeps (all
