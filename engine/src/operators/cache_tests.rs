@@ -20,6 +20,9 @@ use crate::Op;
 use crate::graph::{AggregateCall, JoinKind, JoinSide};
 use crate::operator::StreamOperator;
 
+/// A changelog: per epoch, chunks of `(op, k, n)` rows.
+type Log = Vec<Vec<Vec<(Op, String, i64)>>>;
+
 /// Budgets: everything fits, nothing is cached, one entry at a time.
 const BUDGETS: [usize; 3] = [64 << 20, 0, 1];
 
@@ -39,7 +42,7 @@ impl Rng {
 /// A random changelog over `(k, n)` rows: per epoch a few chunks, each
 /// inserting new rows or deleting rows inserted before (so it is a valid
 /// changelog). Rows are unique by `k`; `n` is drawn from a few values.
-fn changelog(seed: u64, epochs: usize) -> Vec<Vec<Vec<(Op, String, i64)>>> {
+fn changelog(seed: u64, epochs: usize) -> Log {
     let mut rng = Rng(seed);
     let mut live: Vec<(String, i64)> = vec![];
     let mut next = 0;
@@ -81,7 +84,7 @@ fn store(budget: usize) -> (tempfile::TempDir, Store) {
 /// matches come in no fixed order).
 async fn run<O: StreamOperator>(
     mut h: Harness<O>,
-    log: &[Vec<Vec<(Op, String, i64)>>],
+    log: &Log,
     input_of: impl Fn(usize) -> usize,
 ) -> Vec<Vec<String>> {
     let mut out = vec![];
@@ -196,7 +199,7 @@ async fn running_min_and_max_over_inserts_equal_recomputed_ones() {
     // The same inserts-only log through an aggregation told its input
     // only inserts (running min/max) and one not told (recomputed).
     for seed in 0..4 {
-        let log: Vec<Vec<Vec<(Op, String, i64)>>> = changelog(seed, 20)
+        let log: Log = changelog(seed, 20)
             .into_iter()
             .map(|chunks| {
                 chunks
@@ -246,7 +249,7 @@ async fn join_emits_the_same_with_any_cache() {
 /// The log with every chunk given to the side of its index's parity; a
 /// delete whose insert went to the other side is left out, so each side's
 /// rows are a valid changelog of their own.
-fn side_logs(log: &[Vec<Vec<(Op, String, i64)>>]) -> Vec<Vec<Vec<(Op, String, i64)>>> {
+fn side_logs(log: &Log) -> Log {
     let mut side_of = std::collections::HashMap::new();
     let mut pushed = 0;
     log.iter()

@@ -40,12 +40,14 @@ use crate::graph::AggregateCall;
 use crate::operator::{Output, StreamOperator};
 use crate::{Barrier, EngineError, EngineResult, Op, StreamChunk, Watermark};
 
+mod chunk_groups;
 #[cfg(test)]
 mod tests;
 mod window;
 
 use super::window_state::{KeptWatermark, OpenWindows};
 use crate::watermarks::order_key;
+use chunk_groups::{ChunkGroups, slices, take_in_order};
 use window::Window;
 pub use window::WindowSetup;
 
@@ -411,23 +413,7 @@ impl StreamOperator for HashAggOperator {
             .iter()
             .map(|e| e.evaluate(batch)?.into_array(batch.num_rows()))
             .collect::<Result<Vec<ArrayRef>, _>>()?;
-        let group_refs: Vec<&ArrayRef> = group_arrays.iter().collect();
-        // Rows per group, split by sign, in order of first appearance.
-        let mut order: Vec<Vec<u8>> = vec![];
-        let mut rows: HashMap<Vec<u8>, (Vec<u32>, Vec<u32>)> = HashMap::new();
-        for row in 0..batch.num_rows() {
-            let mut key = vec![];
-            encode_nullable_key(&group_refs, row, &mut key)?;
-            let entry = rows.entry(key.clone()).or_insert_with(|| {
-                order.push(key);
-                (vec![], vec![])
-            });
-            if chunk.op(row)?.sign() > 0 {
-                entry.0.push(row as u32);
-            } else {
-                entry.1.push(row as u32);
-            }
-        }
+        let groups = ChunkGroups::new(&chunk, &group_arrays)?;
         // Arguments and filters of every aggregate, over the whole chunk.
         let mut args: Vec<Vec<ArrayRef>> = Vec::with_capacity(self.aggs.len());
         let mut filters: Vec<Option<ArrayRef>> = Vec::with_capacity(self.aggs.len());
@@ -445,10 +431,24 @@ impl StreamOperator for HashAggOperator {
                 None => None,
             });
         }
-        for key in order {
-            let (inserts, deletes) = rows.remove(&key).expect("every key was recorded");
+        // The arguments of accumulated aggregates without a filter, taken
+        // once in group order; each group updates with slices of them.
+        let mut grouped: Vec<[Option<Vec<ArrayRef>>; 2]> = Vec::with_capacity(self.aggs.len());
+        for (i, slot) in self.aggs.iter().enumerate() {
+            grouped.push(if slot.incremental() && filters[i].is_none() {
+                [
+                    take_in_order(&args[i], &groups.inserts)?,
+                    take_in_order(&args[i], &groups.deletes)?,
+                ]
+            } else {
+                [None, None]
+            });
+        }
+        for (group_index, key) in groups.keys.iter().enumerate() {
+            let (inserts, insert_range) = groups.inserted(group_index);
+            let (deletes, delete_range) = groups.deleted(group_index);
             let first = inserts.first().or(deletes.first()).copied().unwrap_or(0) as usize;
-            let mut state = self.take_group(&key, || {
+            let mut state = self.take_group(key, || {
                 group_arrays
                     .iter()
                     .map(|a| ScalarValue::try_from_array(a, first).map_err(EngineError::from))
@@ -458,8 +458,31 @@ impl StreamOperator for HashAggOperator {
             let group = state.group;
             let mut input_changes: Vec<(Vec<u8>, Vec<ScalarValue>, i64)> = vec![];
             for (i, slot) in self.aggs.iter().enumerate() {
+                if slot.kept == Kept::Running && !deletes.is_empty() {
+                    return Err(EngineError::Internal(
+                        "a delete reached an aggregation planned for an input that only \
+                         inserts"
+                            .into(),
+                    ));
+                }
+                if let [Some(_), _] | [_, Some(_)] = &grouped[i] {
+                    let acc = state.accumulators[i]
+                        .as_mut()
+                        .expect("incremental aggregates have accumulators");
+                    if let Some(taken) = &grouped[i][0]
+                        && !insert_range.is_empty()
+                    {
+                        acc.update_batch(&slices(taken, &insert_range))?;
+                    }
+                    if let Some(taken) = &grouped[i][1]
+                        && !delete_range.is_empty()
+                    {
+                        acc.retract_batch(&slices(taken, &delete_range))?;
+                    }
+                    continue;
+                }
                 let keep = |rows: &[u32]| super::rows_passing(rows, filters[i].as_ref());
-                let (ins, del) = (keep(&inserts), keep(&deletes));
+                let (ins, del) = (keep(inserts), keep(deletes));
                 if slot.incremental() {
                     let acc = state.accumulators[i]
                         .as_mut()
@@ -472,13 +495,6 @@ impl StreamOperator for HashAggOperator {
                         acc.update_batch(&taken)?;
                     }
                     if !del.is_empty() {
-                        if slot.kept == Kept::Running {
-                            return Err(EngineError::Internal(
-                                "a delete reached an aggregation planned for an input that \
-                                 only inserts"
-                                    .into(),
-                            ));
-                        }
                         let taken = args[i]
                             .iter()
                             .map(|a| take(a, &rows_array(&del), None))
@@ -495,7 +511,7 @@ impl StreamOperator for HashAggOperator {
                                 .iter()
                                 .map(|a| ScalarValue::try_from_array(a, row as usize))
                                 .collect::<Result<Vec<_>, _>>()?;
-                            input_changes.push((input_key(&key, i, &arg_key), values, sign));
+                            input_changes.push((input_key(key, i, &arg_key), values, sign));
                         }
                     }
                 }
@@ -523,7 +539,7 @@ impl StreamOperator for HashAggOperator {
             {
                 window.open.insert(window_value, key.clone());
             }
-            self.put_dirty(key, state);
+            self.put_dirty(key.clone(), state);
         }
         Ok(())
     }
