@@ -53,8 +53,32 @@ struct Match {
 type OutRow = (Op, Option<Vec<u8>>, Option<Vec<u8>>);
 
 /// The rows of one join key of one side, as state holds them: state key →
-/// value (degree and row).
-type KeyRows = std::collections::BTreeMap<Vec<u8>, Vec<u8>>;
+/// value (degree and row), and what they cost the cache.
+#[derive(Default)]
+struct KeyRows {
+    rows: std::collections::BTreeMap<Vec<u8>, Vec<u8>>,
+    cost: usize,
+}
+
+impl KeyRows {
+    fn entry_cost(key: &[u8], value: &[u8]) -> usize {
+        key.len() + value.len() + ENTRY_OVERHEAD
+    }
+
+    /// Sets (or, with None, removes) the row at `key`, keeping the cost.
+    fn set(&mut self, key: &[u8], value: Option<Vec<u8>>) {
+        let old = match value {
+            Some(value) => {
+                self.cost += Self::entry_cost(key, &value);
+                self.rows.insert(key.to_vec(), value)
+            }
+            None => self.rows.remove(key),
+        };
+        if let Some(old) = old {
+            self.cost = self.cost.saturating_sub(Self::entry_cost(key, &old));
+        }
+    }
+}
 
 /// The prefix of a state key that every row of its join key shares: the
 /// tag, the join key's length and the join key.
@@ -69,13 +93,6 @@ fn cache_key(group: u16, prefix: &[u8]) -> Vec<u8> {
     key.extend_from_slice(&group.to_be_bytes());
     key.extend_from_slice(prefix);
     key
-}
-
-/// What a key's cached rows cost.
-fn rows_cost(rows: &KeyRows) -> usize {
-    rows.iter()
-        .map(|(k, v)| k.len() + v.len() + ENTRY_OVERHEAD)
-        .sum()
 }
 
 /// One parallel instance of a join.
@@ -155,15 +172,16 @@ impl HashJoinOperator {
     fn rows_of_key(&mut self, side: usize, group: u16, prefix: &[u8]) -> EngineResult<Vec<Match>> {
         let key = cache_key(group, prefix);
         if self.caches[side].get_mut(&key).is_none() {
-            let rows: KeyRows = self.states[side]
-                .scan_prefix(group, prefix)?
-                .into_iter()
-                .collect();
-            let cost = rows_cost(&rows);
+            let mut rows = KeyRows::default();
+            for (state_key, value) in self.states[side].scan_prefix(group, prefix)? {
+                rows.set(&state_key, Some(value));
+            }
+            let cost = rows.cost;
             self.caches[side].insert(key.clone(), rows, cost);
         }
         let found = match self.caches[side].peek_mut(&key) {
             Some(rows) => rows
+                .rows
                 .iter()
                 .map(|(state_key, bytes)| {
                     let (row, degree) = decode_value(bytes)?;
@@ -197,15 +215,8 @@ impl HashJoinOperator {
         if let Some(prefix) = key_prefix(state_key) {
             let key = cache_key(group, prefix);
             if let Some(rows) = self.caches[side].peek_mut(&key) {
-                match &value {
-                    Some(value) => {
-                        rows.insert(state_key.to_vec(), value.clone());
-                    }
-                    None => {
-                        rows.remove(state_key);
-                    }
-                }
-                let cost = rows_cost(rows);
+                rows.set(state_key, value.clone());
+                let cost = rows.cost;
                 self.caches[side].recharge(&key, cost);
             }
         }
