@@ -13,6 +13,7 @@
 //! the side's [`StateCache`] (bounded by `state.cache-mb`) and are kept in
 //! step with every write, so a key probed again costs no state scan.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -41,6 +42,15 @@ use window::JoinWindow;
 const MATCHABLE: u8 = 1;
 /// Prefix of rows whose key holds a null: kept, never matched.
 const UNMATCHABLE: u8 = 0;
+
+/// A row of a chunk, encoded, with the other side's rows it meets.
+struct Probe {
+    state_key: Vec<u8>,
+    value: Vec<u8>,
+    group: u16,
+    insert: bool,
+    matches: Vec<Match>,
+}
 
 /// A row of the other side found by key.
 struct Match {
@@ -301,49 +311,55 @@ impl HashJoinOperator {
         )?)
     }
 
-    /// Which of `matches` pass the extra condition with `row` of `side`.
-    fn filter_matches(
-        &self,
-        side: usize,
-        row: &[u8],
-        matches: Vec<Match>,
-    ) -> EngineResult<Vec<Match>> {
+    /// Keeps, of every probe's matches, those that pass the extra
+    /// condition: one batch of every (probe, match) pair of the chunk, one
+    /// evaluation.
+    fn filter_probes(&self, side: usize, probes: &mut [Probe]) -> EngineResult<()> {
         let Some(filter) = &self.filter else {
-            return Ok(matches);
+            return Ok(());
         };
-        if matches.is_empty() {
-            return Ok(matches);
+        let mut own: Vec<Option<&[u8]>> = vec![];
+        let mut theirs: Vec<Option<&[u8]>> = vec![];
+        for probe in probes.iter() {
+            for m in &probe.matches {
+                own.push(Some(&probe.value));
+                theirs.push(Some(&m.row));
+            }
         }
-        let pairs: Vec<OutRow> = matches
-            .iter()
-            .map(|m| {
-                let (l, r) = if side == 0 {
-                    (row.to_vec(), m.row.clone())
-                } else {
-                    (m.row.clone(), row.to_vec())
-                };
-                (Op::Insert, Some(l), Some(r))
-            })
-            .collect();
+        if own.is_empty() {
+            return Ok(());
+        }
+        let (left, right) = if side == 0 {
+            (&own, &theirs)
+        } else {
+            (&theirs, &own)
+        };
         // The condition sees both sides' columns even in semi/anti joins.
-        let batch = self.build_pairs(&pairs)?;
+        let batch = self.build_pairs(left, right)?;
         let mask = filter.evaluate(&batch)?.into_array(batch.num_rows())?;
         let mask = mask.as_boolean();
-        Ok(matches
-            .into_iter()
-            .enumerate()
-            .filter(|(i, _)| mask.is_valid(*i) && mask.value(*i))
-            .map(|(_, m)| m)
-            .collect())
+        let mut at = 0;
+        for probe in probes.iter_mut() {
+            let matches = std::mem::take(&mut probe.matches);
+            for m in matches {
+                if mask.is_valid(at) && mask.value(at) {
+                    probe.matches.push(m);
+                }
+                at += 1;
+            }
+        }
+        Ok(())
     }
 
     /// Pairs as left visible, right visible columns (what the condition
     /// reads), whatever the join's output layout.
-    fn build_pairs(&self, rows: &[OutRow]) -> EngineResult<RecordBatch> {
-        let left: Vec<Option<&[u8]>> = rows.iter().map(|(_, l, _)| l.as_deref()).collect();
-        let right: Vec<Option<&[u8]>> = rows.iter().map(|(_, _, r)| r.as_deref()).collect();
-        let left = self.side_columns(0, &left)?;
-        let right = self.side_columns(1, &right)?;
+    fn build_pairs(
+        &self,
+        left: &[Option<&[u8]>],
+        right: &[Option<&[u8]>],
+    ) -> EngineResult<RecordBatch> {
+        let left = self.side_columns(0, left)?;
+        let right = self.side_columns(1, right)?;
         let (lv, rv) = (self.sides[0].visible, self.sides[1].visible);
         let mut fields = Vec::with_capacity(lv + rv);
         fields.extend(self.sides[0].schema.fields()[..lv].iter().cloned());
@@ -354,13 +370,9 @@ impl HashJoinOperator {
         Ok(RecordBatch::try_new(schema, columns)?)
     }
 
-    fn handle_row(
-        &mut self,
-        side: usize,
-        chunk: &StreamChunk,
-        row: usize,
-        out: &mut Vec<OutRow>,
-    ) -> EngineResult<()> {
+    /// Row `row` of a chunk on `side`: its keys and encoded value, and the
+    /// other side's rows with its join key (before the extra condition).
+    fn probe(&mut self, side: usize, chunk: &StreamChunk, row: usize) -> EngineResult<Probe> {
         let other = 1 - side;
         let batch = chunk.data();
         let spec = &self.sides[side];
@@ -385,11 +397,41 @@ impl HashJoinOperator {
 
         let matches = if state_key[0] == MATCHABLE {
             let prefix = state_key[..5 + join_key.len()].to_vec();
-            let found = self.rows_of_key(other, group, &prefix)?;
-            self.filter_matches(side, &value, found)?
+            self.rows_of_key(other, group, &prefix)?
         } else {
             vec![]
         };
+        Ok(Probe {
+            state_key,
+            value,
+            group,
+            insert,
+            matches,
+        })
+    }
+
+    /// Applies probe `probe` of row `row` on `side`: emits its joined and
+    /// padded rows, moves the matched rows' degrees (`degrees` holds those
+    /// moved earlier in the chunk, newer than the probe's copies) and
+    /// writes the row to state.
+    fn apply(
+        &mut self,
+        side: usize,
+        chunk: &StreamChunk,
+        row: usize,
+        probe: Probe,
+        degrees: &mut HashMap<Vec<u8>, i64>,
+        out: &mut Vec<OutRow>,
+    ) -> EngineResult<()> {
+        let other = 1 - side;
+        let batch = chunk.data();
+        let Probe {
+            state_key,
+            value,
+            group,
+            insert,
+            matches,
+        } = probe;
 
         let pair = |own: &[u8], theirs: &[u8]| -> (Option<Vec<u8>>, Option<Vec<u8>>) {
             if side == 0 {
@@ -421,8 +463,9 @@ impl HashJoinOperator {
                 out.push((add, l, r));
             }
             if self.tracks_degree(other) {
-                let before = m.degree;
+                let before = degrees.get(&m.state_key).copied().unwrap_or(m.degree);
                 let after = before + if insert { 1 } else { -1 };
+                degrees.insert(m.state_key.clone(), after);
                 // The other row's result changes when its degree leaves or
                 // reaches zero.
                 let transition = (before == 0) != (after == 0);
@@ -489,9 +532,15 @@ impl StreamOperator for HashJoinOperator {
         out: &mut Output,
     ) -> EngineResult<()> {
         self.load_window()?;
-        let mut rows = vec![];
+        let mut probes = Vec::with_capacity(chunk.num_rows());
         for row in 0..chunk.num_rows() {
-            self.handle_row(input, &chunk, row, &mut rows)?;
+            probes.push(self.probe(input, &chunk, row)?);
+        }
+        self.filter_probes(input, &mut probes)?;
+        let mut degrees = HashMap::new();
+        let mut rows = vec![];
+        for (row, probe) in probes.into_iter().enumerate() {
+            self.apply(input, &chunk, row, probe, &mut degrees, &mut rows)?;
         }
         if !rows.is_empty() {
             let batch = self.build(&rows)?;
