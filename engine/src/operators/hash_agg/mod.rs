@@ -41,6 +41,7 @@ use crate::operator::{Output, StreamOperator};
 use crate::{Barrier, EngineError, EngineResult, Op, StreamChunk, Watermark};
 
 mod chunk_groups;
+mod multiset;
 #[cfg(test)]
 mod tests;
 mod window;
@@ -48,6 +49,7 @@ mod window;
 use super::window_state::{KeptWatermark, OpenWindows};
 use crate::watermarks::order_key;
 use chunk_groups::{ChunkGroups, slices, take_in_order};
+use multiset::Multiset;
 use window::Window;
 pub use window::WindowSetup;
 
@@ -108,6 +110,9 @@ pub struct HashAggOperator {
     dirty_charge: BufferCharge,
     /// Groups written at earlier barriers, decoded, as the store has them.
     cache: StateCache<Vec<u8>, GroupState>,
+    /// Recomputed aggregates' inputs by group (input prefix), as `inputs`
+    /// holds them.
+    multisets: StateCache<Vec<u8>, Multiset>,
     global_checked: bool,
     window: Option<Window>,
 }
@@ -184,6 +189,7 @@ impl HashAggOperator {
             dirty: HashMap::new(),
             dirty_charge: BufferCharge::new(Arc::clone(store.epoch_buffer())),
             cache: StateCache::new(Arc::clone(store.cache_budget())),
+            multisets: StateCache::new(Arc::clone(store.cache_budget())),
             global_checked: false,
             window: window.map(|setup| Window {
                 watermark: KeptWatermark::new(store, state_id + 2, &setup.key_groups),
@@ -325,34 +331,34 @@ impl HashAggOperator {
         })
     }
 
-    /// Recomputes aggregate `agg` of a group from its stored inputs.
-    fn recompute(&self, group: u16, group_key: &[u8], agg: usize) -> EngineResult<ScalarValue> {
-        let slot = &self.aggs[agg];
-        let mut acc = slot.call.function.create_accumulator()?;
-        let args = slot.call.function.expressions();
-        let mut columns: Vec<Vec<ScalarValue>> = vec![vec![]; args.len()];
-        for (_, bytes) in self
-            .inputs
-            .scan_prefix(group, &input_prefix(group_key, agg))?
-        {
-            let values = decode_scalars(&bytes)?;
-            let count = int(values
-                .first()
-                .ok_or_else(|| EngineError::Internal("aggregate input record is empty".into()))?)?;
-            for _ in 0..count {
-                for (column, value) in columns.iter_mut().zip(&values[1..]) {
-                    column.push(value.clone());
-                }
-            }
+    /// Runs `work` on the multiset of aggregate inputs at `prefix` in key
+    /// group `group`: the cached one, or one read from state (and cached,
+    /// when the budget allows).
+    fn with_multiset<R>(
+        &mut self,
+        group: u16,
+        prefix: &[u8],
+        work: impl FnOnce(&mut Multiset) -> EngineResult<R>,
+    ) -> EngineResult<R> {
+        if let Some(set) = self.multisets.get_mut(prefix) {
+            let result = work(set)?;
+            let cost = set.cost();
+            self.multisets.recharge(prefix, cost);
+            return Ok(result);
         }
-        if columns.first().is_some_and(|c| !c.is_empty()) {
-            let arrays = columns
-                .into_iter()
-                .map(ScalarValue::iter_to_array)
-                .collect::<Result<Vec<ArrayRef>, _>>()?;
-            acc.update_batch(&arrays)?;
-        }
-        Ok(acc.evaluate()?)
+        let mut set = Multiset::load(&self.inputs, group, prefix)?;
+        let result = work(&mut set)?;
+        let cost = set.cost();
+        self.multisets.insert(prefix.to_vec(), set, cost);
+        Ok(result)
+    }
+
+    /// Recomputes aggregate `agg` of a group from its kept inputs.
+    fn recompute(&mut self, group: u16, group_key: &[u8], agg: usize) -> EngineResult<ScalarValue> {
+        let function = Arc::clone(&self.aggs[agg].call.function);
+        self.with_multiset(group, &input_prefix(group_key, agg), |set| {
+            set.evaluate(&function)
+        })
     }
 
     fn emit_row(rows: &mut Vec<(Op, Vec<ScalarValue>)>, op: Op, values: Vec<ScalarValue>) {
@@ -456,7 +462,7 @@ impl StreamOperator for HashAggOperator {
             })?;
             state.rows += inserts.len() as i64 - deletes.len() as i64;
             let group = state.group;
-            let mut input_changes: Vec<(Vec<u8>, Vec<ScalarValue>, i64)> = vec![];
+            let mut input_changes: Vec<(usize, Vec<u8>, Vec<ScalarValue>, i64)> = vec![];
             for (i, slot) in self.aggs.iter().enumerate() {
                 if slot.kept == Kept::Running && !deletes.is_empty() {
                     return Err(EngineError::Internal(
@@ -511,18 +517,17 @@ impl StreamOperator for HashAggOperator {
                                 .iter()
                                 .map(|a| ScalarValue::try_from_array(a, row as usize))
                                 .collect::<Result<Vec<_>, _>>()?;
-                            input_changes.push((input_key(key, i, &arg_key), values, sign));
+                            input_changes.push((i, arg_key, values, sign));
                         }
                     }
                 }
             }
-            for (input, values, sign) in input_changes {
-                let count = match self.inputs.get(group, &input)? {
-                    Some(bytes) => int(decode_scalars(&bytes)?.first().ok_or_else(|| {
-                        EngineError::Internal("aggregate input record is empty".into())
-                    })?)?,
-                    None => 0,
-                } + sign;
+            for (agg, arg_key, values, sign) in input_changes {
+                let prefix = input_prefix(key, agg);
+                let count = self.with_multiset(group, &prefix, |set| {
+                    Ok(set.add(&arg_key, values.clone(), sign))
+                })?;
+                let input = input_key(key, agg, &arg_key);
                 if count <= 0 {
                     self.inputs.delete(group, &input);
                 } else {
@@ -676,7 +681,7 @@ impl HashAggOperator {
     }
 
     /// The group's values followed by its aggregates' results.
-    fn result_row(&self, key: &[u8], state: &mut GroupState) -> EngineResult<Vec<ScalarValue>> {
+    fn result_row(&mut self, key: &[u8], state: &mut GroupState) -> EngineResult<Vec<ScalarValue>> {
         let mut result = state.values.clone();
         for i in 0..self.aggs.len() {
             let value = match state.accumulators[i].as_mut() {
@@ -712,6 +717,7 @@ impl HashAggOperator {
                 continue;
             }
             let prefix = input_prefix(key, agg);
+            self.multisets.remove(prefix.as_slice());
             for (input, _) in self.inputs.scan_prefix(group, &prefix)? {
                 self.inputs.delete(group, &input);
             }
