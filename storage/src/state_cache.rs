@@ -90,6 +90,11 @@ pub struct StateCache<K: Hash + Eq, V> {
     budget: Arc<CacheBudget>,
     /// What this cache charged the budget.
     charged: usize,
+    /// Whether every entry the state table holds is cached: set by an
+    /// operator that started on empty state and caches everything it
+    /// writes, lost at the first eviction (or refused insert). While it
+    /// holds, a miss means the entry does not exist, with no state read.
+    complete: bool,
 }
 
 impl<K: Hash + Eq, V> std::fmt::Debug for StateCache<K, V> {
@@ -108,7 +113,20 @@ impl<K: Hash + Eq, V> StateCache<K, V> {
             entries: lru::LruCache::unbounded(),
             budget,
             charged: 0,
+            complete: false,
         }
+    }
+
+    /// Says that the state table behind the cache is empty and that the
+    /// operator will cache every entry it writes: misses then mean absent
+    /// until the first eviction.
+    pub fn assume_complete(&mut self) {
+        self.complete = self.budget.limit() > 0;
+    }
+
+    /// Whether a miss means the entry does not exist.
+    pub fn is_complete(&self) -> bool {
+        self.complete
     }
 
     /// The entry at `key`, marked as used most recently; counts a hit or a
@@ -173,6 +191,7 @@ impl<K: Hash + Eq, V> StateCache<K, V> {
     /// entries while the process is over its budget.
     pub fn insert(&mut self, key: K, value: V, cost: usize) {
         if self.budget.limit() == 0 {
+            self.complete = false;
             return;
         }
         let cost = cost + CACHE_ENTRY_OVERHEAD;
@@ -183,7 +202,10 @@ impl<K: Hash + Eq, V> StateCache<K, V> {
         }
         while self.budget.over() && self.entries.len() > 1 {
             match self.entries.pop_lru() {
-                Some((_, (_, evicted))) => self.uncharge(evicted),
+                Some((_, (_, evicted))) => {
+                    self.complete = false;
+                    self.uncharge(evicted);
+                }
                 None => break,
             }
         }
@@ -218,6 +240,7 @@ impl<K: Hash + Eq, V> StateCache<K, V> {
 
     /// Forgets every entry.
     pub fn clear(&mut self) {
+        self.complete = false;
         self.entries.clear();
         self.budget.release(self.charged);
         self.charged = 0;
@@ -270,6 +293,23 @@ mod tests {
         assert_eq!(budget.used(), 0);
         let (hits, misses) = budget.hits_and_misses();
         assert_eq!((hits, misses), (2, 0));
+    }
+
+    #[test]
+    fn an_eviction_ends_completeness() {
+        let budget = Arc::new(CacheBudget::new(2 * (10 + CACHE_ENTRY_OVERHEAD)));
+        let mut cache = StateCache::new(Arc::clone(&budget));
+        cache.assume_complete();
+        cache.insert(1, (), 10);
+        cache.insert(2, (), 10);
+        assert!(cache.is_complete());
+        cache.insert(3, (), 10);
+        assert!(!cache.is_complete());
+        let mut none = StateCache::new(Arc::new(CacheBudget::new(0)));
+        none.assume_complete();
+        assert!(!none.is_complete());
+        none.insert(1, (), 1);
+        assert!(!none.is_complete());
     }
 
     #[test]

@@ -79,6 +79,12 @@ impl StateTable {
         self.id
     }
 
+    /// Whether the table holds no row, committed or pending.
+    pub fn is_empty(&self) -> StorageResult<bool> {
+        Ok(self.pending.values().all(|p| p.value.is_none())
+            && self.store.state_is_empty(self.id)?)
+    }
+
     /// The value at `key` in key group `group`.
     pub fn get(&self, group: u16, key: &[u8]) -> StorageResult<Option<Vec<u8>>> {
         let local = local_key(group, key);

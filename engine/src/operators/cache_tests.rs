@@ -176,6 +176,7 @@ fn join(store: &Store) -> HashJoinOperator {
         20,
         None,
     )
+    .unwrap()
 }
 
 #[tokio::test]

@@ -597,7 +597,7 @@ fn build_operator(
             store.clone(),
             *state_id,
             cleanup.as_deref().map(|c| (c.clone(), place.key_groups())),
-        )),
+        )?),
         OperatorSpec::TopN {
             partition,
             order,

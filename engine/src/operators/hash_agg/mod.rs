@@ -180,16 +180,27 @@ impl HashAggOperator {
                 }
             })
             .collect();
+        let groups = StateTable::new(store.clone(), state_id);
+        let inputs = StateTable::new(store.clone(), state_id + 1);
+        let mut cache = StateCache::new(Arc::clone(store.cache_budget()));
+        let mut multisets = StateCache::new(Arc::clone(store.cache_budget()));
+        // Started on empty state (not a restart), every group and input
+        // set is cached as it is written: a miss is a new group, with no
+        // state read, until something is evicted.
+        if groups.is_empty()? && inputs.is_empty()? {
+            cache.assume_complete();
+            multisets.assume_complete();
+        }
         Ok(Self {
             group_by,
             aggs,
             schema,
-            groups: StateTable::new(store.clone(), state_id),
-            inputs: StateTable::new(store.clone(), state_id + 1),
+            groups,
+            inputs,
             dirty: HashMap::new(),
             dirty_charge: BufferCharge::new(Arc::clone(store.epoch_buffer())),
-            cache: StateCache::new(Arc::clone(store.cache_budget())),
-            multisets: StateCache::new(Arc::clone(store.cache_budget())),
+            cache,
+            multisets,
             global_checked: false,
             window: window.map(|setup| Window {
                 watermark: KeptWatermark::new(store, state_id + 2, &setup.key_groups),
@@ -254,7 +265,12 @@ impl HashAggOperator {
             return Ok(state);
         }
         let group = key_group(key);
-        Ok(match self.groups.get(group, key)? {
+        let stored = if self.cache.is_complete() {
+            None
+        } else {
+            self.groups.get(group, key)?
+        };
+        Ok(match stored {
             Some(bytes) => self.decode_record(group, &bytes)?,
             None => GroupState {
                 group,
@@ -346,7 +362,11 @@ impl HashAggOperator {
             self.multisets.recharge(prefix, cost);
             return Ok(result);
         }
-        let mut set = Multiset::load(&self.inputs, group, prefix)?;
+        let mut set = if self.multisets.is_complete() {
+            Multiset::default()
+        } else {
+            Multiset::load(&self.inputs, group, prefix)?
+        };
         let result = work(&mut set)?;
         let cost = set.cost();
         self.multisets.insert(prefix.to_vec(), set, cost);
@@ -700,6 +720,9 @@ impl HashAggOperator {
         }
         if let Some(state) = self.cache.take(key) {
             return Ok(Some(state));
+        }
+        if self.cache.is_complete() {
+            return Ok(None);
         }
         let group = key_group(key);
         match self.groups.get(group, key)? {

@@ -158,23 +158,32 @@ impl HashJoinOperator {
         store: Store,
         state_id: u64,
         cleanup: Option<(JoinCleanup, Vec<u16>)>,
-    ) -> Self {
-        Self {
+    ) -> EngineResult<Self> {
+        let states = [
+            StateTable::new(store.clone(), state_id),
+            StateTable::new(store.clone(), state_id + 1),
+        ];
+        let mut caches = [
+            StateCache::new(Arc::clone(store.cache_budget())),
+            StateCache::new(Arc::clone(store.cache_budget())),
+        ];
+        // Started on empty state, every key written is cached: a miss
+        // means no row, with no state scan, until something is evicted.
+        for (cache, state) in caches.iter_mut().zip(&states) {
+            if state.is_empty()? {
+                cache.assume_complete();
+            }
+        }
+        Ok(Self {
             kind,
             sides: [left, right],
             filter,
             nulls_equal,
             schema,
-            caches: [
-                StateCache::new(Arc::clone(store.cache_budget())),
-                StateCache::new(Arc::clone(store.cache_budget())),
-            ],
-            states: [
-                StateTable::new(store.clone(), state_id),
-                StateTable::new(store, state_id + 1),
-            ],
+            caches,
+            states,
             window: cleanup.map(|(spec, key_groups)| JoinWindow::new(spec, key_groups)),
-        }
+        })
     }
 
     /// The rows of side `side` under `prefix` (a tag and join key) in key
@@ -183,8 +192,10 @@ impl HashJoinOperator {
         let key = cache_key(group, prefix);
         if self.caches[side].get_mut(&key).is_none() {
             let mut rows = KeyRows::default();
-            for (state_key, value) in self.states[side].scan_prefix(group, prefix)? {
-                rows.set(&state_key, Some(value));
+            if !self.caches[side].is_complete() {
+                for (state_key, value) in self.states[side].scan_prefix(group, prefix)? {
+                    rows.set(&state_key, Some(value));
+                }
             }
             let cost = rows.cost;
             self.caches[side].insert(key.clone(), rows, cost);
@@ -228,6 +239,12 @@ impl HashJoinOperator {
                 rows.set(state_key, value.clone());
                 let cost = rows.cost;
                 self.caches[side].recharge(&key, cost);
+            } else if self.caches[side].is_complete() {
+                // A complete cache must hold every key written.
+                let mut rows = KeyRows::default();
+                rows.set(state_key, value.clone());
+                let cost = rows.cost;
+                self.caches[side].insert(key, rows, cost);
             }
         }
         match value {

@@ -56,7 +56,8 @@ async fn rows_both_watermarks_passed_are_forgotten() {
             },
             (0..runnel_storage::state_table::KEY_GROUPS).collect(),
         )),
-    );
+    )
+    .unwrap();
     let mut h = Harness::new(join);
     h.push_chunk_on(0, chunk(&[(Op::Insert, "a", 1), (Op::Insert, "b", 5)]))
         .await
