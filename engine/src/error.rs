@@ -20,6 +20,11 @@ pub enum EngineError {
     /// The runtime is shutting down or a job was dropped while waited on.
     #[error("stopped: {0}")]
     Stopped(String),
+    /// A source cannot go on because of what is outside: a file that
+    /// vanished or shrank, a record that does not decode under
+    /// `format.error-policy = 'fail'`. The message names where.
+    #[error("{0}")]
+    Source(String),
     /// A broken invariant of the engine itself.
     #[error("internal error: {0}")]
     Internal(String),

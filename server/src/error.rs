@@ -207,6 +207,7 @@ fn engine_code(e: &runnel_engine::EngineError) -> &'static str {
         EngineError::Storage(StorageError::Corrupt { .. }) => "XX001",
         EngineError::Storage(_) => "58030",
         EngineError::UpstreamFailed(_) | EngineError::Stopped(_) => "55000",
+        EngineError::Source(_) => "22000",
         EngineError::InvalidChunk(_) | EngineError::Internal(_) => "XX000",
     }
 }

@@ -1,5 +1,6 @@
-//! The HTTP server on `web.port`: `/healthz`, and JSON at `/overview`,
-//! `/checkpoints` and `/jobs/<id>/checkpoints`.
+//! The HTTP server on `web.port`: `/healthz`, and JSON at `/overview`
+//! (with the allocator's and the state cache's memory), `/checkpoints` and
+//! `/jobs/<id>/checkpoints`.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -31,6 +32,9 @@ async fn healthz() -> &'static str {
 
 async fn overview(State(db): State<Arc<Database>>) -> Json<Value> {
     let (tables, views) = db.catalog.relation_counts();
+    let heap = crate::allocator::memory_stats().unwrap_or_default();
+    let cache = db.store.cache_budget();
+    let (hits, misses) = cache.hits_and_misses();
     Json(json!({
         "version": env!("CARGO_PKG_VERSION"),
         "mode": "standalone",
@@ -44,6 +48,14 @@ async fn overview(State(db): State<Arc<Database>>) -> Json<Value> {
         "slots_total": db.config.worker_slots,
         "slots_available": db.config.worker_slots,
         "data_dir": db.config.data_dir.display().to_string(),
+        "memory": {
+            "allocated_bytes": heap.allocated,
+            "resident_bytes": heap.resident,
+            "state_cache_bytes": cache.used(),
+            "state_cache_limit_bytes": cache.limit(),
+            "state_cache_hits": hits,
+            "state_cache_misses": misses,
+        },
     }))
 }
 

@@ -34,6 +34,13 @@ fn healthz_and_overview_answer() {
     let json: serde_json::Value = serde_json::from_str(body).unwrap();
     assert_eq!(json["mode"], "standalone");
     assert!(json["slots_total"].as_u64().is_some());
+    // jemalloc's figures and the state cache's budget.
+    assert!(json["memory"]["allocated_bytes"].as_u64().unwrap() > 0);
+    assert!(json["memory"]["resident_bytes"].as_u64().unwrap() > 0);
+    assert_eq!(
+        json["memory"]["state_cache_limit_bytes"].as_u64(),
+        Some(256 << 20)
+    );
 }
 
 #[test]

@@ -231,7 +231,7 @@ impl FileSource {
         }
         let found = self
             .list()
-            .map_err(|e| EngineError::Internal(format!("file source {}: {e}", self.dir.url)))?;
+            .map_err(|e| EngineError::Source(format!("file source {}: {e}", self.dir.url)))?;
         for name in found {
             if !self.position.files.contains(&name) {
                 self.position.files.push(name);
@@ -253,15 +253,19 @@ impl FileSource {
         path
     }
 
-    /// A failure reading file `index`, naming it.
-    fn failure(&self, index: usize, reason: impl std::fmt::Display) -> EngineError {
+    /// File `index` as the user named it: its URL.
+    fn shown(&self, index: usize) -> String {
         let name = &self.position.files[index];
-        let shown = if name.is_empty() {
+        if name.is_empty() {
             self.dir.url.clone()
         } else {
             format!("{}/{name}", self.dir.url.trim_end_matches('/'))
-        };
-        EngineError::Internal(format!("file source: {shown}: {reason}"))
+        }
+    }
+
+    /// A failure reading file `index`, naming it.
+    fn failure(&self, index: usize, reason: impl std::fmt::Display) -> EngineError {
+        EngineError::Source(format!("file source: {}: {reason}", self.shown(index)))
     }
 
     /// Fetches and decodes Parquet file `index` whole.
@@ -358,7 +362,7 @@ impl FileSource {
                 {
                     self.last_logged = Some(Instant::now());
                     warn!(
-                        file = %self.failure(index, ""),
+                        file = %self.shown(index),
                         byte = at,
                         reason = %first.reason,
                         skipped = self.skipped,
