@@ -334,24 +334,12 @@ pub async fn run_one(args: &JsonArgs) -> Result<()> {
 
 /// The `CREATE SOURCE` of `table` over its JSON file in `dir`.
 fn source_sql(table: NexmarkTable, dir: &Path) -> String {
-    let columns: Vec<String> = table
-        .schema()
-        .fields()
-        .iter()
-        .map(|f| {
-            let sql_type = match f.data_type() {
-                DataType::Int64 => "BIGINT",
-                DataType::Timestamp(..) => "TIMESTAMP",
-                _ => "VARCHAR",
-            };
-            format!("{} {sql_type}", f.name())
-        })
-        .collect();
+    let columns = queries::declared_columns(table);
     let name = queries::table_name(table);
     format!(
         "CREATE SOURCE {name} ({}, WATERMARK FOR date_time AS date_time - INTERVAL '4' SECOND) \
          WITH (connector = 'filesystem', path = 'file://{}/{name}.json') FORMAT PLAIN ENCODE JSON",
-        columns.join(", "),
+        columns,
         dir.display()
     )
 }

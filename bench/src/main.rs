@@ -143,29 +143,14 @@ fn nexmark_sources(tables: &[NexmarkTable], args: &Args) -> Vec<String> {
 }
 
 fn source_sql(table: NexmarkTable, args: &Args) -> String {
-    let schema = table.schema();
-    let columns: Vec<String> = schema
-        .fields()
-        .iter()
-        .map(|f| {
-            let sql_type = match f.data_type() {
-                datafusion::arrow::datatypes::DataType::Int64 => "BIGINT",
-                datafusion::arrow::datatypes::DataType::Timestamp(..) => "TIMESTAMP",
-                _ => "VARCHAR",
-            };
-            format!("{} {sql_type}", f.name())
-        })
-        .collect();
+    let columns = queries::declared_columns(table);
     let name = queries::table_name(table);
     format!(
         "CREATE SOURCE {name} ({}, WATERMARK FOR date_time AS date_time - INTERVAL '4' SECOND) \
          WITH (connector = 'nexmark', nexmark.table.type = '{name}', \
          nexmark.event.num = '{}', nexmark.seed = '{}', nexmark.event.rate = '{}', \
          nexmark.throttle = 'false')",
-        columns.join(", "),
-        args.events,
-        args.seed,
-        args.rate
+        columns, args.events, args.seed, args.rate
     )
 }
 

@@ -12,6 +12,25 @@ pub fn table_name(table: NexmarkTable) -> &'static str {
     }
 }
 
+/// The columns of a `CREATE SOURCE` of `table`, in SQL: every Nexmark
+/// field (`BIGINT`, `TIMESTAMP` or `VARCHAR`).
+pub fn declared_columns(table: NexmarkTable) -> String {
+    table
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| {
+            let sql_type = match f.data_type() {
+                datafusion::arrow::datatypes::DataType::Int64 => "BIGINT",
+                datafusion::arrow::datatypes::DataType::Timestamp(..) => "TIMESTAMP",
+                _ => "VARCHAR",
+            };
+            format!("{} {sql_type}", f.name())
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// The SQL of query `name` and the tables it reads.
 pub fn find(name: &str) -> anyhow::Result<(&'static str, &'static [NexmarkTable])> {
     ALL.iter()
