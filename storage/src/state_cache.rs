@@ -25,7 +25,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 /// What one cached entry costs beyond its own bytes: the map node, the
 /// list links and the allocation headers.
-pub const CACHE_ENTRY_OVERHEAD: usize = 64;
+pub const CACHE_ENTRY_OVERHEAD: usize = 128;
 
 /// The process's budget for cached state, in bytes.
 #[derive(Debug)]

@@ -356,20 +356,34 @@ impl HashAggOperator {
         prefix: &[u8],
         work: impl FnOnce(&mut Multiset) -> EngineResult<R>,
     ) -> EngineResult<R> {
-        if let Some(set) = self.multisets.get_mut(prefix) {
-            let result = work(set)?;
-            let cost = set.cost();
-            self.multisets.recharge(prefix, cost);
-            return Ok(result);
-        }
-        let mut set = if self.multisets.is_complete() {
-            Multiset::default()
-        } else {
-            Multiset::load(&self.inputs, group, prefix)?
+        let (result, emptied) = match self.multisets.get_mut(prefix) {
+            Some(set) => {
+                let result = work(set)?;
+                let cost = set.cost();
+                let emptied = set.is_empty();
+                self.multisets.recharge(prefix, cost);
+                (result, emptied)
+            }
+            None => {
+                let mut set = if self.multisets.is_complete() {
+                    Multiset::default()
+                } else {
+                    Multiset::load(&self.inputs, group, prefix)?
+                };
+                let result = work(&mut set)?;
+                if set.is_empty() {
+                    return Ok(result);
+                }
+                let cost = set.cost();
+                self.multisets.insert(prefix.to_vec(), set, cost);
+                (result, false)
+            }
         };
-        let result = work(&mut set)?;
-        let cost = set.cost();
-        self.multisets.insert(prefix.to_vec(), set, cost);
+        if emptied {
+            // An empty set is what a complete cache answers for a missing
+            // one: the cache holds only sets with values.
+            self.multisets.remove(prefix);
+        }
         Ok(result)
     }
 

@@ -63,6 +63,11 @@ impl Multiset {
         self.cost
     }
 
+    /// Whether no value is in.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
     /// Adds `sign` occurrences (negative: removes) of `values`, whose
     /// argument key is `arg_key`; returns how many there are now (the
     /// entry is gone at zero).

@@ -191,11 +191,13 @@ impl HashJoinOperator {
     fn rows_of_key(&mut self, side: usize, group: u16, prefix: &[u8]) -> EngineResult<Vec<Match>> {
         let key = cache_key(group, prefix);
         if self.caches[side].get_mut(&key).is_none() {
+            // A complete cache holds every key with rows: a miss is none.
+            if self.caches[side].is_complete() {
+                return Ok(vec![]);
+            }
             let mut rows = KeyRows::default();
-            if !self.caches[side].is_complete() {
-                for (state_key, value) in self.states[side].scan_prefix(group, prefix)? {
-                    rows.set(&state_key, Some(value));
-                }
+            for (state_key, value) in self.states[side].scan_prefix(group, prefix)? {
+                rows.set(&state_key, Some(value));
             }
             let cost = rows.cost;
             self.caches[side].insert(key.clone(), rows, cost);
@@ -237,9 +239,16 @@ impl HashJoinOperator {
             let key = cache_key(group, prefix);
             if let Some(rows) = self.caches[side].peek_mut(&key) {
                 rows.set(state_key, value.clone());
-                let cost = rows.cost;
-                self.caches[side].recharge(&key, cost);
-            } else if self.caches[side].is_complete() {
+                if rows.rows.is_empty() {
+                    // A key whose rows are all gone (cleaned up behind the
+                    // watermark) leaves the cache: a complete cache still
+                    // answers "absent" for it, and it holds only live keys.
+                    self.caches[side].remove(&key);
+                } else {
+                    let cost = rows.cost;
+                    self.caches[side].recharge(&key, cost);
+                }
+            } else if self.caches[side].is_complete() && value.is_some() {
                 // A complete cache must hold every key written.
                 let mut rows = KeyRows::default();
                 rows.set(state_key, value.clone());
