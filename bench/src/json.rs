@@ -26,18 +26,18 @@ use crate::{measure, queries};
 
 /// What a job's rows go into.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Into {
+enum Target {
     /// `CREATE SINK … WITH (connector = 'blackhole')`, as Flink's runs.
     Blackhole,
     /// `CREATE MATERIALIZED VIEW`.
     View,
 }
 
-impl Into {
+impl Target {
     fn name(self) -> &'static str {
         match self {
-            Into::Blackhole => "blackhole",
-            Into::View => "view",
+            Target::Blackhole => "blackhole",
+            Target::View => "view",
         }
     }
 }
@@ -54,7 +54,7 @@ pub struct JsonArgs {
     queries: Vec<String>,
     runs: usize,
     parallelism: usize,
-    into: Vec<Into>,
+    into: Vec<Target>,
     barrier_interval_ms: u64,
     checkpoint_interval: String,
     /// Flink's harness (`run.sh`), to run beside.
@@ -79,7 +79,7 @@ impl JsonArgs {
             queries: DEFAULT_QUERIES.iter().map(|q| q.to_string()).collect(),
             runs: 1,
             parallelism: 2,
-            into: vec![Into::Blackhole, Into::View],
+            into: vec![Target::Blackhole, Target::View],
             barrier_interval_ms: 1000,
             checkpoint_interval: "0".into(),
             flink: None,
@@ -100,8 +100,8 @@ impl JsonArgs {
                     parsed.into = value
                         .split(',')
                         .map(|v| match v {
-                            "blackhole" => Ok(Into::Blackhole),
-                            "view" => Ok(Into::View),
+                            "blackhole" => Ok(Target::Blackhole),
+                            "view" => Ok(Target::View),
                             other => bail!("--into takes blackhole and view, not {other}"),
                         })
                         .collect::<Result<_>>()?
@@ -119,7 +119,7 @@ impl JsonArgs {
     }
 
     /// The flags that make a child run the same way.
-    fn child_flags(&self, query: &str, into: Into) -> Vec<String> {
+    fn child_flags(&self, query: &str, into: Target) -> Vec<String> {
         vec![
             "--dir".into(),
             self.dir.display().to_string(),
@@ -212,7 +212,7 @@ pub fn run(args: &JsonArgs) -> Result<()> {
 }
 
 /// Starts `json-run` for one query and reads back its figures.
-fn runnel_child(args: &JsonArgs, query: &str, into: Into) -> Result<Figures> {
+fn runnel_child(args: &JsonArgs, query: &str, into: Target) -> Result<Figures> {
     let output = std::process::Command::new(std::env::current_exe()?)
         .arg("json-run")
         .args(args.child_flags(query, into))
@@ -310,8 +310,8 @@ pub async fn run_one(args: &JsonArgs) -> Result<()> {
     )
     .await?;
     let create = match into {
-        Into::Blackhole => format!("CREATE SINK {query} AS {sql} WITH (connector = 'blackhole')"),
-        Into::View => format!("CREATE MATERIALIZED VIEW {query} AS {sql}"),
+        Target::Blackhole => format!("CREATE SINK {query} AS {sql} WITH (connector = 'blackhole')"),
+        Target::View => format!("CREATE MATERIALIZED VIEW {query} AS {sql}"),
     };
     measure::reset_peak_memory();
     let start = std::time::Instant::now();
@@ -320,8 +320,8 @@ pub async fn run_one(args: &JsonArgs) -> Result<()> {
     let seconds = start.elapsed().as_secs_f64();
     let peak = measure::peak_memory();
     let rows = match into {
-        Into::Blackhole => 0,
-        Into::View => {
+        Target::Blackhole => 0,
+        Target::View => {
             let counted =
                 crate::run(&mut session, &format!("SELECT count(*) FROM {query}")).await?;
             measure::first_count(&counted)?
