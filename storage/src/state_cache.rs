@@ -66,6 +66,12 @@ impl CacheBudget {
         )
     }
 
+    /// Counts a lookup as a hit or a miss.
+    fn count(&self, hit: bool) {
+        let counter = if hit { &self.hits } else { &self.misses };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
     fn over(&self) -> bool {
         self.used() > self.limit
     }
@@ -136,16 +142,9 @@ impl<K: Hash + Eq, V> StateCache<K, V> {
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
-        match self.entries.get_mut(key) {
-            Some((value, _)) => {
-                self.budget.hits.fetch_add(1, Ordering::Relaxed);
-                Some(value)
-            }
-            None => {
-                self.budget.misses.fetch_add(1, Ordering::Relaxed);
-                None
-            }
-        }
+        let found = self.entries.get_mut(key).map(|(value, _)| value);
+        self.budget.count(found.is_some());
+        found
     }
 
     /// Whether `key` is cached, without marking it used or counting.
@@ -173,17 +172,11 @@ impl<K: Hash + Eq, V> StateCache<K, V> {
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
-        match self.entries.pop(key) {
-            Some((value, cost)) => {
-                self.budget.hits.fetch_add(1, Ordering::Relaxed);
-                self.uncharge(cost);
-                Some(value)
-            }
-            None => {
-                self.budget.misses.fetch_add(1, Ordering::Relaxed);
-                None
-            }
-        }
+        let taken = self.entries.pop(key);
+        self.budget.count(taken.is_some());
+        let (value, cost) = taken?;
+        self.uncharge(cost);
+        Some(value)
     }
 
     /// Caches `value` at `key`, costing `cost` bytes (its own bytes; the

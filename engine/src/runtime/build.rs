@@ -264,7 +264,6 @@ pub(crate) async fn build_job(
                             output,
                             reports: reports.clone(),
                             progress: counters,
-                            ended: false,
                             buffer: Arc::clone(store.epoch_buffer()),
                             emitted_in_epoch: false,
                             states: Arc::clone(&states),

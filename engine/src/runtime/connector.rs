@@ -288,8 +288,6 @@ pub(crate) struct ConnectorSource {
     pub reports: mpsc::UnboundedSender<Report>,
     /// Rows emitted and the epoch the end was sealed in, for reports.
     pub progress: super::build::SourceCounters,
-    /// Whether the reader returned its last row.
-    pub ended: bool,
     /// The process's budget for uncommitted writes: when it is full the
     /// source asks for an early barrier and waits for it.
     pub buffer: Arc<EpochBuffer>,
@@ -306,6 +304,14 @@ pub(crate) struct ConnectorSource {
 }
 
 impl ConnectorSource {
+    /// Whether the reader returned its last row (set once the end-of-input
+    /// watermarks went out).
+    fn ended(&self) -> bool {
+        self.progress
+            .reached_end
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     pub(crate) async fn run(mut self) {
         if let Err(error) = self.run_inner().await {
             let _ = self.reports.send(Report::Failed {
@@ -343,7 +349,7 @@ impl ConnectorSource {
         }
         let mut writes = runnel_storage::WriteSet::new();
         self.state.seal_epoch(barrier.epoch.0, &mut writes);
-        if self.ended {
+        if self.ended() {
             // The end-of-input watermarks went out before this barrier:
             // once its epoch commits, every row is in every view.
             let _ = self.progress.ended_at.compare_exchange(
@@ -407,8 +413,8 @@ impl ConnectorSource {
                 }
                 None => BATCH_ROWS,
             };
-            if self.ended || allowed == 0 {
-                let wait = if self.ended {
+            if self.ended() || allowed == 0 {
+                let wait = if self.ended() {
                     Duration::from_secs(3600)
                 } else {
                     Duration::from_millis(10)
@@ -458,7 +464,6 @@ impl ConnectorSource {
                     self.emitted_in_epoch = true;
                 }
                 _ => {
-                    self.ended = true;
                     self.end_of_input().await?;
                     self.progress
                         .reached_end
