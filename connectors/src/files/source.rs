@@ -26,7 +26,7 @@ use runnel_storage::state_table::key_group;
 use serde::{Deserialize, Serialize};
 use tracing::warn;
 
-use super::line_blocks::{LineBlocks, Start};
+use super::line_blocks::{LineBlocks, Share, Start};
 use super::{Directory, FileFormat};
 use crate::blocking::run_blocking;
 use crate::options::{ConnectorError, ErrorPolicy, Options};
@@ -378,14 +378,14 @@ impl FileSource {
     }
 
     /// Which share of a text file's bytes this reader reads: with several
-    /// readers and no monitoring (the files do not change), each reads a
-    /// byte range of every file; otherwise whole files
+    /// readers and no monitoring (the files do not change), each reads
+    /// its turns of every file's stripes; otherwise whole files
     /// ([`FileSource::owns`]).
-    fn byte_share(&self) -> (usize, usize) {
+    fn byte_share(&self) -> Share {
         if self.splits_files() {
-            (self.share.subtask, self.share.parallelism)
+            Share::of(self.share.subtask, self.share.parallelism)
         } else {
-            (0, 1)
+            Share::whole()
         }
     }
 

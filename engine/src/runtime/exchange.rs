@@ -87,8 +87,9 @@ fn split(
     let batch = chunk.data();
     let key_columns: Vec<&ArrayRef> = keys.iter().map(|&k| batch.column(k)).collect();
     let mut owner = Vec::with_capacity(batch.num_rows());
+    let mut key = vec![];
     for row in 0..batch.num_rows() {
-        let mut key = vec![];
+        key.clear();
         encode_nullable_key(&key_columns, row, &mut key)?;
         owner.push(subtask_of(key_group(&key), parallelism));
     }

@@ -251,18 +251,18 @@ impl HashAggOperator {
     }
 
     /// The group's state, taken out of this epoch's touched groups or read
-    /// from the store (`values` gives a new group's values); put it back
-    /// into `dirty` when done.
+    /// from the store (`values` gives a new group's values), and whether it
+    /// is new; put it back into `dirty` when done.
     fn take_group(
         &mut self,
         key: &[u8],
         values: impl FnOnce() -> EngineResult<Vec<ScalarValue>>,
-    ) -> EngineResult<GroupState> {
+    ) -> EngineResult<(GroupState, bool)> {
         if let Some(state) = self.take_dirty(key) {
-            return Ok(state);
+            return Ok((state, false));
         }
         if let Some(state) = self.cache.take(key) {
-            return Ok(state);
+            return Ok((state, false));
         }
         let group = key_group(key);
         let stored = if self.cache.is_complete() {
@@ -271,14 +271,17 @@ impl HashAggOperator {
             self.groups.get(group, key)?
         };
         Ok(match stored {
-            Some(bytes) => self.decode_record(group, &bytes)?,
-            None => GroupState {
-                group,
-                values: values()?,
-                rows: 0,
-                previous: None,
-                accumulators: self.fresh_accumulators()?,
-            },
+            Some(bytes) => (self.decode_record(group, &bytes)?, false),
+            None => (
+                GroupState {
+                    group,
+                    values: values()?,
+                    rows: 0,
+                    previous: None,
+                    accumulators: self.fresh_accumulators()?,
+                },
+                true,
+            ),
         })
     }
 
@@ -425,6 +428,17 @@ fn cast_scalar(value: &ScalarValue, to: &DataType) -> EngineResult<ScalarValue> 
     }
 }
 
+/// Fails on a group with fewer than no rows.
+fn check_rows(state: &GroupState) -> EngineResult<()> {
+    if state.rows < 0 {
+        return Err(EngineError::Internal(format!(
+            "group has {} rows: a delete arrived for a row never inserted",
+            state.rows
+        )));
+    }
+    Ok(())
+}
+
 fn rows_array(rows: &[u32]) -> UInt32Array {
     UInt32Array::from(rows.to_vec())
 }
@@ -488,7 +502,7 @@ impl StreamOperator for HashAggOperator {
             let (inserts, insert_range) = groups.inserted(group_index);
             let (deletes, delete_range) = groups.deleted(group_index);
             let first = inserts.first().or(deletes.first()).copied().unwrap_or(0) as usize;
-            let mut state = self.take_group(key, || {
+            let (mut state, new) = self.take_group(key, || {
                 group_arrays
                     .iter()
                     .map(|a| ScalarValue::try_from_array(a, first).map_err(EngineError::from))
@@ -572,7 +586,10 @@ impl StreamOperator for HashAggOperator {
                     self.inputs.put(group, &input, bytes);
                 }
             }
-            if let Some(window) = self.window.as_mut()
+            // A group with state is in the index of open windows from the
+            // time it was new (or the index was read back from state).
+            if new
+                && let Some(window) = self.window.as_mut()
                 && let Some(value) = state.values.get(window.setup.spec.group_column)
                 && let Some(window_value) = order_key(value)?
             {
@@ -607,16 +624,20 @@ impl StreamOperator for HashAggOperator {
         let closed = window.open.close_below(&watermark.value)?;
         let mut emitted = vec![];
         let on_close = self.emits_on_close();
-        if !on_close {
-            self.flush_dirty(true, &mut emitted)?;
-        }
         for key in closed {
+            // Only a group touched since the last barrier has a change to
+            // emit before it goes; the others stay dirty until the barrier.
+            let touched = self.dirty.contains_key(&key);
             let Some(mut state) = self.existing_group(&key)? else {
                 continue;
             };
-            if on_close && state.rows > 0 {
-                let result = self.result_row(&key, &mut state)?;
-                Self::emit_row(&mut emitted, Op::Insert, result);
+            if on_close {
+                if state.rows > 0 {
+                    let result = self.result_row(&key, &mut state)?;
+                    Self::emit_row(&mut emitted, Op::Insert, result);
+                }
+            } else if touched {
+                self.emit_change(&key, &mut state, &mut emitted)?;
             }
             self.delete_group(&key, state.group)?;
         }
@@ -635,7 +656,7 @@ impl StreamOperator for HashAggOperator {
             // Without GROUP BY there is always exactly one row, even over
             // no input (count 0, sum null).
             self.global_checked = true;
-            let state = self.take_group(&[], || Ok(vec![]))?;
+            let (state, _) = self.take_group(&[], || Ok(vec![]))?;
             self.put_dirty(vec![], state);
         }
         let mut emitted = vec![];
@@ -680,12 +701,7 @@ impl HashAggOperator {
         let dirty = std::mem::take(&mut self.dirty);
         self.dirty_charge.clear();
         for (key, mut state) in dirty {
-            if state.rows < 0 {
-                return Err(EngineError::Internal(format!(
-                    "group has {} rows: a delete arrived for a row never inserted",
-                    state.rows
-                )));
-            }
+            check_rows(&state)?;
             if state.rows == 0 && !self.group_by.is_empty() {
                 if let Some(previous) = state.previous.take() {
                     Self::emit_row(emitted, Op::Delete, previous);
@@ -695,22 +711,42 @@ impl HashAggOperator {
             }
             let cost = dirty_cost(key.len(), &state);
             if emit {
-                let result = self.result_row(&key, &mut state)?;
-                match state.previous.take() {
-                    None => Self::emit_row(emitted, Op::Insert, result.clone()),
-                    Some(previous) if previous != result => {
-                        Self::emit_row(emitted, Op::UpdateDelete, previous);
-                        Self::emit_row(emitted, Op::UpdateInsert, result.clone());
-                    }
-                    Some(_) => {}
-                }
-                state.previous = Some(result);
+                self.emit_change(&key, &mut state, emitted)?;
             }
             let mut bytes = vec![];
             self.encode_record(&mut state, &mut bytes)?;
             self.groups.put(state.group, &key, bytes);
             self.cache.insert(key, state, cost);
         }
+        Ok(())
+    }
+
+    /// Adds the change of a touched group's result row since it was last
+    /// emitted to `emitted` (an insert, an update pair or nothing; a
+    /// delete when it has no rows left) and remembers the new row.
+    fn emit_change(
+        &mut self,
+        key: &[u8],
+        state: &mut GroupState,
+        emitted: &mut Vec<(Op, Vec<ScalarValue>)>,
+    ) -> EngineResult<()> {
+        check_rows(state)?;
+        if state.rows == 0 && !self.group_by.is_empty() {
+            if let Some(previous) = state.previous.take() {
+                Self::emit_row(emitted, Op::Delete, previous);
+            }
+            return Ok(());
+        }
+        let result = self.result_row(key, state)?;
+        match state.previous.take() {
+            None => Self::emit_row(emitted, Op::Insert, result.clone()),
+            Some(previous) if previous != result => {
+                Self::emit_row(emitted, Op::UpdateDelete, previous);
+                Self::emit_row(emitted, Op::UpdateInsert, result.clone());
+            }
+            Some(_) => {}
+        }
+        state.previous = Some(result);
         Ok(())
     }
 
