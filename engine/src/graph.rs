@@ -321,6 +321,10 @@ pub enum OperatorSpec {
         key: Vec<usize>,
         schema: SchemaRef,
         state_id: u64,
+        /// The input only inserts rows, each under a key never seen before
+        /// (what a stream key of an append-only stream is), so no row is
+        /// ever replaced and none needs looking up.
+        append_only_input: bool,
     },
     /// The end of a sink's job: stages each epoch's changes for delivery
     /// once the epoch (or, with checkpoints, its checkpoint) completes.

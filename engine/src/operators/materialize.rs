@@ -6,7 +6,9 @@
 //! subtasks, the delete of a row's old version and the insert of its new
 //! version can arrive in either order; a delete only removes the version it
 //! names. The log gets, per changed key, the delete of the committed row and
-//! the insert of the new one, in that order.
+//! the insert of the new one, in that order. Over an append-only input
+//! (every row a new key) there is no committed row to delete, and none is
+//! looked up.
 
 use std::sync::Arc;
 
@@ -33,6 +35,7 @@ pub struct MaterializeOperator {
     changes: KeyedChanges,
     log: Arc<ChangeLog>,
     state: StateTable,
+    append_only_input: bool,
 }
 
 impl MaterializeOperator {
@@ -55,7 +58,16 @@ impl MaterializeOperator {
             log,
             state: StateTable::new(store.clone(), state_id),
             store,
+            append_only_input: false,
         }
+    }
+
+    /// Says that the input only inserts rows, each under a new key (as an
+    /// append-only stream's key is): the committed row of a changed key is
+    /// then known to be absent, with no read of the view's table.
+    pub fn with_append_only_input(mut self, append_only: bool) -> Self {
+        self.append_only_input = append_only;
+        self
     }
 
     /// The epoch's consolidated changes as a chunk: per key, the delete of
@@ -65,7 +77,11 @@ impl MaterializeOperator {
         let mut decoder = runnel_storage::row_codec::RowDecoder::new(&self.schema, None)?;
         let mut ops = vec![];
         for (key, new) in self.changes.pending() {
-            let old = table.get(key)?;
+            let old = if self.append_only_input {
+                None
+            } else {
+                table.get(key)?
+            };
             if &old == new {
                 continue;
             }

@@ -648,17 +648,21 @@ fn build_operator(
             key,
             schema,
             state_id,
+            append_only_input,
         } => {
             let next_seq = MaterializeOperator::stored_log_position(store, *state_id)?.unwrap_or(0);
             let log = logs.view_log(*table_id, relation_name, next_seq);
-            Box::new(MaterializeOperator::new(
-                *table_id,
-                key.clone(),
-                Arc::clone(schema),
-                log,
-                store.clone(),
-                *state_id,
-            ))
+            Box::new(
+                MaterializeOperator::new(
+                    *table_id,
+                    key.clone(),
+                    Arc::clone(schema),
+                    log,
+                    store.clone(),
+                    *state_id,
+                )
+                .with_append_only_input(*append_only_input),
+            )
         }
     })
 }

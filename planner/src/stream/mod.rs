@@ -151,12 +151,14 @@ pub fn plan_view(
     let schema = Arc::clone(&node.schema);
     let key = node.key.clone();
     let state_id = planner.state_ids(1);
+    let append_only_input = planner.node_append_only(&node);
     node.operators.push(OperatorSpec::Materialize {
         table_id: options.job_id,
         relation_name: options.view_name.clone(),
         key: key.clone(),
         schema: Arc::clone(&schema),
         state_id,
+        append_only_input,
     });
     let reads = std::mem::take(&mut planner.reads);
     let graph = planner.finish(node, options.emit_on_window_close)?;
