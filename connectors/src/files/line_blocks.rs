@@ -57,7 +57,7 @@ impl Share {
         }
         Self {
             reader: reader as u64,
-            readers: readers.max(1) as u64,
+            readers: readers as u64,
             stripe: STRIPE_BYTES,
         }
     }
