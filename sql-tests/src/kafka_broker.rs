@@ -60,8 +60,23 @@ pub(crate) fn python() -> Result<PathBuf> {
     crate::s3_server::test_venv_bin("python")
 }
 
+/// `sql-tests/kafka/kafka_client.py`: in the checkout cargo runs from
+/// (its `CARGO_MANIFEST_DIR` names this crate or a sibling), so a binary
+/// built in another checkout that shares the target directory still finds
+/// this checkout's script; else where this crate was built.
 pub(crate) fn client_script() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("kafka/kafka_client.py")
+    const SCRIPT: &str = "kafka/kafka_client.py";
+    let built = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(SCRIPT);
+    let Some(running) = std::env::var_os("CARGO_MANIFEST_DIR").map(PathBuf::from) else {
+        return built;
+    };
+    [
+        running.join(SCRIPT),
+        running.join("../sql-tests").join(SCRIPT),
+    ]
+    .into_iter()
+    .find(|path| path.is_file())
+    .unwrap_or(built)
 }
 
 /// Runs tansu on `port` with its storage (and log) in `dir`.
