@@ -4,7 +4,7 @@
 //! chunk's rows, so an argument column is taken once per chunk (in group
 //! order) and cut per group with zero-copy slices.
 
-use std::collections::HashMap;
+use datafusion::common::HashMap;
 use std::ops::Range;
 
 use datafusion::arrow::array::{ArrayRef, UInt32Array};
@@ -31,7 +31,7 @@ impl ChunkGroups {
         let refs: Vec<&ArrayRef> = group_columns.iter().collect();
         let rows = chunk.num_rows();
         let mut keys: Vec<Vec<u8>> = vec![];
-        let mut index: HashMap<Vec<u8>, u32> = HashMap::new();
+        let mut index: HashMap<Vec<u8>, u32> = HashMap::default();
         let mut group_of = Vec::with_capacity(rows);
         let mut inserted = Vec::with_capacity(rows);
         let mut key = vec![];

@@ -20,7 +20,7 @@
 //! `EMIT ON WINDOW CLOSE` it emits nothing at barriers: each group's final
 //! row is emitted once, when the watermark closes it.
 
-use std::collections::HashMap;
+use datafusion::common::HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -197,7 +197,7 @@ impl HashAggOperator {
             schema,
             groups,
             inputs,
-            dirty: HashMap::new(),
+            dirty: HashMap::default(),
             dirty_charge: BufferCharge::new(Arc::clone(store.epoch_buffer())),
             cache,
             multisets,

@@ -13,7 +13,7 @@
 //! the side's [`StateCache`] (bounded by `state.cache-mb`) and are kept in
 //! step with every write, so a key probed again costs no state scan.
 
-use std::collections::HashMap;
+use datafusion::common::HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -563,7 +563,7 @@ impl StreamOperator for HashJoinOperator {
             probes.push(self.probe(input, &chunk, row)?);
         }
         self.filter_probes(input, &mut probes)?;
-        let mut degrees = HashMap::new();
+        let mut degrees = HashMap::default();
         let mut rows = vec![];
         for (row, probe) in probes.into_iter().enumerate() {
             self.apply(input, &chunk, row, probe, &mut degrees, &mut rows)?;
