@@ -188,8 +188,6 @@ impl Store {
         self.db.get(full).map_err(|e| rocks_error(&self.path, e))
     }
 
-    /// Every row of state table `id` whose key starts with `prefix`, as
-    /// (key, value) with the table's prefix removed.
     /// Whether state table `id` holds no committed row.
     pub(crate) fn state_is_empty(&self, id: u64) -> StorageResult<bool> {
         let start = state_prefix(id);
@@ -206,6 +204,8 @@ impl Store {
         }
     }
 
+    /// Every row of state table `id` whose key starts with `prefix`, as
+    /// (key, value) with the table's prefix removed.
     pub(crate) fn scan_state(
         &self,
         id: u64,

@@ -701,18 +701,16 @@ impl HashAggOperator {
         let dirty = std::mem::take(&mut self.dirty);
         self.dirty_charge.clear();
         for (key, mut state) in dirty {
-            check_rows(&state)?;
+            if emit {
+                self.emit_change(&key, &mut state, emitted)?;
+            } else {
+                check_rows(&state)?;
+            }
             if state.rows == 0 && !self.group_by.is_empty() {
-                if let Some(previous) = state.previous.take() {
-                    Self::emit_row(emitted, Op::Delete, previous);
-                }
                 self.groups.delete(state.group, &key);
                 continue;
             }
             let cost = dirty_cost(key.len(), &state);
-            if emit {
-                self.emit_change(&key, &mut state, emitted)?;
-            }
             let mut bytes = vec![];
             self.encode_record(&mut state, &mut bytes)?;
             self.groups.put(state.group, &key, bytes);

@@ -72,13 +72,23 @@ impl Multiset {
     /// argument key is `arg_key`; returns how many there are now (the
     /// entry is gone at zero).
     pub fn add(&mut self, arg_key: &[u8], values: Vec<ScalarValue>, sign: i64) -> i64 {
-        let count = self.entries.get(arg_key).map_or(0, |(count, _)| *count) + sign;
-        if let Some((_, old)) = self.entries.remove(arg_key) {
-            self.cost = self.cost.saturating_sub(entry_cost(arg_key, &old));
-        }
-        if count > 0 {
-            self.cost += entry_cost(arg_key, &values);
-            self.entries.insert(arg_key.to_vec(), (count, values));
+        let Some((count, kept)) = self.entries.get_mut(arg_key) else {
+            if sign > 0 {
+                self.cost += entry_cost(arg_key, &values);
+                self.entries.insert(arg_key.to_vec(), (sign, values));
+            }
+            return sign;
+        };
+        *count += sign;
+        let count = *count;
+        // The latest values, as the inputs table keeps them.
+        let new_cost = entry_cost(arg_key, &values);
+        let old = std::mem::replace(kept, values);
+        self.cost = self.cost.saturating_sub(entry_cost(arg_key, &old));
+        if count <= 0 {
+            self.entries.remove(arg_key);
+        } else {
+            self.cost += new_cost;
         }
         count
     }
