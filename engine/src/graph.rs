@@ -52,19 +52,48 @@ pub enum Distribution {
     Single,
     /// By the key group of these columns.
     Hash(Vec<usize>),
+    /// Subtask i to subtask i of a fragment of the same parallelism: the
+    /// rows stay where they are (a sub-plan shared by several consumers
+    /// hands its output on to each of them this way).
+    Forward,
 }
 
 /// Where a fragment's output goes.
 #[derive(Debug, Clone)]
 pub enum FragmentOutput {
-    /// To input port `port` of fragment `fragment`.
-    Exchange {
-        fragment: usize,
-        port: usize,
-        distribution: Distribution,
-    },
+    /// To each of these exchanges, every row to every one of them: one
+    /// exchange, or several when the fragment is a sub-plan that several
+    /// parts of the job read.
+    Exchanges(Vec<Exchange>),
     /// Nowhere: the last operator is a sink.
     Sink,
+}
+
+/// An exchange into input port `port` of fragment `fragment`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Exchange {
+    pub fragment: usize,
+    pub port: usize,
+    pub distribution: Distribution,
+}
+
+impl FragmentOutput {
+    /// One exchange into port `port` of fragment `fragment`.
+    pub fn exchange(fragment: usize, port: usize, distribution: Distribution) -> Self {
+        FragmentOutput::Exchanges(vec![Exchange {
+            fragment,
+            port,
+            distribution,
+        }])
+    }
+
+    /// The exchanges the output goes through (none for a sink).
+    pub fn exchanges(&self) -> &[Exchange] {
+        match self {
+            FragmentOutput::Exchanges(exchanges) => exchanges,
+            FragmentOutput::Sink => &[],
+        }
+    }
 }
 
 /// A source of changes.
@@ -549,6 +578,16 @@ impl fmt::Display for OperatorSpec {
 }
 
 impl StreamGraph {
+    /// Whether fragment `from` sends its rows to fragment `to` subtask by
+    /// subtask (so each subtask of `to` has one input from `from`).
+    pub fn forwards(&self, from: usize, to: usize) -> bool {
+        self.fragments[from]
+            .output
+            .exchanges()
+            .iter()
+            .any(|e| e.fragment == to && e.distribution == Distribution::Forward)
+    }
+
     /// Whether fragment `id`'s output is append-only.
     pub fn is_append_only(&self, id: usize) -> bool {
         let fragment = &self.fragments[id];
@@ -574,16 +613,21 @@ impl fmt::Display for StreamGraph {
         for fragment in self.fragments.iter().rev() {
             let output = match &fragment.output {
                 FragmentOutput::Sink => "sink".to_string(),
-                FragmentOutput::Exchange {
-                    fragment,
-                    distribution,
-                    ..
-                } => match distribution {
-                    Distribution::Single => format!("single exchange to fragment {fragment}"),
-                    Distribution::Hash(keys) => {
-                        format!("hash exchange on [{}] to fragment {fragment}", list(keys))
-                    }
-                },
+                FragmentOutput::Exchanges(exchanges) => exchanges
+                    .iter()
+                    .map(|e| match &e.distribution {
+                        Distribution::Single => {
+                            format!("single exchange to fragment {}", e.fragment)
+                        }
+                        Distribution::Hash(keys) => format!(
+                            "hash exchange on [{}] to fragment {}",
+                            list(keys),
+                            e.fragment
+                        ),
+                        Distribution::Forward => format!("forward to fragment {}", e.fragment),
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", "),
             };
             let mode = if self.is_append_only(fragment.id) {
                 "append-only"

@@ -137,6 +137,19 @@ const VIEWS: &[(&str, &str)] = &[
         "SELECT window_start, count(DISTINCT v) AS dv, min(id) AS first \
          FROM HOP(d, at, INTERVAL '20' MINUTE, INTERVAL '1' HOUR) WHERE v IS NOT NULL GROUP BY window_start",
     ),
+    // The same aggregation twice, GROUP BY in two orders: computed once
+    // and read by both sides of the join.
+    (
+        "v_shared_agg",
+        "SELECT g.k, g.s, g.n FROM (SELECT k, s, count(*) AS n FROM a GROUP BY k, s) g \
+         JOIN (SELECT max(c.n) AS mx, c.k FROM (SELECT count(*) AS n, k FROM a GROUP BY s, k) c GROUP BY c.k) m \
+         ON g.k = m.k AND g.n >= m.mx",
+    ),
+    // One table read once for both sides of a self-join.
+    (
+        "v_self_join",
+        "SELECT x.id, y.id AS other FROM a x JOIN a y ON x.k = y.k AND x.id < y.id",
+    ),
     (
         "v_union_of_views",
         "SELECT n AS a, total AS b FROM v_nested UNION ALL SELECT n, sw FROM v_global",

@@ -13,7 +13,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use super::connector::{
     ConnectorFactory, ConnectorSource, SourceShare, reader_group, stored_reader_position,
 };
-use super::exchange::{Dispatcher, InputReceiver, InputSender, channel, subtask_of};
+use super::exchange::{
+    Dispatcher, ExchangeTargets, InputReceiver, InputSender, channel, subtask_of,
+};
 use super::logs::LogRegistry;
 use super::manager::{JobStates, Report, RunningJob};
 use super::metrics::JobMetrics;
@@ -21,7 +23,7 @@ use super::sink::Delivery;
 use super::source::{LogSource, start_backfill, stored_position};
 use super::split_watermarks::{SPLIT_WATERMARKS, SplitWatermarks};
 use super::task::Task;
-use crate::graph::{FragmentInput, FragmentOutput, OperatorSpec, SourceSpec};
+use crate::graph::{Distribution, FragmentInput, OperatorSpec, SourceSpec};
 use crate::operator::StreamOperator;
 use crate::operators::{
     BlackholeOperator, FilterOperator, HashAggOperator, HashJoinOperator, MaterializeOperator,
@@ -190,6 +192,12 @@ pub(crate) async fn build_job(
         for (port, input) in fragment.inputs.iter().enumerate() {
             let upstream = match input {
                 FragmentInput::Source(_) => 1,
+                // A forwarded input comes from one upstream subtask.
+                FragmentInput::Exchange { fragment: from }
+                    if graph.forwards(*from, fragment.id) =>
+                {
+                    1
+                }
                 FragmentInput::Exchange { fragment } => graph.fragments[*fragment].parallelism,
             };
             for subtask in 0..upstream {
@@ -361,23 +369,43 @@ pub(crate) async fn build_job(
                     from_source,
                 )?);
             }
-            let dispatcher = match &fragment.output {
-                FragmentOutput::Sink => Dispatcher::None,
-                FragmentOutput::Exchange {
-                    fragment: to,
-                    port,
-                    distribution,
-                } => Dispatcher::Exchange {
-                    targets: channels[*to]
-                        .iter()
-                        .map(|subtask_inputs| {
-                            let index = inputs[*to].index[&(*port, subtask)];
-                            (subtask_inputs[index].0.clone(), index)
-                        })
-                        .collect(),
-                    distribution: distribution.clone(),
-                },
-            };
+            for exchange in fragment.output.exchanges() {
+                if exchange.distribution == Distribution::Forward
+                    && graph.fragments[exchange.fragment].parallelism != fragment.parallelism
+                {
+                    return Err(EngineError::Internal(
+                        "a forward exchange joins fragments of different parallelism".into(),
+                    ));
+                }
+            }
+            let dispatcher = Dispatcher::new(
+                fragment
+                    .output
+                    .exchanges()
+                    .iter()
+                    .map(|exchange| {
+                        let to = exchange.fragment;
+                        let target = |downstream: usize| {
+                            let upstream = if exchange.distribution == Distribution::Forward {
+                                0
+                            } else {
+                                subtask
+                            };
+                            let index = inputs[to].index[&(exchange.port, upstream)];
+                            (channels[to][downstream][index].0.clone(), index)
+                        };
+                        let targets = if exchange.distribution == Distribution::Forward {
+                            vec![target(subtask)]
+                        } else {
+                            (0..channels[to].len()).map(target).collect()
+                        };
+                        ExchangeTargets {
+                            targets,
+                            distribution: exchange.distribution.clone(),
+                        }
+                    })
+                    .collect(),
+            );
             let receivers = channels[fragment.id][subtask]
                 .iter_mut()
                 .map(|(_, rx)| rx.take())

@@ -24,15 +24,18 @@ pub(crate) fn subtask_of(group: u16, parallelism: usize) -> usize {
     group as usize * parallelism / KEY_GROUPS as usize
 }
 
-/// Sends a task's output downstream.
-pub(crate) enum Dispatcher {
-    /// The task ends in a sink.
-    None,
-    /// To downstream subtasks, each as (sender, input index there).
-    Exchange {
-        targets: Vec<(InputSender, usize)>,
-        distribution: Distribution,
-    },
+/// Sends a task's output downstream: through each of its exchanges (none
+/// when the task ends in a sink).
+#[derive(Default)]
+pub(crate) struct Dispatcher {
+    exchanges: Vec<ExchangeTargets>,
+}
+
+/// One exchange's downstream subtasks, each as (sender, input index there).
+/// A forward exchange holds only the subtask of the sender's own index.
+pub(crate) struct ExchangeTargets {
+    pub targets: Vec<(InputSender, usize)>,
+    pub distribution: Distribution,
 }
 
 async fn send(target: &(InputSender, usize), message: Message) -> EngineResult<()> {
@@ -44,32 +47,33 @@ async fn send(target: &(InputSender, usize), message: Message) -> EngineResult<(
 }
 
 impl Dispatcher {
+    /// Sends through `exchanges`, every message to each.
+    pub(crate) fn new(exchanges: Vec<ExchangeTargets>) -> Self {
+        Dispatcher { exchanges }
+    }
+
     /// Sends a chunk, split by key group when hashing.
     pub(crate) async fn chunk(&self, chunk: StreamChunk) -> EngineResult<()> {
-        let Dispatcher::Exchange {
-            targets,
-            distribution,
-        } = self
-        else {
-            return Ok(());
-        };
-        match distribution {
-            Distribution::Hash(keys) if targets.len() > 1 => {
-                for (target, part) in targets.iter().zip(split(&chunk, keys, targets.len())?) {
-                    if let Some(part) = part {
-                        send(target, Message::Chunk(part)).await?;
+        for exchange in &self.exchanges {
+            let targets = &exchange.targets;
+            match &exchange.distribution {
+                Distribution::Hash(keys) if targets.len() > 1 => {
+                    for (target, part) in targets.iter().zip(split(&chunk, keys, targets.len())?) {
+                        if let Some(part) = part {
+                            send(target, Message::Chunk(part)).await?;
+                        }
                     }
                 }
-                Ok(())
+                _ => send(&targets[0], Message::Chunk(chunk.clone())).await?,
             }
-            _ => send(&targets[0], Message::Chunk(chunk)).await,
         }
+        Ok(())
     }
 
     /// Sends a watermark or barrier to every downstream subtask.
     pub(crate) async fn broadcast(&self, message: Message) -> EngineResult<()> {
-        if let Dispatcher::Exchange { targets, .. } = self {
-            for target in targets {
+        for exchange in &self.exchanges {
+            for target in &exchange.targets {
                 send(target, message.clone()).await?;
             }
         }

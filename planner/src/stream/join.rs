@@ -109,14 +109,7 @@ impl Planner<'_> {
                 Some(()) => Distribution::Hash(keys),
                 None => Distribution::Single,
             };
-            self.close(
-                node,
-                FragmentOutput::Exchange {
-                    fragment: id,
-                    port,
-                    distribution,
-                },
-            );
+            self.close(node, FragmentOutput::exchange(id, port, distribution));
         }
         let nullable = |f: &Field| Field::new(f.name(), f.data_type().clone(), true);
         let (left_key, right_key) = match &bounded {

@@ -14,6 +14,7 @@ use std::sync::Arc;
 mod join;
 mod scan;
 mod session;
+mod shared;
 mod sink;
 mod top_n;
 mod union;
@@ -121,6 +122,10 @@ struct Planner<'a> {
     emit_on_window_close: bool,
     /// Windowed aggregations planned so far.
     windowed_aggregates: usize,
+    /// Sub-plans the plan reaches more than once ([`shared`]).
+    shared: std::collections::HashSet<LogicalPlan>,
+    /// Those of them planned so far.
+    forks: std::collections::HashMap<LogicalPlan, shared::Fork>,
 }
 
 /// How a view's job is planned.
@@ -200,7 +205,10 @@ fn plan_to_node<'a>(
     parallelism: usize,
     emit_on_window_close: bool,
 ) -> PlanResult<(Planner<'a>, Node)> {
+    let plan = shared::align_group_orders(plan)?;
     let mut planner = Planner {
+        shared: shared::shared_subplans(&plan)?,
+        forks: Default::default(),
         catalog,
         props: ExecutionProps::new(),
         planning: PhysicalPlanningContext::default(),
@@ -213,7 +221,7 @@ fn plan_to_node<'a>(
         emit_on_window_close,
         windowed_aggregates: 0,
     };
-    let node = planner.plan(plan)?;
+    let node = planner.plan(&plan)?;
     Ok((planner, node))
 }
 
@@ -324,14 +332,7 @@ impl Planner<'_> {
         let key = key_with_distribution(&node.key, &distribution, parallelism);
         let to = self.reserve();
         let watermarks = node.watermarks.clone();
-        self.close(
-            node,
-            FragmentOutput::Exchange {
-                fragment: to,
-                port: 0,
-                distribution,
-            },
-        );
+        self.close(node, FragmentOutput::exchange(to, 0, distribution));
         Node {
             id: to,
             inputs: vec![FragmentInput::Exchange { fragment: from }],
@@ -343,7 +344,9 @@ impl Planner<'_> {
         }
     }
 
-    fn plan(&mut self, plan: &LogicalPlan) -> PlanResult<Node> {
+    /// Plans one node of the plan (through [`Planner::plan`], which plans a
+    /// shared sub-plan once).
+    fn plan_node(&mut self, plan: &LogicalPlan) -> PlanResult<Node> {
         match plan {
             LogicalPlan::TableScan(scan) => self.scan(scan),
             LogicalPlan::Projection(projection) => self.projection(projection),

@@ -30,11 +30,7 @@ impl Planner<'_> {
             inputs.push(FragmentInput::Exchange { fragment: node.id });
             self.close(
                 node,
-                FragmentOutput::Exchange {
-                    fragment: id,
-                    port,
-                    distribution: Distribution::Single,
-                },
+                FragmentOutput::exchange(id, port, Distribution::Single),
             );
         }
         let mut fields: Vec<Field> = union

@@ -227,12 +227,16 @@ fn hop(args: &[FunctionArg]) -> PlanResult<(ObjectName, Query)> {
     }
     let (slide_sql, size_sql) = (interval_literal(slide), interval_literal(size));
     // Each row's window starts, newest first: one scan of the relation,
-    // one row per window after the unnest.
+    // one row per window after the unnest. Each start bins the time moved
+    // back by whole slides (the same as binning it and moving the bin
+    // back), so no expression repeats: the optimizer's names for repeated
+    // ones are numbered per query, and two HOPs over one relation must
+    // plan alike to be computed once.
     let starts: Vec<String> = (0..windows)
         .map(|i| match i {
             0 => format!("date_bin({slide_sql}, {column})"),
             _ => format!(
-                "date_bin({slide_sql}, {column}) - {}",
+                "date_bin({slide_sql}, {column} - {})",
                 interval_literal(slide * i)
             ),
         })
@@ -327,6 +331,7 @@ mod tests {
             rewrite("SELECT * FROM HOP(bid, date_time, INTERVAL '2' SECOND, INTERVAL '10' SECOND)")
                 .unwrap();
         assert_eq!(sql.matches("date_bin(").count(), 5, "{sql}");
+        assert_eq!(sql.matches("date_time - INTERVAL").count(), 4, "{sql}");
         assert_eq!(sql.matches("FROM bid").count(), 1, "{sql}");
         assert!(!sql.contains("WHERE"), "{sql}");
         let uneven =
