@@ -160,6 +160,9 @@ pub struct SinkDef {
     pub search_schema: String,
     /// Parallelism of the job's stateful fragments.
     pub parallelism: usize,
+    /// `EMIT ON WINDOW CLOSE`: windowed results go out once, final.
+    #[serde(default)]
+    pub emit_on_window_close: bool,
 }
 
 impl ViewDef {

@@ -244,7 +244,7 @@ pub fn plan_sink_job(
             job_id: id,
             sink_name: name.to_string(),
             parallelism,
-            emit_on_window_close: false,
+            emit_on_window_close: sink.emit_on_window_close,
             primary_key,
             keyed_format: !format.eq_ignore_ascii_case("plain"),
             connector: options.clone(),

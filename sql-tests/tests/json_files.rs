@@ -7,7 +7,9 @@
 //!   view, and SHOW JOBS then says `finished`;
 //! - a `blackhole` sink runs the same query and writes nothing;
 //! - with `SET parallelism = 2` two readers split the file by bytes;
-//! - a kill and restart after the end reads nothing twice.
+//! - a kill and restart after the end reads nothing twice;
+//! - a windowed query into a PLAIN file sink is refused while its windows
+//!   update, and with EMIT ON WINDOW CLOSE writes each window once, final.
 
 use anyhow::Result;
 use runnel_sql_tests::{TestServer, connect, job_state, text_rows};
@@ -109,6 +111,68 @@ async fn one_json_file_is_read_to_its_end_skipping_a_bad_line() -> Result<()> {
         job_state(&client, "public.totals").await?.status,
         "finished"
     );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_windowed_sink_emitting_on_window_close_writes_each_window_once() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let file = dir.path().join("bid.json");
+    // Seconds 0 to 4, a thousand rows each.
+    let (text, total) = bids(5000, None);
+    std::fs::write(&file, text)?;
+    let out = dir.path().join("out");
+    let server = TestServer::start_with_fast_barriers()?;
+    let client = connect(&server).await?;
+    client.batch_execute(&source_sql(&file, "")).await?;
+    let sink = |emit: &str| {
+        format!(
+            "CREATE SINK per_second AS SELECT window_start, count(*) AS n, sum(price) AS total \
+             FROM TUMBLE(bid, date_time, INTERVAL '1' SECOND) GROUP BY window_start {emit} \
+             WITH (connector = 'filesystem', path = 'file://{}') FORMAT PLAIN ENCODE JSON",
+            out.display()
+        )
+    };
+    let refused = client
+        .batch_execute(&sink(""))
+        .await
+        .expect_err("a PLAIN sink of updating windows");
+    let message = refused.as_db_error().map(|e| e.message().to_string());
+    assert!(
+        message
+            .as_deref()
+            .is_some_and(|m| m.contains("EMIT ON WINDOW CLOSE")),
+        "{refused:?}"
+    );
+    client.batch_execute(&sink("EMIT ON WINDOW CLOSE")).await?;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let rows = loop {
+        let mut rows = vec![];
+        if out.exists() {
+            for entry in std::fs::read_dir(&out)? {
+                for line in std::fs::read_to_string(entry?.path())?.lines() {
+                    let row: serde_json::Value = serde_json::from_str(line)?;
+                    rows.push((
+                        row["window_start"].to_string(),
+                        row["n"].as_i64().unwrap_or(-1),
+                        row["total"].as_i64().unwrap_or(-1),
+                    ));
+                }
+            }
+        }
+        if rows.len() >= 5 || std::time::Instant::now() > deadline {
+            break rows;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
+    // Five windows, each once with all its rows: no partial counts.
+    assert_eq!(rows.len(), 5, "{rows:?}");
+    let mut starts: Vec<&String> = rows.iter().map(|r| &r.0).collect();
+    starts.sort();
+    starts.dedup();
+    assert_eq!(starts.len(), 5, "{rows:?}");
+    assert!(rows.iter().all(|r| r.1 == 1000), "{rows:?}");
+    assert_eq!(rows.iter().map(|r| r.2).sum::<i64>(), total);
     Ok(())
 }
 

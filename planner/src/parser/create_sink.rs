@@ -1,5 +1,5 @@
-//! `CREATE SINK [IF NOT EXISTS] name FROM relation | AS query WITH (…)
-//! [FORMAT f ENCODE e]` and `DROP SINK [IF EXISTS] name`.
+//! `CREATE SINK [IF NOT EXISTS] name FROM relation | AS query [EMIT ON
+//! WINDOW CLOSE] WITH (…) [FORMAT f ENCODE e]` and `DROP SINK [IF EXISTS] name`.
 
 use datafusion::sql::sqlparser::ast::{ObjectName, Query, Statement};
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
@@ -8,7 +8,7 @@ use datafusion::sql::sqlparser::parser::Parser;
 use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
 
 use super::options::{tokens, with_options};
-use super::{Command, parse_standard, syntax_error};
+use super::{Command, parse_standard, strip_emit_on_window_close, syntax_error};
 use crate::{PlanError, PlanResult};
 
 fn syntax(message: &str) -> PlanError {
@@ -69,6 +69,7 @@ pub(super) fn create_sink(text: &str) -> PlanResult<Command> {
     let name = parser
         .parse_object_name(false)
         .map_err(|e| syntax_error(&head, e))?;
+    let mut emit_on_window_close = false;
     let query: Box<Query> = if parser.parse_keyword(Keyword::FROM) {
         let from = parser
             .parse_object_name(false)
@@ -83,6 +84,13 @@ pub(super) fn create_sink(text: &str) -> PlanResult<Command> {
         }
     } else if parser.parse_keyword(Keyword::AS) {
         let after_as = find_after_as(&head).ok_or_else(|| syntax("expected a query after AS"))?;
+        let after_as = match strip_emit_on_window_close(&after_as) {
+            Some(query) => {
+                emit_on_window_close = true;
+                query
+            }
+            None => after_as,
+        };
         let mut statements = parse_standard(&after_as)?;
         match (statements.pop(), statements.is_empty()) {
             (Some(Statement::Query(query)), true) => query,
@@ -98,6 +106,7 @@ pub(super) fn create_sink(text: &str) -> PlanResult<Command> {
         if_not_exists,
         query,
         options,
+        emit_on_window_close,
     })
 }
 
@@ -138,6 +147,7 @@ mod tests {
             query,
             options,
             if_not_exists,
+            emit_on_window_close,
         } = create_sink(
             "CREATE SINK IF NOT EXISTS out AS WITH t AS (SELECT 1 AS a) SELECT a FROM t \
              WITH (connector = 'kafka', topic = 'x') FORMAT UPSERT ENCODE JSON",
@@ -151,6 +161,24 @@ mod tests {
         assert!(query.to_string().starts_with("WITH t AS"), "{query}");
         assert_eq!(options["format"], "upsert");
         assert_eq!(options["topic"], "x");
+        assert!(!emit_on_window_close);
+        let Command::CreateSink {
+            query,
+            emit_on_window_close,
+            ..
+        } = create_sink(
+            "CREATE SINK w AS SELECT window_start, count(*) FROM t GROUP BY window_start \
+             EMIT ON WINDOW CLOSE WITH (connector = 'blackhole')",
+        )
+        .unwrap()
+        else {
+            panic!("not a sink");
+        };
+        assert!(emit_on_window_close);
+        assert!(
+            query.to_string().ends_with("GROUP BY window_start"),
+            "{query}"
+        );
         let Command::CreateSink { query, .. } =
             create_sink("CREATE SINK s FROM v WITH (connector = 'kafka')").unwrap()
         else {

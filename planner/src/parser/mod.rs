@@ -126,6 +126,9 @@ pub enum Command {
         if_not_exists: bool,
         query: Box<Query>,
         options: std::collections::BTreeMap<String, String>,
+        /// `AS query EMIT ON WINDOW CLOSE`: windowed results go out once,
+        /// final.
+        emit_on_window_close: bool,
     },
     /// `DROP SINK [IF EXISTS] name`.
     DropSink {
@@ -181,15 +184,21 @@ impl std::fmt::Display for Command {
                 name,
                 query,
                 options,
+                emit_on_window_close,
                 ..
             } => {
                 let options: Vec<String> = options
                     .iter()
                     .map(|(k, v)| format!("{k} = '{v}'"))
                     .collect();
+                let emit = if *emit_on_window_close {
+                    " EMIT ON WINDOW CLOSE"
+                } else {
+                    ""
+                };
                 write!(
                     f,
-                    "CREATE SINK {name} AS {query} WITH ({})",
+                    "CREATE SINK {name} AS {query}{emit} WITH ({})",
                     options.join(", ")
                 )
             }
@@ -384,7 +393,7 @@ fn create_table_with_watermark(text: &str) -> PlanResult<Option<Command>> {
 }
 
 /// The statement before a trailing `EMIT ON WINDOW CLOSE`, if it has one.
-fn strip_emit_on_window_close(text: &str) -> Option<String> {
+pub(super) fn strip_emit_on_window_close(text: &str) -> Option<String> {
     use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
     let tokens = Tokenizer::new(&PostgreSqlDialect {}, text)
         .tokenize()

@@ -99,7 +99,8 @@ pub fn plan_sink(
         (false, false, _) => {
             return Err(PlanError::NotSupported(format!(
                 "FORMAT PLAIN for sink {}: its query updates and deletes rows, which PLAIN \
-                 cannot say; use FORMAT UPSERT (or DEBEZIUM) ENCODE JSON with primary_key",
+                 cannot say; use FORMAT UPSERT (or DEBEZIUM) ENCODE JSON with primary_key, \
+                 or, for windowed results, EMIT ON WINDOW CLOSE after the query",
                 options.sink_name
             )));
         }

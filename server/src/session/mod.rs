@@ -68,6 +68,7 @@ pub enum StreamingCommand {
         if_not_exists: bool,
         query: Box<datafusion::sql::sqlparser::ast::Query>,
         options: std::collections::BTreeMap<String, String>,
+        emit_on_window_close: bool,
     },
     /// `DROP SINK [IF EXISTS] name`.
     DropSink {
@@ -290,11 +291,13 @@ impl Session {
                 if_not_exists,
                 query,
                 options,
+                emit_on_window_close,
             } => StreamingCommand::CreateSink {
                 name,
                 if_not_exists,
                 query,
                 options,
+                emit_on_window_close,
             },
             Command::DropSink { name, if_exists } => StreamingCommand::DropSink { name, if_exists },
             Command::CreateTableWithWatermark { create, watermark } => {
@@ -386,7 +389,11 @@ impl Session {
                 if_not_exists,
                 query,
                 options,
-            }) => self.create_sink(name, *if_not_exists, query, options).await,
+                emit_on_window_close,
+            }) => {
+                self.create_sink(name, *if_not_exists, query, options, *emit_on_window_close)
+                    .await
+            }
             PreparedKind::Streaming(StreamingCommand::DropSink { name, if_exists }) => {
                 self.drop_sink(name, *if_exists).await
             }

@@ -17,6 +17,7 @@ impl Session {
         if_not_exists: bool,
         query: &Query,
         options: &std::collections::BTreeMap<String, String>,
+        emit_on_window_close: bool,
     ) -> ServerResult<StatementResult> {
         const TAG: &str = "CREATE SINK";
         let name = self.resolve(name)?;
@@ -43,6 +44,7 @@ impl Session {
             depends_on,
             search_schema: self.current_schema(),
             parallelism: self.parallelism(),
+            emit_on_window_close,
         };
         let state = self.ctx.state();
         // Plan once before anything is written: a query the sink cannot
