@@ -29,6 +29,10 @@ use crate::{measure, queries};
 enum Target {
     /// `CREATE SINK … WITH (connector = 'blackhole')`, as Flink's runs.
     Blackhole,
+    /// The same with `EMIT ON WINDOW CLOSE`, for queries with windows:
+    /// each window's rows once, final, as Flink's window aggregations and
+    /// joins give them.
+    BlackholeOnClose,
     /// `CREATE MATERIALIZED VIEW`.
     View,
 }
@@ -37,6 +41,7 @@ impl Target {
     fn name(self) -> &'static str {
         match self {
             Target::Blackhole => "blackhole",
+            Target::BlackholeOnClose => "blackhole-eowc",
             Target::View => "view",
         }
     }
@@ -62,7 +67,7 @@ pub struct JsonArgs {
 }
 
 const USAGE: &str = "usage: runnel-bench json --dir DIR [--events N] [--seed S] [--rate EVENTS_PER_S] \
-     [--query q0,q1,…] [--runs R] [--parallelism P] [--into blackhole,view] \
+     [--query q0,q1,…] [--runs R] [--parallelism P] [--into blackhole,blackhole-eowc,view] \
      [--barrier-interval-ms MS] [--checkpoint-interval 10s] [--flink ../shared/bench-flink/run.sh]";
 
 /// The queries Flink's harness knows.
@@ -101,8 +106,11 @@ impl JsonArgs {
                         .split(',')
                         .map(|v| match v {
                             "blackhole" => Ok(Target::Blackhole),
+                            "blackhole-eowc" => Ok(Target::BlackholeOnClose),
                             "view" => Ok(Target::View),
-                            other => bail!("--into takes blackhole and view, not {other}"),
+                            other => bail!(
+                                "--into takes blackhole, blackhole-eowc and view, not {other}"
+                            ),
                         })
                         .collect::<Result<_>>()?
                 }
@@ -166,18 +174,21 @@ pub fn run(args: &JsonArgs) -> Result<()> {
         std::thread::available_parallelism().map_or(1, |n| n.get())
     );
     println!(
-        "{:<4} {:<16} {:>4} {:>12} {:>9} {:>12} {:>9} {:>10}",
+        "{:<4} {:<22} {:>4} {:>12} {:>9} {:>12} {:>9} {:>10}",
         "q", "engine", "run", "events", "wall s", "events/s", "peak MiB", "rows"
     );
     let mib = |b: u64| b as f64 / (1 << 20) as f64;
     for query in &args.queries {
-        let (_, tables) = queries::find(query)?;
+        let (sql, tables) = queries::find(query)?;
         let events: u64 = tables.iter().map(|t| counts[queries::table_name(*t)]).sum();
         for into in &args.into {
+            if *into == Target::BlackholeOnClose && !queries::has_windows(sql) {
+                continue;
+            }
             for run in 1..=args.runs {
                 let figures = runnel_child(args, query, *into)?;
                 println!(
-                    "{:<4} {:<16} {:>4} {:>12} {:>9.2} {:>12.0} {:>9.1} {:>10}",
+                    "{:<4} {:<22} {:>4} {:>12} {:>9.2} {:>12.0} {:>9.1} {:>10}",
                     query,
                     format!("runnel-{}", into.name()),
                     run,
@@ -193,7 +204,7 @@ pub fn run(args: &JsonArgs) -> Result<()> {
             for run in 1..=args.runs {
                 match flink_run(script, args, query)? {
                     Ok(figures) => println!(
-                        "{:<4} {:<16} {:>4} {:>12} {:>9.2} {:>12.0} {:>9.1} {:>10}",
+                        "{:<4} {:<22} {:>4} {:>12} {:>9.2} {:>12.0} {:>9.1} {:>10}",
                         query,
                         "flink",
                         run,
@@ -203,7 +214,7 @@ pub fn run(args: &JsonArgs) -> Result<()> {
                         mib(figures.peak_bytes),
                         "-"
                     ),
-                    Err(line) => println!("{query:<4} {:<16} {run:>4} failed: {line}", "flink"),
+                    Err(line) => println!("{query:<4} {:<22} {run:>4} failed: {line}", "flink"),
                 }
             }
         }
@@ -311,6 +322,9 @@ pub async fn run_one(args: &JsonArgs) -> Result<()> {
     .await?;
     let create = match into {
         Target::Blackhole => format!("CREATE SINK {query} AS {sql} WITH (connector = 'blackhole')"),
+        Target::BlackholeOnClose => format!(
+            "CREATE SINK {query} AS {sql} EMIT ON WINDOW CLOSE WITH (connector = 'blackhole')"
+        ),
         Target::View => format!("CREATE MATERIALIZED VIEW {query} AS {sql}"),
     };
     measure::reset_peak_memory();
@@ -320,7 +334,7 @@ pub async fn run_one(args: &JsonArgs) -> Result<()> {
     let seconds = start.elapsed().as_secs_f64();
     let peak = measure::peak_memory();
     let rows = match into {
-        Target::Blackhole => 0,
+        Target::Blackhole | Target::BlackholeOnClose => 0,
         Target::View => {
             let counted =
                 crate::run(&mut session, &format!("SELECT count(*) FROM {query}")).await?;

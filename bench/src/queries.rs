@@ -39,6 +39,12 @@ pub fn find(name: &str) -> anyhow::Result<(&'static str, &'static [NexmarkTable]
         .ok_or_else(|| anyhow::anyhow!("unknown query {name}"))
 }
 
+/// Whether `sql` groups by a window (TUMBLE, HOP), so `EMIT ON WINDOW
+/// CLOSE` applies to it.
+pub fn has_windows(sql: &str) -> bool {
+    sql.contains("TUMBLE(") || sql.contains("HOP(")
+}
+
 /// (name, query, the tables it reads).
 pub const ALL: &[(&str, &str, &[NexmarkTable])] = &[
     (
