@@ -72,26 +72,47 @@ impl KeptWatermark {
     }
 }
 
+/// The keys of one window: a set, or a list where each key is recorded
+/// once anyway (an aggregation records a group when it is new), which
+/// costs no ordering.
+pub(crate) trait WindowKeys<K>: Default + IntoIterator<Item = K> {
+    fn add(&mut self, key: K);
+}
+
+impl<K: Ord> WindowKeys<K> for BTreeSet<K> {
+    fn add(&mut self, key: K) {
+        self.insert(key);
+    }
+}
+
+impl<K> WindowKeys<K> for Vec<K> {
+    fn add(&mut self, key: K) {
+        self.push(key);
+    }
+}
+
 /// What holds state, by the value of its window (memcomparable, as
 /// [`order_key`] makes it).
 #[derive(Debug)]
-pub(crate) struct OpenWindows<K> {
-    by_window: BTreeMap<Vec<u8>, BTreeSet<K>>,
+pub(crate) struct OpenWindows<K, S = BTreeSet<K>> {
+    by_window: BTreeMap<Vec<u8>, S>,
+    _keys: std::marker::PhantomData<K>,
 }
 
-impl<K> Default for OpenWindows<K> {
+impl<K, S> Default for OpenWindows<K, S> {
     fn default() -> Self {
         Self {
             by_window: BTreeMap::new(),
+            _keys: std::marker::PhantomData,
         }
     }
 }
 
-impl<K: Ord> OpenWindows<K> {
+impl<K, S: WindowKeys<K>> OpenWindows<K, S> {
     /// Records that `key` holds state in the window whose order key is
     /// `window`.
     pub(crate) fn insert(&mut self, window: Vec<u8>, key: K) {
-        self.by_window.entry(window).or_default().insert(key);
+        self.by_window.entry(window).or_default().add(key);
     }
 
     /// Takes out every key whose window is below `watermark`.

@@ -87,6 +87,10 @@ struct GroupState {
     previous: Option<Vec<ScalarValue>>,
     /// One per aggregate; `Some` for incremental ones.
     accumulators: Vec<Option<Box<dyn Accumulator>>>,
+    /// Whether the state table has (or will have, once the epoch commits)
+    /// a record of the group: a group that goes before any barrier wrote
+    /// it needs no delete.
+    stored: bool,
 }
 
 /// What a touched group costs the epoch buffer: its key, its values (and
@@ -279,6 +283,7 @@ impl HashAggOperator {
                     rows: 0,
                     previous: None,
                     accumulators: self.fresh_accumulators()?,
+                    stored: false,
                 },
                 true,
             ),
@@ -347,6 +352,7 @@ impl HashAggOperator {
             rows,
             previous,
             accumulators,
+            stored: true,
         })
     }
 
@@ -408,11 +414,20 @@ impl HashAggOperator {
         }
         let mut columns = Vec::with_capacity(self.schema.fields().len());
         for (i, field) in self.schema.fields().iter().enumerate() {
-            let values = rows
-                .iter()
-                .map(|(_, values)| cast_scalar(&values[i], field.data_type()))
-                .collect::<EngineResult<Vec<_>>>()?;
-            columns.push(ScalarValue::iter_to_array(values)?);
+            // Values have their column's type (group values come from the
+            // input, results are cast as computed): one array, cast only
+            // if it came out otherwise.
+            let column = ScalarValue::iter_to_array(rows.iter().map(|(_, v)| v[i].clone()));
+            let column = match column {
+                Ok(array) if array.data_type() == field.data_type() => array,
+                Ok(array) => datafusion::arrow::compute::cast(&array, field.data_type())?,
+                Err(_) => ScalarValue::iter_to_array(
+                    rows.iter()
+                        .map(|(_, values)| cast_scalar(&values[i], field.data_type()))
+                        .collect::<EngineResult<Vec<_>>>()?,
+                )?,
+            };
+            columns.push(column);
         }
         let ops: Vec<Op> = rows.iter().map(|(op, _)| *op).collect();
         let batch = RecordBatch::try_new(Arc::clone(&self.schema), columns)?;
@@ -639,7 +654,7 @@ impl StreamOperator for HashAggOperator {
             } else if touched {
                 self.emit_change(&key, &mut state, &mut emitted)?;
             }
-            self.delete_group(&key, state.group)?;
+            self.delete_group(&key, &state)?;
         }
         if let Some(chunk) = self.build_chunk(emitted)? {
             out.emit(chunk);
@@ -707,13 +722,16 @@ impl HashAggOperator {
                 check_rows(&state)?;
             }
             if state.rows == 0 && !self.group_by.is_empty() {
-                self.groups.delete(state.group, &key);
+                if state.stored {
+                    self.groups.delete(state.group, &key);
+                }
                 continue;
             }
             let cost = dirty_cost(key.len(), &state);
             let mut bytes = vec![];
             self.encode_record(&mut state, &mut bytes)?;
             self.groups.put(state.group, &key, bytes);
+            state.stored = true;
             self.cache.insert(key, state, cost);
         }
         Ok(())
@@ -780,8 +798,11 @@ impl HashAggOperator {
     }
 
     /// Deletes a group's record and its kept inputs.
-    fn delete_group(&mut self, key: &[u8], group: u16) -> EngineResult<()> {
-        self.groups.delete(group, key);
+    fn delete_group(&mut self, key: &[u8], state: &GroupState) -> EngineResult<()> {
+        let group = state.group;
+        if state.stored {
+            self.groups.delete(group, key);
+        }
         self.cache.remove(key);
         for agg in 0..self.aggs.len() {
             if self.aggs[agg].incremental() {

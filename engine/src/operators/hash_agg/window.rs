@@ -28,8 +28,9 @@ pub(super) struct Window {
     /// The watermark of the window column (table `state_id + 2`).
     pub(super) watermark: KeptWatermark,
     /// Keys of the groups that may hold state, rebuilt from state on first
-    /// use.
-    pub(super) open: OpenWindows<Vec<u8>>,
+    /// use; each recorded once, when its group is new (a group emptied
+    /// and filled again may be listed twice: closing finds it gone).
+    pub(super) open: OpenWindows<Vec<u8>, Vec<Vec<u8>>>,
     pub(super) loaded: bool,
 }
 
