@@ -38,6 +38,10 @@ struct Pending {
     value: Option<Vec<u8>>,
     /// The epoch the write was sealed into; `None` while the epoch runs.
     sealed_in: Option<u64>,
+    /// Written this epoch by [`StateTable::insert_new`] with the store
+    /// holding no row at the key: deleting it before the epoch is sealed
+    /// leaves nothing to write.
+    fresh: bool,
 }
 
 /// The state rows of one operator, addressed by key group and key.
@@ -96,35 +100,53 @@ impl StateTable {
 
     /// Sets `key` in key group `group` to `value`.
     pub fn put(&mut self, group: u16, key: &[u8], value: Vec<u8>) {
-        self.insert(
-            local_key(group, key),
-            Pending {
-                value: Some(value),
-                sealed_in: None,
-            },
-        );
+        self.insert(local_key(group, key), Some(value), false);
+    }
+
+    /// Sets `key`, which the caller knows holds no row (a row inserted
+    /// under its stream key: a key is inserted again only after its
+    /// delete), to `value`. If it is deleted again before the epoch is
+    /// sealed, neither write reaches the store.
+    pub fn insert_new(&mut self, group: u16, key: &[u8], value: Vec<u8>) {
+        self.insert(local_key(group, key), Some(value), true);
     }
 
     /// Removes `key` from key group `group`.
     pub fn delete(&mut self, group: u16, key: &[u8]) {
-        self.insert(
-            local_key(group, key),
-            Pending {
-                value: None,
-                sealed_in: None,
-            },
-        );
+        let local = local_key(group, key);
+        if let Some(p) = self.pending.get(&local)
+            && p.fresh
+            && p.sealed_in.is_none()
+        {
+            // Never sealed and the store has no row: forget the write.
+            let old = cost(&local, p);
+            self.pending.remove(&local);
+            self.charge.sub(old);
+            return;
+        }
+        self.insert(local, None, false);
     }
 
-    fn insert(&mut self, key: Vec<u8>, pending: Pending) {
-        self.charge.add(cost(&key, &pending));
+    /// Writes `value` at `key`. `new` says the store holds no row there; a
+    /// write stays fresh while it replaces a fresh write of the running
+    /// epoch, and a pending write of any other kind makes it not.
+    fn insert(&mut self, key: Vec<u8>, value: Option<Vec<u8>>, new: bool) {
+        let mut pending = Pending {
+            value,
+            sealed_in: None,
+            fresh: new,
+        };
         match self.pending.entry(key) {
             Entry::Occupied(mut entry) => {
-                let old = cost(entry.key(), entry.get());
+                let old = entry.get();
+                pending.fresh = old.fresh && old.sealed_in.is_none();
+                let old = cost(entry.key(), old);
+                self.charge.add(cost(entry.key(), &pending));
                 entry.insert(pending);
                 self.charge.sub(old);
             }
             Entry::Vacant(entry) => {
+                self.charge.add(cost(entry.key(), &pending));
                 entry.insert(pending);
             }
         }
@@ -244,5 +266,42 @@ mod tests {
         delete_state_table(3, &mut writes);
         store.write(writes).unwrap();
         assert!(fresh.scan_prefix(1, b"").unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_new_row_deleted_in_its_epoch_writes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), &StoreOptions::default()).unwrap();
+        let mut table = StateTable::new(store.clone(), 4);
+        // Inserted and deleted in one epoch, updated in between: gone.
+        table.insert_new(1, b"gone", b"1".to_vec());
+        table.put(1, b"gone", b"2".to_vec());
+        table.delete(1, b"gone");
+        // Inserted, sealed, then deleted: the delete is written.
+        table.insert_new(1, b"kept", b"1".to_vec());
+        assert_eq!(table.get(1, b"gone").unwrap(), None);
+        assert_eq!(table.pending_len(), 1);
+        let mut writes = WriteSet::new();
+        table.seal_epoch(1, &mut writes);
+        assert_eq!(writes.len(), 1);
+        store.write(writes).unwrap();
+        table.delete(1, b"kept");
+        // Deleted, inserted again and deleted in one epoch: the first
+        // delete still reaches the store.
+        table.put(1, b"back", b"1".to_vec());
+        let mut writes = WriteSet::new();
+        table.seal_epoch(2, &mut writes);
+        store.write(writes).unwrap();
+        table.delete(1, b"back");
+        table.insert_new(1, b"back", b"2".to_vec());
+        table.delete(1, b"back");
+        let mut writes = WriteSet::new();
+        table.seal_epoch(3, &mut writes);
+        assert_eq!(writes.len(), 1);
+        store.write(writes).unwrap();
+        let reopened = StateTable::new(store.clone(), 4);
+        assert!(reopened.scan_prefix(1, b"").unwrap().is_empty());
+        drop(table);
+        assert_eq!(store.epoch_buffer().held(), 0);
     }
 }

@@ -233,8 +233,17 @@ impl HashJoinOperator {
     }
 
     /// Writes a row of side `side` to state and to its cached key, if
-    /// cached (None deletes it).
-    fn write_row(&mut self, side: usize, group: u16, state_key: &[u8], value: Option<Vec<u8>>) {
+    /// cached (None deletes it). `new` says the row was just inserted: its
+    /// key holds nothing in the store (a stream key is inserted again only
+    /// after its delete), so a delete in the same epoch leaves no trace.
+    fn write_row(
+        &mut self,
+        side: usize,
+        group: u16,
+        state_key: &[u8],
+        value: Option<Vec<u8>>,
+        new: bool,
+    ) {
         if let Some(prefix) = key_prefix(state_key) {
             let key = cache_key(group, prefix);
             if let Some(rows) = self.caches[side].peek_mut(&key) {
@@ -257,6 +266,7 @@ impl HashJoinOperator {
             }
         }
         match value {
+            Some(value) if new => self.states[side].insert_new(group, state_key, value),
             Some(value) => self.states[side].put(group, state_key, value),
             None => self.states[side].delete(group, state_key),
         }
@@ -511,6 +521,7 @@ impl HashJoinOperator {
                     group,
                     &m.state_key,
                     Some(encode_value(&m.row, after)),
+                    false,
                 );
             }
         }
@@ -528,14 +539,20 @@ impl HashJoinOperator {
         }
         if insert {
             let degree = if self.tracks_degree(side) { degree } else { 0 };
-            self.write_row(side, group, &state_key, Some(encode_value(&value, degree)));
+            self.write_row(
+                side,
+                group,
+                &state_key,
+                Some(encode_value(&value, degree)),
+                true,
+            );
             if let Some(window) = self.window.as_mut() {
                 let column = window.spec.columns[side];
                 let window_value = ScalarValue::try_from_array(batch.column(column), row)?;
                 window.register(side, &window_value, group, &state_key)?;
             }
         } else {
-            self.write_row(side, group, &state_key, None);
+            self.write_row(side, group, &state_key, None, false);
         }
         Ok(())
     }

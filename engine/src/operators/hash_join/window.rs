@@ -182,7 +182,7 @@ impl HashJoinOperator {
             }));
         }
         for (side, group, key) in closed {
-            self.write_row(side, group, &key, None);
+            self.write_row(side, group, &key, None, false);
         }
         Ok(forwarded)
     }
