@@ -6,8 +6,8 @@
 //! - TUMBLE: `SELECT *, date_bin(size, time_col) AS window_start,
 //!   date_bin(size, time_col) + size AS window_end FROM relation`;
 //! - HOP: the relation scanned once, each row unnested into the windows
-//!   it falls in (`ceil(size / slide)` starts, `date_bin(slide, time_col)`
-//!   shifted back by a slide each, in one `make_array`);
+//!   it falls in (`ceil(size / slide)` starts, `date_bin(slide, time_col -
+//!   k * slide)` for k = 0, 1, …, in one `make_array`);
 //! - SESSION (`SESSION(relation, time_col, gap [, key, …])`, the keys
 //!   being Flink's `PARTITION BY`): the window functions of [`session`]
 //!   over `PARTITION BY keys ORDER BY time_col`; rows with a null time
