@@ -345,7 +345,8 @@ impl Session {
             .into_iter()
             .filter_map(|v| {
                 let m = v.materialized.as_ref()?;
-                Some((v.id, v.name.to_string(), m.parallelism, v.sql.clone()))
+                let sql = format!("{}{}", v.sql, emit_clause(m.emit_on_window_close));
+                Some((v.id, v.name.to_string(), m.parallelism, sql))
             })
             .collect();
         jobs.extend(self.db.catalog.sinks().into_iter().map(|s| {
@@ -353,7 +354,7 @@ impl Session {
                 s.id,
                 s.name.to_string(),
                 s.parallelism,
-                format!("SINK {}", s.sql),
+                format!("SINK {}{}", s.sql, emit_clause(s.emit_on_window_close)),
             )
         }));
         jobs.sort_by_key(|(id, ..)| *id);
@@ -543,6 +544,15 @@ impl Session {
             ));
         }
         Ok(result)
+    }
+}
+
+/// What a job's definition ends with in SHOW JOBS.
+fn emit_clause(emit_on_window_close: bool) -> &'static str {
+    if emit_on_window_close {
+        " EMIT ON WINDOW CLOSE"
+    } else {
+        ""
     }
 }
 
