@@ -77,3 +77,15 @@ pub async fn job_state(client: &Client, name: &str) -> Result<JobRow> {
     }
     anyhow::bail!("SHOW JOBS does not list {name}")
 }
+
+/// The SQLSTATE and message of the error `sql` gets; an error itself when
+/// `sql` succeeds or fails other than with a server error.
+pub async fn error_of(client: &Client, sql: &str) -> Result<(String, String)> {
+    match client.batch_execute(sql).await {
+        Ok(()) => anyhow::bail!("{sql}: succeeded, want an error"),
+        Err(e) => {
+            let db = e.as_db_error().context("not a server error")?;
+            Ok((db.code().code().to_string(), db.message().to_string()))
+        }
+    }
+}

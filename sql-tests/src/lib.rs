@@ -16,7 +16,7 @@ mod schema_registry;
 mod slt_db;
 mod test_server;
 
-pub use client::{JobRow, connect, job_state, text_rows, wait_for_rows};
+pub use client::{JobRow, connect, error_of, job_state, text_rows, wait_for_rows};
 pub use kafka_broker::{Consumed, ConsumedAvro, ConsumerRun, KafkaBroker, Produced};
 pub use oracle::count_and_sum;
 pub use s3_server::{S3_KEY, S3Server};

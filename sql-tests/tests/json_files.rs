@@ -12,7 +12,7 @@
 //!   update, and with EMIT ON WINDOW CLOSE writes each window once, final.
 
 use anyhow::Result;
-use runnel_sql_tests::{TestServer, connect, job_state, text_rows};
+use runnel_sql_tests::{TestServer, connect, error_of, job_state, text_rows};
 
 /// `rows` bids as JSON lines, one of them broken after `broken_after`.
 fn bids(rows: usize, broken_after: Option<usize>) -> (String, i64) {
@@ -133,17 +133,8 @@ async fn a_windowed_sink_emitting_on_window_close_writes_each_window_once() -> R
             out.display()
         )
     };
-    let refused = client
-        .batch_execute(&sink(""))
-        .await
-        .expect_err("a PLAIN sink of updating windows");
-    let message = refused.as_db_error().map(|e| e.message().to_string());
-    assert!(
-        message
-            .as_deref()
-            .is_some_and(|m| m.contains("EMIT ON WINDOW CLOSE")),
-        "{refused:?}"
-    );
+    let (_, refused) = error_of(&client, &sink("")).await?;
+    assert!(refused.contains("EMIT ON WINDOW CLOSE"), "{refused}");
     client.batch_execute(&sink("EMIT ON WINDOW CLOSE")).await?;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     let rows = loop {
@@ -205,16 +196,8 @@ async fn a_bad_line_fails_the_job_when_asked_and_a_missing_path_is_refused() -> 
     );
 
     let missing = dir.path().join("nothing-here.json");
-    let refused = client
-        .batch_execute(&source_sql(&missing, "").replace("CREATE SOURCE bid", "CREATE SOURCE b2"))
-        .await
-        .expect_err("a path with no file is refused");
-    let message = refused.as_db_error().map(|d| d.message().to_string());
-    assert!(
-        message
-            .as_deref()
-            .is_some_and(|m| m.contains("no file is there to read")),
-        "{refused:?}"
-    );
+    let missing_sql = source_sql(&missing, "").replace("CREATE SOURCE bid", "CREATE SOURCE b2");
+    let (_, refused) = error_of(&client, &missing_sql).await?;
+    assert!(refused.contains("no file is there to read"), "{refused}");
     Ok(())
 }

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use runnel_sql_tests::{
-    Consumed, JobRow, KafkaBroker, Produced, S3Server, TestServer, connect, job_state,
+    Consumed, JobRow, KafkaBroker, Produced, S3Server, TestServer, connect, error_of, job_state,
     runnel_binary,
 };
 use serde_json::Value;
@@ -245,16 +245,6 @@ async fn kafka_to_view_to_kafka_across_kills() -> Result<()> {
     );
     client.batch_execute("DROP SINK rich_bids").await?;
     Ok(())
-}
-
-async fn error_of(client: &tokio_postgres::Client, sql: &str) -> Result<(String, String)> {
-    match client.batch_execute(sql).await {
-        Ok(()) => bail!("expected an error from {sql}"),
-        Err(e) => {
-            let db = e.as_db_error().context("not a server error")?;
-            Ok((db.code().code().to_string(), db.message().to_string()))
-        }
-    }
 }
 
 #[tokio::test]

@@ -15,10 +15,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use runnel_sql_tests::{
-    JobRow, KafkaBroker, Produced, TestServer, connect, count_and_sum, job_state, runnel_binary,
-    text_rows, wait_for_rows as wait_for,
+    JobRow, KafkaBroker, Produced, TestServer, connect, count_and_sum, error_of, job_state,
+    runnel_binary, text_rows, wait_for_rows as wait_for,
 };
-use tokio_postgres::Client;
 
 /// A bid as produced: its JSON and what the view counts of it.
 struct Bid {
@@ -205,17 +204,6 @@ async fn startup_modes_latest_and_timestamp() -> Result<()> {
     )
     .await?;
     Ok(())
-}
-
-/// The SQLSTATE and message of `sql`'s error.
-async fn error_of(client: &Client, sql: &str) -> Result<(String, String)> {
-    match client.batch_execute(sql).await {
-        Ok(()) => bail!("{sql}: succeeded, want an error"),
-        Err(e) => {
-            let db = e.as_db_error().context("not a server error")?;
-            Ok((db.code().code().to_string(), db.message().to_string()))
-        }
-    }
 }
 
 #[tokio::test]
