@@ -113,23 +113,13 @@ impl StateTable {
 
     /// Removes `key` from key group `group`.
     pub fn delete(&mut self, group: u16, key: &[u8]) {
-        let local = local_key(group, key);
-        if let Some(p) = self.pending.get(&local)
-            && p.fresh
-            && p.sealed_in.is_none()
-        {
-            // Never sealed and the store has no row: forget the write.
-            let old = cost(&local, p);
-            self.pending.remove(&local);
-            self.charge.sub(old);
-            return;
-        }
-        self.insert(local, None, false);
+        self.insert(local_key(group, key), None, false);
     }
 
-    /// Writes `value` at `key`. `new` says the store holds no row there; a
-    /// write stays fresh while it replaces a fresh write of the running
-    /// epoch, and a pending write of any other kind makes it not.
+    /// Writes `value` at `key` (None deletes it). `new` says the store holds
+    /// no row there; a write stays fresh while it replaces a fresh write of
+    /// the running epoch, and a pending write of any other kind makes it
+    /// not. Deleting a fresh write forgets it: nothing reaches the store.
     fn insert(&mut self, key: Vec<u8>, value: Option<Vec<u8>>, new: bool) {
         let mut pending = Pending {
             value,
@@ -141,6 +131,11 @@ impl StateTable {
                 let old = entry.get();
                 pending.fresh = old.fresh && old.sealed_in.is_none();
                 let old = cost(entry.key(), old);
+                if pending.fresh && pending.value.is_none() {
+                    entry.remove();
+                    self.charge.sub(old);
+                    return;
+                }
                 self.charge.add(cost(entry.key(), &pending));
                 entry.insert(pending);
                 self.charge.sub(old);

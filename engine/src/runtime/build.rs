@@ -369,43 +369,33 @@ pub(crate) async fn build_job(
                     from_source,
                 )?);
             }
+            let mut exchanges = vec![];
             for exchange in fragment.output.exchanges() {
-                if exchange.distribution == Distribution::Forward
-                    && graph.fragments[exchange.fragment].parallelism != fragment.parallelism
-                {
-                    return Err(EngineError::Internal(
-                        "a forward exchange joins fragments of different parallelism".into(),
-                    ));
-                }
+                let to = exchange.fragment;
+                let target = |downstream: usize, upstream: usize| {
+                    let index = inputs[to].index[&(exchange.port, upstream)];
+                    (channels[to][downstream][index].0.clone(), index)
+                };
+                // A forwarded input is each downstream subtask's only one
+                // from this fragment: its peer's.
+                let targets = if exchange.distribution == Distribution::Forward {
+                    if channels[to].len() != fragment.parallelism {
+                        return Err(EngineError::Internal(
+                            "a forward exchange joins fragments of different parallelism".into(),
+                        ));
+                    }
+                    vec![target(subtask, 0)]
+                } else {
+                    (0..channels[to].len())
+                        .map(|d| target(d, subtask))
+                        .collect()
+                };
+                exchanges.push(ExchangeTargets {
+                    targets,
+                    distribution: exchange.distribution.clone(),
+                });
             }
-            let dispatcher = Dispatcher::new(
-                fragment
-                    .output
-                    .exchanges()
-                    .iter()
-                    .map(|exchange| {
-                        let to = exchange.fragment;
-                        let target = |downstream: usize| {
-                            let upstream = if exchange.distribution == Distribution::Forward {
-                                0
-                            } else {
-                                subtask
-                            };
-                            let index = inputs[to].index[&(exchange.port, upstream)];
-                            (channels[to][downstream][index].0.clone(), index)
-                        };
-                        let targets = if exchange.distribution == Distribution::Forward {
-                            vec![target(subtask)]
-                        } else {
-                            (0..channels[to].len()).map(target).collect()
-                        };
-                        ExchangeTargets {
-                            targets,
-                            distribution: exchange.distribution.clone(),
-                        }
-                    })
-                    .collect(),
-            );
+            let dispatcher = Dispatcher::new(exchanges);
             let receivers = channels[fragment.id][subtask]
                 .iter_mut()
                 .map(|(_, rx)| rx.take())

@@ -26,7 +26,6 @@ pub(crate) fn subtask_of(group: u16, parallelism: usize) -> usize {
 
 /// Sends a task's output downstream: through each of its exchanges (none
 /// when the task ends in a sink).
-#[derive(Default)]
 pub(crate) struct Dispatcher {
     exchanges: Vec<ExchangeTargets>,
 }
