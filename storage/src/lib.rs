@@ -32,7 +32,7 @@ mod write_set;
 
 pub use epoch_buffer::{BufferCharge, EpochBuffer};
 pub use error::{StorageError, StorageResult};
-pub use state_cache::{CacheBudget, StateCache};
+pub use state_cache::{CacheBudget, CacheCharge, StateCache};
 pub use state_table::StateTable;
 pub use store::{MemoryReport, ScanSpec, Store, StoreOptions, TableStore};
 pub use write_set::WriteSet;

@@ -89,6 +89,62 @@ impl CacheBudget {
     }
 }
 
+/// A share of the [`CacheBudget`] held by an operator that keeps its own
+/// cached entries (a table of group slots rather than a [`StateCache`]):
+/// it adds and subtracts what its entries cost and evicts when the process
+/// is over budget. Released when dropped.
+#[derive(Debug)]
+pub struct CacheCharge {
+    budget: Arc<CacheBudget>,
+    bytes: usize,
+}
+
+impl CacheCharge {
+    /// Nothing charged yet to `budget`.
+    pub fn new(budget: Arc<CacheBudget>) -> Self {
+        Self { budget, bytes: 0 }
+    }
+
+    /// The budget's limit in bytes (0: nothing is to be kept).
+    pub fn limit(&self) -> usize {
+        self.budget.limit()
+    }
+
+    /// Charges `bytes` more.
+    pub fn add(&mut self, bytes: usize) {
+        self.budget.charge(bytes);
+        self.bytes += bytes;
+    }
+
+    /// Releases `bytes` of what was charged.
+    pub fn sub(&mut self, bytes: usize) {
+        let bytes = bytes.min(self.bytes);
+        self.budget.release(bytes);
+        self.bytes -= bytes;
+    }
+
+    /// What this share holds now.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// How far the process's caches are over the budget, in bytes.
+    pub fn excess(&self) -> usize {
+        self.budget.used().saturating_sub(self.budget.limit())
+    }
+
+    /// Counts a lookup served from memory (`hit`) or from the state table.
+    pub fn count_lookup(&self, hit: bool) {
+        self.budget.count(hit);
+    }
+}
+
+impl Drop for CacheCharge {
+    fn drop(&mut self) {
+        self.budget.release(self.bytes);
+    }
+}
+
 /// A least-recently-used map of decoded state entries of one operator
 /// instance, charged to the process's [`CacheBudget`].
 pub struct StateCache<K: Hash + Eq, V> {

@@ -85,12 +85,26 @@ impl<O: StreamOperator> Harness<O> {
 
     /// Pushes a barrier and returns what came out before it.
     pub async fn push_barrier(&mut self, barrier: Barrier) -> EngineResult<String> {
+        self.barrier_and_commit(barrier).await?;
+        self.drain()
+    }
+
+    /// Pushes a barrier and returns the chunks that came out before it.
+    pub async fn push_barrier_chunks(
+        &mut self,
+        barrier: Barrier,
+    ) -> EngineResult<Vec<StreamChunk>> {
+        self.barrier_and_commit(barrier).await?;
+        Ok(self.out.take())
+    }
+
+    async fn barrier_and_commit(&mut self, barrier: Barrier) -> EngineResult<()> {
         self.operator.on_barrier(&barrier, &mut self.out).await?;
         let writes = self.out.take_writes();
         if let Some(store) = &self.store {
             store.write(writes)?;
         }
-        self.drain()
+        Ok(())
     }
 }
 

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
 use super::HashAggOperator;
+use super::record::record_values;
 use crate::graph::WindowedGroups;
 use crate::operators::window_state::{KeptWatermark, OpenWindows};
 use crate::watermarks::order_key;
@@ -48,10 +49,8 @@ impl HashAggOperator {
         let mut open = OpenWindows::default();
         for &group in &window.setup.key_groups {
             for (key, bytes) in self.groups.scan_prefix(group, b"")? {
-                let state = self.decode_record(group, &bytes)?;
-                if let Some(value) = state.values.get(column)
-                    && let Some(window_value) = order_key(value)?
-                {
+                let value = self.values_format.value(record_values(&bytes)?, column)?;
+                if let Some(window_value) = order_key(&value)? {
                     open.insert(window_value, key);
                 }
             }
