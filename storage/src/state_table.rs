@@ -36,8 +36,6 @@ pub fn key_group(key: &[u8]) -> u16 {
 #[derive(Debug, Clone)]
 struct Pending {
     value: Option<Vec<u8>>,
-    /// The epoch the write was sealed into; `None` while the epoch runs.
-    sealed_in: Option<u64>,
     /// Written this epoch by [`StateTable::insert_new`] with the store
     /// holding no row at the key: deleting it before the epoch is sealed
     /// leaves nothing to write.
@@ -49,15 +47,22 @@ struct Pending {
 pub struct StateTable {
     store: Store,
     id: u64,
-    /// Uncommitted writes, by key group (big endian) + key.
+    /// The running epoch's writes, by key group (big endian) + key.
     pending: BTreeMap<Vec<u8>, Pending>,
-    /// The pending writes' share of the store's [`EpochBuffer`](crate::EpochBuffer).
+    /// What `pending` costs the epoch buffer.
+    pending_cost: usize,
+    /// The writes of the epoch sealed last, readable until the next seal
+    /// (by then the barrier manager has committed them).
+    sealed: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    sealed_epoch: Option<u64>,
+    sealed_cost: usize,
+    /// The writes' share of the store's [`EpochBuffer`](crate::EpochBuffer).
     charge: BufferCharge,
 }
 
 /// What a pending write costs the epoch buffer.
-fn cost(key: &[u8], pending: &Pending) -> usize {
-    key.len() + pending.value.as_ref().map_or(0, Vec::len) + ENTRY_OVERHEAD
+fn cost(key: &[u8], value: &Option<Vec<u8>>) -> usize {
+    key.len() + value.as_ref().map_or(0, Vec::len) + ENTRY_OVERHEAD
 }
 
 fn local_key(group: u16, key: &[u8]) -> Vec<u8> {
@@ -65,6 +70,15 @@ fn local_key(group: u16, key: &[u8]) -> Vec<u8> {
     out.extend_from_slice(&group.to_be_bytes());
     out.extend_from_slice(key);
     out
+}
+
+/// The entries of `map` under `start` (a key group and key prefix).
+fn prefixed<'a, V>(
+    map: &'a BTreeMap<Vec<u8>, V>,
+    start: &'a [u8],
+) -> impl Iterator<Item = (&'a Vec<u8>, &'a V)> + 'a {
+    map.range::<[u8], _>((Bound::Included(start), Bound::Unbounded))
+        .take_while(move |(key, _)| key.starts_with(start))
 }
 
 impl StateTable {
@@ -75,6 +89,10 @@ impl StateTable {
             store,
             id,
             pending: BTreeMap::new(),
+            pending_cost: 0,
+            sealed: BTreeMap::new(),
+            sealed_epoch: None,
+            sealed_cost: 0,
         }
     }
 
@@ -86,6 +104,7 @@ impl StateTable {
     /// Whether the table holds no row, committed or pending.
     pub fn is_empty(&self) -> StorageResult<bool> {
         Ok(self.pending.values().all(|p| p.value.is_none())
+            && self.sealed.values().all(Option::is_none)
             && self.store.state_is_empty(self.id)?)
     }
 
@@ -94,6 +113,9 @@ impl StateTable {
         let local = local_key(group, key);
         if let Some(p) = self.pending.get(&local) {
             return Ok(p.value.clone());
+        }
+        if let Some(value) = self.sealed.get(&local) {
+            return Ok(value.clone());
         }
         self.store.get_state(self.id, &local)
     }
@@ -121,27 +143,27 @@ impl StateTable {
     /// the running epoch, and a pending write of any other kind makes it
     /// not. Deleting a fresh write forgets it: nothing reaches the store.
     fn insert(&mut self, key: Vec<u8>, value: Option<Vec<u8>>, new: bool) {
-        let mut pending = Pending {
-            value,
-            sealed_in: None,
-            fresh: new,
-        };
+        let mut pending = Pending { value, fresh: new };
         match self.pending.entry(key) {
             Entry::Occupied(mut entry) => {
                 let old = entry.get();
-                pending.fresh = old.fresh && old.sealed_in.is_none();
-                let old = cost(entry.key(), old);
+                pending.fresh = old.fresh;
+                let old = cost(entry.key(), &old.value);
+                self.pending_cost -= old;
+                self.charge.sub(old);
                 if pending.fresh && pending.value.is_none() {
                     entry.remove();
-                    self.charge.sub(old);
                     return;
                 }
-                self.charge.add(cost(entry.key(), &pending));
+                let new = cost(entry.key(), &pending.value);
+                self.pending_cost += new;
+                self.charge.add(new);
                 entry.insert(pending);
-                self.charge.sub(old);
             }
             Entry::Vacant(entry) => {
-                self.charge.add(cost(entry.key(), &pending));
+                let new = cost(entry.key(), &pending.value);
+                self.pending_cost += new;
+                self.charge.add(new);
                 entry.insert(pending);
             }
         }
@@ -157,13 +179,10 @@ impl StateTable {
             .into_iter()
             .map(|(k, v)| (k, Some(v)))
             .collect();
-        for (key, p) in self
-            .pending
-            .range::<Vec<u8>, _>((Bound::Included(&start), Bound::Unbounded))
-        {
-            if !key.starts_with(&start) {
-                break;
-            }
+        for (key, value) in prefixed(&self.sealed, &start) {
+            merged.insert(key.clone(), value.clone());
+        }
+        for (key, p) in prefixed(&self.pending, &start) {
             merged.insert(key.clone(), p.value.clone());
         }
         Ok(merged
@@ -176,29 +195,30 @@ impl StateTable {
     /// writes of earlier epochs, which the barrier manager has committed
     /// before injecting `epoch`'s barrier.
     pub fn seal_epoch(&mut self, epoch: u64, writes: &mut WriteSet) {
-        let charge = &mut self.charge;
-        self.pending.retain(|key, p| {
-            let keep = p.sealed_in.is_none_or(|sealed| sealed >= epoch);
-            if !keep {
-                charge.sub(cost(key, p));
-            }
-            keep
-        });
-        for (key, p) in self.pending.iter_mut() {
-            if p.sealed_in.is_some() {
-                continue;
-            }
-            p.sealed_in = Some(epoch);
+        let running = std::mem::take(&mut self.pending);
+        for (key, p) in &running {
             match &p.value {
                 Some(value) => writes.put_state(self.id, key, value),
                 None => writes.delete_state(self.id, key),
             }
         }
+        let running_cost = std::mem::take(&mut self.pending_cost);
+        let running = running.into_iter().map(|(k, p)| (k, p.value));
+        if self.sealed_epoch.is_some_and(|sealed| sealed >= epoch) {
+            // Sealed again (nothing committed in between): keep both.
+            self.sealed.extend(running);
+            self.sealed_cost += running_cost;
+        } else {
+            self.charge.sub(self.sealed_cost);
+            self.sealed = running.collect();
+            self.sealed_cost = running_cost;
+        }
+        self.sealed_epoch = Some(epoch);
     }
 
     /// Uncommitted writes held in memory.
     pub fn pending_len(&self) -> usize {
-        self.pending.len()
+        self.pending.len() + self.sealed.len()
     }
 }
 
