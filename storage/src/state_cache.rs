@@ -239,9 +239,17 @@ impl<K: Hash + Eq, V> StateCache<K, V> {
     /// entry overhead is added), then evicts the least recently used
     /// entries while the process is over its budget.
     pub fn insert(&mut self, key: K, value: V, cost: usize) {
+        self.insert_evicting(key, value, cost);
+    }
+
+    /// Like [`StateCache::insert`], and returns what is not cached after
+    /// it: the entries evicted to make room, or the new entry itself when
+    /// the budget is nothing. An operator whose entries hold writes not yet
+    /// in its state table writes those out.
+    pub fn insert_evicting(&mut self, key: K, value: V, cost: usize) -> Vec<(K, V)> {
         if self.budget.limit() == 0 {
             self.complete = false;
-            return;
+            return vec![(key, value)];
         }
         let cost = cost + CACHE_ENTRY_OVERHEAD;
         self.budget.charge(cost);
@@ -249,15 +257,18 @@ impl<K: Hash + Eq, V> StateCache<K, V> {
         if let Some((_, old)) = self.entries.put(key, (value, cost)) {
             self.uncharge(old);
         }
+        let mut evicted = vec![];
         while self.budget.over() && self.entries.len() > 1 {
             match self.entries.pop_lru() {
-                Some((_, (_, evicted))) => {
+                Some((key, (value, cost))) => {
                     self.complete = false;
-                    self.uncharge(evicted);
+                    self.uncharge(cost);
+                    evicted.push((key, value));
                 }
                 None => break,
             }
         }
+        evicted
     }
 
     /// Changes what the entry at `key` costs (it grew or shrank in place).

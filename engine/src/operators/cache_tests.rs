@@ -83,9 +83,21 @@ fn store(budget: usize) -> (tempfile::TempDir, Store) {
 /// per chunk and per barrier the emitted lines, sorted (groups and
 /// matches come in no fixed order).
 async fn run<O: StreamOperator>(
+    h: Harness<O>,
+    log: &Log,
+    input_of: impl Fn(usize) -> usize,
+) -> Vec<Vec<String>> {
+    run_restarting(h, log, input_of, |_| None).await
+}
+
+/// Like [`run`], but after each barrier `restart(epoch)` may give a new
+/// harness to go on with (an operator started again on the same store, as
+/// after a failure: empty caches, state as the barriers wrote it).
+async fn run_restarting<O: StreamOperator>(
     mut h: Harness<O>,
     log: &Log,
     input_of: impl Fn(usize) -> usize,
+    restart: impl Fn(usize) -> Option<Harness<O>>,
 ) -> Vec<Vec<String>> {
     let mut out = vec![];
     let mut pushed = 0;
@@ -104,6 +116,9 @@ async fn run<O: StreamOperator>(
         }
         let text = h.push_barrier(barrier(epoch as u64 + 1)).await.unwrap();
         out.push(sorted(&text));
+        if let Some(restarted) = restart(epoch) {
+            h = restarted;
+        }
     }
     out
 }
@@ -244,6 +259,59 @@ async fn join_emits_the_same_with_any_cache() {
         assert_eq!(outputs[0], outputs[1], "seed {seed}: no cache differs");
         assert_eq!(outputs[0], outputs[2], "seed {seed}: a tiny cache differs");
         assert!(outputs[0].iter().any(|lines| !lines.is_empty()));
+    }
+}
+
+#[tokio::test]
+async fn operators_restarted_from_their_state_emit_the_same() {
+    // Every seventh epoch the operator starts again from what the
+    // barriers wrote: rows and groups only in memory must have been
+    // written out, whatever the cache held.
+    for seed in 0..6 {
+        let log = changelog(seed, 30);
+        let restart_at = |epoch: usize| epoch % 7 == 6;
+        for budget in BUDGETS {
+            let (_a, store) = self::store(budget);
+            let whole = run(
+                Harness::with_store(aggregation(&store), store.clone()),
+                &log,
+                |_| 0,
+            )
+            .await;
+            let (_b, store) = self::store(budget);
+            let restarted = run_restarting(
+                Harness::with_store(aggregation(&store), store.clone()),
+                &log,
+                |_| 0,
+                |epoch| {
+                    restart_at(epoch)
+                        .then(|| Harness::with_store(aggregation(&store), store.clone()))
+                },
+            )
+            .await;
+            assert_eq!(
+                whole, restarted,
+                "aggregation, seed {seed}, budget {budget}"
+            );
+
+            let sides = side_logs(&log);
+            let (_c, store) = self::store(budget);
+            let whole = run(
+                Harness::with_store(join(&store), store.clone()),
+                &sides,
+                |i| i % 2,
+            )
+            .await;
+            let (_d, store) = self::store(budget);
+            let restarted = run_restarting(
+                Harness::with_store(join(&store), store.clone()),
+                &sides,
+                |i| i % 2,
+                |epoch| restart_at(epoch).then(|| Harness::with_store(join(&store), store.clone())),
+            )
+            .await;
+            assert_eq!(whole, restarted, "join, seed {seed}, budget {budget}");
+        }
     }
 }
 

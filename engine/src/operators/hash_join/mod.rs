@@ -62,12 +62,24 @@ struct Match {
 /// One output row: the op, then the left and right rows (None: padded).
 type OutRow = (Op, Option<Vec<u8>>, Option<Vec<u8>>);
 
-/// The rows of one join key of one side, as state holds them: state key →
-/// value (degree and row), and what they cost the cache.
+/// A row of a cached join key: its value (degree and row) and whether the
+/// state table has it (or has it pending). A row inserted in the running
+/// epoch stays only here until the barrier writes it, so a row gone within
+/// its epoch costs the state table nothing.
+struct KeptRow {
+    value: Vec<u8>,
+    written: bool,
+}
+
+/// The rows of one join key of one side: state key → row, and what they
+/// cost the cache. Together with the state table they are the side's
+/// state: rows not yet written live only here.
 #[derive(Default)]
 struct KeyRows {
-    rows: std::collections::BTreeMap<Vec<u8>, Vec<u8>>,
+    rows: std::collections::BTreeMap<Vec<u8>, KeptRow>,
     cost: usize,
+    /// Whether the key is listed for the barrier to write its new rows.
+    listed: bool,
 }
 
 impl KeyRows {
@@ -75,18 +87,20 @@ impl KeyRows {
         key.len() + value.len() + ENTRY_OVERHEAD
     }
 
-    /// Sets (or, with None, removes) the row at `key`, keeping the cost.
-    fn set(&mut self, key: &[u8], value: Option<Vec<u8>>) {
-        let old = match value {
-            Some(value) => {
-                self.cost += Self::entry_cost(key, &value);
-                self.rows.insert(key.to_vec(), value)
+    /// Sets (or, with None, removes) the row at `key`, keeping the cost;
+    /// returns the row that was there.
+    fn set(&mut self, key: &[u8], row: Option<KeptRow>) -> Option<KeptRow> {
+        let old = match row {
+            Some(row) => {
+                self.cost += Self::entry_cost(key, &row.value);
+                self.rows.insert(key.to_vec(), row)
             }
             None => self.rows.remove(key),
         };
-        if let Some(old) = old {
-            self.cost = self.cost.saturating_sub(Self::entry_cost(key, &old));
+        if let Some(old) = &old {
+            self.cost = self.cost.saturating_sub(Self::entry_cost(key, &old.value));
         }
+        old
     }
 }
 
@@ -115,6 +129,9 @@ pub struct HashJoinOperator {
     states: [StateTable; 2],
     /// Per side, the rows of join keys read lately (cache key → rows).
     caches: [StateCache<Vec<u8>, KeyRows>; 2],
+    /// Per side, the cache keys holding rows the state table does not
+    /// have yet, for the barrier to write.
+    unwritten: [Vec<Vec<u8>>; 2],
     /// Set for window and interval joins.
     window: Option<JoinWindow>,
 }
@@ -182,6 +199,7 @@ impl HashJoinOperator {
             schema,
             caches,
             states,
+            unwritten: [vec![], vec![]],
             window: cleanup.map(|(spec, key_groups)| JoinWindow::new(spec, key_groups)),
         })
     }
@@ -197,17 +215,22 @@ impl HashJoinOperator {
             }
             let mut rows = KeyRows::default();
             for (state_key, value) in self.states[side].scan_prefix(group, prefix)? {
-                rows.set(&state_key, Some(value));
+                rows.set(
+                    &state_key,
+                    Some(KeptRow {
+                        value,
+                        written: true,
+                    }),
+                );
             }
-            let cost = rows.cost;
-            self.caches[side].insert(key.clone(), rows, cost);
+            self.cache_rows(side, key.clone(), rows);
         }
         let found = match self.caches[side].peek_mut(&key) {
             Some(rows) => rows
                 .rows
                 .iter()
-                .map(|(state_key, bytes)| {
-                    let (row, degree) = decode_value(bytes)?;
+                .map(|(state_key, kept)| {
+                    let (row, degree) = decode_value(&kept.value)?;
                     Ok(Match {
                         state_key: state_key.clone(),
                         row,
@@ -232,10 +255,39 @@ impl HashJoinOperator {
         Ok(found)
     }
 
-    /// Writes a row of side `side` to state and to its cached key, if
-    /// cached (None deletes it). `new` says the row was just inserted: its
-    /// key holds nothing in the store (a stream key is inserted again only
-    /// after its delete), so a delete in the same epoch leaves no trace.
+    /// Caches the rows of a key; rows of keys evicted to make room that
+    /// the state table lacks are written to it now.
+    fn cache_rows(&mut self, side: usize, key: Vec<u8>, rows: KeyRows) {
+        let cost = rows.cost;
+        for (key, mut rows) in self.caches[side].insert_evicting(key, rows, cost) {
+            self.write_unwritten(side, &key, rows.rows.iter_mut());
+        }
+    }
+
+    /// Writes the rows among `rows` (of the cache key `cache_key`) that
+    /// the state table lacks.
+    fn write_unwritten<'a>(
+        &mut self,
+        side: usize,
+        cache_key: &[u8],
+        rows: impl Iterator<Item = (&'a Vec<u8>, &'a mut KeptRow)>,
+    ) {
+        let group = u16::from_be_bytes([cache_key[0], cache_key[1]]);
+        for (state_key, row) in rows {
+            if !row.written {
+                self.states[side].insert_new(group, state_key, row.value.clone());
+                row.written = true;
+            }
+        }
+    }
+
+    /// Writes a row of side `side` (None deletes it). `new` says the row
+    /// was just inserted: its key holds nothing in the store (a stream key
+    /// is inserted again only after its delete). A row of a cached key
+    /// that is new, or was new this epoch and is not written yet, stays
+    /// only in the cache until the barrier (or its eviction); so a row
+    /// deleted within its epoch leaves no trace. Rows of keys not cached
+    /// go to the state table at once.
     fn write_row(
         &mut self,
         side: usize,
@@ -244,10 +296,61 @@ impl HashJoinOperator {
         value: Option<Vec<u8>>,
         new: bool,
     ) {
-        if let Some(prefix) = key_prefix(state_key) {
-            let key = cache_key(group, prefix);
-            if let Some(rows) = self.caches[side].peek_mut(&key) {
-                rows.set(state_key, value.clone());
+        let Some(prefix) = key_prefix(state_key) else {
+            self.write_state(side, group, state_key, value, new);
+            return;
+        };
+        let key = cache_key(group, prefix);
+        let complete = self.caches[side].is_complete();
+        let Some(rows) = self.caches[side].peek_mut(&key) else {
+            if complete && let Some(value) = value {
+                // A complete cache must hold every key written.
+                let mut rows = KeyRows::default();
+                rows.set(
+                    state_key,
+                    Some(KeptRow {
+                        value,
+                        written: false,
+                    }),
+                );
+                rows.listed = true;
+                self.unwritten[side].push(key.clone());
+                self.cache_rows(side, key, rows);
+            } else {
+                self.write_state(side, group, state_key, value, new);
+            }
+            return;
+        };
+        let was_unwritten = rows.rows.get(state_key).is_some_and(|r| !r.written);
+        match value {
+            Some(value) if new || was_unwritten => {
+                rows.set(
+                    state_key,
+                    Some(KeptRow {
+                        value,
+                        written: false,
+                    }),
+                );
+                if !std::mem::replace(&mut rows.listed, true) {
+                    self.unwritten[side].push(key.clone());
+                }
+                let cost = rows.cost;
+                self.caches[side].recharge(&key, cost);
+            }
+            Some(value) => {
+                rows.set(
+                    state_key,
+                    Some(KeptRow {
+                        value: value.clone(),
+                        written: true,
+                    }),
+                );
+                let cost = rows.cost;
+                self.caches[side].recharge(&key, cost);
+                self.states[side].put(group, state_key, value);
+            }
+            None => {
+                rows.set(state_key, None);
                 if rows.rows.is_empty() {
                     // A key whose rows are all gone (cleaned up behind the
                     // watermark) leaves the cache: a complete cache still
@@ -257,18 +360,44 @@ impl HashJoinOperator {
                     let cost = rows.cost;
                     self.caches[side].recharge(&key, cost);
                 }
-            } else if self.caches[side].is_complete() && value.is_some() {
-                // A complete cache must hold every key written.
-                let mut rows = KeyRows::default();
-                rows.set(state_key, value.clone());
-                let cost = rows.cost;
-                self.caches[side].insert(key, rows, cost);
+                if !was_unwritten {
+                    self.states[side].delete(group, state_key);
+                }
             }
         }
+    }
+
+    fn write_state(
+        &mut self,
+        side: usize,
+        group: u16,
+        state_key: &[u8],
+        value: Option<Vec<u8>>,
+        new: bool,
+    ) {
         match value {
             Some(value) if new => self.states[side].insert_new(group, state_key, value),
             Some(value) => self.states[side].put(group, state_key, value),
             None => self.states[side].delete(group, state_key),
+        }
+    }
+
+    /// Writes every cached row the state table lacks (at a barrier).
+    fn write_new_rows(&mut self) {
+        for side in 0..2 {
+            for key in std::mem::take(&mut self.unwritten[side]) {
+                // A key evicted or emptied since it was listed has nothing
+                // left to write.
+                let Some(rows) = self.caches[side].peek_mut(&key) else {
+                    continue;
+                };
+                rows.listed = false;
+                let mut rows = std::mem::take(&mut rows.rows);
+                self.write_unwritten(side, &key, rows.iter_mut());
+                if let Some(cached) = self.caches[side].peek_mut(&key) {
+                    cached.rows = rows;
+                }
+            }
         }
     }
 
@@ -609,6 +738,7 @@ impl StreamOperator for HashJoinOperator {
     }
 
     async fn on_barrier(&mut self, barrier: &Barrier, out: &mut Output) -> EngineResult<()> {
+        self.write_new_rows();
         for state in &mut self.states {
             state.seal_epoch(barrier.epoch.0, out.writes());
         }
