@@ -25,6 +25,21 @@ pub fn order_key(value: &ScalarValue) -> crate::EngineResult<Option<Vec<u8>>> {
     Ok(Some(key))
 }
 
+/// The order key of row `row` of `array`: what [`order_key`] gives for its
+/// value, without making a `ScalarValue` of it (None for null).
+pub fn order_key_at(
+    array: &datafusion::arrow::array::ArrayRef,
+    row: usize,
+) -> crate::EngineResult<Option<Vec<u8>>> {
+    use datafusion::arrow::array::Array;
+    if array.is_null(row) {
+        return Ok(None);
+    }
+    let mut key = vec![];
+    runnel_storage::key_codec::encode_nullable_key(&[array], row, &mut key)?;
+    Ok(Some(key))
+}
+
 /// `chunk` without its rows whose `values` are behind `watermark` (late
 /// for a window the watermark closed), adding how many to `late_rows`. A
 /// null value is never late: it never closes.

@@ -28,7 +28,6 @@ use async_trait::async_trait;
 use datafusion::arrow::array::{Array, ArrayRef, AsArray};
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::physical_expr::PhysicalExpr;
-use datafusion::scalar::ScalarValue;
 use runnel_storage::key_codec::encode_nullable_key;
 use runnel_storage::state_table::key_group;
 use runnel_storage::{BufferCharge, StateCache, StateTable, Store};
@@ -51,7 +50,7 @@ mod tests;
 mod window;
 
 use super::window_state::{KeptWatermark, OpenWindows};
-use crate::watermarks::order_key;
+use crate::watermarks::order_key_at;
 use columns::{SlotAccumulator, Updates, slot_accumulator};
 use multiset::Multiset;
 use rows::RowFormat;
@@ -270,8 +269,7 @@ impl HashAggOperator {
         // time it was new (or the index was read back from state).
         if let Some(window) = self.window.as_mut() {
             let column = window.setup.spec.group_column;
-            let value = ScalarValue::try_from_array(&group_arrays[column], row)?;
-            if let Some(window_value) = order_key(&value)? {
+            if let Some(window_value) = order_key_at(&group_arrays[column], row)? {
                 window.open.insert(window_value, key.to_vec());
             }
         }

@@ -21,7 +21,6 @@ use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch, UInt32Arra
 use datafusion::arrow::compute::take;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::physical_expr::PhysicalExpr;
-use datafusion::scalar::ScalarValue;
 use runnel_storage::epoch_buffer::ENTRY_OVERHEAD;
 use runnel_storage::key_codec::encode_nullable_key;
 use runnel_storage::row_codec::{RowDecoder, encode_row};
@@ -30,6 +29,7 @@ use runnel_storage::{StateCache, StateTable, Store};
 
 use crate::graph::{JoinCleanup, JoinKind, JoinSide};
 use crate::operator::{Output, StreamOperator};
+use crate::watermarks::order_key_at;
 use crate::{Barrier, EngineError, EngineResult, Op, StreamChunk};
 
 #[cfg(test)]
@@ -208,25 +208,8 @@ impl HashJoinOperator {
     /// group `group`, from the cache or, once, from state.
     fn rows_of_key(&mut self, side: usize, group: u16, prefix: &[u8]) -> EngineResult<Vec<Match>> {
         let key = cache_key(group, prefix);
-        if self.caches[side].get_mut(&key).is_none() {
-            // A complete cache holds every key with rows: a miss is none.
-            if self.caches[side].is_complete() {
-                return Ok(vec![]);
-            }
-            let mut rows = KeyRows::default();
-            for (state_key, value) in self.states[side].scan_prefix(group, prefix)? {
-                rows.set(
-                    &state_key,
-                    Some(KeptRow {
-                        value,
-                        written: true,
-                    }),
-                );
-            }
-            self.cache_rows(side, key.clone(), rows);
-        }
-        let found = match self.caches[side].peek_mut(&key) {
-            Some(rows) => rows
+        if let Some(rows) = self.caches[side].get_mut(&key) {
+            return rows
                 .rows
                 .iter()
                 .map(|(state_key, kept)| {
@@ -237,21 +220,30 @@ impl HashJoinOperator {
                         degree,
                     })
                 })
-                .collect::<EngineResult<Vec<_>>>()?,
-            // A budget of nothing caches nothing: read state directly.
-            None => self.states[side]
-                .scan_prefix(group, prefix)?
-                .into_iter()
-                .map(|(state_key, bytes)| {
-                    let (row, degree) = decode_value(&bytes)?;
-                    Ok(Match {
-                        state_key,
-                        row,
-                        degree,
-                    })
-                })
-                .collect::<EngineResult<Vec<_>>>()?,
-        };
+                .collect();
+        }
+        // A complete cache holds every key with rows: a miss is none.
+        if self.caches[side].is_complete() {
+            return Ok(vec![]);
+        }
+        let mut rows = KeyRows::default();
+        let mut found = vec![];
+        for (state_key, value) in self.states[side].scan_prefix(group, prefix)? {
+            let (row, degree) = decode_value(&value)?;
+            rows.set(
+                &state_key,
+                Some(KeptRow {
+                    value,
+                    written: true,
+                }),
+            );
+            found.push(Match {
+                state_key,
+                row,
+                degree,
+            });
+        }
+        self.cache_rows(side, key, rows);
         Ok(found)
     }
 
@@ -677,8 +669,9 @@ impl HashJoinOperator {
             );
             if let Some(window) = self.window.as_mut() {
                 let column = window.spec.columns[side];
-                let window_value = ScalarValue::try_from_array(batch.column(column), row)?;
-                window.register(side, &window_value, group, &state_key)?;
+                if let Some(key) = order_key_at(batch.column(column), row)? {
+                    window.register(side, key, group, &state_key);
+                }
             }
         } else {
             self.write_row(side, group, &state_key, None, false);

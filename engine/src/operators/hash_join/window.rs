@@ -74,19 +74,10 @@ impl JoinWindow {
         }
     }
 
-    /// Notes that row `state_key` of `side` (in key group `group`) has
-    /// `value` in its bounded column.
-    pub(super) fn register(
-        &mut self,
-        side: usize,
-        value: &ScalarValue,
-        group: u16,
-        state_key: &[u8],
-    ) -> EngineResult<()> {
-        if let Some(key) = order_key(value)? {
-            self.open[side].insert(key, (group, state_key.to_vec()));
-        }
-        Ok(())
+    /// Notes that row `state_key` of `side` (in key group `group`) has the
+    /// value of order key `key` in its bounded column.
+    pub(super) fn register(&mut self, side: usize, key: Vec<u8>, group: u16, state_key: &[u8]) {
+        self.open[side].insert(key, (group, state_key.to_vec()));
     }
 
     /// The bound of each side given both watermarks.
