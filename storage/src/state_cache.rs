@@ -66,10 +66,11 @@ impl CacheBudget {
         )
     }
 
-    /// Counts a lookup as a hit or a miss.
-    fn count(&self, hit: bool) {
-        let counter = if hit { &self.hits } else { &self.misses };
-        counter.fetch_add(1, Ordering::Relaxed);
+    /// Adds look-ups served from a cache and look-ups that went to the
+    /// state tables.
+    fn add_lookups(&self, hits: u64, misses: u64) {
+        self.hits.fetch_add(hits, Ordering::Relaxed);
+        self.misses.fetch_add(misses, Ordering::Relaxed);
     }
 
     fn over(&self) -> bool {
@@ -133,9 +134,11 @@ impl CacheCharge {
         self.budget.used().saturating_sub(self.budget.limit())
     }
 
-    /// Counts a lookup served from memory (`hit`) or from the state table.
-    pub fn count_lookup(&self, hit: bool) {
-        self.budget.count(hit);
+    /// Counts `hits` lookups served from memory and `misses` that went to
+    /// the state table (an operator counting many adds them up first: the
+    /// counters are shared by every thread).
+    pub fn count_lookups(&self, hits: u64, misses: u64) {
+        self.budget.add_lookups(hits, misses);
     }
 }
 
@@ -157,7 +160,13 @@ pub struct StateCache<K: Hash + Eq, V> {
     /// writes, lost at the first eviction (or refused insert). While it
     /// holds, a miss means the entry does not exist, with no state read.
     complete: bool,
+    /// Look-ups not yet added to the budget's shared counters: misses,
+    /// hits.
+    lookups: [u64; 2],
 }
+
+/// Look-ups a cache counts before adding them to the shared counters.
+const LOOKUPS_PER_REPORT: u64 = 4096;
 
 impl<K: Hash + Eq, V> std::fmt::Debug for StateCache<K, V> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -176,7 +185,22 @@ impl<K: Hash + Eq, V> StateCache<K, V> {
             budget,
             charged: 0,
             complete: false,
+            lookups: [0, 0],
         }
+    }
+
+    /// Counts a look-up as a hit or a miss, adding the counts to the
+    /// shared counters now and then (every thread updates those).
+    fn count(lookups: &mut [u64; 2], budget: &CacheBudget, hit: bool) {
+        lookups[usize::from(hit)] += 1;
+        if lookups[0] + lookups[1] >= LOOKUPS_PER_REPORT {
+            Self::report_lookups(lookups, budget);
+        }
+    }
+
+    fn report_lookups(lookups: &mut [u64; 2], budget: &CacheBudget) {
+        let [misses, hits] = std::mem::take(lookups);
+        budget.add_lookups(hits, misses);
     }
 
     /// Says that the state table behind the cache is empty and that the
@@ -199,7 +223,7 @@ impl<K: Hash + Eq, V> StateCache<K, V> {
         Q: Hash + Eq + ?Sized,
     {
         let found = self.entries.get_mut(key).map(|(value, _)| value);
-        self.budget.count(found.is_some());
+        Self::count(&mut self.lookups, &self.budget, found.is_some());
         found
     }
 
@@ -229,7 +253,7 @@ impl<K: Hash + Eq, V> StateCache<K, V> {
         Q: Hash + Eq + ?Sized,
     {
         let taken = self.entries.pop(key);
-        self.budget.count(taken.is_some());
+        Self::count(&mut self.lookups, &self.budget, taken.is_some());
         let (value, cost) = taken?;
         self.uncharge(cost);
         Some(value)
@@ -324,6 +348,7 @@ impl<K: Hash + Eq, V> StateCache<K, V> {
 
 impl<K: Hash + Eq, V> Drop for StateCache<K, V> {
     fn drop(&mut self) {
+        Self::report_lookups(&mut self.lookups, &self.budget);
         self.budget.release(self.charged);
     }
 }

@@ -56,6 +56,8 @@ pub(super) struct Slots {
     /// state, nothing evicted yet): a miss is then a new group.
     complete: bool,
     clock: u64,
+    /// Look-ups since the last tick that missed and that hit.
+    lookups: [u64; 2],
 }
 
 impl Slots {
@@ -70,6 +72,7 @@ impl Slots {
             state_cost,
             complete: false,
             clock: 0,
+            lookups: [0, 0],
         }
     }
 
@@ -96,9 +99,9 @@ impl Slots {
     }
 
     /// The slot of the group at `key`, if in memory.
-    pub fn find(&self, key: &[u8]) -> Option<u32> {
+    pub fn find(&mut self, key: &[u8]) -> Option<u32> {
         let found = self.index.get(key).copied();
-        self.charge.count_lookup(found.is_some());
+        self.lookups[usize::from(found.is_some())] += 1;
         found
     }
 
@@ -164,9 +167,12 @@ impl Slots {
         self.free.push(slot);
     }
 
-    /// Ends an epoch's touches: groups touched later count as more recent.
+    /// Ends an epoch's touches (groups touched later count as more
+    /// recent) and reports its look-ups to the process's counters.
     pub fn tick(&mut self) {
         self.clock += 1;
+        let [misses, hits] = std::mem::take(&mut self.lookups);
+        self.charge.count_lookups(hits, misses);
     }
 
     /// The clean groups to evict, least recently touched first, to bring
