@@ -183,9 +183,9 @@ impl Slots {
         if excess == 0 {
             return vec![];
         }
-        // Evict a little more than needed, so the next barriers do not
-        // sort the slots again for a few bytes.
-        excess += excess.max(self.charge.bytes() / 16);
+        // Evict a sixteenth of what the groups hold beyond what is needed,
+        // so the next barriers do not sort the slots again for a few bytes.
+        excess += self.charge.bytes() / 16;
         let mut candidates: Vec<(u64, u32)> = self
             .index
             .values()
