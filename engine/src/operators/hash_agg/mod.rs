@@ -245,8 +245,15 @@ impl HashAggOperator {
     }
 
     /// The slot of the group at `key`: in memory, read from the store, or
-    /// new (with the values of row `row` of `group_arrays`).
-    fn slot_for(&mut self, key: &[u8], group_arrays: &[ArrayRef], row: usize) -> EngineResult<u32> {
+    /// new (with the values of row `row` of `group_arrays`, encoded from
+    /// `value_arrays`, the same in the output's types).
+    fn slot_for(
+        &mut self,
+        key: &[u8],
+        group_arrays: &[ArrayRef],
+        value_arrays: &[ArrayRef],
+        row: usize,
+    ) -> EngineResult<u32> {
         if let Some(slot) = self.slots.find(key) {
             return Ok(slot);
         }
@@ -257,7 +264,7 @@ impl HashAggOperator {
             return self.decode_record(key, group, &bytes);
         }
         let mut values = vec![];
-        self.values_format.encode(group_arrays, row, &mut values)?;
+        self.values_format.encode(value_arrays, row, &mut values)?;
         let slot = self.slots.add(Slot {
             key: key.into(),
             group,
@@ -368,13 +375,18 @@ impl StreamOperator for HashAggOperator {
         let group_arrays = self
             .group_by
             .iter()
+            .map(|e| e.evaluate(batch)?.into_array(rows))
+            .collect::<Result<Vec<ArrayRef>, _>>()?;
+        // Keys (and key groups, which exchanges route by) come from the
+        // group columns as they are; values are kept in the output's types.
+        let value_arrays = group_arrays
+            .iter()
             .zip(self.schema.fields())
-            .map(|(e, field)| {
-                let array = e.evaluate(batch)?.into_array(rows)?;
+            .map(|(array, field)| {
                 if array.data_type() == field.data_type() {
-                    Ok(array)
+                    Ok(Arc::clone(array))
                 } else {
-                    Ok(datafusion::arrow::compute::cast(&array, field.data_type())?)
+                    Ok(datafusion::arrow::compute::cast(array, field.data_type())?)
                 }
             })
             .collect::<EngineResult<Vec<ArrayRef>>>()?;
@@ -385,7 +397,7 @@ impl StreamOperator for HashAggOperator {
         for row in 0..rows {
             key.clear();
             encode_nullable_key(&refs, row, &mut key)?;
-            let slot = self.slot_for(&key, &group_arrays, row)?;
+            let slot = self.slot_for(&key, &group_arrays, &value_arrays, row)?;
             self.touch(slot);
             let sign = chunk.op(row)?.sign();
             self.slots.get_mut(slot).rows += sign;
@@ -479,7 +491,7 @@ impl StreamOperator for HashAggOperator {
             // Without GROUP BY there is always exactly one row, even over
             // no input (count 0, sum null).
             self.global_checked = true;
-            let slot = self.slot_for(&[], &[], 0)?;
+            let slot = self.slot_for(&[], &[], &[], 0)?;
             self.touch(slot);
         }
         if let Some(chunk) = self.flush_dirty()? {
