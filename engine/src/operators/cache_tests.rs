@@ -14,7 +14,7 @@ use datafusion::physical_expr::aggregate::AggregateExprBuilder;
 use datafusion::physical_expr::expressions::{col, lit};
 use runnel_storage::{Store, StoreOptions};
 
-use super::harness::{Harness, barrier, chunk, schema};
+use super::harness::{Harness, Rng, barrier, chunk, schema};
 use super::{HashAggOperator, HashJoinOperator};
 use crate::Op;
 use crate::graph::{AggregateCall, JoinKind, JoinSide};
@@ -25,19 +25,6 @@ type Log = Vec<Vec<Vec<(Op, String, i64)>>>;
 
 /// Budgets: everything fits, nothing is cached, one entry at a time.
 const BUDGETS: [usize; 3] = [64 << 20, 0, 1];
-
-/// A small deterministic random source (splitmix64).
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        (z ^ (z >> 31)) % n
-    }
-}
 
 /// A random changelog over `(k, n)` rows: per epoch a few chunks, each
 /// inserting new rows or deleting rows inserted before (so it is a valid

@@ -137,3 +137,17 @@ pub fn chunk(rows: &[(Op, &str, i64)]) -> StreamChunk {
     let ops: Vec<Op> = rows.iter().map(|r| r.0).collect();
     StreamChunk::new(data, &ops).expect("one op per row")
 }
+
+/// A small deterministic random source (splitmix64).
+pub struct Rng(pub u64);
+
+impl Rng {
+    /// A number below `n`.
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        (z ^ (z >> 31)) % n
+    }
+}

@@ -23,7 +23,7 @@ use runnel_storage::{Store, StoreOptions};
 
 use super::HashAggOperator;
 use crate::graph::AggregateCall;
-use crate::operators::harness::{Harness, barrier};
+use crate::operators::harness::{Harness, Rng, barrier};
 use crate::{Op, StreamChunk};
 
 /// An input row: key, group, integer argument, float argument.
@@ -61,23 +61,10 @@ fn chunk(rows: &[(Op, Row)]) -> StreamChunk {
     StreamChunk::new(batch, &ops).unwrap()
 }
 
-/// A small deterministic random source (splitmix64).
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        (z ^ (z >> 31)) % n
-    }
-
-    /// A value below `n`, shifted by `offset`, or (one time in five) null.
-    fn maybe(&mut self, n: u64, offset: i64) -> Option<i64> {
-        let value = self.below(n) as i64 + offset;
-        (self.below(5) != 0).then_some(value)
-    }
+/// A value below `n`, shifted by `offset`, or (one time in five) null.
+fn maybe(rng: &mut Rng, n: u64, offset: i64) -> Option<i64> {
+    let value = rng.below(n) as i64 + offset;
+    (rng.below(5) != 0).then_some(value)
 }
 
 /// Per epoch, chunks of inserts of new rows and deletes (or update pairs)
@@ -90,10 +77,10 @@ fn changelog(seed: u64, epochs: usize, inserts_only: bool) -> Vec<Vec<Vec<(Op, R
         next += 1;
         Row {
             k: format!("r{next}"),
-            n: rng.maybe(5, 0),
-            x: rng.maybe(40, -20),
+            n: maybe(rng, 5, 0),
+            x: maybe(rng, 40, -20),
             // Halves add up exactly, so sums do not depend on order.
-            f: rng.maybe(9, -4).map(|v| v as f64 / 2.0),
+            f: maybe(rng, 9, -4).map(|v| v as f64 / 2.0),
         }
     };
     (0..epochs)

@@ -120,6 +120,23 @@ mod tests {
     use super::*;
     use datafusion::arrow::array::{Int64Array, StringArray, StringViewArray, UInt32Array};
 
+    /// Encodes every row of `columns`, checks they decode back to the same
+    /// columns, and returns the encoded rows.
+    fn round_trip(format: &RowFormat, columns: &[ArrayRef]) -> Vec<Vec<u8>> {
+        let rows: Vec<Vec<u8>> = (0..columns[0].len())
+            .map(|row| {
+                let mut out = vec![];
+                format.encode(columns, row, &mut out).unwrap();
+                out
+            })
+            .collect();
+        let decoded = format.decode(rows.iter().map(Vec::as_slice)).unwrap();
+        for (decoded, column) in decoded.iter().zip(columns) {
+            assert_eq!(decoded.as_ref(), column.as_ref());
+        }
+        rows
+    }
+
     #[test]
     fn rows_come_back_as_the_columns_they_were() {
         let columns: Vec<ArrayRef> = vec![
@@ -128,16 +145,7 @@ mod tests {
         ];
         let format = RowFormat::new(&[DataType::Int64, DataType::Utf8]);
         assert!(matches!(format, RowFormat::Codec { .. }));
-        let rows: Vec<Vec<u8>> = (0..3)
-            .map(|row| {
-                let mut out = vec![];
-                format.encode(&columns, row, &mut out).unwrap();
-                out
-            })
-            .collect();
-        let decoded = format.decode(rows.iter().map(Vec::as_slice)).unwrap();
-        assert_eq!(decoded[0].as_ref(), columns[0].as_ref());
-        assert_eq!(decoded[1].as_ref(), columns[1].as_ref());
+        let rows = round_trip(&format, &columns);
         assert_eq!(
             format.value(&rows[1], 1).unwrap(),
             ScalarValue::Utf8(Some("b".into()))
@@ -153,16 +161,7 @@ mod tests {
         let types: Vec<DataType> = columns.iter().map(|c| c.data_type().clone()).collect();
         let format = RowFormat::new(&types);
         assert!(matches!(format, RowFormat::Scalars { .. }));
-        let rows: Vec<Vec<u8>> = (0..2)
-            .map(|row| {
-                let mut out = vec![];
-                format.encode(&columns, row, &mut out).unwrap();
-                out
-            })
-            .collect();
-        let decoded = format.decode(rows.iter().map(Vec::as_slice)).unwrap();
-        assert_eq!(decoded[0].as_ref(), columns[0].as_ref());
-        assert_eq!(decoded[1].as_ref(), columns[1].as_ref());
+        round_trip(&format, &columns);
         assert!(format.decode(std::iter::empty()).unwrap()[0].is_empty());
     }
 }
