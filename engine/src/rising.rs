@@ -5,10 +5,10 @@
 //! usual time buckets (`date_trunc('hour', ts)`) and shifted columns.
 //!
 //! A list of rising expressions (`make_array(date_bin(slide, ts),
-//! date_bin(slide, ts - slide), …)`, a HOP row's window starts) rises too. A watermark on a list
-//! column bounds its elements: its value has the element type and is the
-//! least element the watermark's row would give, so an `unnest` of the
-//! list passes it on unchanged.
+//! date_bin(slide, ts - slide), …)`, a HOP row's window starts) rises
+//! too. A watermark on a list column bounds its elements: its value has
+//! the element type and is the least element the watermark's row would
+//! give, so an `unnest` of the list passes it on unchanged.
 
 use std::sync::Arc;
 

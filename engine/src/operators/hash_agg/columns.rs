@@ -167,6 +167,8 @@ impl SlotAccumulator for CountColumn {
 trait Summand: Copy + Default + Send + 'static {
     fn add(self, other: Self) -> Self;
     fn sub(self, other: Self) -> Self;
+    /// The sum as a float, for an average.
+    fn as_f64(self) -> f64;
     fn to_bytes(self) -> [u8; 8];
     fn from_bytes(bytes: [u8; 8]) -> Self;
 }
@@ -177,6 +179,9 @@ impl Summand for i64 {
     }
     fn sub(self, other: Self) -> Self {
         self.wrapping_sub(other)
+    }
+    fn as_f64(self) -> f64 {
+        self as f64
     }
     fn to_bytes(self) -> [u8; 8] {
         self.to_le_bytes()
@@ -192,6 +197,9 @@ impl Summand for f64 {
     }
     fn sub(self, other: Self) -> Self {
         self - other
+    }
+    fn as_f64(self) -> f64 {
+        self
     }
     fn to_bytes(self) -> [u8; 8] {
         self.to_le_bytes()
@@ -262,14 +270,11 @@ where
     fn evaluate(&mut self, slots: &[u32]) -> EngineResult<ArrayRef> {
         let present = |s: u32| self.counts[s as usize] > 0;
         if self.average {
-            // Only f64 sums average (avg's argument is cast to Float64).
             let array: Float64Array = slots
                 .iter()
                 .map(|&s| {
-                    present(s).then(|| {
-                        let sum = f64::from_le_bytes(self.sums[s as usize].to_bytes());
-                        sum / self.counts[s as usize] as f64
-                    })
+                    present(s)
+                        .then(|| self.sums[s as usize].as_f64() / self.counts[s as usize] as f64)
                 })
                 .collect();
             return Ok(Arc::new(array));

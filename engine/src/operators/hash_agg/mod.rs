@@ -22,6 +22,7 @@
 //! `EMIT ON WINDOW CLOSE` it emits nothing at barriers: each group's final
 //! row is emitted once, when the watermark closes it.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -329,24 +330,22 @@ impl HashAggOperator {
 }
 
 /// The signs of rows `signs` that pass `filter` (0 for the others).
-fn filtered_signs(signs: &[i8], filter: Option<&ArrayRef>) -> Vec<i8> {
-    match filter {
-        None => signs.to_vec(),
-        Some(mask) => {
-            let mask = mask.as_boolean();
-            signs
-                .iter()
-                .enumerate()
-                .map(|(row, &sign)| {
-                    if mask.is_valid(row) && mask.value(row) {
-                        sign
-                    } else {
-                        0
-                    }
-                })
-                .collect()
-        }
-    }
+fn filtered_signs<'a>(signs: &'a [i8], filter: Option<&ArrayRef>) -> Cow<'a, [i8]> {
+    let Some(mask) = filter else {
+        return Cow::Borrowed(signs);
+    };
+    let mask = mask.as_boolean();
+    signs
+        .iter()
+        .enumerate()
+        .map(|(row, &sign)| {
+            if mask.is_valid(row) && mask.value(row) {
+                sign
+            } else {
+                0
+            }
+        })
+        .collect()
 }
 
 #[async_trait]

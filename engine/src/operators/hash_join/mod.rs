@@ -104,6 +104,18 @@ impl KeyRows {
     }
 }
 
+/// Writes the rows of a cached key (cache key `cache_key`) that `state`
+/// lacks.
+fn write_unwritten(state: &mut StateTable, cache_key: &[u8], rows: &mut KeyRows) {
+    let group = u16::from_be_bytes([cache_key[0], cache_key[1]]);
+    for (state_key, row) in rows.rows.iter_mut() {
+        if !row.written {
+            state.insert_new(group, state_key, row.value.clone());
+            row.written = true;
+        }
+    }
+}
+
 /// The prefix of a state key that every row of its join key shares: the
 /// tag, the join key's length and the join key.
 fn key_prefix(state_key: &[u8]) -> Option<&[u8]> {
@@ -252,24 +264,7 @@ impl HashJoinOperator {
     fn cache_rows(&mut self, side: usize, key: Vec<u8>, rows: KeyRows) {
         let cost = rows.cost;
         for (key, mut rows) in self.caches[side].insert_evicting(key, rows, cost) {
-            self.write_unwritten(side, &key, rows.rows.iter_mut());
-        }
-    }
-
-    /// Writes the rows among `rows` (of the cache key `cache_key`) that
-    /// the state table lacks.
-    fn write_unwritten<'a>(
-        &mut self,
-        side: usize,
-        cache_key: &[u8],
-        rows: impl Iterator<Item = (&'a Vec<u8>, &'a mut KeptRow)>,
-    ) {
-        let group = u16::from_be_bytes([cache_key[0], cache_key[1]]);
-        for (state_key, row) in rows {
-            if !row.written {
-                self.states[side].insert_new(group, state_key, row.value.clone());
-                row.written = true;
-            }
+            write_unwritten(&mut self.states[side], &key, &mut rows);
         }
     }
 
@@ -380,14 +375,9 @@ impl HashJoinOperator {
             for key in std::mem::take(&mut self.unwritten[side]) {
                 // A key evicted or emptied since it was listed has nothing
                 // left to write.
-                let Some(rows) = self.caches[side].peek_mut(&key) else {
-                    continue;
-                };
-                rows.listed = false;
-                let mut rows = std::mem::take(&mut rows.rows);
-                self.write_unwritten(side, &key, rows.iter_mut());
-                if let Some(cached) = self.caches[side].peek_mut(&key) {
-                    cached.rows = rows;
+                if let Some(rows) = self.caches[side].peek_mut(&key) {
+                    rows.listed = false;
+                    write_unwritten(&mut self.states[side], &key, rows);
                 }
             }
         }
