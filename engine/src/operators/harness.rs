@@ -60,6 +60,18 @@ impl<O: StreamOperator> Harness<O> {
         self.drain()
     }
 
+    /// Pushes a chunk on input `input` and returns the chunks that came out.
+    pub async fn push_chunk_chunks(
+        &mut self,
+        input: usize,
+        chunk: StreamChunk,
+    ) -> EngineResult<Vec<StreamChunk>> {
+        self.operator
+            .process_chunk(input, chunk, &mut self.out)
+            .await?;
+        Ok(self.out.take())
+    }
+
     /// Pushes a watermark and returns the watermarks forwarded (the chunks
     /// it released stay for [`Harness::drain_chunks`]).
     pub async fn push_watermark(&mut self, watermark: Watermark) -> EngineResult<Vec<Watermark>> {

@@ -33,6 +33,8 @@ use crate::watermarks::order_key_at;
 use crate::{Barrier, EngineError, EngineResult, Op, StreamChunk};
 
 #[cfg(test)]
+mod oracle_tests;
+#[cfg(test)]
 mod tests;
 mod window;
 
