@@ -65,40 +65,67 @@ impl EpochBuffer {
 }
 
 /// What a holder charged, released when it is dropped or cleared: keeps a
-/// holder's share of the budget right whatever path ends it.
+/// holder's share of the budget right whatever path ends it. The shared
+/// counter follows the holder's bytes within a slack (64 KiB unless set),
+/// so a state write costs no update of a counter every thread shares.
 #[derive(Debug)]
 pub struct BufferCharge {
     buffer: std::sync::Arc<EpochBuffer>,
     bytes: usize,
+    /// What the buffer holds for this charge.
+    settled: usize,
+    slack: usize,
 }
 
 impl BufferCharge {
     /// A charge of nothing yet against `buffer`.
     pub fn new(buffer: std::sync::Arc<EpochBuffer>) -> Self {
-        Self { buffer, bytes: 0 }
+        Self::with_slack(buffer, 64 << 10)
+    }
+
+    /// A charge whose shared counter may lag its bytes by `slack`.
+    pub fn with_slack(buffer: std::sync::Arc<EpochBuffer>, slack: usize) -> Self {
+        Self {
+            buffer,
+            bytes: 0,
+            settled: 0,
+            slack,
+        }
     }
 
     /// Charges `bytes` more.
     pub fn add(&mut self, bytes: usize) {
         self.bytes += bytes;
-        self.buffer.charge(bytes);
+        self.settle_beyond(self.slack);
     }
 
-    /// Releases `bytes` of what was charged.
+    /// Releases up to `bytes` (never more than charged).
     pub fn sub(&mut self, bytes: usize) {
-        let bytes = bytes.min(self.bytes);
-        self.bytes -= bytes;
-        self.buffer.release(bytes);
+        self.bytes -= bytes.min(self.bytes);
+        self.settle_beyond(self.slack);
     }
 
-    /// Releases everything charged.
+    /// Releases everything.
     pub fn clear(&mut self) {
-        self.sub(self.bytes);
+        self.bytes = 0;
+        self.settle_beyond(0);
     }
 
     /// Bytes charged now.
     pub fn bytes(&self) -> usize {
         self.bytes
+    }
+
+    /// Brings the shared counter to the bytes held when they differ by
+    /// more than `slack`.
+    fn settle_beyond(&mut self, slack: usize) {
+        if self.bytes > self.settled + slack {
+            self.buffer.charge(self.bytes - self.settled);
+            self.settled = self.bytes;
+        } else if self.settled > self.bytes + slack {
+            self.buffer.release(self.settled - self.bytes);
+            self.settled = self.bytes;
+        }
     }
 }
 
@@ -117,8 +144,8 @@ mod tests {
     #[test]
     fn charges_count_until_released_or_dropped() {
         let buffer = Arc::new(EpochBuffer::new(100));
-        let mut a = BufferCharge::new(Arc::clone(&buffer));
-        let mut b = BufferCharge::new(Arc::clone(&buffer));
+        let mut a = BufferCharge::with_slack(Arc::clone(&buffer), 0);
+        let mut b = BufferCharge::with_slack(Arc::clone(&buffer), 0);
         a.add(60);
         assert!(!buffer.is_full());
         b.add(40);
@@ -129,6 +156,21 @@ mod tests {
         drop(b);
         assert_eq!(buffer.held(), 30);
         a.sub(1000);
+        assert_eq!(buffer.held(), 0);
+    }
+
+    #[test]
+    fn a_charge_settles_beyond_its_slack_and_when_cleared() {
+        let buffer = Arc::new(EpochBuffer::new(1000));
+        let mut a = BufferCharge::with_slack(Arc::clone(&buffer), 100);
+        a.add(80);
+        assert_eq!(buffer.held(), 0);
+        a.add(80);
+        assert_eq!(buffer.held(), 160);
+        a.sub(150);
+        assert_eq!((a.bytes(), buffer.held()), (10, 10));
+        a.add(50);
+        drop(a);
         assert_eq!(buffer.held(), 0);
     }
 

@@ -163,7 +163,15 @@ pub struct StateCache<K: Hash + Eq, V> {
     /// Look-ups not yet added to the budget's shared counters: misses,
     /// hits.
     lookups: [u64; 2],
+    /// Cost changes of entries changed in place not yet added to the
+    /// budget (which holds `charged - unsettled`): settled once they reach
+    /// [`UNSETTLED_BYTES`] either way and before anything is inserted, so
+    /// a row written into a cached entry costs no shared counter update.
+    unsettled: isize,
 }
+
+/// What a cache may owe the budget, or be owed, before it settles.
+const UNSETTLED_BYTES: isize = 64 << 10;
 
 /// Look-ups a cache counts before adding them to the shared counters.
 const LOOKUPS_PER_REPORT: u64 = 4096;
@@ -186,7 +194,18 @@ impl<K: Hash + Eq, V> StateCache<K, V> {
             charged: 0,
             complete: false,
             lookups: [0, 0],
+            unsettled: 0,
         }
+    }
+
+    /// Adds the cost changes not yet settled to the budget.
+    fn settle(&mut self) {
+        match self.unsettled {
+            0 => {}
+            owed if owed > 0 => self.budget.charge(owed as usize),
+            owed => self.budget.release(owed.unsigned_abs()),
+        }
+        self.unsettled = 0;
     }
 
     /// Counts a look-up as a hit or a miss, adding the counts to the
@@ -275,6 +294,7 @@ impl<K: Hash + Eq, V> StateCache<K, V> {
             self.complete = false;
             return vec![(key, value)];
         }
+        self.settle();
         let cost = cost + CACHE_ENTRY_OVERHEAD;
         self.budget.charge(cost);
         self.charged += cost;
@@ -301,14 +321,28 @@ impl<K: Hash + Eq, V> StateCache<K, V> {
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
+        self.update(key, |_| ((), cost));
+    }
+
+    /// Changes the entry at `key` in place with `change`, which returns
+    /// what it gives back and the entry's new cost; None (and `change` not
+    /// called) when the key is not cached. Neither counted as a look-up
+    /// nor marked used.
+    pub fn update<Q, R>(&mut self, key: &Q, change: impl FnOnce(&mut V) -> (R, usize)) -> Option<R>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        let (value, charged) = self.entries.peek_mut(key)?;
+        let (result, cost) = change(value);
         let cost = cost + CACHE_ENTRY_OVERHEAD;
-        let Some((_, charged)) = self.entries.peek_mut(key) else {
-            return;
-        };
         let old = std::mem::replace(charged, cost);
-        self.budget.charge(cost);
-        self.charged += cost;
-        self.uncharge(old);
+        self.charged = self.charged + cost - old;
+        self.unsettled += cost as isize - old as isize;
+        if self.unsettled.abs() >= UNSETTLED_BYTES {
+            self.settle();
+        }
+        Some(result)
     }
 
     /// Forgets the entry at `key`.
@@ -324,6 +358,7 @@ impl<K: Hash + Eq, V> StateCache<K, V> {
 
     /// Forgets every entry.
     pub fn clear(&mut self) {
+        self.settle();
         self.complete = false;
         self.entries.clear();
         self.budget.release(self.charged);
@@ -349,6 +384,7 @@ impl<K: Hash + Eq, V> StateCache<K, V> {
 impl<K: Hash + Eq, V> Drop for StateCache<K, V> {
     fn drop(&mut self) {
         Self::report_lookups(&mut self.lookups, &self.budget);
+        self.settle();
         self.budget.release(self.charged);
     }
 }
