@@ -69,9 +69,12 @@ fn maybe(rng: &mut Rng, n: u64) -> Option<i64> {
     (rng.below(6) != 0).then(|| rng.below(n) as i64)
 }
 
-/// Per epoch, chunks each for one side (0 or 1): inserts of new rows,
-/// deletes and update pairs of that side's live rows.
-fn changelog(seed: u64, epochs: usize) -> Vec<Vec<(usize, Vec<(Op, Row)>)>> {
+/// A chunk's rows for one side (0 or 1).
+type SideChunk = (usize, Vec<(Op, Row)>);
+
+/// Per epoch, chunks each for one side: inserts of new rows, deletes and
+/// update pairs of that side's live rows.
+fn changelog(seed: u64, epochs: usize) -> Vec<Vec<SideChunk>> {
     let mut rng = Rng(seed);
     let mut live: [Vec<Row>; 2] = [vec![], vec![]];
     let mut next = 0;

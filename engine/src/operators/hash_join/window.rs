@@ -14,15 +14,17 @@ use datafusion::arrow::compute::kernels::numeric::{add, sub};
 use datafusion::scalar::ScalarValue;
 use runnel_storage::row_codec::RowDecoder;
 
-use super::{HashJoinOperator, decode_value};
+use super::{HashJoinOperator, decode_value, key_prefix};
 use crate::graph::{JoinCleanup, JoinOffset};
 use crate::operators::window_state::OpenWindows;
 use crate::watermarks::order_key;
-use crate::{EngineResult, Watermark};
+use crate::{EngineError, EngineResult, Watermark};
 
-/// One side's stored rows, as (key group, state key), by the value of its
-/// bounded column (memcomparable).
-type WindowIndex = OpenWindows<(u16, Vec<u8>)>;
+/// One side's stored rows, each as its key group (big endian) and state
+/// key, by the value of its bounded column (memcomparable). A row is
+/// listed when inserted; one deleted and inserted again may be listed
+/// twice, and deleting it twice is harmless.
+type WindowIndex = OpenWindows<Vec<u8>, Vec<Vec<u8>>>;
 
 /// The cleanup state of a join.
 #[derive(Debug)]
@@ -74,10 +76,10 @@ impl JoinWindow {
         }
     }
 
-    /// Notes that row `state_key` of `side` (in key group `group`) has the
-    /// value of order key `key` in its bounded column.
-    pub(super) fn register(&mut self, side: usize, key: Vec<u8>, group: u16, state_key: &[u8]) {
-        self.open[side].insert(key, (group, state_key.to_vec()));
+    /// Notes that the row of `side` at `keyed` (key group and state key)
+    /// has the value of order key `key` in its bounded column.
+    pub(super) fn register(&mut self, side: usize, key: Vec<u8>, keyed: &[u8]) {
+        self.open[side].insert(key, keyed.to_vec());
     }
 
     /// The bound of each side given both watermarks.
@@ -124,7 +126,9 @@ impl HashJoinOperator {
                 for (row, state_key) in keys.into_iter().enumerate() {
                     let value = ScalarValue::try_from_array(values.column(0), row)?;
                     if let Some(key) = order_key(&value)? {
-                        index.insert(key, (group, state_key));
+                        let mut keyed = group.to_be_bytes().to_vec();
+                        keyed.extend_from_slice(&state_key);
+                        index.insert(key, keyed);
                     }
                 }
             }
@@ -166,14 +170,18 @@ impl HashJoinOperator {
             }
             window.bounds[side] = Some(bound.clone());
             let gone = window.open[side].close_below(&bound)?;
-            closed.extend(gone.into_iter().map(|(g, k)| (side, g, k)));
+            closed.extend(gone.into_iter().map(|keyed| (side, keyed)));
             forwarded.extend(window.spec.outputs[side].iter().map(|&column| Watermark {
                 column,
                 value: bound.clone(),
             }));
         }
-        for (side, group, key) in closed {
-            self.write_row(side, group, &key, None, false);
+        for (side, keyed) in closed {
+            let Some(prefix) = key_prefix(&keyed[2..]) else {
+                return Err(EngineError::Internal("join state key cut short".into()));
+            };
+            let cache_key_len = 2 + prefix.len();
+            self.write_row(side, &keyed[..cache_key_len], &keyed[2..], None, false);
         }
         Ok(forwarded)
     }
