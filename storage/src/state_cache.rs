@@ -98,12 +98,20 @@ impl CacheBudget {
 pub struct CacheCharge {
     budget: Arc<CacheBudget>,
     bytes: usize,
+    /// What the budget holds for this share: it follows `bytes` within
+    /// [`UNSETTLED_BYTES`], so a group changed costs no update of a
+    /// counter every thread shares.
+    settled: usize,
 }
 
 impl CacheCharge {
     /// Nothing charged yet to `budget`.
     pub fn new(budget: Arc<CacheBudget>) -> Self {
-        Self { budget, bytes: 0 }
+        Self {
+            budget,
+            bytes: 0,
+            settled: 0,
+        }
     }
 
     /// The budget's limit in bytes (0: nothing is to be kept).
@@ -113,15 +121,14 @@ impl CacheCharge {
 
     /// Charges `bytes` more.
     pub fn add(&mut self, bytes: usize) {
-        self.budget.charge(bytes);
         self.bytes += bytes;
+        self.settle_beyond(UNSETTLED_BYTES as usize);
     }
 
     /// Releases `bytes` of what was charged.
     pub fn sub(&mut self, bytes: usize) {
-        let bytes = bytes.min(self.bytes);
-        self.budget.release(bytes);
-        self.bytes -= bytes;
+        self.bytes -= bytes.min(self.bytes);
+        self.settle_beyond(UNSETTLED_BYTES as usize);
     }
 
     /// What this share holds now.
@@ -129,8 +136,10 @@ impl CacheCharge {
         self.bytes
     }
 
-    /// How far the process's caches are over the budget, in bytes.
-    pub fn excess(&self) -> usize {
+    /// How far the process's caches are over the budget, in bytes (this
+    /// share settled first).
+    pub fn excess(&mut self) -> usize {
+        self.settle_beyond(0);
         self.budget.used().saturating_sub(self.budget.limit())
     }
 
@@ -140,11 +149,23 @@ impl CacheCharge {
     pub fn count_lookups(&self, hits: u64, misses: u64) {
         self.budget.add_lookups(hits, misses);
     }
+
+    /// Brings the budget to this share's bytes when they differ by more
+    /// than `slack`.
+    fn settle_beyond(&mut self, slack: usize) {
+        if self.bytes > self.settled + slack {
+            self.budget.charge(self.bytes - self.settled);
+            self.settled = self.bytes;
+        } else if self.settled > self.bytes + slack {
+            self.budget.release(self.settled - self.bytes);
+            self.settled = self.bytes;
+        }
+    }
 }
 
 impl Drop for CacheCharge {
     fn drop(&mut self) {
-        self.budget.release(self.bytes);
+        self.budget.release(self.settled);
     }
 }
 

@@ -42,7 +42,7 @@ impl HashAggOperator {
                     let mut values = Vec::with_capacity(slots.len());
                     for &slot in slots {
                         let entry = self.slots.get(slot);
-                        let (group, key) = (entry.group, entry.key.clone());
+                        let (group, key) = (entry.group, Arc::clone(&entry.key));
                         values.push(self.recompute(group, &key, i)?);
                     }
                     scalars_to_array(values, &self.aggs[i].output_type)?
@@ -162,7 +162,7 @@ impl HashAggOperator {
             let entry = self.slots.get(slot);
             if entry.rows == 0 && !self.group_by.is_empty() {
                 if entry.stored {
-                    let (group, key) = (entry.group, entry.key.clone());
+                    let (group, key) = (entry.group, Arc::clone(&entry.key));
                     self.groups.delete(group, &key);
                 }
                 self.free_slot(slot);
@@ -172,7 +172,7 @@ impl HashAggOperator {
             self.encode_record(slot, &mut bytes)?;
             let entry = self.slots.get_mut(slot);
             entry.stored = true;
-            let (group, key) = (entry.group, entry.key.clone());
+            let (group, key) = (entry.group, Arc::clone(&entry.key));
             self.groups.put(group, &key, bytes);
         }
         self.slots.tick();

@@ -2,6 +2,8 @@
 //! multiset of argument values in the inputs table (and cached), from which
 //! the aggregate is computed again when its group changed.
 
+use std::sync::Arc;
+
 use datafusion::arrow::array::ArrayRef;
 use datafusion::scalar::ScalarValue;
 use runnel_storage::key_codec::encode_nullable_key;
@@ -47,7 +49,7 @@ impl HashAggOperator {
                     .map(|a| ScalarValue::try_from_array(a, row))
                     .collect::<Result<Vec<_>, _>>()?;
                 let entry = self.slots.get(slot);
-                let (group, key) = (entry.group, entry.key.clone());
+                let (group, key) = (entry.group, Arc::clone(&entry.key));
                 let prefix = input_prefix(&key, agg);
                 let count = self.with_multiset(group, &prefix, |set| {
                     Ok(set.add(&arg_key, values.clone(), i64::from(sign)))

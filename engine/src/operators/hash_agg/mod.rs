@@ -319,7 +319,7 @@ impl HashAggOperator {
     /// Deletes a group's record, its kept inputs and its slot.
     fn delete_group(&mut self, slot: u32) -> EngineResult<()> {
         let entry = self.slots.get(slot);
-        let (group, key) = (entry.group, entry.key.clone());
+        let (group, key) = (entry.group, Arc::clone(&entry.key));
         if entry.stored {
             self.groups.delete(group, &key);
         }

@@ -19,11 +19,14 @@ use runnel_storage::{CacheBudget, CacheCharge};
 /// allocation headers.
 const SLOT_OVERHEAD: usize = 112;
 
+/// The counts in front of a key shared by its slot and the index.
+const ARC_HEADER: usize = 16;
+
 /// One group in memory.
 #[derive(Debug, Default)]
 pub(super) struct Slot {
     /// Encoded group key (the state table's key).
-    pub key: Box<[u8]>,
+    pub key: Arc<[u8]>,
     /// The key's key group.
     pub group: u16,
     /// Rows the group holds.
@@ -46,7 +49,7 @@ pub(super) struct Slot {
 
 /// The groups in memory, by slot.
 pub(super) struct Slots {
-    index: HashMap<Box<[u8]>, u32>,
+    index: HashMap<Arc<[u8]>, u32>,
     slots: Vec<Slot>,
     free: Vec<u32>,
     charge: CacheCharge,
@@ -115,7 +118,7 @@ impl Slots {
                 (self.slots.len() - 1) as u32
             }
         };
-        self.index.insert(slot.key.clone(), index);
+        self.index.insert(Arc::clone(&slot.key), index);
         self.slots[index as usize] = slot;
         self.recharge(index);
         index
@@ -149,7 +152,8 @@ impl Slots {
     pub fn recharge(&mut self, slot: u32) {
         let entry = &mut self.slots[slot as usize];
         let cost = SLOT_OVERHEAD
-            + 2 * entry.key.len()
+            + entry.key.len()
+            + ARC_HEADER
             + entry.values.len()
             + entry.previous.as_ref().map_or(0, |p| p.len())
             + self.state_cost;
