@@ -16,6 +16,7 @@ mod error;
 pub mod parser;
 pub mod pg_compat;
 pub mod stream;
+pub mod time_shift;
 pub mod types;
 pub mod windows;
 

@@ -15,6 +15,7 @@ use datafusion_pg_catalog::pg_catalog::context::EmptyContextProvider;
 use runnel_engine::runtime::Runtime;
 use runnel_planner::catalog::{DATABASE, DEFAULT_SCHEMA};
 use runnel_planner::pg_compat::ByteaInputRule;
+use runnel_planner::time_shift::TimeShiftRule;
 use runnel_planner::types::RunnelTypePlanner;
 use runnel_storage::Store;
 use runnel_storage::checkpoint::Checkpointer;
@@ -148,6 +149,7 @@ fn base_state(catalog: Arc<Catalog>, memory_limit: usize) -> ServerResult<Sessio
     let state = builder
         .with_type_planner(Arc::new(RunnelTypePlanner::new(inner)))
         .with_analyzer_rule(Arc::new(ByteaInputRule::default()))
+        .with_analyzer_rule(Arc::new(TimeShiftRule))
         .build();
     provider.set_planner_state(state.clone());
     Ok(state)

@@ -27,6 +27,23 @@ pub(super) fn projected_watermarks(
         .collect()
 }
 
+/// `-value`: DataFusion's negation, and durations (which fixed time
+/// shifts become, see `time_shift`), which it lacks.
+fn negated(value: &datafusion::scalar::ScalarValue) -> Option<datafusion::scalar::ScalarValue> {
+    use datafusion::scalar::ScalarValue as S;
+    let neg = |v: &Option<i64>| match v {
+        Some(v) => v.checked_neg().map(Some),
+        None => Some(None),
+    };
+    Some(match value {
+        S::DurationSecond(v) => S::DurationSecond(neg(v)?),
+        S::DurationMillisecond(v) => S::DurationMillisecond(neg(v)?),
+        S::DurationMicrosecond(v) => S::DurationMicrosecond(neg(v)?),
+        S::DurationNanosecond(v) => S::DurationNanosecond(neg(v)?),
+        other => other.arithmetic_negate().ok()?,
+    })
+}
+
 /// A column of one join side, possibly shifted by a constant: (side, column
 /// within the side, offset; None for none).
 fn shifted_column(
@@ -54,7 +71,7 @@ fn shifted_column(
             };
             let offset = match op {
                 Operator::Plus => value.clone(),
-                Operator::Minus => value.arithmetic_negate().ok()?,
+                Operator::Minus => negated(value)?,
                 _ => return None,
             };
             Some((side, column, Some(offset)))
@@ -122,9 +139,9 @@ pub(super) fn interval_bounds(
         let offset = match (oa, ob) {
             (None, None) => JoinOffset::Zero,
             (None, Some(ob)) => JoinOffset::By(ob),
-            (Some(oa), None) => match oa.arithmetic_negate() {
-                Ok(negated) => JoinOffset::By(negated),
-                Err(_) => continue,
+            (Some(oa), None) => match negated(&oa) {
+                Some(negated) => JoinOffset::By(negated),
+                None => continue,
             },
             (Some(_), Some(_)) => continue,
         };

@@ -278,7 +278,8 @@ impl HashAggOperator {
         if let Some(window) = self.window.as_mut() {
             let column = window.setup.spec.group_column;
             if let Some(window_value) = order_key_at(&group_arrays[column], row)? {
-                window.open.insert(window_value, key.to_vec());
+                let key = Arc::clone(&self.slots.get(slot).key);
+                window.open.insert(window_value, key);
             }
         }
         Ok(slot)

@@ -28,10 +28,11 @@ pub(super) struct Window {
     pub(super) setup: WindowSetup,
     /// The watermark of the window column (table `state_id + 2`).
     pub(super) watermark: KeptWatermark,
-    /// Keys of the groups that may hold state, rebuilt from state on first
-    /// use; each recorded once, when its group is new (a group emptied
-    /// and filled again may be listed twice: closing finds it gone).
-    pub(super) open: OpenWindows<Vec<u8>, Vec<Vec<u8>>>,
+    /// Keys of the groups that may hold state (shared with their slots),
+    /// rebuilt from state on first use; each recorded once, when its group
+    /// is new (a group emptied and filled again may be listed twice:
+    /// closing finds it gone).
+    pub(super) open: OpenWindows<Arc<[u8]>, Vec<Arc<[u8]>>>,
     pub(super) loaded: bool,
 }
 
@@ -51,7 +52,7 @@ impl HashAggOperator {
             for (key, bytes) in self.groups.scan_prefix(group, b"")? {
                 let value = self.values_format.value(record_values(&bytes)?, column)?;
                 if let Some(window_value) = order_key(&value)? {
-                    open.insert(window_value, key);
+                    open.insert(window_value, key.into());
                 }
             }
         }
