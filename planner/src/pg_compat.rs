@@ -7,14 +7,15 @@ use std::sync::Arc;
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, BinaryBuilder};
 use datafusion::arrow::datatypes::DataType;
 use datafusion::common::config::ConfigOptions;
-use datafusion::common::tree_node::{Transformed, TreeNode};
+use datafusion::common::tree_node::Transformed;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::logical_expr::expr::{Cast, ScalarFunction};
-use datafusion::logical_expr::expr_rewriter::NamePreserver;
 use datafusion::logical_expr::{
     ColumnarValue, Expr, ExprSchemable, LogicalPlan, ScalarUDF, Volatility, create_udf,
 };
 use datafusion::optimizer::AnalyzerRule;
+
+use crate::expr_rewrite::rewrite_expressions;
 
 /// Name of the function that parses Postgres bytea text.
 pub const BYTEA_IN: &str = "runnel_bytea_in";
@@ -116,35 +117,16 @@ impl Default for ByteaInputRule {
 
 impl AnalyzerRule for ByteaInputRule {
     fn analyze(&self, plan: LogicalPlan, _config: &ConfigOptions) -> Result<LogicalPlan> {
-        plan.transform_up_with_subqueries(|node| {
-            // Values rows have no input schema but may cast literals.
-            let schema = match node.inputs().as_slice() {
-                [one] => Some(Arc::clone(one.schema())),
-                _ => None,
-            };
-            let is_values = matches!(node, LogicalPlan::Values(_));
-            let names = NamePreserver::new(&node);
-            node.map_expressions(|expr| {
-                let saved = names.save(&expr);
-                let rewritten = expr.transform_up(|e| match e {
-                    Expr::Cast(Cast { expr, field })
-                        if field.data_type() == &DataType::Binary
-                            && is_text(&expr, schema.as_deref()) =>
-                    {
-                        Ok(Transformed::yes(Expr::ScalarFunction(
-                            ScalarFunction::new_udf(Arc::clone(&self.udf), vec![*expr]),
-                        )))
-                    }
-                    other => Ok(Transformed::no(other)),
-                })?;
-                Ok(if rewritten.transformed && !is_values {
-                    rewritten.update_data(|e| saved.restore(e))
-                } else {
-                    rewritten
-                })
-            })
+        rewrite_expressions(plan, |e, schema| match e {
+            Expr::Cast(Cast { expr, field })
+                if field.data_type() == &DataType::Binary && is_text(&expr, schema) =>
+            {
+                Ok(Transformed::yes(Expr::ScalarFunction(
+                    ScalarFunction::new_udf(Arc::clone(&self.udf), vec![*expr]),
+                )))
+            }
+            other => Ok(Transformed::no(other)),
         })
-        .map(|t| t.data)
     }
 
     fn name(&self) -> &str {

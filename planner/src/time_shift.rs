@@ -9,12 +9,13 @@
 
 use datafusion::arrow::datatypes::{DataType, IntervalMonthDayNano, TimeUnit};
 use datafusion::common::config::ConfigOptions;
-use datafusion::common::tree_node::{Transformed, TreeNode};
+use datafusion::common::tree_node::Transformed;
 use datafusion::error::Result;
-use datafusion::logical_expr::expr_rewriter::NamePreserver;
 use datafusion::logical_expr::{BinaryExpr, Expr, ExprSchemable, LogicalPlan, Operator};
 use datafusion::optimizer::AnalyzerRule;
 use datafusion::scalar::ScalarValue;
+
+use crate::expr_rewrite::rewrite_expressions;
 
 /// Rewrites `timestamp ± INTERVAL` of whole units of the timestamp into
 /// `timestamp ± duration`. Runs after type coercion.
@@ -48,46 +49,26 @@ fn as_duration(interval: &IntervalMonthDayNano, unit: &TimeUnit) -> Option<Scala
 
 impl AnalyzerRule for TimeShiftRule {
     fn analyze(&self, plan: LogicalPlan, _config: &ConfigOptions) -> Result<LogicalPlan> {
-        plan.transform_up_with_subqueries(|node| {
-            let schema = match node.inputs().as_slice() {
-                [input] => std::sync::Arc::clone(input.schema()),
-                _ => return Ok(Transformed::no(node)),
+        rewrite_expressions(plan, |e, schema| {
+            let Expr::BinaryExpr(BinaryExpr { left, op, right }) = e else {
+                return Ok(Transformed::no(e));
             };
-            let names = NamePreserver::new(&node);
-            node.map_expressions(|expr| {
-                let saved = names.save(&expr);
-                let rewritten = expr.transform_up(|e| match e {
-                    Expr::BinaryExpr(BinaryExpr { left, op, right })
-                        if matches!(op, Operator::Plus | Operator::Minus) =>
-                    {
-                        let duration = match (left.get_type(&schema), right.as_ref()) {
-                            (
-                                Ok(DataType::Timestamp(unit, _)),
-                                Expr::Literal(ScalarValue::IntervalMonthDayNano(Some(i)), _),
-                            ) => as_duration(i, &unit),
-                            _ => None,
-                        };
-                        Ok(match duration {
-                            Some(d) => Transformed::yes(Expr::BinaryExpr(BinaryExpr {
-                                left,
-                                op,
-                                right: Box::new(Expr::Literal(d, None)),
-                            })),
-                            None => {
-                                Transformed::no(Expr::BinaryExpr(BinaryExpr { left, op, right }))
-                            }
-                        })
-                    }
-                    other => Ok(Transformed::no(other)),
-                })?;
-                Ok(if rewritten.transformed {
-                    rewritten.update_data(|e| saved.restore(e))
-                } else {
-                    rewritten
-                })
+            let duration = match (schema.map(|s| left.get_type(s)), right.as_ref()) {
+                (
+                    Some(Ok(DataType::Timestamp(unit, _))),
+                    Expr::Literal(ScalarValue::IntervalMonthDayNano(Some(i)), _),
+                ) if matches!(op, Operator::Plus | Operator::Minus) => as_duration(i, &unit),
+                _ => None,
+            };
+            Ok(match duration {
+                Some(d) => Transformed::yes(Expr::BinaryExpr(BinaryExpr {
+                    left,
+                    op,
+                    right: Box::new(Expr::Literal(d, None)),
+                })),
+                None => Transformed::no(Expr::BinaryExpr(BinaryExpr { left, op, right })),
             })
         })
-        .map(|t| t.data)
     }
 
     fn name(&self) -> &str {

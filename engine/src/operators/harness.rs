@@ -1,6 +1,7 @@
 //! The one harness operator tests go through: push messages, read what the
 //! operator emitted as a pretty-printed table.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{Int64Array, RecordBatch, StringArray};
@@ -148,6 +149,33 @@ pub fn chunk(rows: &[(Op, &str, i64)]) -> StreamChunk {
     .expect("test rows fit the schema");
     let ops: Vec<Op> = rows.iter().map(|r| r.0).collect();
     StreamChunk::new(data, &ops).expect("one op per row")
+}
+
+/// Applies emitted changes to `view` (a row as text → how many times it
+/// is there), as a materialized view would; fails on a delete of a row
+/// the view does not hold.
+pub fn apply_changes(view: &mut BTreeMap<String, i64>, chunks: &[StreamChunk]) {
+    for chunk in chunks {
+        let batch = chunk.data();
+        for row in 0..batch.num_rows() {
+            let text = batch
+                .columns()
+                .iter()
+                .map(|c| {
+                    datafusion::scalar::ScalarValue::try_from_array(c, row)
+                        .unwrap()
+                        .to_string()
+                })
+                .collect::<Vec<_>>()
+                .join(" ");
+            let count = view.entry(text.clone()).or_default();
+            *count += chunk.op(row).unwrap().sign();
+            assert!(*count >= 0, "deleted a row the view does not hold: {text}");
+            if *count == 0 {
+                view.remove(&text);
+            }
+        }
+    }
 }
 
 /// A small deterministic random source (splitmix64).

@@ -23,7 +23,7 @@ use runnel_storage::{Store, StoreOptions};
 
 use super::HashAggOperator;
 use crate::graph::AggregateCall;
-use crate::operators::harness::{Harness, Rng, barrier};
+use crate::operators::harness::{Harness, Rng, apply_changes, barrier};
 use crate::{Op, StreamChunk};
 
 /// An input row: key, group, integer argument, float argument.
@@ -207,27 +207,6 @@ fn expected(live: &BTreeMap<String, Row>) -> BTreeSet<String> {
         .collect()
 }
 
-/// Applies emitted changes to `view` (row text → count).
-fn apply(view: &mut BTreeMap<String, i64>, chunks: &[StreamChunk]) {
-    for chunk in chunks {
-        let batch = chunk.data();
-        for row in 0..batch.num_rows() {
-            let text = batch
-                .columns()
-                .iter()
-                .map(|c| ScalarValue::try_from_array(c, row).unwrap().to_string())
-                .collect::<Vec<_>>()
-                .join(" ");
-            let count = view.entry(text.clone()).or_default();
-            *count += chunk.op(row).unwrap().sign();
-            assert!(*count >= 0, "deleted a row the view does not hold: {text}");
-            if *count == 0 {
-                view.remove(&text);
-            }
-        }
-    }
-}
-
 async fn check(seed: u64, budget: usize, inserts_only: bool) {
     let dir = tempfile::tempdir().unwrap();
     let options = StoreOptions {
@@ -253,7 +232,7 @@ async fn check(seed: u64, budget: usize, inserts_only: bool) {
             .push_barrier_chunks(barrier(epoch as u64 + 1))
             .await
             .unwrap();
-        apply(&mut view, &emitted);
+        apply_changes(&mut view, &emitted);
         let rows: BTreeSet<String> = view.keys().cloned().collect();
         assert_eq!(
             rows,

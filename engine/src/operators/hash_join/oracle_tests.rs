@@ -20,7 +20,7 @@ use runnel_storage::{Store, StoreOptions};
 
 use super::HashJoinOperator;
 use crate::graph::{JoinKind, JoinSide};
-use crate::operators::harness::{Harness, Rng, barrier};
+use crate::operators::harness::{Harness, Rng, apply_changes, barrier};
 use crate::{Op, StreamChunk};
 
 /// A row of either side: stream key, join key, compared value.
@@ -249,27 +249,6 @@ impl Case {
     }
 }
 
-/// Applies emitted changes to `view` (row text → count).
-fn apply(view: &mut BTreeMap<String, i64>, chunks: &[StreamChunk]) {
-    for chunk in chunks {
-        let batch = chunk.data();
-        for row in 0..batch.num_rows() {
-            let text = batch
-                .columns()
-                .iter()
-                .map(|c| ScalarValue::try_from_array(c, row).unwrap().to_string())
-                .collect::<Vec<_>>()
-                .join(" ");
-            let count = view.entry(text.clone()).or_default();
-            *count += chunk.op(row).unwrap().sign();
-            assert!(*count >= 0, "deleted a row the view does not hold: {text}");
-            if *count == 0 {
-                view.remove(&text);
-            }
-        }
-    }
-}
-
 async fn check(case: Case, seed: u64, budget: usize) {
     let dir = tempfile::tempdir().unwrap();
     let options = StoreOptions {
@@ -290,13 +269,13 @@ async fn check(case: Case, seed: u64, budget: usize) {
                 }
             }
             let emitted = h.push_chunk_chunks(side, chunk(&rows)).await.unwrap();
-            apply(&mut view, &emitted);
+            apply_changes(&mut view, &emitted);
         }
         let emitted = h
             .push_barrier_chunks(barrier(epoch as u64 + 1))
             .await
             .unwrap();
-        apply(&mut view, &emitted);
+        apply_changes(&mut view, &emitted);
         assert_eq!(
             view,
             case.expected(&live),
