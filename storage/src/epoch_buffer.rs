@@ -12,6 +12,8 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use crate::lagging::{LaggingBytes, SharedBytes};
+
 /// What one buffered entry costs beyond its key and value bytes: the map
 /// node's share, the two allocations' headers, the entry's bookkeeping.
 pub const ENTRY_OVERHEAD: usize = 96;
@@ -71,9 +73,7 @@ impl EpochBuffer {
 #[derive(Debug)]
 pub struct BufferCharge {
     buffer: std::sync::Arc<EpochBuffer>,
-    bytes: usize,
-    /// What the buffer holds for this charge.
-    settled: usize,
+    bytes: LaggingBytes,
     slack: usize,
 }
 
@@ -87,45 +87,42 @@ impl BufferCharge {
     pub fn with_slack(buffer: std::sync::Arc<EpochBuffer>, slack: usize) -> Self {
         Self {
             buffer,
-            bytes: 0,
-            settled: 0,
+            bytes: LaggingBytes::default(),
             slack,
         }
     }
 
     /// Charges `bytes` more.
     pub fn add(&mut self, bytes: usize) {
-        self.bytes += bytes;
-        self.settle_beyond(self.slack);
+        self.bytes.bytes += bytes;
+        self.bytes.settle_beyond(&*self.buffer, self.slack);
     }
 
     /// Releases up to `bytes` (never more than charged).
     pub fn sub(&mut self, bytes: usize) {
-        self.bytes -= bytes.min(self.bytes);
-        self.settle_beyond(self.slack);
+        self.bytes.bytes -= bytes.min(self.bytes.bytes);
+        self.bytes.settle_beyond(&*self.buffer, self.slack);
     }
 
     /// Releases everything.
     pub fn clear(&mut self) {
-        self.bytes = 0;
-        self.settle_beyond(0);
+        self.bytes.bytes = 0;
+        self.bytes.settle_beyond(&*self.buffer, 0);
     }
 
     /// Bytes charged now.
     pub fn bytes(&self) -> usize {
-        self.bytes
+        self.bytes.bytes
+    }
+}
+
+impl SharedBytes for EpochBuffer {
+    fn charge(&self, bytes: usize) {
+        EpochBuffer::charge(self, bytes);
     }
 
-    /// Brings the shared counter to the bytes held when they differ by
-    /// more than `slack`.
-    fn settle_beyond(&mut self, slack: usize) {
-        if self.bytes > self.settled + slack {
-            self.buffer.charge(self.bytes - self.settled);
-            self.settled = self.bytes;
-        } else if self.settled > self.bytes + slack {
-            self.buffer.release(self.settled - self.bytes);
-            self.settled = self.bytes;
-        }
+    fn release(&self, bytes: usize) {
+        EpochBuffer::release(self, bytes);
     }
 }
 

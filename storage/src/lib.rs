@@ -23,6 +23,7 @@ pub mod epoch_buffer;
 mod error;
 pub mod export;
 pub mod key_codec;
+mod lagging;
 pub mod row_codec;
 pub mod scalar_codec;
 pub mod state_cache;

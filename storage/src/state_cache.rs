@@ -23,6 +23,8 @@ use std::hash::Hash;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
+use crate::lagging::{LaggingBytes, SharedBytes};
+
 /// What one cached entry costs beyond its own bytes: the map node, the
 /// list links and the allocation headers.
 pub const CACHE_ENTRY_OVERHEAD: usize = 128;
@@ -97,11 +99,9 @@ impl CacheBudget {
 #[derive(Debug)]
 pub struct CacheCharge {
     budget: Arc<CacheBudget>,
-    bytes: usize,
-    /// What the budget holds for this share: it follows `bytes` within
-    /// [`UNSETTLED_BYTES`], so a group changed costs no update of a
-    /// counter every thread shares.
-    settled: usize,
+    /// The share; the budget follows it within [`UNSETTLED_BYTES`], so a
+    /// group changed costs no update of a counter every thread shares.
+    bytes: LaggingBytes,
 }
 
 impl CacheCharge {
@@ -109,8 +109,7 @@ impl CacheCharge {
     pub fn new(budget: Arc<CacheBudget>) -> Self {
         Self {
             budget,
-            bytes: 0,
-            settled: 0,
+            bytes: LaggingBytes::default(),
         }
     }
 
@@ -121,25 +120,25 @@ impl CacheCharge {
 
     /// Charges `bytes` more.
     pub fn add(&mut self, bytes: usize) {
-        self.bytes += bytes;
-        self.settle_beyond(UNSETTLED_BYTES as usize);
+        self.bytes.bytes += bytes;
+        self.bytes.settle_beyond(&*self.budget, UNSETTLED_BYTES);
     }
 
     /// Releases `bytes` of what was charged.
     pub fn sub(&mut self, bytes: usize) {
-        self.bytes -= bytes.min(self.bytes);
-        self.settle_beyond(UNSETTLED_BYTES as usize);
+        self.bytes.bytes -= bytes.min(self.bytes.bytes);
+        self.bytes.settle_beyond(&*self.budget, UNSETTLED_BYTES);
     }
 
     /// What this share holds now.
     pub fn bytes(&self) -> usize {
-        self.bytes
+        self.bytes.bytes
     }
 
     /// How far the process's caches are over the budget, in bytes (this
     /// share settled first).
     pub fn excess(&mut self) -> usize {
-        self.settle_beyond(0);
+        self.bytes.settle_beyond(&*self.budget, 0);
         self.budget.used().saturating_sub(self.budget.limit())
     }
 
@@ -149,23 +148,22 @@ impl CacheCharge {
     pub fn count_lookups(&self, hits: u64, misses: u64) {
         self.budget.add_lookups(hits, misses);
     }
-
-    /// Brings the budget to this share's bytes when they differ by more
-    /// than `slack`.
-    fn settle_beyond(&mut self, slack: usize) {
-        if self.bytes > self.settled + slack {
-            self.budget.charge(self.bytes - self.settled);
-            self.settled = self.bytes;
-        } else if self.settled > self.bytes + slack {
-            self.budget.release(self.settled - self.bytes);
-            self.settled = self.bytes;
-        }
-    }
 }
 
 impl Drop for CacheCharge {
     fn drop(&mut self) {
-        self.budget.release(self.settled);
+        self.bytes.bytes = 0;
+        self.bytes.settle_beyond(&*self.budget, 0);
+    }
+}
+
+impl SharedBytes for CacheBudget {
+    fn charge(&self, bytes: usize) {
+        CacheBudget::charge(self, bytes);
+    }
+
+    fn release(&self, bytes: usize) {
+        CacheBudget::release(self, bytes);
     }
 }
 
@@ -174,8 +172,11 @@ impl Drop for CacheCharge {
 pub struct StateCache<K: Hash + Eq, V> {
     entries: lru::LruCache<K, (V, usize)>,
     budget: Arc<CacheBudget>,
-    /// What this cache charged the budget.
-    charged: usize,
+    /// What this cache's entries cost; the budget follows it within
+    /// [`UNSETTLED_BYTES`] when entries change in place, exactly when
+    /// entries come and go (so a row written into a cached entry costs no
+    /// shared counter update).
+    charged: LaggingBytes,
     /// Whether every entry the state table holds is cached: set by an
     /// operator that started on empty state and caches everything it
     /// writes, lost at the first eviction (or refused insert). While it
@@ -184,15 +185,11 @@ pub struct StateCache<K: Hash + Eq, V> {
     /// Look-ups not yet added to the budget's shared counters: misses,
     /// hits.
     lookups: [u64; 2],
-    /// Cost changes of entries changed in place not yet added to the
-    /// budget (which holds `charged - unsettled`): settled once they reach
-    /// [`UNSETTLED_BYTES`] either way and before anything is inserted, so
-    /// a row written into a cached entry costs no shared counter update.
-    unsettled: isize,
 }
 
-/// What a cache may owe the budget, or be owed, before it settles.
-const UNSETTLED_BYTES: isize = 64 << 10;
+/// What a cache's or an operator's share may differ from what the budget
+/// holds for it before it settles.
+const UNSETTLED_BYTES: usize = 64 << 10;
 
 /// Look-ups a cache counts before adding them to the shared counters.
 const LOOKUPS_PER_REPORT: u64 = 4096;
@@ -201,7 +198,7 @@ impl<K: Hash + Eq, V> std::fmt::Debug for StateCache<K, V> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("StateCache")
             .field("entries", &self.entries.len())
-            .field("charged", &self.charged)
+            .field("charged", &self.charged.bytes)
             .finish()
     }
 }
@@ -212,21 +209,10 @@ impl<K: Hash + Eq, V> StateCache<K, V> {
         Self {
             entries: lru::LruCache::unbounded(),
             budget,
-            charged: 0,
+            charged: LaggingBytes::default(),
             complete: false,
             lookups: [0, 0],
-            unsettled: 0,
         }
-    }
-
-    /// Adds the cost changes not yet settled to the budget.
-    fn settle(&mut self) {
-        match self.unsettled {
-            0 => {}
-            owed if owed > 0 => self.budget.charge(owed as usize),
-            owed => self.budget.release(owed.unsigned_abs()),
-        }
-        self.unsettled = 0;
     }
 
     /// Counts a look-up as a hit or a miss, adding the counts to the
@@ -315,10 +301,9 @@ impl<K: Hash + Eq, V> StateCache<K, V> {
             self.complete = false;
             return vec![(key, value)];
         }
-        self.settle();
         let cost = cost + CACHE_ENTRY_OVERHEAD;
-        self.budget.charge(cost);
-        self.charged += cost;
+        self.charged.bytes += cost;
+        self.charged.settle_beyond(&*self.budget, 0);
         if let Some((_, old)) = self.entries.put(key, (value, cost)) {
             self.uncharge(old);
         }
@@ -358,11 +343,8 @@ impl<K: Hash + Eq, V> StateCache<K, V> {
         let (result, cost) = change(value);
         let cost = cost + CACHE_ENTRY_OVERHEAD;
         let old = std::mem::replace(charged, cost);
-        self.charged = self.charged + cost - old;
-        self.unsettled += cost as isize - old as isize;
-        if self.unsettled.abs() >= UNSETTLED_BYTES {
-            self.settle();
-        }
+        self.charged.bytes = self.charged.bytes + cost - old;
+        self.charged.settle_beyond(&*self.budget, UNSETTLED_BYTES);
         Some(result)
     }
 
@@ -379,11 +361,10 @@ impl<K: Hash + Eq, V> StateCache<K, V> {
 
     /// Forgets every entry.
     pub fn clear(&mut self) {
-        self.settle();
         self.complete = false;
         self.entries.clear();
-        self.budget.release(self.charged);
-        self.charged = 0;
+        self.charged.bytes = 0;
+        self.charged.settle_beyond(&*self.budget, 0);
     }
 
     /// Entries cached now.
@@ -397,16 +378,16 @@ impl<K: Hash + Eq, V> StateCache<K, V> {
     }
 
     fn uncharge(&mut self, cost: usize) {
-        self.budget.release(cost);
-        self.charged = self.charged.saturating_sub(cost);
+        self.charged.bytes = self.charged.bytes.saturating_sub(cost);
+        self.charged.settle_beyond(&*self.budget, 0);
     }
 }
 
 impl<K: Hash + Eq, V> Drop for StateCache<K, V> {
     fn drop(&mut self) {
         Self::report_lookups(&mut self.lookups, &self.budget);
-        self.settle();
-        self.budget.release(self.charged);
+        self.charged.bytes = 0;
+        self.charged.settle_beyond(&*self.budget, 0);
     }
 }
 
