@@ -158,6 +158,7 @@ impl HashAggOperator {
         } else {
             self.changes(&dirty)?
         };
+        let mut scratch = Vec::with_capacity(256);
         for slot in dirty {
             let entry = self.slots.get(slot);
             if entry.rows == 0 && !self.group_by.is_empty() {
@@ -168,12 +169,14 @@ impl HashAggOperator {
                 self.free_slot(slot);
                 continue;
             }
-            let mut bytes = vec![];
-            self.encode_record(slot, &mut bytes)?;
+            // Encoded into one buffer, then copied out at its size: no
+            // growing allocation per group.
+            scratch.clear();
+            self.encode_record(slot, &mut scratch)?;
             let entry = self.slots.get_mut(slot);
             entry.stored = true;
             let (group, key) = (entry.group, Arc::clone(&entry.key));
-            self.groups.put(group, &key, bytes);
+            self.groups.put(group, &key, scratch.as_slice().to_vec());
         }
         self.slots.tick();
         for slot in self.slots.pick_evictions() {

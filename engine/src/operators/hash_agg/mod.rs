@@ -104,6 +104,9 @@ pub struct HashAggOperator {
     multisets: StateCache<Vec<u8>, Multiset>,
     global_checked: bool,
     window: Option<Window>,
+    /// A buffer new groups' values are encoded into before they are
+    /// copied out at their size.
+    scratch: Vec<u8>,
 }
 
 impl std::fmt::Debug for HashAggOperator {
@@ -177,6 +180,7 @@ impl HashAggOperator {
             dirty_charge: BufferCharge::new(Arc::clone(store.epoch_buffer())),
             multisets,
             global_checked: false,
+            scratch: Vec::with_capacity(256),
             window: window.map(|setup| Window {
                 watermark: KeptWatermark::new(store, state_id + 2, &setup.key_groups),
                 setup,
@@ -264,12 +268,13 @@ impl HashAggOperator {
         {
             return self.decode_record(key, group, &bytes);
         }
-        let mut values = vec![];
-        self.values_format.encode(value_arrays, row, &mut values)?;
+        self.scratch.clear();
+        self.values_format
+            .encode(value_arrays, row, &mut self.scratch)?;
         let slot = self.slots.add(Slot {
             key: key.into(),
             group,
-            values: values.into(),
+            values: self.scratch.as_slice().into(),
             ..Slot::default()
         });
         self.grow_columns();

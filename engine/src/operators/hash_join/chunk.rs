@@ -150,14 +150,6 @@ enum Source {
 /// from.
 type OutRow = (Op, Source, Source);
 
-/// The stored value of a row: its degree, then the row encoded.
-fn stored_value(columns: &[ArrayRef], row: usize, degree: i64) -> EngineResult<Vec<u8>> {
-    let mut value = Vec::with_capacity(64);
-    value.extend_from_slice(&degree.to_le_bytes());
-    encode_row(columns, row, &mut value)?;
-    Ok(value)
-}
-
 impl HashJoinOperator {
     /// Joins a chunk arriving on `side` and emits what it changes.
     pub(super) fn join_chunk(
@@ -364,7 +356,12 @@ impl HashJoinOperator {
         }
         if insert {
             let degree = if self.tracks_degree(side) { degree } else { 0 };
-            let value = stored_value(chunk.data().columns(), row, degree)?;
+            // The stored value: the degree, then the row encoded (into
+            // one buffer, then copied out at its size).
+            self.scratch.clear();
+            self.scratch.extend_from_slice(&degree.to_le_bytes());
+            encode_row(chunk.data().columns(), row, &mut self.scratch)?;
+            let value = self.scratch.as_slice().to_vec();
             self.write_row(side, cache_key, keys.state_key(row), Some(value), true);
             if let Some(window) = self.window.as_mut() {
                 let column = window.spec.columns[side];

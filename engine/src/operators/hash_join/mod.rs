@@ -127,6 +127,9 @@ pub struct HashJoinOperator {
     unwritten: [Vec<Vec<u8>>; 2],
     /// Set for window and interval joins.
     window: Option<JoinWindow>,
+    /// A buffer rows are encoded into before they are copied out at their
+    /// size.
+    scratch: Vec<u8>,
 }
 
 impl std::fmt::Debug for HashJoinOperator {
@@ -187,6 +190,7 @@ impl HashJoinOperator {
             states,
             unwritten: [vec![], vec![]],
             window: cleanup.map(|(spec, key_groups)| JoinWindow::new(spec, key_groups)),
+            scratch: Vec::with_capacity(256),
         })
     }
 
