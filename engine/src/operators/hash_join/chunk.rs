@@ -395,7 +395,13 @@ impl HashJoinOperator {
                     _ => None,
                 })
                 .collect();
-            return Ok(chunk.data().columns()[..count]
+            let columns = chunk.data().columns().get(..count).ok_or_else(|| {
+                EngineError::Internal(format!(
+                    "a join input chunk has {} columns, its side {count}",
+                    chunk.data().num_columns()
+                ))
+            })?;
+            return Ok(columns
                 .iter()
                 .map(|c| take(c, &indices, None))
                 .collect::<Result<Vec<_>, _>>()?);
