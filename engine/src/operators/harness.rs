@@ -37,11 +37,7 @@ impl<O: StreamOperator> Harness<O> {
     }
 
     fn drain(&mut self) -> EngineResult<String> {
-        let mut text = String::new();
-        for chunk in self.out.take() {
-            text.push_str(&chunk.to_pretty_string()?);
-        }
-        Ok(text)
+        pretty(&self.out.take())
     }
 
     /// Pushes a chunk on input 0 and returns what came out.
@@ -55,10 +51,8 @@ impl<O: StreamOperator> Harness<O> {
         input: usize,
         chunk: StreamChunk,
     ) -> EngineResult<String> {
-        self.operator
-            .process_chunk(input, chunk, &mut self.out)
-            .await?;
-        self.drain()
+        let chunks = self.push_chunk_chunks(input, chunk).await?;
+        pretty(&chunks)
     }
 
     /// Pushes a chunk on input `input` and returns the chunks that came out.
@@ -119,6 +113,15 @@ impl<O: StreamOperator> Harness<O> {
         }
         Ok(())
     }
+}
+
+/// Chunks as pretty-printed tables, one after the other.
+fn pretty(chunks: &[StreamChunk]) -> EngineResult<String> {
+    let mut text = String::new();
+    for chunk in chunks {
+        text.push_str(&chunk.to_pretty_string()?);
+    }
+    Ok(text)
 }
 
 /// A checkpoint barrier of epoch `epoch`.

@@ -19,7 +19,7 @@ use runnel_storage::key_codec::encode_nullable_key;
 use runnel_storage::row_codec::{RowDecoder, encode_row};
 use runnel_storage::state_table::key_group;
 
-use super::{HashJoinOperator, KeptRow, KeyRows, MATCHABLE, UNMATCHABLE};
+use super::{HashJoinOperator, KeptRow, KeyRows, MATCHABLE, UNMATCHABLE, split_value, start_value};
 use crate::graph::JoinSide;
 use crate::watermarks::order_key_at;
 use crate::{EngineError, EngineResult, Op, StreamChunk};
@@ -102,9 +102,7 @@ impl Gathered {
     /// Copies a stored row (degree, then the encoded row), with its state
     /// key when `with_key`.
     fn push(&mut self, state_key: &[u8], value: &[u8], with_key: bool) -> EngineResult<()> {
-        let Some((degree, row)) = value.split_first_chunk::<8>() else {
-            return Err(EngineError::Internal("join state row cut short".into()));
-        };
+        let (degree, row) = split_value(value)?;
         let start = self.rows.len();
         self.rows.extend_from_slice(row);
         let key_start = self.keys.len();
@@ -114,7 +112,7 @@ impl Gathered {
         self.entries.push(GatheredRow {
             row: start..self.rows.len(),
             key: key_start..self.keys.len(),
-            degree: i64::from_le_bytes(*degree),
+            degree,
         });
         Ok(())
     }
@@ -343,7 +341,7 @@ impl HashJoinOperator {
             }
             let their_row = gathered.row(pair.theirs);
             let mut value = Vec::with_capacity(8 + their_row.len());
-            value.extend_from_slice(&after.to_le_bytes());
+            start_value(&mut value, after);
             value.extend_from_slice(their_row);
             self.write_row(other, cache_key, their_key, Some(value), false);
         }
@@ -356,10 +354,9 @@ impl HashJoinOperator {
         }
         if insert {
             let degree = if self.tracks_degree(side) { degree } else { 0 };
-            // The stored value: the degree, then the row encoded (into
-            // one buffer, then copied out at its size).
+            // Encoded into one buffer, then copied out at its size.
             self.scratch.clear();
-            self.scratch.extend_from_slice(&degree.to_le_bytes());
+            start_value(&mut self.scratch, degree);
             encode_row(chunk.data().columns(), row, &mut self.scratch)?;
             let value = self.scratch.as_slice().to_vec();
             self.write_row(side, cache_key, keys.state_key(row), Some(value), true);

@@ -140,12 +140,19 @@ impl std::fmt::Debug for HashJoinOperator {
     }
 }
 
-fn decode_value(bytes: &[u8]) -> EngineResult<(Vec<u8>, i64)> {
-    if bytes.len() < 8 {
-        return Err(EngineError::Internal("join state row cut short".into()));
-    }
-    let degree = i64::from_le_bytes(bytes[..8].try_into().expect("8 bytes"));
-    Ok((bytes[8..].to_vec(), degree))
+/// A stored row's value: its degree (a little-endian `i64`), then the
+/// row as the row codec encodes it. Starts one in `out` with `degree`;
+/// the caller appends the row.
+fn start_value(out: &mut Vec<u8>, degree: i64) {
+    out.extend_from_slice(&degree.to_le_bytes());
+}
+
+/// A stored row's degree and encoded row (see [`start_value`]).
+fn split_value(bytes: &[u8]) -> EngineResult<(i64, &[u8])> {
+    let (degree, row) = bytes
+        .split_first_chunk::<8>()
+        .ok_or_else(|| EngineError::Internal("join state row cut short".into()))?;
+    Ok((i64::from_le_bytes(*degree), row))
 }
 
 impl HashJoinOperator {

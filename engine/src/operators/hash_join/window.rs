@@ -14,7 +14,7 @@ use datafusion::arrow::compute::kernels::numeric::{add, sub};
 use datafusion::scalar::ScalarValue;
 use runnel_storage::row_codec::RowDecoder;
 
-use super::{HashJoinOperator, decode_value, key_prefix};
+use super::{HashJoinOperator, key_prefix, split_value};
 use crate::graph::{JoinCleanup, JoinOffset};
 use crate::operators::window_state::OpenWindows;
 use crate::watermarks::order_key;
@@ -119,7 +119,7 @@ impl HashJoinOperator {
                 let mut decoder = RowDecoder::new(&self.sides[side].schema, Some(&[column]))?;
                 let mut keys = vec![];
                 for (state_key, bytes) in self.states[side].scan_prefix(group, b"")? {
-                    decoder.push(&decode_value(&bytes)?.0)?;
+                    decoder.push(split_value(&bytes)?.1)?;
                     keys.push(state_key);
                 }
                 let values = decoder.finish()?;
