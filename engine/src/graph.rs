@@ -138,6 +138,12 @@ pub struct WindowedGroups {
     /// `EMIT ON WINDOW CLOSE`: a group's row is emitted once, when the
     /// watermark passes it, and never changes (the output is append-only).
     pub emit_on_close: bool,
+    /// Rows behind the watermark are not dropped: their groups are closed
+    /// (and, on window close, emitted) at the next watermark. Only for a
+    /// partial aggregation whose output another one merges — HOP slices,
+    /// whose windows may still be open when a slice is late — never for a
+    /// result: a group emitted twice would be two rows.
+    pub keep_late: bool,
 }
 
 /// What one group column of a session aggregation holds.
@@ -472,7 +478,11 @@ impl fmt::Display for OperatorSpec {
                 )?;
                 match window {
                     Some(w) if w.emit_on_close => {
-                        write!(f, ", emit on close of group column {}", w.group_column)
+                        write!(f, ", emit on close of group column {}", w.group_column)?;
+                        if w.keep_late {
+                            write!(f, ", late rows kept")?;
+                        }
+                        Ok(())
                     }
                     Some(w) => write!(f, ", state cleaned by group column {}", w.group_column),
                     None => Ok(()),

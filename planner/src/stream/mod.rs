@@ -11,6 +11,7 @@
 
 use std::sync::Arc;
 
+mod hop_slices;
 mod join;
 mod scan;
 mod session;
@@ -495,6 +496,11 @@ impl Planner<'_> {
         if let Some(node) = self.session_aggregate(aggregate)? {
             return Ok(node);
         }
+        if self.emit_on_window_close
+            && let Some(sliced) = hop_slices::sliced(aggregate, |plan| self.inserts_only(plan))?
+        {
+            return self.plan_node(&sliced);
+        }
         let mut node = self.plan(&aggregate.input)?;
         let logical_input = aggregate.input.schema();
         // Group values become columns, so the exchange can hash them.
@@ -510,6 +516,11 @@ impl Planner<'_> {
                 group_column,
                 input_column: group_columns[group_column],
                 emit_on_close: self.emit_on_window_close,
+                // HOP slices are merged, late ones too (`hop_slices`).
+                keep_late: matches!(
+                    aggregate.group_expr.get(group_column),
+                    Some(Expr::Alias(alias)) if alias.name == hop_slices::SLICE_COLUMN
+                ),
             });
         let aggregates =
             self.lower_aggregates(&aggregate.aggr_expr, logical_input, &node.schema)?;

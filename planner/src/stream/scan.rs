@@ -5,13 +5,39 @@
 use std::sync::Arc;
 
 use datafusion::common::DFSchema;
-use datafusion::logical_expr::TableScan;
+use datafusion::logical_expr::{LogicalPlan, TableScan};
 use runnel_engine::graph::{FragmentInput, OperatorSpec, SourceSpec};
 
-use super::{Node, Planner, df, not_supported};
+use super::{Node, Planner, StreamInput, df, not_supported};
 use crate::PlanResult;
 
+impl StreamInput {
+    /// Whether reading it gives inserts only: a source that is no
+    /// changelog, or a table with a watermark (which takes only INSERT).
+    pub fn insert_only(&self) -> bool {
+        (self.connector.is_some() && !self.upsert) || (self.is_table && self.watermark.is_some())
+    }
+}
+
 impl Planner<'_> {
+    /// Whether `plan` only ever inserts rows, as far as can be told
+    /// without planning it: filters and projections over relations that
+    /// do.
+    pub(super) fn inserts_only(&self, plan: &LogicalPlan) -> PlanResult<bool> {
+        match plan {
+            LogicalPlan::TableScan(scan) => Ok(self
+                .catalog
+                .stream_input(&scan.table_name)?
+                .is_some_and(|input| input.insert_only())),
+            LogicalPlan::Projection(_) | LogicalPlan::Filter(_) | LogicalPlan::SubqueryAlias(_) => {
+                plan.inputs()
+                    .into_iter()
+                    .try_fold(true, |all, input| Ok(all && self.inserts_only(input)?))
+            }
+            _ => Ok(false),
+        }
+    }
+
     pub(super) fn scan(&mut self, scan: &TableScan) -> PlanResult<Node> {
         let input = self.catalog.stream_input(&scan.table_name)?.ok_or_else(|| {
             not_supported(format!(
@@ -36,8 +62,7 @@ impl Planner<'_> {
                 state_id,
                 is_table: input.is_table,
                 connector: input.connector.clone(),
-                insert_only: (input.connector.is_some() && !input.upsert)
-                    || (input.is_table && input.watermark.is_some()),
+                insert_only: input.insert_only(),
             })],
             operators: vec![],
             parallelism: if input.parallel { self.parallelism } else { 1 },

@@ -18,6 +18,16 @@ use crate::{Op, Watermark};
 
 /// `SELECT n, count(*) FROM input GROUP BY n`, with `n` as the window.
 fn windowed(store: &Store, emit_on_close: bool, late: &Arc<AtomicU64>) -> HashAggOperator {
+    windowed_keeping(store, emit_on_close, false, late)
+}
+
+/// [`windowed`], keeping late rows or not.
+fn windowed_keeping(
+    store: &Store,
+    emit_on_close: bool,
+    keep_late: bool,
+    late: &Arc<AtomicU64>,
+) -> HashAggOperator {
     let input = schema();
     let count = AggregateExprBuilder::new(count_udaf(), vec![lit(1i64)])
         .schema(Arc::clone(&input))
@@ -42,6 +52,7 @@ fn windowed(store: &Store, emit_on_close: bool, late: &Arc<AtomicU64>) -> HashAg
                 group_column: 0,
                 input_column: 1,
                 emit_on_close,
+                keep_late,
             },
             key_groups: (0..runnel_storage::state_table::KEY_GROUPS).collect(),
             late_rows: Arc::clone(late),
@@ -98,6 +109,41 @@ async fn emit_on_close_emits_each_window_once_when_the_watermark_passes() {
     assert_eq!(h.drain_chunks().unwrap(), "+ 2 2\n");
     assert_eq!(h.push_barrier(barrier(2)).await.unwrap(), "");
     // Closed windows leave no state behind but the watermark.
+    let groups = runnel_storage::StateTable::new(store.clone(), 40);
+    for group in 0..runnel_storage::state_table::KEY_GROUPS {
+        assert!(groups.scan_prefix(group, b"").unwrap().is_empty());
+    }
+}
+
+#[tokio::test]
+async fn kept_late_rows_close_at_the_next_watermark() {
+    let (_dir, store) = store();
+    let late = Arc::new(AtomicU64::new(0));
+    let mut h = Harness::with_store(windowed_keeping(&store, true, true, &late), store.clone());
+    h.push_chunk(chunk(&[(Op::Insert, "a", 1), (Op::Insert, "b", 2)]))
+        .await
+        .unwrap();
+    h.push_watermark(watermark(2)).await.unwrap();
+    assert_eq!(h.drain_chunks().unwrap(), "+ 1 1\n");
+    // Window 1 closed, but its late rows are kept, not counted as dropped…
+    h.push_chunk(chunk(&[(Op::Insert, "c", 1), (Op::Insert, "d", 1)]))
+        .await
+        .unwrap();
+    assert_eq!(late.load(Ordering::Relaxed), 0);
+    assert_eq!(h.push_barrier(barrier(1)).await.unwrap(), "");
+    // …and come out as a group of their own when the watermark next rises,
+    // before the watermark goes on.
+    let forwarded = h.push_watermark(watermark(3)).await.unwrap();
+    let mut lines: Vec<String> = h
+        .drain_chunks()
+        .unwrap()
+        .lines()
+        .map(String::from)
+        .collect();
+    lines.sort();
+    assert_eq!(lines, ["+ 1 2", "+ 2 1"]);
+    assert_eq!(forwarded.len(), 1);
+    h.push_barrier(barrier(2)).await.unwrap();
     let groups = runnel_storage::StateTable::new(store.clone(), 40);
     for group in 0..runnel_storage::state_table::KEY_GROUPS {
         assert!(groups.scan_prefix(group, b"").unwrap().is_empty());

@@ -64,11 +64,15 @@ impl HashAggOperator {
     }
 
     /// Drops the rows of `chunk` whose window the watermark already passed,
-    /// counting them.
+    /// counting them (unless late rows are kept: their groups, below the
+    /// watermark, close at the next one).
     pub(super) fn drop_late(&self, chunk: StreamChunk) -> EngineResult<StreamChunk> {
         let Some(window) = &self.window else {
             return Ok(chunk);
         };
+        if window.setup.spec.keep_late {
+            return Ok(chunk);
+        }
         let Some(watermark) = window.watermark.value() else {
             return Ok(chunk);
         };
