@@ -51,6 +51,9 @@ struct Args {
     rate: f64,
     /// Compare every row of the view with the batch query's.
     check: bool,
+    /// Views of windowed queries `EMIT ON WINDOW CLOSE` (which must end
+    /// equal to the batch answer as well, every window closed).
+    emit_on_window_close: bool,
     /// `streaming.barrier-interval-ms` of the embedded database.
     barrier_interval_ms: u64,
     /// `storage.epoch-buffer-mb`, when not the server's default.
@@ -68,7 +71,7 @@ fn parse_args() -> Result<Args> {
         Some("nexmark") | Some("soak-run") | Some("kafka") => None,
         Some("soak") => Some(10),
         _ => bail!(
-            "usage: runnel-bench nexmark [--query q0,q1,…] [--events N] [--seed S] [--rate EVENTS_PER_S] [--barrier-interval-ms MS] [--epoch-buffer-mb MB] [--checkpoint-interval 1s] [--check]\n       runnel-bench json --dir DIR [--events N] [--query q0,…] [--runs R] [--parallelism P] [--into blackhole,view] [--flink ../shared/bench-flink/run.sh]\n       runnel-bench kafka [--query q1,q5] [--partitions P] [--events N] [--seed S] [--rate EVENTS_PER_S] [--barrier-interval-ms MS] [--check]\n       runnel-bench soak [--query q5,q7] [--events N] [--factor F] [--barrier-interval-ms MS] [--epoch-buffer-mb MB]\n       runnel-bench checkpoint [--rows N] [--payload BYTES]"
+            "usage: runnel-bench nexmark [--query q0,q1,…] [--events N] [--seed S] [--rate EVENTS_PER_S] [--barrier-interval-ms MS] [--epoch-buffer-mb MB] [--checkpoint-interval 1s] [--emit-on-window-close] [--check]\n       runnel-bench json --dir DIR [--events N] [--query q0,…] [--runs R] [--parallelism P] [--into blackhole,view] [--flink ../shared/bench-flink/run.sh]\n       runnel-bench kafka [--query q1,q5] [--partitions P] [--events N] [--seed S] [--rate EVENTS_PER_S] [--barrier-interval-ms MS] [--check]\n       runnel-bench soak [--query q5,q7] [--events N] [--factor F] [--barrier-interval-ms MS] [--epoch-buffer-mb MB]\n       runnel-bench checkpoint [--rows N] [--payload BYTES]"
         ),
     };
     let mut parsed = Args {
@@ -84,6 +87,7 @@ fn parse_args() -> Result<Args> {
         seed: 0,
         rate: 10_000.0,
         check: false,
+        emit_on_window_close: false,
         barrier_interval_ms: 1000,
         epoch_buffer_mb: None,
         checkpoint_interval: "0".into(),
@@ -97,6 +101,10 @@ fn parse_args() -> Result<Args> {
     while let Some(flag) = args.next() {
         if flag == "--check" {
             parsed.check = true;
+            continue;
+        }
+        if flag == "--emit-on-window-close" {
+            parsed.emit_on_window_close = true;
             continue;
         }
         let value = args
@@ -206,7 +214,12 @@ async fn streaming(
     }
     measure::reset_peak_memory();
     let start = measure::Usage::now();
-    run(&mut session, &files.create_sql(name, sql)).await?;
+    let sql = if args.emit_on_window_close && queries::has_windows(sql) && !files.writes_sink() {
+        format!("{sql} EMIT ON WINDOW CLOSE")
+    } else {
+        sql.to_string()
+    };
+    run(&mut session, &files.create_sql(name, &sql)).await?;
     let id = if files.writes_sink() {
         db.catalog
             .sinks()
