@@ -347,6 +347,9 @@ pub enum OperatorSpec {
         /// windowed (the watermark).
         state_id: u64,
         window: Option<TopNWindow>,
+        /// The input only inserts: only each partition's top rows are
+        /// kept (a row that falls out can never come back).
+        append_only_input: bool,
     },
     /// Writes the view's rows and feeds its change log.
     Materialize {

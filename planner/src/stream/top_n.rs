@@ -205,6 +205,7 @@ impl Planner<'_> {
             None => (Arc::clone(&input_schema), None, next.key.clone()),
         };
         let state_id = self.state_ids(2);
+        let append_only_input = self.node_append_only(&next);
         next.operators.push(OperatorSpec::TopN {
             partition,
             order,
@@ -216,6 +217,7 @@ impl Planner<'_> {
             schema: Arc::clone(&schema),
             state_id,
             window: None,
+            append_only_input,
         });
         next.schema = schema;
         next.key = key;

@@ -2,7 +2,9 @@
 //! ordered by partition, then sort key, then stream key; at each barrier the
 //! first rows of every partition that changed are read back and compared
 //! with what was emitted before, and only the difference goes out (row
-//! numbers included, so rows whose rank moved are updated).
+//! numbers included, so rows whose rank moved are updated). Over an input
+//! that only inserts, only each partition's top rows are kept, in memory
+//! (see `append_only.rs`).
 //!
 //! Per window (a partition column carries a watermark, as in `ROW_NUMBER()
 //! OVER (PARTITION BY window_start …) <= N`), a partition the watermark
@@ -24,7 +26,11 @@ use crate::graph::SortOrder;
 use crate::operator::{Output, StreamOperator};
 use crate::{Barrier, EngineError, EngineResult, Op, StreamChunk};
 
+mod append_only;
+#[cfg(test)]
+mod oracle_tests;
 mod window;
+use append_only::KeptRows;
 pub use window::TopNWindowSetup;
 use window::Window;
 
@@ -48,6 +54,13 @@ pub struct TopNOperator {
     /// Partitions changed in this epoch.
     dirty: BTreeMap<Vec<u8>, u16>,
     window: Option<Window>,
+    /// Over an input that only inserts: the top rows of each partition.
+    kept: Option<KeptRows>,
+    store: Store,
+    /// Buffers a row's partition, and its sort and stream key, are encoded
+    /// into.
+    partition_buf: Vec<u8>,
+    suffix_buf: Vec<u8>,
 }
 
 impl std::fmt::Debug for TopNOperator {
@@ -144,10 +157,26 @@ impl TopNOperator {
             stream_key,
             schema,
             rows: StateTable::new(store.clone(), state_id),
-            emitted: StateTable::new(store, state_id + 1),
+            emitted: StateTable::new(store.clone(), state_id + 1),
             dirty: BTreeMap::new(),
             window,
+            kept: None,
+            store,
+            partition_buf: vec![],
+            suffix_buf: vec![],
         })
+    }
+
+    /// Says that the input only ever inserts rows: only each partition's
+    /// first `offset + limit` rows are kept. Call before the first chunk;
+    /// the planner says the same for the same query every time.
+    pub fn with_append_only_input(mut self, append_only: bool) -> EngineResult<Self> {
+        if append_only {
+            let empty = self.rows.is_empty()? && self.emitted.is_empty()?;
+            let kept = self.offset.saturating_add(self.limit);
+            self.kept = Some(KeptRows::new(&self.store, kept, empty));
+        }
+        Ok(self)
     }
 
     /// The partition's current top rows: stream key → (rank, row).
@@ -168,6 +197,20 @@ impl TopNOperator {
             );
         }
         Ok(top)
+    }
+
+    /// What was emitted for the partition: stream key → (rank, row).
+    fn emitted_top(&self, group: u16, partition: &[u8]) -> EngineResult<Ranked> {
+        let mut before = BTreeMap::new();
+        for (key, value) in self.emitted.scan_prefix(group, partition)? {
+            let (rank, row) = split_len(&value)?;
+            let rank = i64::from_le_bytes(
+                rank.try_into()
+                    .map_err(|_| EngineError::Internal("Top-N rank is not 8 bytes".into()))?,
+            );
+            before.insert(key[partition.len()..].to_vec(), (rank, row.to_vec()));
+        }
+        Ok(before)
     }
 
     fn build(&self, out: Vec<(Op, i64, Vec<u8>)>) -> EngineResult<StreamChunk> {
@@ -212,28 +255,62 @@ impl StreamOperator for TopNOperator {
             self.partition.iter().map(|&i| batch.column(i)).collect();
         let key_columns: Vec<&ArrayRef> =
             self.stream_key.iter().map(|&i| batch.column(i)).collect();
+        let mut partition = std::mem::take(&mut self.partition_buf);
+        let mut suffix = std::mem::take(&mut self.suffix_buf);
+        let mut stream_key = vec![];
         for row in 0..batch.num_rows() {
-            let mut partition = vec![];
+            partition.clear();
             encode_nullable_key(&partition_columns, row, &mut partition)?;
             let group = key_group(&partition);
-            let mut stream_key = vec![];
+            stream_key.clear();
             encode_nullable_key(&key_columns, row, &mut stream_key)?;
-            let mut key = partition.clone();
-            encode_sort_key(batch.columns(), &self.order, row, &mut key)?;
-            key.extend_from_slice(&stream_key);
-            if chunk.op(row)?.sign() > 0 {
+            suffix.clear();
+            encode_sort_key(batch.columns(), &self.order, row, &mut suffix)?;
+            suffix.extend_from_slice(&stream_key);
+            let value = || -> EngineResult<Vec<u8>> {
                 let mut value = vec![];
                 with_len(&stream_key, &mut value);
                 encode_row(batch.columns(), row, &mut value)?;
-                self.rows.put(group, &key, value);
-            } else {
-                self.rows.delete(group, &key);
+                Ok(value)
+            };
+            let insert = chunk.op(row)?.sign() > 0;
+            let changed = match self.kept.as_mut() {
+                Some(kept) if insert => kept.insert(
+                    &mut self.rows,
+                    &self.emitted,
+                    group,
+                    &partition,
+                    &suffix,
+                    value,
+                )?,
+                Some(_) => {
+                    return Err(EngineError::Internal(
+                        "a Top-N planned over an input that only inserts got a retraction".into(),
+                    ));
+                }
+                None => {
+                    let mut key = partition.clone();
+                    key.extend_from_slice(&suffix);
+                    if insert {
+                        self.rows.put(group, &key, value()?);
+                    } else {
+                        self.rows.delete(group, &key);
+                    }
+                    true
+                }
+            };
+            if !changed {
+                continue;
             }
             if let Some(window) = self.window.as_mut() {
                 window.track(batch, row, &partition)?;
             }
-            self.dirty.insert(partition, group);
+            if !self.dirty.contains_key(partition.as_slice()) {
+                self.dirty.insert(partition.clone(), group);
+            }
         }
+        self.partition_buf = partition;
+        self.suffix_buf = suffix;
         Ok(())
     }
 
@@ -272,16 +349,19 @@ impl TopNOperator {
         let mut deletes = vec![];
         let mut inserts = vec![];
         for (partition, group) in std::mem::take(&mut self.dirty) {
-            let top = self.current_top(group, &partition)?;
-            let mut before = BTreeMap::new();
-            for (key, value) in self.emitted.scan_prefix(group, &partition)? {
-                let (rank, row) = split_len(&value)?;
-                let rank = i64::from_le_bytes(
-                    rank.try_into()
-                        .map_err(|_| EngineError::Internal("Top-N rank is not 8 bytes".into()))?,
-                );
-                before.insert(key[partition.len()..].to_vec(), (rank, row.to_vec()));
-            }
+            let (top, before) = match self.kept.as_mut() {
+                Some(kept) => kept.take_change(
+                    &mut self.rows,
+                    &self.emitted,
+                    group,
+                    &partition,
+                    self.offset,
+                )?,
+                None => (
+                    self.current_top(group, &partition)?,
+                    self.emitted_top(group, &partition)?,
+                ),
+            };
             for (stream_key, (rank, row)) in &before {
                 if top.get(stream_key) != Some(&(*rank, row.clone())) {
                     deletes.push((Op::Delete, *rank, row.clone()));

@@ -154,6 +154,9 @@ impl TopNOperator {
             for (key, _) in self.emitted.scan_prefix(group, &partition)? {
                 self.emitted.delete(group, &key);
             }
+            if let Some(kept) = self.kept.as_mut() {
+                kept.forget(&partition);
+            }
         }
         for column in outputs {
             out.emit_watermark(Watermark {
