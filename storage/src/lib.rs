@@ -19,6 +19,7 @@
 //!   table that materialized views read, trimmed as they consume it.
 
 pub mod checkpoint;
+pub mod completeness;
 pub mod epoch_buffer;
 mod error;
 pub mod export;

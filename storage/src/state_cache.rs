@@ -23,6 +23,7 @@ use std::hash::Hash;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
+use crate::completeness::Completeness;
 use crate::lagging::{LaggingBytes, SharedBytes};
 
 /// What one cached entry costs beyond its own bytes: the map node, the
@@ -177,11 +178,11 @@ pub struct StateCache<K: Hash + Eq, V> {
     /// entries come and go (so a row written into a cached entry costs no
     /// shared counter update).
     charged: LaggingBytes,
-    /// Whether every entry the state table holds is cached: set by an
+    /// Whether every entry the state table holds is cached (set by an
     /// operator that started on empty state and caches everything it
-    /// writes, lost at the first eviction (or refused insert). While it
-    /// holds, a miss means the entry does not exist, with no state read.
-    complete: bool,
+    /// writes), but for the keys evicted since: a miss on any other key
+    /// means the entry does not exist, with no state read.
+    completeness: Completeness,
     /// Look-ups not yet added to the budget's shared counters: misses,
     /// hits.
     lookups: [u64; 2],
@@ -210,7 +211,7 @@ impl<K: Hash + Eq, V> StateCache<K, V> {
             entries: lru::LruCache::unbounded(),
             budget,
             charged: LaggingBytes::default(),
-            complete: false,
+            completeness: Completeness::default(),
             lookups: [0, 0],
         }
     }
@@ -233,12 +234,30 @@ impl<K: Hash + Eq, V> StateCache<K, V> {
     /// operator will cache every entry it writes: misses then mean absent
     /// until the first eviction.
     pub fn assume_complete(&mut self) {
-        self.complete = self.budget.limit() > 0;
+        if self.budget.limit() > 0 {
+            self.completeness.assume();
+        }
     }
 
-    /// Whether a miss means the entry does not exist.
+    /// Whether a miss on `key` means the entry does not exist.
+    pub fn knows_absent<Q>(&self, key: &Q) -> bool
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        self.completeness.knows_absent(key)
+    }
+
+    /// Whether misses on keys never evicted mean absent.
     pub fn is_complete(&self) -> bool {
-        self.complete
+        self.completeness.is_complete()
+    }
+
+    /// Ends completeness, uncharging what it remembered.
+    fn lose_completeness(&mut self) {
+        let freed = self.completeness.bytes();
+        self.completeness.lose();
+        self.uncharge(freed);
     }
 
     /// The entry at `key`, marked as used most recently; counts a hit or a
@@ -298,7 +317,7 @@ impl<K: Hash + Eq, V> StateCache<K, V> {
     /// in its state table writes those out.
     pub fn insert_evicting(&mut self, key: K, value: V, cost: usize) -> Vec<(K, V)> {
         if self.budget.limit() == 0 {
-            self.complete = false;
+            self.lose_completeness();
             return vec![(key, value)];
         }
         let cost = cost + CACHE_ENTRY_OVERHEAD;
@@ -311,7 +330,9 @@ impl<K: Hash + Eq, V> StateCache<K, V> {
         while self.budget.over() && self.entries.len() > 1 {
             match self.entries.pop_lru() {
                 Some((key, (value, cost))) => {
-                    self.complete = false;
+                    let before = self.completeness.bytes();
+                    self.completeness.evict(&key, self.budget.limit() / 4);
+                    self.charged.bytes = self.charged.bytes + self.completeness.bytes() - before;
                     self.uncharge(cost);
                     evicted.push((key, value));
                 }
@@ -361,7 +382,7 @@ impl<K: Hash + Eq, V> StateCache<K, V> {
 
     /// Forgets every entry.
     pub fn clear(&mut self) {
-        self.complete = false;
+        self.completeness.lose();
         self.entries.clear();
         self.charged.bytes = 0;
         self.charged.settle_beyond(&*self.budget, 0);
@@ -419,15 +440,24 @@ mod tests {
     }
 
     #[test]
-    fn an_eviction_ends_completeness() {
+    fn an_eviction_ends_completeness_for_the_evicted_key_only() {
         let budget = Arc::new(CacheBudget::new(2 * (10 + CACHE_ENTRY_OVERHEAD)));
         let mut cache = StateCache::new(Arc::clone(&budget));
         cache.assume_complete();
         cache.insert(1, (), 10);
         cache.insert(2, (), 10);
-        assert!(cache.is_complete());
+        assert!(cache.knows_absent(&1) && cache.knows_absent(&4));
         cache.insert(3, (), 10);
+        assert!(cache.get_mut(&1).is_none());
+        assert!(!cache.knows_absent(&1));
+        assert!(cache.knows_absent(&4));
+        // Evicted keys are remembered within a quarter of the budget;
+        // beyond, no miss means absent any more.
+        for key in 4..20 {
+            cache.insert(key, (), 10);
+        }
         assert!(!cache.is_complete());
+        assert!(!cache.knows_absent(&100));
         let mut none = StateCache::new(Arc::new(CacheBudget::new(0)));
         none.assume_complete();
         assert!(!none.is_complete());

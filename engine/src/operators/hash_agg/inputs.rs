@@ -87,7 +87,7 @@ impl HashAggOperator {
                 (result, emptied)
             }
             None => {
-                let mut set = if self.multisets.is_complete() {
+                let mut set = if self.multisets.knows_absent(prefix) {
                     Multiset::default()
                 } else {
                     Multiset::load(&self.inputs, group, prefix)?

@@ -263,7 +263,7 @@ impl HashAggOperator {
             return Ok(slot);
         }
         let group = key_group(key);
-        if !self.slots.is_complete()
+        if !self.slots.knows_absent(key)
             && let Some(bytes) = self.groups.get(group, key)?
         {
             return self.decode_record(key, group, &bytes);
@@ -296,7 +296,7 @@ impl HashAggOperator {
         if let Some(slot) = self.slots.find(key) {
             return Ok(Some(slot));
         }
-        if self.slots.is_complete() {
+        if self.slots.knows_absent(key) {
             return Ok(None);
         }
         let group = key_group(key);

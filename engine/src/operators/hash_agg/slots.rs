@@ -13,6 +13,7 @@
 use datafusion::common::HashMap;
 use std::sync::Arc;
 
+use runnel_storage::completeness::Completeness;
 use runnel_storage::{CacheBudget, CacheCharge};
 
 /// What a slot costs beyond its bytes: the table entry, the slot, the
@@ -56,8 +57,8 @@ pub(super) struct Slots {
     /// Heap bytes each slot's aggregate states cost.
     state_cost: usize,
     /// Whether every group the state table holds is here (started on empty
-    /// state, nothing evicted yet): a miss is then a new group.
-    complete: bool,
+    /// state) but those evicted since: a miss on another is a new group.
+    complete: Completeness,
     clock: u64,
     /// Look-ups since the last tick that missed and that hit.
     lookups: [u64; 2],
@@ -73,7 +74,7 @@ impl Slots {
             free: vec![],
             charge: CacheCharge::new(budget),
             state_cost,
-            complete: false,
+            complete: Completeness::default(),
             clock: 0,
             lookups: [0, 0],
         }
@@ -82,7 +83,9 @@ impl Slots {
     /// Says the state table is empty: misses are new groups until the
     /// first eviction.
     pub fn assume_complete(&mut self) {
-        self.complete = self.charge.limit() > 0;
+        if self.charge.limit() > 0 {
+            self.complete.assume();
+        }
     }
 
     /// Sets what each slot's aggregate states cost (before any group is
@@ -91,9 +94,9 @@ impl Slots {
         self.state_cost = cost;
     }
 
-    /// Whether a miss means a new group.
-    pub fn is_complete(&self) -> bool {
-        self.complete
+    /// Whether a miss on `key` means a new group.
+    pub fn knows_absent(&self, key: &[u8]) -> bool {
+        self.complete.knows_absent(key)
     }
 
     /// Slots allocated (live or free): the length aggregate columns need.
@@ -180,8 +183,8 @@ impl Slots {
     }
 
     /// The clean groups to evict, least recently touched first, to bring
-    /// the process back under its budget (none when it is under). Evicting
-    /// ends completeness.
+    /// the process back under its budget (none when it is under). Their
+    /// keys are no longer known absent.
     pub fn pick_evictions(&mut self) -> Vec<u32> {
         let mut excess = self.charge.excess();
         if excess == 0 {
@@ -205,9 +208,13 @@ impl Slots {
             excess = excess.saturating_sub(self.slots[slot as usize].cost);
             evicted.push(slot);
         }
-        if !evicted.is_empty() {
-            self.complete = false;
+        let (limit, before) = (self.charge.limit() / 4, self.complete.bytes());
+        for &slot in &evicted {
+            self.complete
+                .evict(&self.slots[slot as usize].key[..], limit);
         }
+        self.charge.add(self.complete.bytes());
+        self.charge.sub(before);
         evicted
     }
 }

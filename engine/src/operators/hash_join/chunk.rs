@@ -224,8 +224,9 @@ impl HashJoinOperator {
             }
             return Ok(());
         }
-        // A complete cache holds every key with rows: a miss is none.
-        if self.caches[side].is_complete() {
+        // A complete cache holds every key with rows (but those it
+        // evicted): a miss is none.
+        if self.caches[side].knows_absent(cache_key) {
             return Ok(());
         }
         let group = u16::from_be_bytes([cache_key[0], cache_key[1]]);

@@ -280,7 +280,7 @@ impl HashJoinOperator {
                 }
             }
             None => match value.flatten() {
-                Some(value) if self.caches[side].is_complete() => {
+                Some(value) if self.caches[side].knows_absent(cache_key) => {
                     // A complete cache must hold every key written.
                     let mut rows = KeyRows::default();
                     rows.set(

@@ -68,7 +68,7 @@ impl KeptRows {
         partition: &[u8],
     ) -> EngineResult<Partition> {
         let mut loaded = Partition::default();
-        if self.partitions.is_complete() {
+        if self.partitions.knows_absent(partition) {
             return Ok(loaded);
         }
         for (key, value) in rows.scan_prefix(group, partition)? {

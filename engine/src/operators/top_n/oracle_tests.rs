@@ -2,8 +2,8 @@
 //! inserts only for the append-only path) go through the operator, its
 //! emitted changes are applied to a view, and after every barrier the view
 //! must equal the Top-N computed directly over the rows alive at that
-//! point — with every partition kept in memory, none and one at a time,
-//! and across a restart on the same store.
+//! point — with every partition kept in memory, none, one at a time and a
+//! few (evicted ones remembered), and across a restart on the same store.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -201,7 +201,7 @@ async fn random_changelogs_give_the_batch_answer() {
 #[tokio::test]
 async fn random_inserts_keep_only_the_top_rows_with_any_cache() {
     for seed in 0..8 {
-        for budget in [64 << 20, 0, 1] {
+        for budget in [64 << 20, 0, 1, 1000] {
             check(seed, budget, true).await;
         }
     }
