@@ -16,14 +16,19 @@ use runnel_storage::{StateCache, StateTable, Store};
 use super::{Ranked, split_len};
 use crate::{EngineError, EngineResult};
 
+/// A row as emitted: (stream key, (rank, row)).
+type EmittedRow = (Vec<u8>, (i64, Vec<u8>));
+
 /// One partition in memory.
 #[derive(Debug, Default)]
 struct Partition {
     /// Sort key + stream key (the rows table's key after the partition)
     /// and the stored value, ascending; at most `kept` of them.
     rows: Vec<(Vec<u8>, Vec<u8>)>,
-    /// What the last barrier emitted: stream key → (rank, row).
-    emitted: Ranked,
+    /// What the last barrier emitted: (stream key, (rank, row)), by
+    /// stream key (a vector: a map's smallest node would cost more than
+    /// the one row most partitions emit).
+    emitted: Vec<EmittedRow>,
     /// The bytes of `rows` and `emitted`, for the cache's budget.
     bytes: usize,
 }
@@ -32,9 +37,9 @@ struct Partition {
 const ROW_OVERHEAD: usize = 96;
 
 impl Partition {
-    fn emitted_bytes(emitted: &Ranked) -> usize {
+    fn emitted_bytes<'a>(emitted: impl IntoIterator<Item = &'a EmittedRow>) -> usize {
         emitted
-            .iter()
+            .into_iter()
             .map(|(key, (_, row))| key.len() + row.len() + 8 + ROW_OVERHEAD)
             .sum()
     }
@@ -89,7 +94,7 @@ impl KeptRows {
             );
             loaded
                 .emitted
-                .insert(key[partition.len()..].to_vec(), (rank, row.to_vec()));
+                .push((key[partition.len()..].to_vec(), (rank, row.to_vec())));
         }
         loaded.bytes += Partition::emitted_bytes(&loaded.emitted);
         Ok(loaded)
@@ -192,9 +197,9 @@ impl KeptRows {
                 top.insert(stream_key.to_vec(), ((rank + 1) as i64, row.to_vec()));
             }
             let before_bytes = Partition::emitted_bytes(&entry.emitted);
-            let after_bytes = Partition::emitted_bytes(&top);
-            let before = std::mem::replace(&mut entry.emitted, top.clone());
-            entry.bytes = entry.bytes + after_bytes - before_bytes;
+            let before: Ranked = entry.emitted.drain(..).collect();
+            entry.emitted = top.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+            entry.bytes = entry.bytes + Partition::emitted_bytes(&entry.emitted) - before_bytes;
             Ok((top, before))
         })
     }
