@@ -95,10 +95,20 @@ impl Multiset {
 
     /// The aggregate's result over the set: min and max of one argument of
     /// an ordered type from the ends of the ordered argument keys (nulls
-    /// sort first and are skipped), every other aggregate by feeding its
+    /// sort first and are skipped), `count(DISTINCT x)` as the number of
+    /// keys but the null one, every other aggregate by feeding its
     /// accumulator every value as many times as it is in.
     pub fn evaluate(&self, function: &AggregateFunctionExpr) -> EngineResult<ScalarValue> {
         let args = function.expressions();
+        if args.len() == 1 && function.is_distinct() && function.fun().name() == "count" {
+            let null = self
+                .entries
+                .values()
+                .next()
+                .is_some_and(|(_, values)| values.first().is_none_or(ScalarValue::is_null));
+            let distinct = self.entries.len() - usize::from(null);
+            return Ok(ScalarValue::Int64(Some(distinct as i64)));
+        }
         if args.len() == 1 && !function.is_distinct() && ordered_by_key(function) {
             let non_null = |(_, values): &(i64, Vec<ScalarValue>)| {
                 values.first().filter(|v| !v.is_null()).cloned()

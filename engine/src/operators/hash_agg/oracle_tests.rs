@@ -115,7 +115,8 @@ fn changelog(seed: u64, epochs: usize, inserts_only: bool) -> Vec<Vec<Vec<(Op, R
 }
 
 /// `SELECT n, count(*), count(x), sum(x), sum(f), avg(x), min(x), max(x),
-/// sum(x) FILTER (WHERE f > 0), count(DISTINCT x) FROM input GROUP BY n`.
+/// sum(x) FILTER (WHERE f > 0), count(DISTINCT x), count(DISTINCT x)
+/// FILTER (WHERE f > 0), sum(DISTINCT x) FROM input GROUP BY n`.
 fn aggregation(store: &Store, append_only: bool) -> HashAggOperator {
     let input = input_schema();
     let column = |name: &str| col(name, &input).unwrap();
@@ -133,7 +134,8 @@ fn aggregation(store: &Store, append_only: bool) -> HashAggOperator {
         ),
         filter,
     };
-    let positive = binary(column("f"), Operator::Gt, lit(0.0f64), &input).unwrap();
+    let positive: Arc<dyn PhysicalExpr> =
+        binary(column("f"), Operator::Gt, lit(0.0f64), &input).unwrap();
     let x_as_float = cast(column("x"), &input, DataType::Float64).unwrap();
     let field = |name: &str, t: DataType| Field::new(name, t, true);
     let output = Arc::new(Schema::new(vec![
@@ -147,6 +149,8 @@ fn aggregation(store: &Store, append_only: bool) -> HashAggOperator {
         field("mx", DataType::Int64),
         field("sp", DataType::Int64),
         field("dx", DataType::Int64),
+        field("dp", DataType::Int64),
+        field("ds", DataType::Int64),
     ]));
     HashAggOperator::new(
         vec![column("n")],
@@ -158,8 +162,20 @@ fn aggregation(store: &Store, append_only: bool) -> HashAggOperator {
             call(avg_udaf(), vec![x_as_float], false, None),
             call(min_udaf(), vec![column("x")], false, None),
             call(max_udaf(), vec![column("x")], false, None),
-            call(sum_udaf(), vec![column("x")], false, Some(positive)),
+            call(
+                sum_udaf(),
+                vec![column("x")],
+                false,
+                Some(Arc::clone(&positive)),
+            ),
             call(count_udaf(), vec![column("x")], true, None),
+            call(
+                count_udaf(),
+                vec![column("x")],
+                true,
+                Some(Arc::clone(&positive)),
+            ),
+            call(sum_udaf(), vec![column("x")], true, None),
         ],
         output,
         store.clone(),
@@ -191,6 +207,7 @@ fn expected(live: &BTreeMap<String, Row>) -> BTreeSet<String> {
                 .collect();
             let sum = (!xs.is_empty()).then(|| xs.iter().sum::<i64>());
             let distinct: BTreeSet<i64> = xs.iter().copied().collect();
+            let distinct_positive: BTreeSet<i64> = positive.iter().copied().collect();
             [
                 int(n),
                 int(Some(rows.len() as i64)),
@@ -202,6 +219,8 @@ fn expected(live: &BTreeMap<String, Row>) -> BTreeSet<String> {
                 int(xs.iter().max().copied()),
                 int((!positive.is_empty()).then(|| positive.iter().sum())),
                 int(Some(distinct.len() as i64)),
+                int(Some(distinct_positive.len() as i64)),
+                int((!distinct.is_empty()).then(|| distinct.iter().sum())),
             ]
             .join(" ")
         })
