@@ -34,6 +34,11 @@ use append_only::KeptRows;
 pub use window::TopNWindowSetup;
 use window::Window;
 
+/// The most rows per partition (offset + limit) an append-only Top-N keeps
+/// in memory, in order; a larger one keeps every row in state, as over a
+/// changing input.
+pub const MAX_KEPT_IN_MEMORY: usize = 1024;
+
 /// The rows of one partition's result: stream key → (rank, row).
 type Ranked = BTreeMap<Vec<u8>, (i64, Vec<u8>)>;
 
@@ -168,12 +173,13 @@ impl TopNOperator {
     }
 
     /// Says that the input only ever inserts rows: only each partition's
-    /// first `offset + limit` rows are kept. Call before the first chunk;
-    /// the planner says the same for the same query every time.
+    /// first `offset + limit` rows are kept (when they are at most
+    /// [`MAX_KEPT_IN_MEMORY`]). Call before the first chunk; the planner
+    /// says the same for the same query every time.
     pub fn with_append_only_input(mut self, append_only: bool) -> EngineResult<Self> {
-        if append_only {
+        let kept = self.offset.saturating_add(self.limit);
+        if append_only && kept <= MAX_KEPT_IN_MEMORY {
             let empty = self.rows.is_empty()? && self.emitted.is_empty()?;
-            let kept = self.offset.saturating_add(self.limit);
             self.kept = Some(KeptRows::new(&self.store, kept, empty));
         }
         Ok(self)
