@@ -281,6 +281,7 @@ async fn streaming(
             result_rows: count,
             data_bytes,
             store,
+            input: None,
         },
         contents,
     ))
@@ -298,6 +299,7 @@ async fn batch(
     for function in runnel_planner::windows::session::session_window_functions() {
         ctx.register_udwf(function.as_ref().clone());
     }
+    let generating = measure::Usage::now();
     for table in tables {
         let mut generator = NexmarkGenerator::new(*table, args.seed, Some(args.events), args.rate);
         let mut batches = vec![];
@@ -309,6 +311,7 @@ async fn batch(
         let provider = MemTable::try_new(table.schema(), vec![batches])?;
         ctx.register_table(queries::table_name(*table), Arc::new(provider))?;
     }
+    let input = generating.elapsed();
     files.register(&ctx).await?;
     let rewritten = runnel_planner::parser::parse_sql(sql)?
         .iter()
@@ -326,6 +329,7 @@ async fn batch(
             result_rows: result.iter().map(|b| b.num_rows() as u64).sum(),
             data_bytes: 0,
             store: None,
+            input: Some(input),
         },
         result,
     ))

@@ -70,9 +70,19 @@ pub struct Run {
     pub data_bytes: u64,
     /// RocksDB's memory and the state rows at the end (streaming runs).
     pub store: Option<runnel_storage::MemoryReport>,
+    /// What making the input cost a batch run, not counted in `usage`
+    /// (the stream generates its own events within its time).
+    pub input: Option<Usage>,
 }
 
 impl Run {
+    /// Events per CPU second of making the input too, when known.
+    pub fn events_per_core_second_with_input(&self, events: u64) -> Option<f64> {
+        let input = self.input?;
+        let cpu = self.usage.cpu + input.cpu;
+        Some(events as f64 / cpu.as_secs_f64().max(1e-3))
+    }
+
     /// Events per CPU second.
     pub fn events_per_core_second(&self, events: u64) -> f64 {
         let cpu = self

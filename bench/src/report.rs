@@ -9,7 +9,7 @@ use crate::{Args, compare, measure};
 /// The heading of the streaming-beside-batch table.
 pub(crate) fn print_header() {
     println!(
-        "{:<4} {:>14} {:>10} {:>10} {:>14} {:>10} {:>10} {:>8} {:>10}",
+        "{:<4} {:>14} {:>10} {:>10} {:>14} {:>10} {:>10} {:>8} {:>10} {:>10}",
         "q",
         "stream ev/s/c",
         "wall s",
@@ -18,7 +18,8 @@ pub(crate) fn print_header() {
         "wall s",
         "peak MiB",
         "ratio",
-        "rows"
+        "rows",
+        "ratio+gen"
     );
 }
 
@@ -26,8 +27,12 @@ pub(crate) fn print_header() {
 pub(crate) fn print_row(name: &str, events: u64, stream: &measure::Run, batch: &measure::Run) {
     let s = stream.events_per_core_second(events);
     let b = batch.events_per_core_second(events);
+    // Beside the batch that also generates its events, as the stream does.
+    let with_input = batch
+        .events_per_core_second_with_input(events)
+        .map_or("-".to_string(), |g| format!("{:.3}", s / g));
     println!(
-        "{:<4} {:>14.0} {:>10.2} {:>10.1} {:>14.0} {:>10.2} {:>10.1} {:>8.3} {:>10}",
+        "{:<4} {:>14.0} {:>10.2} {:>10.1} {:>14.0} {:>10.2} {:>10.1} {:>8.3} {:>10} {:>10}",
         name,
         s,
         stream.usage.wall.as_secs_f64(),
@@ -36,7 +41,8 @@ pub(crate) fn print_row(name: &str, events: u64, stream: &measure::Run, batch: &
         batch.usage.wall.as_secs_f64(),
         batch.peak_bytes as f64 / (1 << 20) as f64,
         s / b,
-        stream.result_rows
+        stream.result_rows,
+        with_input
     );
 }
 
