@@ -8,8 +8,8 @@
 //! soaks, `RUNNEL_ORACLE_FULL` prints the whole history on a failure.
 
 use anyhow::{Context, Result, bail};
-use runnel_sql_tests::{TestServer, runnel_binary};
-use tokio_postgres::{Client, NoTls, SimpleQueryMessage};
+use runnel_sql_tests::{TestServer, connect, runnel_binary, text_rows};
+use tokio_postgres::Client;
 
 /// SplitMix64: small, deterministic, good enough to pick statements.
 struct Rng(u64);
@@ -211,27 +211,14 @@ fn random_statement(rng: &mut Rng) -> String {
     }
 }
 
-async fn connect(server: &TestServer) -> Result<Client> {
-    let (client, connection) = tokio_postgres::connect(&server.conn_str(), NoTls).await?;
-    tokio::spawn(connection);
-    Ok(client)
-}
-
-/// The rows of `sql` as sorted text lines (a multiset).
+/// The rows of `sql` as sorted text lines, values joined by `|` (a
+/// multiset).
 async fn rows(client: &Client, sql: &str) -> Result<Vec<String>> {
-    let mut out = vec![];
-    for message in client
-        .simple_query(sql)
-        .await
-        .with_context(|| sql.to_string())?
-    {
-        if let SimpleQueryMessage::Row(row) = message {
-            let values: Vec<&str> = (0..row.len())
-                .map(|i| row.get(i).unwrap_or("NULL"))
-                .collect();
-            out.push(values.join("|"));
-        }
-    }
+    let mut out: Vec<String> = text_rows(client, sql)
+        .await?
+        .into_iter()
+        .map(|row| row.join("|"))
+        .collect();
     out.sort();
     Ok(out)
 }

@@ -181,6 +181,48 @@ pub fn apply_changes(view: &mut BTreeMap<String, i64>, chunks: &[StreamChunk]) {
     }
 }
 
+/// A random changelog: per epoch, one to three chunks of one to
+/// `max_rows` changes, each an insert of a new row made by `row` or (unless
+/// `inserts_only`, one time in two) a delete or update pair of a live one.
+pub fn random_changelog<R: Clone>(
+    rng: &mut Rng,
+    epochs: usize,
+    max_rows: u64,
+    inserts_only: bool,
+    mut row: impl FnMut(&mut Rng) -> R,
+) -> Vec<Vec<Vec<(crate::Op, R)>>> {
+    use crate::Op;
+    let mut live: Vec<R> = vec![];
+    (0..epochs)
+        .map(|_| {
+            (0..1 + rng.below(3))
+                .map(|_| {
+                    let mut rows = vec![];
+                    for _ in 0..1 + rng.below(max_rows) {
+                        let choice = rng.below(4);
+                        if inserts_only || live.is_empty() || choice < 2 {
+                            let new = row(rng);
+                            live.push(new.clone());
+                            rows.push((Op::Insert, new));
+                        } else {
+                            let old = live.swap_remove(rng.below(live.len() as u64) as usize);
+                            if choice == 2 {
+                                rows.push((Op::Delete, old));
+                            } else {
+                                let new = row(rng);
+                                live.push(new.clone());
+                                rows.push((Op::UpdateDelete, old));
+                                rows.push((Op::UpdateInsert, new));
+                            }
+                        }
+                    }
+                    rows
+                })
+                .collect()
+        })
+        .collect()
+}
+
 /// A small deterministic random source (splitmix64).
 pub struct Rng(pub u64);
 

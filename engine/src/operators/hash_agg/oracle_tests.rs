@@ -24,7 +24,7 @@ use runnel_storage::{Store, StoreOptions};
 
 use super::HashAggOperator;
 use crate::graph::AggregateCall;
-use crate::operators::harness::{Harness, Rng, apply_changes, barrier};
+use crate::operators::harness::{Harness, Rng, apply_changes, barrier, random_changelog};
 use crate::{Op, StreamChunk};
 
 /// An input row: key, group, integer argument, float argument.
@@ -71,10 +71,8 @@ fn maybe(rng: &mut Rng, n: u64, offset: i64) -> Option<i64> {
 /// Per epoch, chunks of inserts of new rows and deletes (or update pairs)
 /// of live ones; `inserts_only` leaves the deletes out.
 fn changelog(seed: u64, epochs: usize, inserts_only: bool) -> Vec<Vec<Vec<(Op, Row)>>> {
-    let mut rng = Rng(seed);
-    let mut live: Vec<Row> = vec![];
     let mut next = 0;
-    let mut row = |rng: &mut Rng| {
+    random_changelog(&mut Rng(seed), epochs, 16, inserts_only, |rng| {
         next += 1;
         Row {
             k: format!("r{next}"),
@@ -83,35 +81,7 @@ fn changelog(seed: u64, epochs: usize, inserts_only: bool) -> Vec<Vec<Vec<(Op, R
             // Halves add up exactly, so sums do not depend on order.
             f: maybe(rng, 9, -4).map(|v| v as f64 / 2.0),
         }
-    };
-    (0..epochs)
-        .map(|_| {
-            (0..1 + rng.below(3))
-                .map(|_| {
-                    let mut rows = vec![];
-                    for _ in 0..1 + rng.below(16) {
-                        let choice = rng.below(4);
-                        if inserts_only || live.is_empty() || choice < 2 {
-                            let new = row(&mut rng);
-                            live.push(new.clone());
-                            rows.push((Op::Insert, new));
-                        } else {
-                            let old = live.swap_remove(rng.below(live.len() as u64) as usize);
-                            if choice == 2 {
-                                rows.push((Op::Delete, old));
-                            } else {
-                                let new = row(&mut rng);
-                                live.push(new.clone());
-                                rows.push((Op::UpdateDelete, old));
-                                rows.push((Op::UpdateInsert, new));
-                            }
-                        }
-                    }
-                    rows
-                })
-                .collect()
-        })
-        .collect()
+    })
 }
 
 /// `SELECT n, count(*), count(x), sum(x), sum(f), avg(x), min(x), max(x),

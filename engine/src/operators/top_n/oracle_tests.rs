@@ -15,7 +15,7 @@ use runnel_storage::{Store, StoreOptions};
 
 use super::TopNOperator;
 use crate::graph::SortOrder;
-use crate::operators::harness::{Harness, Rng, apply_changes, barrier};
+use crate::operators::harness::{Harness, Rng, apply_changes, barrier, random_changelog};
 use crate::{Op, StreamChunk};
 
 /// An input row: stream key, partition, sort value.
@@ -85,10 +85,8 @@ fn top_n(store: &Store, append_only: bool) -> TopNOperator {
 /// Per epoch, chunks of inserts of new rows and (unless `inserts_only`)
 /// deletes or update pairs of live ones.
 fn changelog(seed: u64, epochs: usize, inserts_only: bool) -> Vec<Vec<Vec<(Op, Row)>>> {
-    let mut rng = Rng(seed);
-    let mut live: Vec<Row> = vec![];
     let mut next = 0;
-    let mut row = |rng: &mut Rng| {
+    random_changelog(&mut Rng(seed), epochs, 12, inserts_only, |rng| {
         next += 1;
         let mut maybe = |n: u64| (rng.below(6) != 0).then(|| rng.below(n) as i64);
         Row {
@@ -96,35 +94,7 @@ fn changelog(seed: u64, epochs: usize, inserts_only: bool) -> Vec<Vec<Vec<(Op, R
             n: maybe(4),
             x: maybe(30),
         }
-    };
-    (0..epochs)
-        .map(|_| {
-            (0..1 + rng.below(3))
-                .map(|_| {
-                    let mut rows = vec![];
-                    for _ in 0..1 + rng.below(12) {
-                        let choice = rng.below(4);
-                        if inserts_only || live.is_empty() || choice < 2 {
-                            let new = row(&mut rng);
-                            live.push(new.clone());
-                            rows.push((Op::Insert, new));
-                        } else {
-                            let old = live.swap_remove(rng.below(live.len() as u64) as usize);
-                            if choice == 2 {
-                                rows.push((Op::Delete, old));
-                            } else {
-                                let new = row(&mut rng);
-                                live.push(new.clone());
-                                rows.push((Op::UpdateDelete, old));
-                                rows.push((Op::UpdateInsert, new));
-                            }
-                        }
-                    }
-                    rows
-                })
-                .collect()
-        })
-        .collect()
+    })
 }
 
 /// The query's rows over `live`, as the view holds them.
