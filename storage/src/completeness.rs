@@ -2,9 +2,10 @@
 //! state table. A cache that started on empty state and holds every entry
 //! its operator writes is complete: a miss is a new key, with no state
 //! read. Evicting an entry used to end that for every key; instead the
-//! hashes of evicted keys are remembered (8 bytes each, against the
-//! hundreds an entry costs), so only a miss on one of those (or on a key
-//! sharing its hash) reads the table, and a new key still costs nothing.
+//! hashes of evicted keys are remembered (charged 16 bytes each with their
+//! slot in the set, against the hundreds an entry costs), so only a miss
+//! on one of those (or on a key sharing its hash) reads the table, and a
+//! new key still costs nothing.
 //! When the remembered hashes would take more than a quarter of the cache
 //! budget, completeness ends as before.
 
