@@ -107,6 +107,9 @@ pub struct HashAggOperator {
     /// A buffer new groups' values are encoded into before they are
     /// copied out at their size.
     scratch: Vec<u8>,
+    /// The input only inserts: a DISTINCT aggregate keeps each value once,
+    /// with no count to update when it comes again.
+    append_only: bool,
 }
 
 impl std::fmt::Debug for HashAggOperator {
@@ -181,6 +184,7 @@ impl HashAggOperator {
             multisets,
             global_checked: false,
             scratch: Vec::with_capacity(256),
+            append_only: false,
             window: window.map(|setup| Window {
                 watermark: KeptWatermark::new(store, state_id + 2, &setup.key_groups),
                 setup,
@@ -197,6 +201,7 @@ impl HashAggOperator {
     /// chunk; the planner says the same for the same query every time, so
     /// stored state keeps its layout.
     pub fn with_append_only_input(mut self, append_only: bool) -> EngineResult<Self> {
+        self.append_only = append_only;
         if append_only {
             for slot in &mut self.aggs {
                 let f = &slot.call.function;

@@ -68,6 +68,11 @@ impl Multiset {
         self.entries.is_empty()
     }
 
+    /// Whether the values of `arg_key` are in.
+    pub fn contains(&self, arg_key: &[u8]) -> bool {
+        self.entries.contains_key(arg_key)
+    }
+
     /// Adds `sign` occurrences (negative: removes) of `values`, whose
     /// argument key is `arg_key`; returns how many there are now (the
     /// entry is gone at zero).
