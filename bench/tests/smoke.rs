@@ -5,27 +5,37 @@
 
 use std::process::Command;
 
-#[test]
-fn nexmark_queries_run_and_agree_with_batch() {
+/// Runs `runnel-bench` with `args`; fails unless it succeeds and prints a
+/// line starting with each of `lines`.
+fn bench_prints(args: &[&str], lines: &[&str]) {
     let output = Command::new(env!("CARGO_BIN_EXE_runnel-bench"))
-        .args(["nexmark", "--events", "20000", "--rate", "500", "--check"])
+        .args(args)
+        .env("RUST_LOG", "off")
         .output()
         .expect("runnel-bench starts");
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
         output.status.success(),
-        "runnel-bench failed:\n{stdout}\n{}",
+        "runnel-bench {args:?} failed:\n{stdout}\n{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    for query in [
-        "q0", "q1", "q2", "q3", "q4", "q5", "q7", "q8", "q9", "q10", "q11", "q13", "q14", "q15",
-        "q16", "q17", "q18", "q19", "q20", "q21", "q22",
-    ] {
+    for line in lines {
         assert!(
-            stdout.lines().any(|l| l.starts_with(query)),
-            "{query} missing from:\n{stdout}"
+            stdout.lines().any(|l| l.starts_with(line)),
+            "{line} missing from:\n{stdout}"
         );
     }
+}
+
+#[test]
+fn nexmark_queries_run_and_agree_with_batch() {
+    bench_prints(
+        &["nexmark", "--events", "20000", "--rate", "500", "--check"],
+        &[
+            "q0", "q1", "q2", "q3", "q4", "q5", "q7", "q8", "q9", "q10", "q11", "q13", "q14",
+            "q15", "q16", "q17", "q18", "q19", "q20", "q21", "q22",
+        ],
+    );
 }
 
 /// The windowed queries again emitting on window close (q5's HOP counted
@@ -33,8 +43,8 @@ fn nexmark_queries_run_and_agree_with_batch() {
 /// each view must equal the batch answer.
 #[test]
 fn windowed_queries_emitting_on_close_agree_with_batch() {
-    let output = Command::new(env!("CARGO_BIN_EXE_runnel-bench"))
-        .args([
+    bench_prints(
+        &[
             "nexmark",
             "--events",
             "20000",
@@ -44,21 +54,9 @@ fn windowed_queries_emitting_on_close_agree_with_batch() {
             "q5,q7,q8",
             "--emit-on-window-close",
             "--check",
-        ])
-        .output()
-        .expect("runnel-bench starts");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "runnel-bench failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
+        ],
+        &["q5", "q7", "q8"],
     );
-    for query in ["q5", "q7", "q8"] {
-        assert!(
-            stdout.lines().any(|l| l.starts_with(query)),
-            "{query} missing from:\n{stdout}"
-        );
-    }
 }
 
 /// The same through a Kafka topic on a real broker (tansu, as the test
@@ -67,21 +65,8 @@ fn windowed_queries_emitting_on_close_agree_with_batch() {
 /// message.
 #[test]
 fn nexmark_over_kafka_agrees_with_batch() {
-    let output = Command::new(env!("CARGO_BIN_EXE_runnel-bench"))
-        .args(["kafka", "--events", "20000", "--rate", "500", "--check"])
-        .env("RUST_LOG", "off")
-        .output()
-        .expect("runnel-bench starts");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "runnel-bench kafka failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
+    bench_prints(
+        &["kafka", "--events", "20000", "--rate", "500", "--check"],
+        &["librdkafka", "Runnel Kafka source", "q1 ", "q5 "],
     );
-    for line in ["librdkafka", "Runnel Kafka source", "q1 ", "q5 "] {
-        assert!(
-            stdout.lines().any(|l| l.starts_with(line)),
-            "{line} missing from:\n{stdout}"
-        );
-    }
 }

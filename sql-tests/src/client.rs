@@ -32,6 +32,18 @@ pub async fn text_rows(client: &Client, sql: &str) -> Result<Vec<Vec<String>>> {
     Ok(out)
 }
 
+/// The rows of `sql` as sorted text lines, values joined by `|` (a
+/// multiset, for comparing two queries' answers).
+pub async fn sorted_lines(client: &Client, sql: &str) -> Result<Vec<String>> {
+    let mut out: Vec<String> = text_rows(client, sql)
+        .await?
+        .into_iter()
+        .map(|row| row.join("|"))
+        .collect();
+    out.sort();
+    Ok(out)
+}
+
 /// Waits until `sql` returns `want`; fails with the last rows seen if it
 /// does not within `wait`.
 pub async fn wait_for_rows(

@@ -11,14 +11,16 @@
 mod client;
 mod kafka_broker;
 mod oracle;
+mod rng;
 mod s3_server;
 mod schema_registry;
 mod slt_db;
 mod test_server;
 
-pub use client::{JobRow, connect, error_of, job_state, text_rows, wait_for_rows};
+pub use client::{JobRow, connect, error_of, job_state, sorted_lines, text_rows, wait_for_rows};
 pub use kafka_broker::{Consumed, ConsumedAvro, ConsumerRun, KafkaBroker, Produced};
 pub use oracle::count_and_sum;
+pub use rng::Rng;
 pub use s3_server::{S3_KEY, S3Server};
 pub use schema_registry::SchemaRegistry;
 pub use slt_db::{SltDatabase, SltError};

@@ -10,21 +10,8 @@
 //! got, in either plan).
 
 use anyhow::{Context, Result, bail};
-use runnel_sql_tests::{TestServer, connect, runnel_binary, text_rows};
+use runnel_sql_tests::{Rng, TestServer, connect, runnel_binary, sorted_lines};
 use tokio_postgres::Client;
-
-/// SplitMix64.
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: u64) -> i64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        ((z ^ (z >> 31)) % n) as i64
-    }
-}
 
 /// The watermark's delay behind the latest `at`, in seconds.
 const DELAY: i64 = 30;
@@ -49,18 +36,6 @@ const VIEWS: &[(&str, &str, &str)] = &[
     ),
 ];
 
-/// The rows of `sql` as sorted text lines, values joined by `|` (a
-/// multiset).
-async fn rows(client: &Client, sql: &str) -> Result<Vec<String>> {
-    let mut out: Vec<String> = text_rows(client, sql)
-        .await?
-        .into_iter()
-        .map(|row| row.join("|"))
-        .collect();
-    out.sort();
-    Ok(out)
-}
-
 fn timestamp(seconds: i64) -> String {
     format!("TIMESTAMP '2024-03-01 00:00:00' + INTERVAL '{seconds} seconds'")
 }
@@ -71,8 +46,9 @@ async fn check(client: &Client, latest: i64, history: &[String]) -> Result<()> {
     client.simple_query("FLUSH").await?;
     let closed = format!("window_end <= {}", timestamp(latest - DELAY));
     for (sliced, unsliced, _) in VIEWS {
-        let got = rows(client, &format!("SELECT * FROM {sliced}")).await?;
-        let want = rows(client, &format!("SELECT * FROM {unsliced} WHERE {closed}")).await?;
+        let got = sorted_lines(client, &format!("SELECT * FROM {sliced}")).await?;
+        let want =
+            sorted_lines(client, &format!("SELECT * FROM {unsliced} WHERE {closed}")).await?;
         if got != want {
             bail!(
                 "{sliced} differs from {unsliced} at watermark {}s\n sliced:   {got:?}\n unsliced: {want:?}\nlast statements:\n{}",
@@ -109,7 +85,7 @@ async fn compare(parallelism: usize, late: bool, seed: u64) -> Result<()> {
         ))
         .await?;
     for (sliced, unsliced, query) in VIEWS {
-        let plan = rows(
+        let plan = sorted_lines(
             &client,
             &format!("EXPLAIN CREATE MATERIALIZED VIEW {sliced} AS {query} EMIT ON WINDOW CLOSE"),
         )
@@ -131,16 +107,16 @@ async fn compare(parallelism: usize, late: bool, seed: u64) -> Result<()> {
     let mut history = vec![];
     let (mut now, mut latest) = (0i64, 0i64);
     for step in 1..=80 {
-        now += rng.below(12);
+        now += rng.below(12) as i64;
         let mut values = vec![];
         for _ in 0..=rng.below(5) {
             // Near the present, which never falls behind the watermark;
             // or one row in six behind it by up to three windows, so late
             // for some of its windows or all.
             let at = if late && rng.below(6) == 0 {
-                now - DELAY - rng.below(90)
+                now - DELAY - rng.below(90) as i64
             } else {
-                now.max(latest - DELAY) + rng.below(20)
+                now.max(latest - DELAY) + rng.below(20) as i64
             };
             latest = latest.max(at);
             let v = match rng.below(7) {
@@ -170,7 +146,7 @@ async fn compare(parallelism: usize, late: bool, seed: u64) -> Result<()> {
         ))
         .await?;
     check(&client, latest, &history).await?;
-    let all = rows(&client, "SELECT * FROM per_key").await?;
+    let all = sorted_lines(&client, "SELECT * FROM per_key").await?;
     assert!(all.len() > 50, "too few windows to compare: {}", all.len());
     Ok(())
 }

@@ -8,47 +8,30 @@
 //! soaks, `RUNNEL_ORACLE_FULL` prints the whole history on a failure.
 
 use anyhow::{Context, Result, bail};
-use runnel_sql_tests::{TestServer, connect, runnel_binary, text_rows};
+use runnel_sql_tests::{Rng, TestServer, connect, runnel_binary, sorted_lines};
 use tokio_postgres::Client;
 
-/// SplitMix64: small, deterministic, good enough to pick statements.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+fn text(rng: &mut Rng) -> String {
+    match rng.below(5) {
+        0 => "NULL".into(),
+        n => format!("'s{n}'"),
     }
+}
 
-    fn below(&mut self, n: u64) -> i64 {
-        (self.next() % n) as i64
+/// A time within four hours of a fixed start, or NULL.
+fn timestamp(rng: &mut Rng) -> String {
+    if rng.below(10) == 0 {
+        return "NULL".into();
     }
+    let minutes = rng.below(240);
+    format!("TIMESTAMP '2024-03-01 00:00:00' + INTERVAL '{minutes} minutes'")
+}
 
-    fn text(&mut self) -> String {
-        match self.below(5) {
-            0 => "NULL".into(),
-            n => format!("'s{n}'"),
-        }
-    }
-
-    /// A time within four hours of a fixed start, or NULL.
-    fn timestamp(&mut self) -> String {
-        if self.below(10) == 0 {
-            return "NULL".into();
-        }
-        let minutes = self.below(240);
-        format!("TIMESTAMP '2024-03-01 00:00:00' + INTERVAL '{minutes} minutes'")
-    }
-
-    fn int_or_null(&mut self, n: u64) -> String {
-        if self.below(8) == 0 {
-            "NULL".into()
-        } else {
-            self.below(n).to_string()
-        }
+fn int_or_null(rng: &mut Rng, n: u64) -> String {
+    if rng.below(8) == 0 {
+        "NULL".into()
+    } else {
+        rng.below(n).to_string()
     }
 }
 
@@ -162,72 +145,60 @@ fn random_statement(rng: &mut Rng) -> String {
     match rng.below(10) {
         0..=2 => format!(
             "INSERT INTO a VALUES ({id}, {}, {}, {})",
-            rng.int_or_null(4),
-            rng.int_or_null(10),
-            rng.text()
+            int_or_null(rng, 4),
+            int_or_null(rng, 10),
+            text(rng)
         ),
         3 => format!(
             "UPDATE a SET v = {}, s = {} WHERE id = {id}",
-            rng.int_or_null(10),
-            rng.text()
+            int_or_null(rng, 10),
+            text(rng)
         ),
         4 => format!(
             "UPDATE a SET k = {}, id = {} WHERE id = {id}",
-            rng.int_or_null(4),
+            int_or_null(rng, 4),
             rng.below(12)
         ),
         5 => format!("DELETE FROM a WHERE k = {}", rng.below(4)),
         6 => format!(
             "INSERT INTO b VALUES ({id}, {}, {})",
-            rng.int_or_null(4),
-            rng.int_or_null(8)
+            int_or_null(rng, 4),
+            int_or_null(rng, 8)
         ),
         7 => format!("UPDATE b SET w = w + 1 WHERE k = {}", rng.below(4)),
         8 => format!(
             "INSERT INTO c VALUES ({}, {}), ({}, {})",
             rng.below(4),
-            rng.int_or_null(3),
+            int_or_null(rng, 3),
             rng.below(4),
-            rng.int_or_null(3)
+            int_or_null(rng, 3)
         ),
         _ => match rng.below(5) {
             3 => format!(
                 "INSERT INTO d VALUES ({id}, {}, {})",
-                rng.timestamp(),
-                rng.int_or_null(5)
+                timestamp(rng),
+                int_or_null(rng, 5)
             ),
             4 => match rng.below(2) {
-                0 => format!("UPDATE d SET at = {} WHERE id = {id}", rng.timestamp()),
+                0 => format!("UPDATE d SET at = {} WHERE id = {id}", timestamp(rng)),
                 _ => format!("DELETE FROM d WHERE v = {}", rng.below(5)),
             },
             0 => format!("DELETE FROM c WHERE x = {}", rng.below(4)),
             1 => format!("DELETE FROM b WHERE id = {id}"),
             _ => format!(
                 "UPDATE c SET y = {} WHERE x = {}",
-                rng.int_or_null(3),
+                int_or_null(rng, 3),
                 rng.below(4)
             ),
         },
     }
 }
 
-/// The rows of `sql` as sorted text lines, values joined by `|` (a
-/// multiset).
-async fn rows(client: &Client, sql: &str) -> Result<Vec<String>> {
-    let mut out: Vec<String> = text_rows(client, sql)
-        .await?
-        .into_iter()
-        .map(|row| row.join("|"))
-        .collect();
-    out.sort();
-    Ok(out)
-}
-
 async fn check_views(client: &Client, step: usize, history: &[String]) -> Result<()> {
     client.simple_query("FLUSH").await?;
     for (name, query) in VIEWS {
-        let view = rows(client, &format!("SELECT * FROM {name}")).await?;
-        let batch = rows(client, query).await?;
+        let view = sorted_lines(client, &format!("SELECT * FROM {name}")).await?;
+        let batch = sorted_lines(client, query).await?;
         if view != batch {
             bail!(
                 "after step {step}, {name} differs from its query\n view:  {view:?}\n query: {batch:?}\nlast statements:\n{}",

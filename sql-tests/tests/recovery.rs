@@ -20,21 +20,8 @@
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use runnel_sql_tests::{S3Server, TestServer, connect, runnel_binary, text_rows};
+use runnel_sql_tests::{Rng, S3Server, TestServer, connect, runnel_binary, text_rows};
 use tokio_postgres::Client;
-
-/// SplitMix64, for the moments to kill at and the statements to write.
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        (z ^ (z >> 31)) % n
-    }
-}
 
 const SETUP: &str = "
     CREATE TABLE accounts (id int PRIMARY KEY, owner int, balance bigint);

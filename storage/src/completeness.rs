@@ -56,11 +56,6 @@ impl Completeness {
         self.evicted = HashSet::default();
     }
 
-    /// Whether any miss may mean absent.
-    pub fn is_complete(&self) -> bool {
-        self.complete
-    }
-
     /// Whether a miss on `key` means it is absent from the table.
     pub fn knows_absent<Q: Hash + ?Sized>(&self, key: &Q) -> bool {
         self.complete && !self.evicted.contains(&self.hasher.hash_one(key))
@@ -105,7 +100,6 @@ mod tests {
         assert!(!c.knows_absent(&b"a".to_vec()));
         // Too many hashes for the limit: complete no more.
         c.evict(b"c".as_slice(), EVICTED_KEY_COST);
-        assert!(!c.is_complete());
         assert!(!c.knows_absent(b"b".as_slice()));
         assert_eq!(c.bytes(), 0);
     }

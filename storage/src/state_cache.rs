@@ -248,11 +248,6 @@ impl<K: Hash + Eq, V> StateCache<K, V> {
         self.completeness.knows_absent(key)
     }
 
-    /// Whether misses on keys never evicted mean absent.
-    pub fn is_complete(&self) -> bool {
-        self.completeness.is_complete()
-    }
-
     /// Ends completeness, uncharging what it remembered.
     fn lose_completeness(&mut self) {
         let freed = self.completeness.bytes();
@@ -456,13 +451,12 @@ mod tests {
         for key in 4..20 {
             cache.insert(key, (), 10);
         }
-        assert!(!cache.is_complete());
         assert!(!cache.knows_absent(&100));
         let mut none = StateCache::new(Arc::new(CacheBudget::new(0)));
         none.assume_complete();
-        assert!(!none.is_complete());
+        assert!(!none.knows_absent(&1));
         none.insert(1, (), 1);
-        assert!(!none.is_complete());
+        assert!(!none.knows_absent(&2));
     }
 
     #[test]

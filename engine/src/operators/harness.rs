@@ -181,6 +181,55 @@ pub fn apply_changes(view: &mut BTreeMap<String, i64>, chunks: &[StreamChunk]) {
     }
 }
 
+/// Replays `epochs` (changes of rows keyed by `key`) through an operator
+/// made by `make` on a store with a cache budget of `cache_bytes` (made
+/// again, reading its state back, before epoch `restart_at`), and after
+/// each barrier hands `check` the epoch, the rows alive by key, and the
+/// rows of a view the emitted changes were applied to (sorted text).
+pub async fn replay_changelog<O: StreamOperator, R: Clone>(
+    cache_bytes: usize,
+    make: impl Fn(&runnel_storage::Store) -> O,
+    restart_at: Option<usize>,
+    epochs: Vec<Vec<Vec<(Op, R)>>>,
+    key: impl Fn(&R) -> String,
+    chunk: impl Fn(&[(Op, R)]) -> StreamChunk,
+    mut check: impl FnMut(usize, &BTreeMap<String, R>, Vec<String>),
+) {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let options = runnel_storage::StoreOptions {
+        state_cache_bytes: cache_bytes,
+        ..runnel_storage::StoreOptions::default()
+    };
+    let store = runnel_storage::Store::open(dir.path(), &options).expect("a store");
+    let mut h = Harness::with_store(make(&store), store.clone());
+    let mut live = BTreeMap::new();
+    let mut view = BTreeMap::new();
+    for (epoch, chunks) in epochs.into_iter().enumerate() {
+        if restart_at == Some(epoch) {
+            // A restart: state only from the store.
+            h = Harness::with_store(make(&store), store.clone());
+        }
+        for rows in chunks {
+            for (op, row) in &rows {
+                if op.sign() > 0 {
+                    live.insert(key(row), row.clone());
+                } else {
+                    live.remove(&key(row));
+                }
+            }
+            h.push_chunk(chunk(&rows))
+                .await
+                .expect("the chunk is taken");
+        }
+        let emitted = h
+            .push_barrier_chunks(barrier(epoch as u64 + 1))
+            .await
+            .expect("the barrier is taken");
+        apply_changes(&mut view, &emitted);
+        check(epoch, &live, view.keys().cloned().collect());
+    }
+}
+
 /// A random changelog: per epoch, one to three chunks of one to
 /// `max_rows` changes, each an insert of a new row made by `row` or (unless
 /// `inserts_only`, one time in two) a delete or update pair of a live one.

@@ -20,11 +20,11 @@ use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_expr::aggregate::AggregateExprBuilder;
 use datafusion::physical_expr::expressions::{binary, cast, col, lit};
 use datafusion::scalar::ScalarValue;
-use runnel_storage::{Store, StoreOptions};
+use runnel_storage::Store;
 
 use super::HashAggOperator;
 use crate::graph::AggregateCall;
-use crate::operators::harness::{Harness, Rng, apply_changes, barrier, random_changelog};
+use crate::operators::harness::{Rng, random_changelog, replay_changelog};
 use crate::{Op, StreamChunk};
 
 /// An input row: key, group, integer argument, float argument.
@@ -198,38 +198,23 @@ fn expected(live: &BTreeMap<String, Row>) -> BTreeSet<String> {
 }
 
 async fn check(seed: u64, budget: usize, inserts_only: bool) {
-    let dir = tempfile::tempdir().unwrap();
-    let options = StoreOptions {
-        state_cache_bytes: budget,
-        ..StoreOptions::default()
-    };
-    let store = Store::open(dir.path(), &options).unwrap();
-    let mut h = Harness::with_store(aggregation(&store, inserts_only), store.clone());
-    let mut live = BTreeMap::new();
-    let mut view = BTreeMap::new();
-    for (epoch, chunks) in changelog(seed, 25, inserts_only).into_iter().enumerate() {
-        for rows in chunks {
-            for (op, row) in &rows {
-                if op.sign() > 0 {
-                    live.insert(row.k.clone(), row.clone());
-                } else {
-                    live.remove(&row.k);
-                }
-            }
-            h.push_chunk(chunk(&rows)).await.unwrap();
-        }
-        let emitted = h
-            .push_barrier_chunks(barrier(epoch as u64 + 1))
-            .await
-            .unwrap();
-        apply_changes(&mut view, &emitted);
-        let rows: BTreeSet<String> = view.keys().cloned().collect();
-        assert_eq!(
-            rows,
-            expected(&live),
-            "seed {seed}, budget {budget}, epoch {epoch}"
-        );
-    }
+    replay_changelog(
+        budget,
+        |store| aggregation(store, inserts_only),
+        None,
+        changelog(seed, 25, inserts_only),
+        |row| row.k.clone(),
+        chunk,
+        |epoch, live, view| {
+            let view: BTreeSet<String> = view.into_iter().collect();
+            assert_eq!(
+                view,
+                expected(live),
+                "seed {seed}, budget {budget}, epoch {epoch}"
+            );
+        },
+    )
+    .await;
 }
 
 #[tokio::test]

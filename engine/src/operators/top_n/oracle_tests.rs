@@ -11,11 +11,11 @@ use std::sync::Arc;
 use datafusion::arrow::array::{Int64Array, RecordBatch, StringArray};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::scalar::ScalarValue;
-use runnel_storage::{Store, StoreOptions};
+use runnel_storage::Store;
 
 use super::TopNOperator;
 use crate::graph::SortOrder;
-use crate::operators::harness::{Harness, Rng, apply_changes, barrier, random_changelog};
+use crate::operators::harness::{Rng, random_changelog, replay_changelog};
 use crate::{Op, StreamChunk};
 
 /// An input row: stream key, partition, sort value.
@@ -122,43 +122,22 @@ fn expected(live: &BTreeMap<String, Row>) -> Vec<String> {
 }
 
 async fn check(seed: u64, budget: usize, inserts_only: bool) {
-    let dir = tempfile::tempdir().unwrap();
-    let options = StoreOptions {
-        state_cache_bytes: budget,
-        ..StoreOptions::default()
-    };
-    let store = Store::open(dir.path(), &options).unwrap();
-    let mut h = Harness::with_store(top_n(&store, inserts_only), store.clone());
-    let mut live = BTreeMap::new();
-    let mut view = BTreeMap::new();
-    let epochs = changelog(seed, 30, inserts_only);
-    for (epoch, chunks) in epochs.into_iter().enumerate() {
-        if epoch == 15 {
-            // A restart: state only from the store.
-            h = Harness::with_store(top_n(&store, inserts_only), store.clone());
-        }
-        for rows in chunks {
-            for (op, row) in &rows {
-                if op.sign() > 0 {
-                    live.insert(row.k.clone(), row.clone());
-                } else {
-                    live.remove(&row.k);
-                }
-            }
-            h.push_chunk(chunk(&rows)).await.unwrap();
-        }
-        let emitted = h
-            .push_barrier_chunks(barrier(epoch as u64 + 1))
-            .await
-            .unwrap();
-        apply_changes(&mut view, &emitted);
-        let rows: Vec<String> = view.keys().cloned().collect();
-        assert_eq!(
-            rows,
-            expected(&live),
-            "seed {seed}, budget {budget}, inserts only {inserts_only}, epoch {epoch}"
-        );
-    }
+    replay_changelog(
+        budget,
+        |store| top_n(store, inserts_only),
+        Some(15),
+        changelog(seed, 30, inserts_only),
+        |row| row.k.clone(),
+        chunk,
+        |epoch, live, view| {
+            assert_eq!(
+                view,
+                expected(live),
+                "seed {seed}, budget {budget}, inserts only {inserts_only}, epoch {epoch}"
+            );
+        },
+    )
+    .await;
 }
 
 #[tokio::test]
