@@ -16,6 +16,8 @@ command -v psql >/dev/null || test_apt+=(postgresql-client)
 python3 -m venv --help >/dev/null 2>&1 || test_apt+=(python3-venv)
 [ -e /usr/share/java/postgresql.jar ] || test_apt+=(libpostgresql-jdbc-java)
 command -v java >/dev/null || test_apt+=(default-jre-headless)
+# A real PostgreSQL server (15 on Debian 12) for the differential client tests.
+compgen -G '/usr/lib/postgresql/*/bin/postgres' >/dev/null || test_apt+=(postgresql)
 apt_install "${test_apt[@]}"
 
 VENV="$HOME/.cache/runnel-venv"

@@ -14,6 +14,7 @@ pub mod catalog;
 pub mod ddl;
 mod error;
 pub mod expr_rewrite;
+pub mod output_names;
 pub mod parser;
 pub mod pg_compat;
 pub mod stream;

@@ -19,6 +19,9 @@ import traceback
 import psycopg
 from psycopg.types.json import Json, Jsonb
 
+from differential import *  # noqa: F401,F403 (its test_* functions run here too)
+from differential import stop_reference
+
 
 def free_port():
     with socket.socket() as s:
@@ -218,6 +221,7 @@ def main():
                     traceback.print_exc()
     finally:
         server.stop()
+        stop_reference()
     print(f"clients: {passed} passed, {failed} failed")
     sys.exit(1 if failed else 0)
 

@@ -523,14 +523,38 @@ fn take_watermark(
 
 fn parse_standard(sql: &str) -> PlanResult<Vec<Statement>> {
     let plain = Parser::parse_sql(&PostgreSqlDialect {}, sql).map_err(|e| syntax_error(sql, e))?;
+    let rewrite_named = |statements: Vec<Statement>| -> PlanResult<Vec<Statement>> {
+        statements
+            .into_iter()
+            .map(|mut s| {
+                // Named as the user wrote them: the rewrites below turn
+                // `current_user` into `session_user()` and casts into
+                // subqueries, which would name them otherwise.
+                crate::output_names::name_output_columns(&mut s)?;
+                Ok(COMPATIBILITY.rewrite(s))
+            })
+            .collect()
+    };
     let mut statements = match COMPATIBILITY.parse(sql) {
-        Ok(rewritten) if rewritten.len() == plain.len() => rewritten,
+        Ok(mut rewritten) if rewritten.len() == plain.len() => {
+            let untouched = plain
+                .iter()
+                .zip(&rewritten)
+                .all(|(p, r)| COMPATIBILITY.rewrite(p.clone()) == *r);
+            if untouched {
+                rewrite_named(plain)?
+            } else {
+                // A client's catalog query that the token-level rewrites
+                // replaced: name what replaced it.
+                for statement in &mut rewritten {
+                    crate::output_names::name_output_columns(statement)?;
+                }
+                rewritten
+            }
+        }
         // The token-level rewrites changed the statement count or failed:
         // keep what the user wrote, with the AST-level rewrites only.
-        _ => plain
-            .into_iter()
-            .map(|s| COMPATIBILITY.rewrite(s))
-            .collect(),
+        _ => rewrite_named(plain)?,
     };
     for statement in &mut statements {
         crate::windows::rewrite_window_functions(statement)?;

@@ -62,7 +62,7 @@ pub fn fields(
         .enumerate()
         .map(|(i, f)| {
             Ok(FieldInfo::new(
-                f.name().clone(),
+                runnel_planner::output_names::display_name(f.name()).to_string(),
                 None,
                 None,
                 pg_type(f)?,
