@@ -56,6 +56,43 @@ public class JdbcTest {
                     }
                 }
             }
+            // Statements without rows past the fifth run (described with
+            // NoData), batches, and java.sql.Date/Time sent as untyped text
+            // with a zone appended.
+            try (Statement st = conn.createStatement()) {
+                st.execute("CREATE TABLE jdbc_batch (id int, d date, t time, s text)");
+            }
+            try (PreparedStatement ins = conn.prepareStatement("INSERT INTO jdbc_batch VALUES (?, ?, ?, ?)")) {
+                for (int i = 1; i <= 8; i++) {
+                    ins.setInt(1, i);
+                    ins.setDate(2, java.sql.Date.valueOf("2024-01-0" + i));
+                    ins.setTime(3, Time.valueOf("12:00:0" + i));
+                    ins.setString(4, "one");
+                    check(ins.executeUpdate() == 1, "dated insert " + i);
+                }
+                for (int i = 10; i < 14; i++) {
+                    ins.setInt(1, i);
+                    ins.setDate(2, java.sql.Date.valueOf("2024-02-01"));
+                    ins.setTime(3, Time.valueOf("01:02:03"));
+                    ins.setString(4, "batch");
+                    ins.addBatch();
+                }
+                check(Arrays.equals(ins.executeBatch(), new int[] {1, 1, 1, 1}), "batch counts");
+            }
+            try (PreparedStatement up = conn.prepareStatement("UPDATE jdbc_batch SET s = ? WHERE id > ?")) {
+                for (int i = 1; i <= 7; i++) {
+                    up.setString(1, "u" + i);
+                    up.setInt(2, 10);
+                    check(up.executeUpdate() == 3, "update count " + i);
+                }
+            }
+            try (PreparedStatement sel = conn.prepareStatement("SELECT d, t FROM jdbc_batch WHERE id = ?")) {
+                sel.setInt(1, 3);
+                try (ResultSet rs = sel.executeQuery()) {
+                    check(rs.next() && rs.getDate(1).toString().equals("2024-01-03")
+                            && rs.getTime(2).toString().equals("12:00:03"), "date and time read back");
+                }
+            }
             try (ResultSet rs = meta.getTables(null, "public", "%", new String[] {"TABLE"})) {
                 boolean found = false;
                 while (rs.next()) found |= rs.getString("TABLE_NAME").equals("jdbc_types");

@@ -455,6 +455,44 @@ impl ExtendedQueryHandler for ConnectionHandler {
         })
     }
 
+    /// As pgwire's, except that a statement returning no rows is described
+    /// with NoData even when it takes parameters (pgwire answers an empty
+    /// RowDescription then, and pgjdbc takes that for a query).
+    async fn on_describe<C>(
+        &self,
+        client: &mut C,
+        message: pgwire::messages::extendedquery::Describe,
+    ) -> PgWireResult<()>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        use pgwire::messages::data::{NoData, ParameterDescription};
+        use pgwire::messages::extendedquery::TARGET_TYPE_BYTE_STATEMENT;
+        if message.target_type == TARGET_TYPE_BYTE_STATEMENT {
+            let name = message.name.as_deref().unwrap_or(pgwire::api::DEFAULT_NAME);
+            if let Some(pgwire::api::store::Entry::Value(stored)) =
+                client.portal_store().get_statement(name)
+                && stored.statement.result_schema().is_none()
+            {
+                let described = self.do_describe_statement(client, &stored).await?;
+                let oids = described.parameters.iter().map(|t| t.oid()).collect();
+                client
+                    .send(PgWireBackendMessage::ParameterDescription(
+                        ParameterDescription::new(oids),
+                    ))
+                    .await?;
+                client
+                    .send(PgWireBackendMessage::NoData(NoData::new()))
+                    .await?;
+                return Ok(());
+            }
+        }
+        self._on_describe(client, message).await
+    }
+
     async fn do_query<C>(
         &self,
         client: &mut C,

@@ -49,6 +49,12 @@ pub fn parameter_values(portal: &Portal<Prepared>) -> PgWireResult<ParamValues> 
             Some(bytes) if binary => decode_binary(i, &wire_type, bytes)?,
             Some(bytes) => decode_text(i, &wire_type, bytes)?,
         };
+        let value = match (&target, value) {
+            (Some(t), ScalarValue::Utf8(Some(text))) => {
+                ScalarValue::Utf8(Some(without_zone(&text, t).to_string()))
+            }
+            (_, value) => value,
+        };
         let value = match &target {
             Some(t) if value.data_type() != *t && !value.is_null() => value
                 .cast_to(t)
@@ -58,6 +64,30 @@ pub fn parameter_values(portal: &Portal<Prepared>) -> PgWireResult<ParamValues> 
         values.push(value.into());
     }
     Ok(ParamValues::List(values))
+}
+
+/// The text of a date, time or timestamp value without the time zone a
+/// driver appended (pgjdbc sends `setDate` as `2024-01-01 +00` and
+/// `setTime` as `12:00:00+00`, untyped): Postgres ignores a zone given to a
+/// type without one.
+fn without_zone<'a>(text: &'a str, target: &DataType) -> &'a str {
+    let text = text.trim();
+    let cut_zone = |time: &'a str| -> &'a str {
+        let end = time.find(['+', '-', 'Z', 'z']).map_or(time.len(), |at| at);
+        time[..end].trim_end()
+    };
+    match target {
+        DataType::Date32 | DataType::Date64 => text.split_whitespace().next().unwrap_or(text),
+        DataType::Time32(_) | DataType::Time64(_) => cut_zone(text),
+        DataType::Timestamp(_, None) => match text.find([' ', 'T']) {
+            Some(at) => {
+                let time = cut_zone(&text[at + 1..]);
+                &text[..at + 1 + time.len()]
+            }
+            None => text,
+        },
+        _ => text,
+    }
 }
 
 fn from_sql<'a, T: FromSql<'a>>(i: usize, ty: &Type, raw: &'a [u8]) -> PgWireResult<T> {
@@ -166,4 +196,35 @@ fn decode_text(i: usize, ty: &Type, raw: &Bytes) -> PgWireResult<ScalarValue> {
         // caller to the type the statement expects.
         _ => ScalarValue::Utf8(Some(text)),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_zone_sent_with_a_zoneless_type_is_dropped() {
+        assert_eq!(
+            without_zone("2024-01-01 +00", &DataType::Date32),
+            "2024-01-01"
+        );
+        assert_eq!(
+            without_zone("12:00:01+00", &DataType::Time64(TimeUnit::Microsecond)),
+            "12:00:01"
+        );
+        assert_eq!(
+            without_zone(
+                "12:00:01.5 -05:30",
+                &DataType::Time64(TimeUnit::Microsecond)
+            ),
+            "12:00:01.5"
+        );
+        let timestamp = DataType::Timestamp(TimeUnit::Microsecond, None);
+        assert_eq!(
+            without_zone("2024-01-01 12:00:00+00", &timestamp),
+            "2024-01-01 12:00:00"
+        );
+        assert_eq!(without_zone("2024-01-01", &timestamp), "2024-01-01");
+        assert_eq!(without_zone("hello", &DataType::Utf8), "hello");
+    }
 }
