@@ -70,6 +70,16 @@ pub enum ServerError {
     ReadOnlySetting(String),
     #[error("current transaction is aborted, commands ignored until end of transaction block")]
     InFailedTransaction,
+    /// A block's COMMIT found a row it changed changed by another session.
+    #[error("could not serialize access due to concurrent update: {0}")]
+    SerializationFailure(String),
+    #[error("cannot execute {0} in a read-only transaction")]
+    ReadOnlyTransaction(String),
+    #[error("savepoint \"{0}\" does not exist")]
+    UndefinedSavepoint(String),
+    /// SAVEPOINT and friends outside BEGIN … COMMIT.
+    #[error("{0} can only be used in transaction blocks")]
+    NoActiveTransaction(String),
     #[error("canceling statement due to statement timeout")]
     StatementTimeout,
     #[error("{0} is not supported")]
@@ -159,6 +169,10 @@ impl ServerError {
             ServerError::InvalidSettingValue { .. } => "22023",
             ServerError::ReadOnlySetting(_) => "55P02",
             ServerError::InFailedTransaction => "25P02",
+            ServerError::SerializationFailure(_) => "40001",
+            ServerError::ReadOnlyTransaction(_) => "25006",
+            ServerError::UndefinedSavepoint(_) => "3B001",
+            ServerError::NoActiveTransaction(_) => "25P01",
             ServerError::StatementTimeout => "57014",
             ServerError::NotSupported(_) | ServerError::StalePlan(_) => "0A000",
             ServerError::WrongObjectType(_) => "42809",

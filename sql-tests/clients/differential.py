@@ -2,6 +2,8 @@
 real PostgreSQL 15 (reference_pg.py); the column names, command tags and
 rows each answers must match."""
 
+import time
+
 import psycopg
 
 from reference_pg import ReferencePostgres
@@ -66,3 +68,104 @@ def test_output_column_names_as_postgres(server):
     ], rows=False)
     for sql in ["CREATE VIEW dup_names AS SELECT 1, 1", "CREATE VIEW dup_names AS SELECT 1 AS a, 2 AS a"]:
         assert answer(server.dsn(), sql) == answer(reference().dsn(), sql) == ("error", "42701"), sql
+
+
+def transaction_script(dsn, table):
+    """Blocks that commit, roll back, fail and recover at savepoints; returns
+    what a second session saw along the way and the table at the end."""
+    seen = []
+    with psycopg.connect(dsn, autocommit=True) as other, psycopg.connect(dsn) as conn:
+        other.execute(f"CREATE TABLE {table} (id int PRIMARY KEY, v text)")
+        rows = lambda c: c.execute(f"SELECT id, v FROM {table} ORDER BY id").fetchall()  # noqa: E731
+        conn.execute(f"INSERT INTO {table} VALUES (1, 'a'), (2, 'b')")
+        seen.append(("own writes", rows(conn)))
+        seen.append(("others before commit", rows(other)))
+        conn.commit()
+        seen.append(("others after commit", rows(other)))
+        conn.execute(f"UPDATE {table} SET v = 'changed' WHERE id = 1")
+        conn.execute(f"DELETE FROM {table} WHERE id = 2")
+        conn.rollback()
+        seen.append(("after rollback", rows(other)))
+        with conn.transaction():
+            conn.execute(f"INSERT INTO {table} VALUES (3, 'c')")
+            try:
+                with conn.transaction():  # a savepoint
+                    conn.execute(f"INSERT INTO {table} VALUES (4, 'd')")
+                    conn.execute(f"INSERT INTO {table} VALUES (4, 'duplicate')")
+            except psycopg.errors.UniqueViolation:
+                seen.append(("rolled back to savepoint", rows(conn)))
+            with conn.transaction():
+                conn.execute(f"UPDATE {table} SET v = v || '!' WHERE id >= 2")
+        seen.append(("end", rows(other)))
+        with conn.cursor() as cur:
+            cur.execute("BEGIN")
+            cur.execute(f"INSERT INTO {table} VALUES (5, 'e')")
+            try:
+                cur.execute("SELECT 1/0")
+            except psycopg.errors.DivisionByZero:
+                pass
+            try:
+                cur.execute(f"SELECT * FROM {table}")
+            except psycopg.errors.InFailedSqlTransaction:
+                seen.append(("failed block", "25P02"))
+            conn.rollback()
+        seen.append(("after failed block", rows(other)))
+    return seen
+
+
+def test_transactions_as_postgres(server):
+    ours = transaction_script(server.dsn(), "tx_script")
+    theirs = transaction_script(reference().dsn(), "tx_script")
+    assert ours == theirs, f"\n  runnel:   {ours}\n  postgres: {theirs}"
+
+
+def test_transactions_conflict_and_read_only(server):
+    with psycopg.connect(server.dsn(), autocommit=True) as other, psycopg.connect(server.dsn()) as conn:
+        other.execute("CREATE TABLE tx_conflict (id int PRIMARY KEY, n int)")
+        other.execute("INSERT INTO tx_conflict VALUES (1, 0), (2, 0)")
+        other.execute("CREATE MATERIALIZED VIEW tx_total AS SELECT sum(n) AS total, count(*) AS rows FROM tx_conflict")
+        # Another session changes a row this block changed first: COMMIT fails.
+        conn.execute("UPDATE tx_conflict SET n = n + 1 WHERE id = 1")
+        other.execute("UPDATE tx_conflict SET n = n + 10 WHERE id = 1")
+        try:
+            conn.commit()
+            raise AssertionError("commit over a concurrent update succeeded")
+        except psycopg.errors.SerializationFailure:
+            conn.rollback()
+        # ... or inserts the key this block inserted.
+        conn.execute("INSERT INTO tx_conflict VALUES (3, 1)")
+        other.execute("INSERT INTO tx_conflict VALUES (3, 100)")
+        try:
+            conn.commit()
+            raise AssertionError("commit over a concurrent insert succeeded")
+        except psycopg.errors.UniqueViolation:
+            conn.rollback()
+        assert other.execute("SELECT id, n FROM tx_conflict ORDER BY id").fetchall() == [(1, 10), (2, 0), (3, 100)]
+        # A committed block reaches the view as a whole.
+        conn.execute("UPDATE tx_conflict SET n = n + 5")
+        conn.execute("DELETE FROM tx_conflict WHERE id = 2")
+        conn.commit()
+        wait_for(lambda: other.execute("SELECT total, rows FROM tx_total").fetchone(), (120, 2))
+        conn.read_only = True
+        try:
+            conn.execute("INSERT INTO tx_conflict VALUES (9, 9)")
+            raise AssertionError("insert in a read-only block succeeded")
+        except psycopg.errors.ReadOnlySqlTransaction:
+            conn.rollback()
+        conn.read_only = False
+        for level in ("REPEATABLE READ", "SERIALIZABLE"):
+            try:
+                conn.execute(f"SET TRANSACTION ISOLATION LEVEL {level}")
+                raise AssertionError(f"{level} accepted")
+            except psycopg.errors.FeatureNotSupported:
+                conn.rollback()
+
+
+def wait_for(fetch, expected, seconds=30):
+    """Polls `fetch()` until it returns `expected` (views fill as sources run)."""
+    deadline = time.time() + seconds
+    got = fetch()
+    while got != expected and time.time() < deadline:
+        time.sleep(0.2)
+        got = fetch()
+    assert got == expected, (got, expected)

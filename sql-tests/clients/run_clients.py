@@ -150,16 +150,6 @@ def test_psycopg_transactions_are_accepted(server):
 JDBC_JAR = "/usr/share/java/postgresql.jar"
 
 
-def wait_for(fetch, expected, seconds=30):
-    """Polls `fetch()` until it returns `expected` (views fill as sources run)."""
-    deadline = time.time() + seconds
-    got = fetch()
-    while got != expected and time.time() < deadline:
-        time.sleep(0.2)
-        got = fetch()
-    assert got == expected, (got, expected)
-
-
 def test_wordcount_example(server):
     """examples/wordcount as the README runs it: psql -f over a text file."""
     server.psql("-v", "ON_ERROR_STOP=1", "-f", "examples/wordcount/wordcount.sql")

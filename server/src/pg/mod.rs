@@ -183,7 +183,7 @@ impl ConnectionHandler {
         let session = guard
             .as_mut()
             .ok_or_else(|| ServerError::Internal("query before startup finished".into()))?;
-        if failed_block {
+        if failed_block && !prepared.rolls_back_to_savepoint() {
             if !prepared.ends_transaction() {
                 return Err(ServerError::InFailedTransaction);
             }
@@ -336,8 +336,47 @@ fn to_response(
     })
 }
 
+/// Whether `sql` starts with ROLLBACK TO SAVEPOINT.
+fn is_rollback_to_savepoint(sql: &str) -> bool {
+    use datafusion::sql::sqlparser::ast::Statement;
+    matches!(
+        runnel_planner::parser::parse_commands(sql).ok().and_then(|c| c.into_iter().next()),
+        Some(runnel_planner::parser::Command::Sql(s))
+            if matches!(s.as_ref(), Statement::Rollback { savepoint: Some(_), .. })
+    )
+}
+
+/// ROLLBACK TO SAVEPOINT brings a failed block back: pgwire keeps a failed
+/// block failed whatever a statement answers, so the status is set back
+/// to "in a block" before the statement runs (it fails the block again if
+/// the savepoint is not there).
+fn reopen_failed_block<C: ClientInfo>(client: &mut C) {
+    if client.transaction_status() == TransactionStatus::Error {
+        client.set_transaction_status(TransactionStatus::Transaction);
+    }
+}
+
 #[async_trait]
 impl SimpleQueryHandler for ConnectionHandler {
+    async fn on_query<C>(
+        &self,
+        client: &mut C,
+        query: pgwire::messages::simplequery::Query,
+    ) -> PgWireResult<()>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        if client.transaction_status() == TransactionStatus::Error
+            && is_rollback_to_savepoint(&query.query)
+        {
+            reopen_failed_block(client);
+        }
+        self._on_query(client, query).await
+    }
+
     async fn do_query<C>(&self, client: &mut C, query: &str) -> PgWireResult<Vec<Response>>
     where
         C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
@@ -453,6 +492,29 @@ impl ExtendedQueryHandler for ConnectionHandler {
             session: Arc::clone(&self.session),
             manager: Arc::clone(&self.manager),
         })
+    }
+
+    async fn on_execute<C>(
+        &self,
+        client: &mut C,
+        message: pgwire::messages::extendedquery::Execute,
+    ) -> PgWireResult<()>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        if client.transaction_status() == TransactionStatus::Error {
+            let name = message.name.as_deref().unwrap_or(pgwire::api::DEFAULT_NAME);
+            if let Some(pgwire::api::store::Entry::Value(portal)) =
+                client.portal_store().get_portal(name)
+                && portal.statement.statement.rolls_back_to_savepoint()
+            {
+                reopen_failed_block(client);
+            }
+        }
+        self._on_execute(client, message).await
     }
 
     /// As pgwire's, except that a statement returning no rows is described

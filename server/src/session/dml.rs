@@ -28,7 +28,7 @@ use runnel_planner::types::ColumnType;
 use super::{Outcome, Session, StatementResult};
 use crate::catalog::{DML_PREFIX, ROW_KEY_COLUMN, Relation};
 use crate::error::{ServerError, ServerResult};
-use crate::tables::{delete_rows, insert_rows, update_rows};
+use crate::tables::{WriteTarget, delete_rows, insert_rows, update_rows};
 
 /// Which change a DML statement makes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -319,6 +319,12 @@ impl Session {
         dml: &DmlPlan,
         params: &ParamValues,
     ) -> ServerResult<StatementResult> {
+        let tag = match dml.kind {
+            DmlKind::Insert => "INSERT 0",
+            DmlKind::Update => "UPDATE",
+            DmlKind::Delete => "DELETE",
+        };
+        self.check_writable(tag.split(' ').next().unwrap_or(tag))?;
         let db = Arc::clone(&self.db);
         let _write = db.write_lock.lock().await;
         // The table may have been dropped or altered since the statement
@@ -338,26 +344,26 @@ impl Session {
         // Key lookups and the (fsynced) write block: keep them off the
         // async workers.
         let (kind, table, apply_db) = (dml.kind, Arc::clone(&dml.table), Arc::clone(&db));
+        let block = self.in_block().then(|| Arc::clone(&self.block_writes));
         let (count, rows) = tokio::task::spawn_blocking(move || {
             let (def, store, row_ids) = (table.as_ref(), &apply_db.store, &apply_db.row_ids);
             // Read under the write lock: a job starting to read the table
             // takes the lock too, so no change slips past its snapshot.
             let log = apply_db.runtime.logs().table_log(def.id);
-            let log = log.as_deref();
+            let mut pending = block.as_ref().map(|b| b.lock());
+            let target = match pending.as_mut().and_then(|p| p.as_mut()) {
+                Some(pending) => WriteTarget::Block(pending.table_mut(&table)),
+                None => WriteTarget::Store(log.as_deref()),
+            };
             let count = match kind {
-                DmlKind::Insert => insert_rows(def, store, row_ids, &rows, log)?,
-                DmlKind::Update => update_rows(def, store, &keys, &rows, log)?,
-                DmlKind::Delete => delete_rows(def, store, &keys, log)?,
+                DmlKind::Insert => insert_rows(def, store, row_ids, &rows, target)?,
+                DmlKind::Update => update_rows(def, store, &keys, &rows, target)?,
+                DmlKind::Delete => delete_rows(def, store, &keys, target)?,
             };
             Ok::<_, ServerError>((count, rows))
         })
         .await
         .map_err(|e| ServerError::Internal(format!("write task failed: {e}")))??;
-        let tag = match dml.kind {
-            DmlKind::Insert => "INSERT 0",
-            DmlKind::Update => "UPDATE",
-            DmlKind::Delete => "DELETE",
-        };
         match &dml.returning {
             None => Ok(StatementResult::command(tag, Some(count))),
             Some(returning) => {

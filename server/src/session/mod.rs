@@ -8,6 +8,7 @@ mod dml;
 mod settings;
 mod sinks;
 mod streaming;
+mod transaction;
 mod utility;
 
 pub use checkpoints::started_at as checkpoint_started_at;
@@ -136,12 +137,20 @@ impl Prepared {
         }
     }
 
-    /// True for COMMIT and ROLLBACK, the statements a failed transaction
-    /// block still accepts.
+    /// True for COMMIT, ROLLBACK and ROLLBACK TO SAVEPOINT, the statements
+    /// a failed transaction block still accepts.
     pub fn ends_transaction(&self) -> bool {
         matches!(
             &self.kind,
             PreparedKind::Utility(s) if matches!(s.as_ref(), Statement::Commit { .. } | Statement::Rollback { .. })
+        )
+    }
+
+    /// True for ROLLBACK TO SAVEPOINT, which brings a failed block back.
+    pub fn rolls_back_to_savepoint(&self) -> bool {
+        matches!(
+            &self.kind,
+            PreparedKind::Utility(s) if matches!(s.as_ref(), Statement::Rollback { savepoint: Some(_), .. })
         )
     }
 }
@@ -196,24 +205,30 @@ pub struct Session {
     ctx: SessionContext,
     pub settings: Settings,
     user: String,
-    /// Inside BEGIN … COMMIT.
-    in_block: bool,
-    /// A statement changed data inside the current block.
-    wrote_in_block: bool,
+    /// The open BEGIN … COMMIT block, if any.
+    block: Option<transaction::Block>,
+    /// The open block's pending rows, shared with the session's table
+    /// scans through the DataFusion session config.
+    block_writes: Arc<crate::tables::BlockWrites>,
 }
 
 impl Session {
     /// A new session of `user`.
     pub fn new(db: Arc<Database>, user: &str) -> Self {
         let ctx = db.new_context();
+        let block_writes = Arc::new(crate::tables::BlockWrites::default());
+        ctx.state_ref()
+            .write()
+            .config_mut()
+            .set_extension(Arc::clone(&block_writes));
         let settings = Settings::new(db.config.parallelism_default);
         let mut session = Self {
             db,
             ctx,
             settings,
             user: user.to_string(),
-            in_block: false,
-            wrote_in_block: false,
+            block: None,
+            block_writes,
         };
         session.sync_context();
         session
@@ -370,13 +385,7 @@ impl Session {
                 }
                 .into())
             }
-            PreparedKind::Dml(dml) => {
-                let result = self.execute_dml(dml, params).await?;
-                if self.in_block {
-                    self.wrote_in_block = true;
-                }
-                Ok(result)
-            }
+            PreparedKind::Dml(dml) => self.execute_dml(dml, params).await,
             PreparedKind::Utility(statement) => self.execute_utility(statement).await,
             PreparedKind::Streaming(StreamingCommand::Flush) => self.flush().await,
             PreparedKind::Streaming(StreamingCommand::CreateSource {

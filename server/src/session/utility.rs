@@ -1,11 +1,9 @@
 //! Statements run from their syntax tree: SET, SHOW, RESET, DISCARD,
 //! transaction control, and dispatch to DDL.
 //!
-//! Transactions: Runnel commits every statement when it completes.
-//! `BEGIN`/`COMMIT` are accepted so scripts and drivers run; `ROLLBACK`
-//! ends the block but cannot undo statements that already ran, and warns
-//! when any did. After an error inside a block, statements other than
-//! `COMMIT`/`ROLLBACK` are refused (25P02), as in Postgres.
+//! Transaction blocks are in `transaction.rs`. After an error inside a
+//! block, statements other than `COMMIT`/`ROLLBACK [TO SAVEPOINT]` are
+//! refused (25P02), as in Postgres.
 
 use std::sync::Arc;
 
@@ -34,9 +32,9 @@ pub(super) fn check_supported(statement: &Statement) -> ServerResult<()> {
         | Statement::Discard { .. }
         | Statement::StartTransaction { .. }
         | Statement::Commit { .. }
-        | Statement::Rollback {
-            savepoint: None, ..
-        }
+        | Statement::Rollback { .. }
+        | Statement::Savepoint { .. }
+        | Statement::ReleaseSavepoint { .. }
         | Statement::ShowViews {
             materialized: true, ..
         } => Ok(()),
@@ -193,38 +191,20 @@ impl Session {
                 result.parameter_changes = changes;
                 Ok(result)
             }
-            Statement::StartTransaction { .. } => {
-                let mut result = StatementResult::from(Outcome::TransactionStart);
-                if self.in_block {
-                    result.notices.push((
-                        "WARNING",
-                        "there is already a transaction in progress".into(),
-                    ));
-                }
-                self.in_block = true;
-                self.wrote_in_block = false;
-                Ok(result)
-            }
-            Statement::Commit { .. } | Statement::Rollback { .. } => {
-                let rollback = matches!(statement, Statement::Rollback { .. });
-                let mut result = StatementResult::from(Outcome::TransactionEnd(
-                    if rollback { "ROLLBACK" } else { "COMMIT" }.into(),
-                ));
-                if !self.in_block {
-                    result
-                        .notices
-                        .push(("WARNING", "there is no transaction in progress".into()));
-                } else if rollback && self.wrote_in_block {
-                    result.notices.push((
-                        "WARNING",
-                        "ROLLBACK did not undo the changes made in this block: Runnel commits every statement when it completes".into(),
-                    ));
-                }
-                self.in_block = false;
-                self.wrote_in_block = false;
-                Ok(result)
-            }
+            Statement::StartTransaction { modes, .. } => self.begin(modes),
+            Statement::Commit { .. } => self.commit().await,
+            Statement::Rollback {
+                savepoint: None, ..
+            } => Ok(self.rollback()),
+            Statement::Rollback {
+                savepoint: Some(name),
+                ..
+            } => self.rollback_to_savepoint(name),
+            Statement::Savepoint { name } => self.savepoint(name),
+            Statement::ReleaseSavepoint { name } => self.release_savepoint(name),
             other => {
+                let tables = self.tables_changed_by(other);
+                self.before_ddl(&tables, &statement_kind(other))?;
                 let result = self.execute_ddl(other).await;
                 // A new or dropped schema can change what search_path means.
                 self.sync_context();
@@ -233,10 +213,21 @@ impl Session {
         }
     }
 
-    /// A failed block ends with COMMIT answering ROLLBACK, as in Postgres.
-    pub fn end_failed_block(&mut self) {
-        self.in_block = false;
-        self.wrote_in_block = false;
+    /// The ids of the stored tables a DDL statement drops, empties or
+    /// alters.
+    fn tables_changed_by(&self, statement: &Statement) -> Vec<u64> {
+        let names: Vec<&datafusion::sql::sqlparser::ast::ObjectName> = match statement {
+            Statement::Drop { names, .. } => names.iter().collect(),
+            Statement::AlterTable(alter) => vec![&alter.name],
+            Statement::Truncate(truncate) => truncate.table_names.iter().map(|t| &t.name).collect(),
+            _ => vec![],
+        };
+        names
+            .into_iter()
+            .filter_map(|name| self.resolve(name).ok())
+            .filter_map(|name| self.db.catalog.table(&name))
+            .map(|def| def.id)
+            .collect()
     }
 
     fn execute_set(&mut self, set: &Set) -> ServerResult<StatementResult> {
@@ -263,9 +254,7 @@ impl Session {
             Set::SetNames { charset_name, .. } => {
                 ("client_encoding".into(), Some(charset_name.value.clone()))
             }
-            Set::SetTransaction { .. } => {
-                return Ok(StatementResult::command("SET", None));
-            }
+            Set::SetTransaction { modes, .. } => return self.set_transaction(modes),
             other => return Err(ServerError::NotSupported(format!("{other}"))),
         };
         let change = self.settings.set(&name, value.as_deref())?;

@@ -1,8 +1,13 @@
 //! Stored tables: the DataFusion provider that reads them and the write
 //! path that INSERT, UPDATE and DELETE go through.
 
+mod pending;
 mod provider;
 mod write;
 
+pub use pending::{BlockWrites, PendingTable, PendingWrites};
+
 pub use provider::StoredTable;
-pub use write::{RowIds, delete_rows, insert_rows, rewrite_rows, update_rows};
+pub use write::{
+    RowIds, WriteTarget, delete_rows, insert_rows, rewrite_rows, update_rows, write_logged,
+};

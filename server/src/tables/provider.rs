@@ -5,7 +5,10 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use datafusion::arrow::array::{ArrayRef, BinaryArray, RecordBatch, RecordBatchOptions};
+use datafusion::arrow::array::{
+    ArrayRef, BinaryArray, BooleanArray, RecordBatch, RecordBatchOptions,
+};
+use datafusion::arrow::compute::filter_record_batch;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::catalog::{Session, TableProvider};
 use datafusion::datasource::TableType;
@@ -16,8 +19,10 @@ use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::streaming::{PartitionStream, StreamingTableExec};
 use runnel_planner::catalog::{TableDef, ViewDef};
+use runnel_storage::row_codec::RowDecoder;
 use runnel_storage::{ScanSpec, Store, TableStore};
 
+use super::pending::{BlockWrites, PendingTable};
 use crate::catalog::ROW_KEY_COLUMN;
 
 /// Rows per batch a scan produces.
@@ -111,7 +116,7 @@ impl TableProvider for StoredTable {
 
     async fn scan(
         &self,
-        _state: &dyn Session,
+        state: &dyn Session,
         projection: Option<&Vec<usize>>,
         _filters: &[Expr],
         limit: Option<usize>,
@@ -134,14 +139,24 @@ impl TableProvider for StoredTable {
             .copied()
             .filter(|&i| i < table_columns)
             .collect();
+        // Inside a transaction block the session sees its own pending rows.
+        let pending = state
+            .config()
+            .get_extension::<BlockWrites>()
+            .and_then(|block| block.table(self.def.id))
+            .filter(|pending| !pending.rows.is_empty())
+            .map(Arc::new);
         let partition = ScanPartition {
             store: self.store.clone(),
             spec: ScanSpec {
                 table_schema: Arc::clone(&self.table_schema),
                 projection: Some(stored),
                 batch_size: SCAN_BATCH_ROWS,
-                limit,
+                // Pending rows replace some stored ones: a limit on the
+                // stored rows could stop short.
+                limit: if pending.is_some() { None } else { limit },
             },
+            pending,
             schema: Arc::new(self.schema.project(&wanted)?),
             key_slot: if self.with_row_key { key_slot } else { None },
             table: self.def.name.to_string(),
@@ -167,6 +182,8 @@ struct ScanPartition {
     /// Where the row key column goes in the output, if wanted.
     key_slot: Option<usize>,
     table: String,
+    /// The block's pending rows of this table, replacing stored ones.
+    pending: Option<Arc<PendingTable>>,
 }
 
 impl PartitionStream for ScanPartition {
@@ -181,20 +198,36 @@ impl PartitionStream for ScanPartition {
         let schema = Arc::clone(&self.schema);
         let key_slot = self.key_slot;
         let table = self.table.clone();
+        let pending = self.pending.clone();
         tokio::task::spawn_blocking(move || {
-            let result = store.scan(&spec, |keys, batch| {
-                let batch = match key_slot {
-                    Some(slot) => with_row_keys(&schema, batch, keys, slot),
-                    None => RecordBatch::try_new_with_options(
-                        Arc::clone(&schema),
-                        batch.columns().to_vec(),
-                        &RecordBatchOptions::new().with_row_count(Some(batch.num_rows())),
-                    )
-                    .map_err(DataFusionError::from),
+            let shape = |keys: Vec<Vec<u8>>, batch: RecordBatch| match key_slot {
+                Some(slot) => with_row_keys(&schema, batch, keys, slot),
+                None => RecordBatch::try_new_with_options(
+                    Arc::clone(&schema),
+                    batch.columns().to_vec(),
+                    &RecordBatchOptions::new().with_row_count(Some(batch.num_rows())),
+                )
+                .map_err(DataFusionError::from),
+            };
+            let mut result = store.scan(&spec, |keys, batch| {
+                let (keys, batch) = match &pending {
+                    Some(pending) => match without_pending(keys, batch, pending) {
+                        Ok(kept) => kept,
+                        Err(e) => {
+                            let _ = tx.blocking_send(Err(e));
+                            return false;
+                        }
+                    },
+                    None => (keys, batch),
                 };
                 // A closed channel means the query stopped reading.
-                tx.blocking_send(batch).is_ok()
+                tx.blocking_send(shape(keys, batch)).is_ok()
             });
+            if let (Ok(()), Some(pending)) = (&result, &pending) {
+                result = pending_rows(&spec, pending).map(|(keys, batch)| {
+                    let _ = tx.blocking_send(shape(keys, batch));
+                });
+            }
             if let Err(e) = result {
                 tracing::error!(table = %table, error = %e, "table scan failed");
                 let _ = tx.blocking_send(Err(DataFusionError::External(Box::new(e))));
@@ -208,6 +241,43 @@ impl PartitionStream for ScanPartition {
             stream,
         ))
     }
+}
+
+/// A stored batch without the rows the block changed.
+fn without_pending(
+    keys: Vec<Vec<u8>>,
+    batch: RecordBatch,
+    pending: &PendingTable,
+) -> Result<(Vec<Vec<u8>>, RecordBatch)> {
+    if !keys.iter().any(|k| pending.rows.contains_key(k)) {
+        return Ok((keys, batch));
+    }
+    let keep: BooleanArray = keys
+        .iter()
+        .map(|k| Some(!pending.rows.contains_key(k)))
+        .collect();
+    let batch = filter_record_batch(&batch, &keep)?;
+    let keys = keys
+        .into_iter()
+        .filter(|k| !pending.rows.contains_key(k))
+        .collect();
+    Ok((keys, batch))
+}
+
+/// The block's inserted and updated rows, as the scan projects them.
+fn pending_rows(
+    spec: &ScanSpec,
+    pending: &PendingTable,
+) -> runnel_storage::StorageResult<(Vec<Vec<u8>>, RecordBatch)> {
+    let mut decoder = RowDecoder::new(&spec.table_schema, spec.projection.as_deref())?;
+    let mut keys = vec![];
+    for (key, value) in &pending.rows {
+        if let Some(value) = value {
+            decoder.push(value)?;
+            keys.push(key.clone());
+        }
+    }
+    Ok((keys, decoder.finish()?))
 }
 
 fn with_row_keys(

@@ -16,30 +16,102 @@ use runnel_storage::key_codec::encode_key;
 use runnel_storage::row_codec::encode_row;
 use runnel_storage::{Store, WriteSet};
 
+use super::pending::PendingTable;
+
 use crate::error::{ServerError, ServerResult};
 use crate::streaming::table_stream_schema;
 
-/// Applies a statement's writes; when materialized views read the table,
-/// its changes go to the table's change log in the same atomic write.
+/// Where a statement's rows go: straight to the store (with the table's
+/// change log, when views read it), or into a transaction block's pending
+/// rows.
+pub enum WriteTarget<'a> {
+    Store(Option<&'a ChangeLog>),
+    Block(&'a mut PendingTable),
+}
+
+impl WriteTarget<'_> {
+    /// The row at `key` as the statement sees it.
+    fn get(&self, store: &Store, def: &TableDef, key: &[u8]) -> ServerResult<Option<Vec<u8>>> {
+        match self {
+            WriteTarget::Store(_) => Ok(store.table(def.id).get(key)?),
+            WriteTarget::Block(pending) => pending.get(store, key),
+        }
+    }
+
+    fn contains(&self, store: &Store, def: &TableDef, key: &[u8]) -> ServerResult<bool> {
+        match self {
+            WriteTarget::Store(_) => Ok(store.table(def.id).contains(key)?),
+            WriteTarget::Block(pending) => pending.contains(store, key),
+        }
+    }
+
+    /// Whether the change log wants the rows' old versions.
+    fn logs(&self) -> bool {
+        matches!(self, WriteTarget::Store(Some(_)))
+    }
+}
+
+/// A statement's row writes (key, new version or None for a delete), in
+/// order, and the change log entries they make.
+#[derive(Default)]
+struct StatementWrites {
+    rows: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+    changes: RowChanges,
+}
+
+/// Applies a statement's writes: in one atomic write with its change log
+/// entries, or into the block's pending rows.
 fn apply(
     def: &TableDef,
     store: &Store,
-    mut writes: WriteSet,
-    changes: Option<RowChanges>,
-    log: Option<&ChangeLog>,
+    target: WriteTarget<'_>,
+    statement: StatementWrites,
 ) -> ServerResult<()> {
-    match (log, changes) {
-        (Some(log), Some(changes)) if !changes.is_empty() => {
-            let chunk = changes.to_chunk(&table_stream_schema(def))?;
-            let mut appender = log.appender();
-            let seq = appender.next_seq();
-            writes.put_change(def.id, seq, &changes.encode());
-            writes.put_meta(&table_log_seq_key(def.id), &(seq + 1).to_be_bytes());
-            store.write(writes)?;
-            appender.append(chunk);
+    match target {
+        WriteTarget::Block(pending) => {
+            for (key, value) in statement.rows {
+                pending.write(store, key, value)?;
+            }
+            Ok(())
         }
-        _ if !writes.is_empty() => store.write(writes)?,
-        _ => {}
+        WriteTarget::Store(log) => {
+            let mut writes = WriteSet::new();
+            for (key, value) in &statement.rows {
+                match value {
+                    Some(value) => writes.put_row(def.id, key, value),
+                    None => writes.delete_row(def.id, key),
+                }
+            }
+            write_logged(store, writes, &[(def, &statement.changes, log)])
+        }
+    }
+}
+
+/// Writes `writes` and every table's change log entries in one atomic
+/// write, then hands the changes to the logs' readers.
+pub fn write_logged(
+    store: &Store,
+    mut writes: WriteSet,
+    tables: &[(&TableDef, &RowChanges, Option<&ChangeLog>)],
+) -> ServerResult<()> {
+    let mut appends = vec![];
+    for (def, changes, log) in tables {
+        let Some(log) = log else { continue };
+        if changes.is_empty() {
+            continue;
+        }
+        let chunk = changes.to_chunk(&table_stream_schema(def))?;
+        let appender = log.appender();
+        let seq = appender.next_seq();
+        writes.put_change(def.id, seq, &changes.encode());
+        writes.put_meta(&table_log_seq_key(def.id), &(seq + 1).to_be_bytes());
+        appends.push((appender, chunk));
+    }
+    if !writes.is_empty() {
+        store.write(writes)?;
+    }
+    for (mut appender, chunk) in appends {
+        appender.append(chunk);
     }
     Ok(())
 }
@@ -174,20 +246,11 @@ pub fn insert_rows(
     store: &Store,
     row_ids: &RowIds,
     batches: &[RecordBatch],
-    log: Option<&ChangeLog>,
+    target: WriteTarget<'_>,
 ) -> ServerResult<u64> {
-    let mut writes = WriteSet::new();
-    let mut changes = log.map(|_| RowChanges::default());
-    let total = add_inserts(
-        def,
-        store,
-        row_ids,
-        batches,
-        &mut writes,
-        true,
-        changes.as_mut(),
-    )?;
-    apply(def, store, writes, changes, log)?;
+    let mut statement = StatementWrites::default();
+    let total = add_inserts(def, store, row_ids, batches, &mut statement, Some(&target))?;
+    apply(def, store, target, statement)?;
     Ok(total)
 }
 
@@ -202,33 +265,45 @@ pub fn rewrite_rows(
 ) -> ServerResult<()> {
     writes.delete_all_rows(def.id);
     row_ids.forget(def.id);
-    add_inserts(def, store, row_ids, batches, writes, false, None).map(|_| ())
+    let mut statement = StatementWrites::default();
+    add_inserts(def, store, row_ids, batches, &mut statement, None)?;
+    for (key, value) in &statement.rows {
+        if let Some(value) = value {
+            writes.put_row(def.id, key, value);
+        }
+    }
+    Ok(())
 }
 
+/// Adds the inserts of `batches`; `target` (None: the table is being
+/// rewritten) is where existing keys are looked up.
 fn add_inserts(
     def: &TableDef,
     store: &Store,
     row_ids: &RowIds,
     batches: &[RecordBatch],
-    writes: &mut WriteSet,
-    check_stored: bool,
-    mut changes: Option<&mut RowChanges>,
+    statement: &mut StatementWrites,
+    target: Option<&WriteTarget<'_>>,
 ) -> ServerResult<u64> {
     let total: usize = batches.iter().map(RecordBatch::num_rows).sum();
-    let table = store.table(def.id);
     let mut seen = HashSet::new();
     let mut next_id = if def.primary_key.is_empty() && total > 0 {
         row_ids.reserve(def, store, total as u64)?
     } else {
         0
     };
+    let logs = target.is_some_and(WriteTarget::logs);
     let mut value = Vec::new();
     for batch in batches {
         let columns = conform(def, batch)?;
         for row in 0..batch.num_rows() {
             let key = match primary_key(def, &columns, row)? {
                 Some(key) => {
-                    if !seen.insert(key.clone()) || (check_stored && table.contains(&key)?) {
+                    let stored = match target {
+                        Some(target) => target.contains(store, def, &key)?,
+                        None => false,
+                    };
+                    if !seen.insert(key.clone()) || stored {
                         return Err(ServerError::UniqueViolation {
                             table: def.name.name.clone(),
                             key: describe_key(def, &columns, row),
@@ -243,10 +318,12 @@ fn add_inserts(
             };
             value.clear();
             encode_row(&columns, row, &mut value)?;
-            writes.put_row(def.id, &key, &value);
-            if let Some(changes) = changes.as_deref_mut() {
-                changes.push(Op::Insert, key, value.clone());
+            if logs {
+                statement
+                    .changes
+                    .push(Op::Insert, key.clone(), value.clone());
             }
+            statement.rows.push((key, Some(value.clone())));
         }
     }
     Ok(total as u64)
@@ -258,9 +335,8 @@ pub fn update_rows(
     store: &Store,
     old_keys: &[Vec<u8>],
     new_rows: &[RecordBatch],
-    log: Option<&ChangeLog>,
+    target: WriteTarget<'_>,
 ) -> ServerResult<u64> {
-    let mut changes = log.map(|_| RowChanges::default());
     let deleted: HashSet<&[u8]> = old_keys.iter().map(Vec::as_slice).collect();
     if deleted.len() != old_keys.len() {
         // UPDATE … FROM matched a row more than once.
@@ -269,9 +345,8 @@ pub fn update_rows(
                 .into(),
         ));
     }
-    let table = store.table(def.id);
     let mut written: HashSet<Vec<u8>> = HashSet::new();
-    let mut writes = WriteSet::new();
+    let mut statement = StatementWrites::default();
     let mut keys = old_keys.iter();
     let mut value = Vec::new();
     for batch in new_rows {
@@ -281,8 +356,9 @@ pub fn update_rows(
                 .next()
                 .ok_or_else(|| ServerError::Internal("more new rows than old keys".into()))?;
             let key = primary_key(def, &columns, row)?.unwrap_or_else(|| old_key.clone());
-            let taken_before =
-                key != *old_key && !deleted.contains(key.as_slice()) && table.contains(&key)?;
+            let taken_before = key != *old_key
+                && !deleted.contains(key.as_slice())
+                && target.contains(store, def, &key)?;
             if taken_before || !written.insert(key.clone()) {
                 return Err(ServerError::UniqueViolation {
                     table: def.name.name.clone(),
@@ -290,13 +366,12 @@ pub fn update_rows(
                 });
             }
             if key != *old_key && !written.contains(old_key) {
-                writes.delete_row(def.id, old_key);
+                statement.rows.push((old_key.clone(), None));
             }
             value.clear();
             encode_row(&columns, row, &mut value)?;
-            writes.put_row(def.id, &key, &value);
-            if let Some(changes) = changes.as_mut() {
-                let old_value = table.get(old_key)?.ok_or_else(|| {
+            if target.logs() {
+                let old_value = target.get(store, def, old_key)?.ok_or_else(|| {
                     ServerError::Internal(format!("updated row of {} vanished", def.name))
                 })?;
                 let (before, after) = if key == *old_key {
@@ -304,14 +379,14 @@ pub fn update_rows(
                 } else {
                     (Op::Delete, Op::Insert)
                 };
-                changes.push(before, old_key.clone(), old_value);
-                changes.push(after, key, value.clone());
+                statement.changes.push(before, old_key.clone(), old_value);
+                statement.changes.push(after, key.clone(), value.clone());
             }
+            statement.rows.push((key, Some(value.clone())));
         }
     }
-    let count = old_keys.len() as u64;
-    apply(def, store, writes, changes, log)?;
-    Ok(count)
+    apply(def, store, target, statement)?;
+    Ok(old_keys.len() as u64)
 }
 
 /// Deletes the rows at `keys`.
@@ -319,19 +394,17 @@ pub fn delete_rows(
     def: &TableDef,
     store: &Store,
     keys: &[Vec<u8>],
-    log: Option<&ChangeLog>,
+    target: WriteTarget<'_>,
 ) -> ServerResult<u64> {
-    let mut writes = WriteSet::new();
-    let mut changes = log.map(|_| RowChanges::default());
-    let table = store.table(def.id);
+    let mut statement = StatementWrites::default();
     for key in keys {
-        writes.delete_row(def.id, key);
-        if let Some(changes) = changes.as_mut()
-            && let Some(old_value) = table.get(key)?
+        if target.logs()
+            && let Some(old_value) = target.get(store, def, key)?
         {
-            changes.push(Op::Delete, key.clone(), old_value);
+            statement.changes.push(Op::Delete, key.clone(), old_value);
         }
+        statement.rows.push((key.clone(), None));
     }
-    apply(def, store, writes, changes, log)?;
+    apply(def, store, target, statement)?;
     Ok(keys.len() as u64)
 }
