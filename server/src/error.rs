@@ -80,6 +80,14 @@ pub enum ServerError {
     /// SAVEPOINT and friends outside BEGIN … COMMIT.
     #[error("{0} can only be used in transaction blocks")]
     NoActiveTransaction(String),
+    #[error("prepared statement \"{0}\" already exists")]
+    DuplicatePreparedStatement(String),
+    #[error("prepared statement \"{0}\" does not exist")]
+    UndefinedPreparedStatement(String),
+    #[error("cursor \"{0}\" already exists")]
+    DuplicateCursor(String),
+    #[error("cursor \"{0}\" does not exist")]
+    UndefinedCursor(String),
     #[error("canceling statement due to statement timeout")]
     StatementTimeout,
     #[error("{0} is not supported")]
@@ -170,6 +178,10 @@ impl ServerError {
             ServerError::ReadOnlySetting(_) => "55P02",
             ServerError::InFailedTransaction => "25P02",
             ServerError::SerializationFailure(_) => "40001",
+            ServerError::DuplicatePreparedStatement(_) => "42P05",
+            ServerError::UndefinedPreparedStatement(_) => "26000",
+            ServerError::DuplicateCursor(_) => "42P03",
+            ServerError::UndefinedCursor(_) => "34000",
             ServerError::ReadOnlyTransaction(_) => "25006",
             ServerError::UndefinedSavepoint(_) => "3B001",
             ServerError::NoActiveTransaction(_) => "25P01",

@@ -169,3 +169,46 @@ def wait_for(fetch, expected, seconds=30):
         time.sleep(0.2)
         got = fetch()
     assert got == expected, (got, expected)
+
+
+def cursor_script(dsn, table):
+    """Named (server-side) cursors, SQL PREPARE/EXECUTE and psycopg's
+    statement cache across DDL (it sends DEALLOCATE ALL)."""
+    seen = []
+    with psycopg.connect(dsn) as conn:
+        conn.execute(f"CREATE TABLE {table} (id int PRIMARY KEY, v text)")
+        conn.execute(f"INSERT INTO {table} SELECT g, 'v' || g FROM generate_series(1, 25) AS s(g)")
+        conn.commit()
+        with conn.cursor(name="walk") as cur:
+            cur.execute(f"SELECT id, v FROM {table} WHERE id > %s ORDER BY id", (3,))
+            seen.append([c.name for c in cur.description])
+            seen.append(cur.fetchmany(4))
+            seen.append(cur.fetchone())
+            seen.append(len(cur.fetchall()))
+        conn.commit()
+        with conn.cursor(name="kept", withhold=True) as cur:
+            cur.execute(f"SELECT id FROM {table} ORDER BY id DESC")
+            conn.commit()  # a WITH HOLD cursor outlives its block
+            seen.append(cur.fetchmany(3))
+        conn.execute(f"PREPARE pick (int) AS SELECT v FROM {table} WHERE id = $1")
+        seen.append(conn.execute("EXECUTE pick(7)").fetchall())
+        conn.execute("DEALLOCATE pick")
+        try:
+            conn.execute("EXECUTE pick(7)")
+        except psycopg.errors.InvalidSqlStatementName:
+            seen.append("deallocated")
+        conn.rollback()
+    with psycopg.connect(dsn, autocommit=True, prepare_threshold=0) as conn:
+        for i in range(3):
+            seen.append(conn.execute(f"SELECT v FROM {table} WHERE id = %s", (i + 1,)).fetchall())
+        conn.execute(f"CREATE TABLE {table}_extra (a int)")  # psycopg deallocates after DDL
+        conn.execute(f"DROP TABLE {table}_extra")
+        seen.append(conn.execute(f"SELECT v FROM {table} WHERE id = %s", (2,)).fetchall())
+        conn.execute("DEALLOCATE ALL")
+    return seen
+
+
+def test_cursors_and_prepared_statements_as_postgres(server):
+    ours = cursor_script(server.dsn(), "cursor_script")
+    theirs = cursor_script(reference().dsn(), "cursor_script")
+    assert ours == theirs, f"\n  runnel:   {ours}\n  postgres: {theirs}"

@@ -170,6 +170,23 @@ where
     Ok(())
 }
 
+/// Forgets the protocol-level statement a `DEALLOCATE` named, failing as
+/// Postgres does when there is none. `DEALLOCATE ALL` needs nothing here:
+/// pgwire replaces a statement whose name a client parses again.
+fn forget_statement<C>(client: &C, result: &StatementResult) -> Result<(), ServerError>
+where
+    C: ClientPortalStore,
+    C::PortalStore: PortalStore,
+{
+    if let Some(Some(name)) = &result.forget_statement {
+        if client.portal_store().get_statement(name).is_none() {
+            return Err(ServerError::UndefinedPreparedStatement(name.clone()));
+        }
+        client.portal_store().rm_statement(name);
+    }
+    Ok(())
+}
+
 impl ConnectionHandler {
     /// Runs one prepared statement: the failed-block rule, the timeout, and
     /// a panic caught so only this statement fails.
@@ -404,6 +421,9 @@ impl SimpleQueryHandler for ConnectionHandler {
                 }
                 Err(e) => Err(e),
             };
+            let outcome = outcome.and_then(|(result, options)| {
+                forget_statement(client, &result).map(|()| (result, options))
+            });
             match outcome {
                 Ok((mut result, options)) => {
                     send_side_messages(client, &mut result).await?;
@@ -552,6 +572,24 @@ impl ExtendedQueryHandler for ConnectionHandler {
                 return Ok(());
             }
         }
+        if message.target_type == pgwire::messages::extendedquery::TARGET_TYPE_BYTE_PORTAL
+            && let Some(name) = message.name.as_deref()
+            && client.portal_store().get_portal(name).is_none()
+        {
+            // A SQL cursor (DECLARE) is a portal too, as in Postgres.
+            let schema = self
+                .session
+                .lock()
+                .await
+                .as_ref()
+                .and_then(|session| session.cursor_schema(name));
+            if let Some(schema) = schema {
+                let options = Arc::new(pgwire::types::format::FormatOptions::default());
+                let fields = encode::fields(&schema, &Format::UnifiedText, &options)?;
+                let described = pgwire::api::results::DescribePortalResponse::new(fields);
+                return pgwire::api::query::send_describe_response(client, &described).await;
+            }
+        }
         self._on_describe(client, message).await
     }
 
@@ -571,7 +609,13 @@ impl ExtendedQueryHandler for ConnectionHandler {
         tracing::debug!(sql = %prepared.sql, "execute");
         let params = params::parameter_values(portal)?;
         let failed = client.transaction_status() == TransactionStatus::Error;
-        match self.run(prepared, &params, failed).await {
+        let outcome = self
+            .run(prepared, &params, failed)
+            .await
+            .and_then(|(result, options)| {
+                forget_statement(client, &result).map(|()| (result, options))
+            });
+        match outcome {
             Ok((mut result, options)) => {
                 send_side_messages(client, &mut result).await?;
                 to_response(result, &portal.result_column_format, &options)

@@ -3,6 +3,7 @@
 //! turns [`StatementResult`]s into messages.
 
 mod checkpoints;
+mod cursors;
 mod ddl;
 mod dml;
 mod settings;
@@ -49,6 +50,14 @@ pub enum PreparedKind {
     Utility(Box<Statement>),
     /// Runnel's own commands.
     Streaming(StreamingCommand),
+    /// `EXECUTE name` or `FETCH … FROM cursor`, with the result columns
+    /// of the statement or cursor named, as they were when prepared.
+    Named {
+        statement: Box<Statement>,
+        schema: Option<SchemaRef>,
+    },
+    /// `DECLARE … CURSOR FOR query`, its query planned.
+    DeclareCursor(Arc<cursors::CursorDecl>),
 }
 
 /// A Runnel command about materialized views.
@@ -90,7 +99,10 @@ impl Prepared {
         let plan = match &self.kind {
             PreparedKind::Query(plan) => plan,
             PreparedKind::Dml(dml) => &dml.source,
-            PreparedKind::Utility(_) | PreparedKind::Streaming(_) => return Ok(vec![]),
+            PreparedKind::DeclareCursor(declared) => &declared.plan,
+            PreparedKind::Utility(_) | PreparedKind::Streaming(_) | PreparedKind::Named { .. } => {
+                return Ok(vec![]);
+            }
         };
         let fields = plan.get_parameter_fields()?;
         let mut numbered: Vec<(usize, Option<FieldRef>)> = fields
@@ -123,6 +135,8 @@ impl Prepared {
             PreparedKind::Query(plan) => Some(Arc::clone(plan.schema().inner())),
             PreparedKind::Dml(dml) => dml.returning.as_ref().map(|r| Arc::clone(&r.schema)),
             PreparedKind::Utility(statement) => utility::result_schema(statement),
+            PreparedKind::Named { schema, .. } => schema.clone(),
+            PreparedKind::DeclareCursor(_) => None,
             PreparedKind::Streaming(StreamingCommand::EmitOnWindowClose(statement)) => {
                 utility::result_schema(statement)
             }
@@ -178,6 +192,9 @@ pub struct StatementResult {
     pub notices: Vec<(&'static str, String)>,
     /// Settings whose new value must be sent as ParameterStatus.
     pub parameter_changes: Vec<(String, String)>,
+    /// `DEALLOCATE` of a statement the session's SQL `PREPARE` did not
+    /// make: the protocol-level statement to forget (None: all of them).
+    pub forget_statement: Option<Option<String>>,
 }
 
 impl StatementResult {
@@ -195,6 +212,7 @@ impl From<Outcome> for StatementResult {
             outcome,
             notices: vec![],
             parameter_changes: vec![],
+            forget_statement: None,
         }
     }
 }
@@ -210,6 +228,8 @@ pub struct Session {
     /// The open block's pending rows, shared with the session's table
     /// scans through the DataFusion session config.
     block_writes: Arc<crate::tables::BlockWrites>,
+    /// `PREPARE`d statements and open cursors.
+    named: cursors::Named,
 }
 
 impl Session {
@@ -229,6 +249,7 @@ impl Session {
             user: user.to_string(),
             block: None,
             block_writes,
+            named: cursors::Named::default(),
         };
         session.sync_context();
         session
@@ -347,6 +368,13 @@ impl Session {
             Statement::Delete(delete) => {
                 PreparedKind::Dml(Arc::new(self.prepare_delete(delete).await?))
             }
+            Statement::Declare { stmts } => {
+                PreparedKind::DeclareCursor(Arc::new(self.prepare_cursor(&stmts).await?))
+            }
+            Statement::Execute { .. } | Statement::Fetch { .. } => PreparedKind::Named {
+                schema: self.named_result_schema(&statement),
+                statement: Box::new(statement),
+            },
             other => {
                 utility::check_supported(&other)?;
                 PreparedKind::Utility(Box::new(other))
@@ -387,6 +415,18 @@ impl Session {
             }
             PreparedKind::Dml(dml) => self.execute_dml(dml, params).await,
             PreparedKind::Utility(statement) => self.execute_utility(statement).await,
+            PreparedKind::DeclareCursor(declared) => self.declare_cursor(declared, params).await,
+            PreparedKind::Named { statement, .. } => match statement.as_ref() {
+                Statement::Execute {
+                    name: Some(name),
+                    parameters,
+                    ..
+                } => self.execute_named(name, parameters).await,
+                Statement::Fetch {
+                    name, direction, ..
+                } => self.fetch(name, direction).await,
+                other => Err(ServerError::NotSupported(format!("{other}"))),
+            },
             PreparedKind::Streaming(StreamingCommand::Flush) => self.flush().await,
             PreparedKind::Streaming(StreamingCommand::CreateSource {
                 create,

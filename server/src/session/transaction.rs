@@ -121,6 +121,7 @@ impl Session {
         }
         let pending = self.block_writes.lock().take().unwrap_or_default();
         self.block = None;
+        self.close_block_cursors();
         if pending.is_empty() {
             return Ok(result);
         }
@@ -156,6 +157,7 @@ impl Session {
             Some(_) => {}
         }
         *self.block_writes.lock() = None;
+        self.close_block_cursors();
         result
     }
 
@@ -163,6 +165,7 @@ impl Session {
     pub fn end_failed_block(&mut self) {
         self.block = None;
         *self.block_writes.lock() = None;
+        self.close_block_cursors();
     }
 
     pub(super) fn savepoint(&mut self, name: &Ident) -> ServerResult<StatementResult> {

@@ -35,6 +35,9 @@ pub(super) fn check_supported(statement: &Statement) -> ServerResult<()> {
         | Statement::Rollback { .. }
         | Statement::Savepoint { .. }
         | Statement::ReleaseSavepoint { .. }
+        | Statement::Prepare { .. }
+        | Statement::Deallocate { .. }
+        | Statement::Close { .. }
         | Statement::ShowViews {
             materialized: true, ..
         } => Ok(()),
@@ -201,6 +204,11 @@ impl Session {
                 ..
             } => self.rollback_to_savepoint(name),
             Statement::Savepoint { name } => self.savepoint(name),
+            Statement::Prepare {
+                name, statement, ..
+            } => self.prepare_named(name, statement).await,
+            Statement::Deallocate { name, .. } => Ok(self.deallocate(name)),
+            Statement::Close { cursor } => self.close_cursor(cursor),
             Statement::ReleaseSavepoint { name } => self.release_savepoint(name),
             other => {
                 let tables = self.tables_changed_by(other);
