@@ -88,6 +88,9 @@ pub enum ServerError {
     DuplicateCursor(String),
     #[error("cursor \"{0}\" does not exist")]
     UndefinedCursor(String),
+    /// The client ended COPY FROM STDIN with CopyFail.
+    #[error("COPY from stdin failed: {0}")]
+    CopyFailed(String),
     #[error("canceling statement due to statement timeout")]
     StatementTimeout,
     #[error("{0} is not supported")]
@@ -178,6 +181,7 @@ impl ServerError {
             ServerError::ReadOnlySetting(_) => "55P02",
             ServerError::InFailedTransaction => "25P02",
             ServerError::SerializationFailure(_) => "40001",
+            ServerError::CopyFailed(_) => "57014",
             ServerError::DuplicatePreparedStatement(_) => "42P05",
             ServerError::UndefinedPreparedStatement(_) => "26000",
             ServerError::DuplicateCursor(_) => "42P03",

@@ -93,6 +93,17 @@ public class JdbcTest {
                             && rs.getTime(2).toString().equals("12:00:03"), "date and time read back");
                 }
             }
+            // Bulk load and unload through pgjdbc's CopyManager.
+            try (Statement st = conn.createStatement()) {
+                st.execute("CREATE TABLE jdbc_copy (id int PRIMARY KEY, name text)");
+            }
+            org.postgresql.copy.CopyManager copy = conn.unwrap(org.postgresql.PGConnection.class).getCopyAPI();
+            long loaded = copy.copyIn("COPY jdbc_copy FROM STDIN WITH (FORMAT csv)",
+                    new java.io.StringReader("1,one\n2,\"t,wo\"\n3,\n"));
+            check(loaded == 3, "copyIn count " + loaded);
+            java.io.StringWriter unloaded = new java.io.StringWriter();
+            long written = copy.copyOut("COPY (SELECT * FROM jdbc_copy ORDER BY id) TO STDOUT WITH (FORMAT csv)", unloaded);
+            check(written == 3 && unloaded.toString().equals("1,one\n2,\"t,wo\"\n3,\n"), "copyOut " + unloaded);
             try (ResultSet rs = meta.getTables(null, "public", "%", new String[] {"TABLE"})) {
                 boolean found = false;
                 while (rs.next()) found |= rs.getString("TABLE_NAME").equals("jdbc_types");

@@ -212,3 +212,64 @@ def test_cursors_and_prepared_statements_as_postgres(server):
     ours = cursor_script(server.dsn(), "cursor_script")
     theirs = cursor_script(reference().dsn(), "cursor_script")
     assert ours == theirs, f"\n  runnel:   {ours}\n  postgres: {theirs}"
+
+
+def copy_script(dsn, table):
+    """COPY both ways through psycopg: text, CSV and binary, with NULLs,
+    escapes, quotes, a failing COPY that writes nothing, and a COPY inside
+    a block that ROLLBACK undoes."""
+    import datetime as dt
+    import decimal
+    seen = []
+    rows = [
+        (1, "plain", dt.datetime(2024, 1, 2, 3, 4, 5, 600000, tzinfo=dt.timezone.utc), True,
+         decimal.Decimal("1.50"), b"\x00\xff", dt.date(2024, 1, 2)),
+        (2, None, None, None, None, None, None),
+        (3, 'tab\there "quoted", comma\nnewline \\ backslash', None, False, decimal.Decimal("-2.25"), b"", None),
+    ]
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(f"CREATE TABLE {table} (id int PRIMARY KEY, t text, at timestamptz, ok boolean, "
+                     "n numeric(8,2), b bytea, d date)")
+        with conn.cursor() as cur:
+            with cur.copy(f"COPY {table} FROM STDIN") as copy:
+                for row in rows:
+                    copy.write_row(row)
+            seen.append(("text in", cur.rowcount))
+            with cur.copy(f"COPY {table} (id, t, d) FROM STDIN WITH (FORMAT csv, HEADER)") as copy:
+                copy.write('id,t,d\n10,"a,b",2020-02-29\n11,"",\n12,,2021-01-01\n')
+            with cur.copy(f"COPY {table} (id, t, n) FROM STDIN (FORMAT binary)") as copy:
+                copy.set_types(["int4", "text", "numeric"])
+                copy.write_row((20, "binary", decimal.Decimal("7.25")))
+                copy.write_row((21, None, None))
+            try:
+                with cur.copy(f"COPY {table} (id, ok) FROM STDIN") as copy:
+                    copy.write_row((30, True))
+                    copy.write("31\tnot-a-boolean\n")
+            except psycopg.errors.InvalidTextRepresentation:
+                seen.append("bad boolean refused")
+            except psycopg.Error as e:
+                seen.append(("bad boolean refused", e.sqlstate[:2]))
+            seen.append(cur.execute(f"SELECT id, t, at, ok, n, b, d FROM {table} ORDER BY id").fetchall())
+            with cur.copy(f"COPY (SELECT id, t, at, ok, n, b, d FROM {table} ORDER BY id) TO STDOUT") as copy:
+                seen.append([bytes(block) for block in copy])
+            with cur.copy(f"COPY {table} (id, t) TO STDOUT WITH (FORMAT csv, HEADER, DELIMITER ';')") as copy:
+                seen.append(b"".join(bytes(block) for block in copy))
+            with cur.copy(f"COPY (SELECT id, t, n FROM {table} ORDER BY id) TO STDOUT (FORMAT binary)") as copy:
+                copy.set_types(["int4", "text", "numeric"])
+                seen.append(list(copy.rows()))
+    with psycopg.connect(dsn) as conn:
+        with conn.cursor() as cur:
+            with cur.copy(f"COPY {table} (id) FROM STDIN") as copy:
+                copy.write_row((40,))
+            seen.append(cur.execute(f"SELECT count(*) FROM {table}").fetchone())
+        conn.rollback()
+        seen.append(conn.execute(f"SELECT count(*) FROM {table}").fetchone())
+    return seen
+
+
+def test_copy_as_postgres(server):
+    ours = copy_script(server.dsn(), "copy_script")
+    theirs = copy_script(reference().dsn(), "copy_script")
+    for a, b in zip(ours, theirs):
+        assert a == b, f"\n  runnel:   {a}\n  postgres: {b}"
+    assert len(ours) == len(theirs), (ours, theirs)

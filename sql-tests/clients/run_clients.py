@@ -98,6 +98,25 @@ def test_psql_meta_commands(server):
     assert "Materialized view" in d_mv and "bigint" in d_mv, d_mv
 
 
+def test_psql_copy(server):
+    """psql's \\copy both ways, and COPY FROM STDIN inline in a script."""
+    data = "1\tone\n2\t\\N\n3\tthree \\t tab\n"
+    with tempfile.TemporaryDirectory() as tmp:
+        source, back, script = (os.path.join(tmp, n) for n in ("in.txt", "out.txt", "script.sql"))
+        with open(source, "w") as f:
+            f.write(data)
+        with open(script, "w") as f:
+            f.write("COPY psql_copy FROM STDIN;\n4\tfour\n\\.\n")
+        server.psql("-c", "CREATE TABLE psql_copy (id int PRIMARY KEY, name text)")
+        out = server.psql("-c", f"\\copy psql_copy from '{source}'")
+        assert "COPY 3" in out, out
+        server.psql("-v", "ON_ERROR_STOP=1", "-f", script)
+        server.psql("-c", f"\\copy (SELECT * FROM psql_copy WHERE id < 4 ORDER BY id) to '{back}'")
+        with open(back) as f:
+            assert f.read() == data
+        assert server.psql("-A", "-t", "-c", "SELECT name FROM psql_copy WHERE id = 4").strip() == "four"
+
+
 def test_psycopg_every_type_text_and_binary(server):
     with psycopg.connect(server.dsn(), autocommit=True) as conn:
         conn.execute("""CREATE TABLE py_types (id int PRIMARY KEY, b boolean, i2 smallint, i8 bigint,

@@ -3,6 +3,7 @@
 //! which owns the connection's [`Session`] and answers the simple and the
 //! extended query protocol with it.
 
+mod copy;
 mod encode;
 mod params;
 
@@ -66,6 +67,7 @@ pub async fn serve_connection(
         db: Arc::clone(&db),
         session: Arc::new(Mutex::new(None)),
         manager: Arc::clone(&manager),
+        copy_in: Arc::new(std::sync::Mutex::new(None)),
     });
     let handlers = Handlers {
         handler,
@@ -98,6 +100,10 @@ impl PgWireServerHandlers for Handlers {
     fn cancel_handler(&self) -> Arc<impl CancelHandler> {
         Arc::clone(&self.cancel)
     }
+
+    fn copy_handler(&self) -> Arc<impl pgwire::api::copy::CopyHandler> {
+        Arc::clone(&self.handler)
+    }
 }
 
 /// The handler of one connection.
@@ -106,6 +112,8 @@ pub struct ConnectionHandler {
     /// Created once the startup message names the user.
     session: Arc<Mutex<Option<Session>>>,
     manager: Arc<ConnectionManager>,
+    /// The `COPY … FROM STDIN` receiving data, if one is.
+    copy_in: Arc<std::sync::Mutex<Option<copy::CopyIn>>>,
 }
 
 #[async_trait]
@@ -328,6 +336,7 @@ fn to_response(
     result: StatementResult,
     format: &Format,
     options: &Arc<pgwire::types::format::FormatOptions>,
+    copy_in: &std::sync::Mutex<Option<copy::CopyIn>>,
 ) -> PgWireResult<Response> {
     Ok(match result.outcome {
         Outcome::Rows {
@@ -350,6 +359,17 @@ fn to_response(
         }
         Outcome::TransactionStart => Response::TransactionStart(Tag::new("BEGIN")),
         Outcome::TransactionEnd(tag) => Response::TransactionEnd(Tag::new(&tag)),
+        Outcome::CopyIn { into, format } => {
+            let state = copy::CopyIn::new(into, format).map_err(|e| sql_error_to_pgwire(&e))?;
+            let response = state.response();
+            *copy_in.lock().unwrap_or_else(|p| p.into_inner()) = Some(state);
+            Response::CopyIn(response)
+        }
+        Outcome::CopyOut {
+            schema,
+            stream,
+            format,
+        } => Response::CopyOut(copy::copy_out(schema, stream, format, options)?),
     })
 }
 
@@ -427,7 +447,8 @@ impl SimpleQueryHandler for ConnectionHandler {
             match outcome {
                 Ok((mut result, options)) => {
                     send_side_messages(client, &mut result).await?;
-                    let response = to_response(result, &Format::UnifiedText, &options)?;
+                    let response =
+                        to_response(result, &Format::UnifiedText, &options, &self.copy_in)?;
                     if matches!(response, Response::TransactionEnd(_)) {
                         failed = false;
                     }
@@ -511,6 +532,7 @@ impl ExtendedQueryHandler for ConnectionHandler {
             db: Arc::clone(&self.db),
             session: Arc::clone(&self.session),
             manager: Arc::clone(&self.manager),
+            copy_in: Arc::clone(&self.copy_in),
         })
     }
 
@@ -618,9 +640,100 @@ impl ExtendedQueryHandler for ConnectionHandler {
         match outcome {
             Ok((mut result, options)) => {
                 send_side_messages(client, &mut result).await?;
-                to_response(result, &portal.result_column_format, &options)
+                to_response(
+                    result,
+                    &portal.result_column_format,
+                    &options,
+                    &self.copy_in,
+                )
             }
             Err(e) => Err(sql_error_to_pgwire(&e)),
         }
+    }
+}
+
+#[async_trait]
+impl pgwire::api::copy::CopyHandler for ConnectionHandler {
+    async fn on_copy_data<C>(
+        &self,
+        _client: &mut C,
+        copy_data: pgwire::messages::copy::CopyData,
+    ) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        if let Some(state) = self
+            .copy_in
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_mut()
+        {
+            state.feed(&copy_data.data);
+        }
+        Ok(())
+    }
+
+    async fn on_copy_done<C>(
+        &self,
+        client: &mut C,
+        _done: pgwire::messages::copy::CopyDone,
+    ) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let state = self
+            .copy_in
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        let Some(mut state) = state else {
+            return Err(sql_error_to_pgwire(&ServerError::Internal(
+                "COPY data without a COPY statement".into(),
+            )));
+        };
+        let result = match state.finish() {
+            Ok(_) => {
+                let mut guard = self.session.lock().await;
+                match guard.as_mut() {
+                    Some(session) => {
+                        let chunks = std::mem::take(&mut state.chunks);
+                        session.copy_rows_in(&state.into, chunks).await
+                    }
+                    None => Err(ServerError::Internal("COPY before startup finished".into())),
+                }
+            }
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(rows) => {
+                let tag = Tag::new("COPY").with_rows(rows as usize);
+                client
+                    .send(PgWireBackendMessage::CommandComplete(tag.into()))
+                    .await?;
+                Ok(())
+            }
+            Err(e) => Err(sql_error_to_pgwire(&e)),
+        }
+    }
+
+    async fn on_copy_fail<C>(
+        &self,
+        _client: &mut C,
+        fail: pgwire::messages::copy::CopyFail,
+    ) -> PgWireError
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        self.copy_in
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        sql_error_to_pgwire(&ServerError::CopyFailed(fail.message))
     }
 }

@@ -17,11 +17,45 @@ use super::{encode, sql_error_to_pgwire};
 use crate::error::ServerError;
 use crate::session::Prepared;
 
-fn bad(i: usize, reason: impl std::fmt::Display) -> pgwire::error::PgWireError {
+/// What a decoded value is, for its error message.
+#[derive(Debug, Clone, Copy)]
+pub enum Label<'a> {
+    /// Bound parameter `$n` (0-based here).
+    Param(usize),
+    /// A COPY value: column name and line.
+    Copied(&'a str, u64),
+}
+
+impl std::fmt::Display for Label<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Label::Param(i) => write!(f, "parameter ${}", i + 1),
+            Label::Copied(column, line) => write!(f, "COPY line {line}, column {column}"),
+        }
+    }
+}
+
+fn bad(i: impl Into<LabelOwned>, reason: impl std::fmt::Display) -> pgwire::error::PgWireError {
+    let label: LabelOwned = i.into();
     sql_error_to_pgwire(&ServerError::InvalidParameter(format!(
-        "parameter ${}: {reason}",
-        i + 1
+        "{}: {reason}",
+        label.0
     )))
+}
+
+/// A label's text.
+struct LabelOwned(String);
+
+impl From<usize> for LabelOwned {
+    fn from(i: usize) -> Self {
+        LabelOwned(Label::Param(i).to_string())
+    }
+}
+
+impl From<Label<'_>> for LabelOwned {
+    fn from(label: Label<'_>) -> Self {
+        LabelOwned(label.to_string())
+    }
 }
 
 /// The values bound to a portal, as the statement's parameter types.
@@ -46,8 +80,8 @@ pub fn parameter_values(portal: &Portal<Prepared>) -> PgWireResult<ParamValues> 
                 Some(t) => ScalarValue::try_from(t).map_err(|e| bad(i, e))?,
                 None => ScalarValue::Null,
             },
-            Some(bytes) if binary => decode_binary(i, &wire_type, bytes)?,
-            Some(bytes) => decode_text(i, &wire_type, bytes)?,
+            Some(bytes) if binary => decode_binary(Label::Param(i), &wire_type, bytes)?,
+            Some(bytes) => decode_text(Label::Param(i), &wire_type, bytes)?,
         };
         let value = match (&target, value) {
             (Some(t), ScalarValue::Utf8(Some(text))) => {
@@ -70,7 +104,7 @@ pub fn parameter_values(portal: &Portal<Prepared>) -> PgWireResult<ParamValues> 
 /// driver appended (pgjdbc sends `setDate` as `2024-01-01 +00` and
 /// `setTime` as `12:00:00+00`, untyped): Postgres ignores a zone given to a
 /// type without one.
-fn without_zone<'a>(text: &'a str, target: &DataType) -> &'a str {
+pub(super) fn without_zone<'a>(text: &'a str, target: &DataType) -> &'a str {
     let text = text.trim();
     let cut_zone = |time: &'a str| -> &'a str {
         let end = time.find(['+', '-', 'Z', 'z']).map_or(time.len(), |at| at);
@@ -90,11 +124,11 @@ fn without_zone<'a>(text: &'a str, target: &DataType) -> &'a str {
     }
 }
 
-fn from_sql<'a, T: FromSql<'a>>(i: usize, ty: &Type, raw: &'a [u8]) -> PgWireResult<T> {
+fn from_sql<'a, T: FromSql<'a>>(i: Label<'_>, ty: &Type, raw: &'a [u8]) -> PgWireResult<T> {
     T::from_sql(ty, raw).map_err(|e| bad(i, e))
 }
 
-fn decode_binary(i: usize, ty: &Type, raw: &Bytes) -> PgWireResult<ScalarValue> {
+pub(super) fn decode_binary(i: Label<'_>, ty: &Type, raw: &Bytes) -> PgWireResult<ScalarValue> {
     Ok(match *ty {
         Type::BOOL => ScalarValue::Boolean(Some(from_sql(i, ty, raw)?)),
         Type::INT2 => ScalarValue::Int16(Some(from_sql(i, ty, raw)?)),
@@ -145,7 +179,7 @@ fn decode_binary(i: usize, ty: &Type, raw: &Bytes) -> PgWireResult<ScalarValue> 
     })
 }
 
-fn utf8(i: usize, raw: &[u8]) -> PgWireResult<String> {
+fn utf8(i: Label<'_>, raw: &[u8]) -> PgWireResult<String> {
     String::from_utf8(raw.to_vec()).map_err(|e| bad(i, format!("not UTF-8: {e}")))
 }
 
@@ -153,7 +187,7 @@ fn decimal(d: Decimal) -> ScalarValue {
     ScalarValue::Decimal128(Some(d.mantissa()), 38, d.scale() as i8)
 }
 
-fn decode_text(i: usize, ty: &Type, raw: &Bytes) -> PgWireResult<ScalarValue> {
+pub(super) fn decode_text(i: Label<'_>, ty: &Type, raw: &Bytes) -> PgWireResult<ScalarValue> {
     let text = utf8(i, raw)?;
     Ok(match *ty {
         Type::BOOL => match text.trim().to_ascii_lowercase().as_str() {

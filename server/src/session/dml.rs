@@ -27,6 +27,7 @@ use runnel_planner::types::ColumnType;
 
 use super::{Outcome, Session, StatementResult};
 use crate::catalog::{DML_PREFIX, ROW_KEY_COLUMN, Relation};
+use crate::database::Database;
 use crate::error::{ServerError, ServerResult};
 use crate::tables::{WriteTarget, delete_rows, insert_rows, update_rows};
 
@@ -343,27 +344,18 @@ impl Session {
         };
         // Key lookups and the (fsynced) write block: keep them off the
         // async workers.
-        let (kind, table, apply_db) = (dml.kind, Arc::clone(&dml.table), Arc::clone(&db));
-        let block = self.in_block().then(|| Arc::clone(&self.block_writes));
-        let (count, rows) = tokio::task::spawn_blocking(move || {
-            let (def, store, row_ids) = (table.as_ref(), &apply_db.store, &apply_db.row_ids);
-            // Read under the write lock: a job starting to read the table
-            // takes the lock too, so no change slips past its snapshot.
-            let log = apply_db.runtime.logs().table_log(def.id);
-            let mut pending = block.as_ref().map(|b| b.lock());
-            let target = match pending.as_mut().and_then(|p| p.as_mut()) {
-                Some(pending) => WriteTarget::Block(pending.table_mut(&table)),
-                None => WriteTarget::Store(log.as_deref()),
-            };
-            let count = match kind {
-                DmlKind::Insert => insert_rows(def, store, row_ids, &rows, target)?,
-                DmlKind::Update => update_rows(def, store, &keys, &rows, target)?,
-                DmlKind::Delete => delete_rows(def, store, &keys, target)?,
-            };
-            Ok::<_, ServerError>((count, rows))
-        })
-        .await
-        .map_err(|e| ServerError::Internal(format!("write task failed: {e}")))??;
+        let kind = dml.kind;
+        let (count, rows) = self
+            .write_table(Arc::clone(&dml.table), move |def, db, target| {
+                let (store, row_ids) = (&db.store, &db.row_ids);
+                let count = match kind {
+                    DmlKind::Insert => insert_rows(def, store, row_ids, &rows, target)?,
+                    DmlKind::Update => update_rows(def, store, &keys, &rows, target)?,
+                    DmlKind::Delete => delete_rows(def, store, &keys, target)?,
+                };
+                Ok((count, rows))
+            })
+            .await?;
         match &dml.returning {
             None => Ok(StatementResult::command(tag, Some(count))),
             Some(returning) => {
@@ -379,6 +371,33 @@ impl Session {
                 .into())
             }
         }
+    }
+}
+
+impl Session {
+    /// Runs `write` on a blocking thread with where table `def`'s rows go:
+    /// the block's pending rows inside BEGIN … COMMIT, else the store and
+    /// the table's change log. Callers hold the database's write lock: a
+    /// job starting to read the table takes it too, so no change slips
+    /// past its snapshot.
+    pub(super) async fn write_table<R: Send + 'static>(
+        &self,
+        def: Arc<TableDef>,
+        write: impl FnOnce(&TableDef, &Database, WriteTarget<'_>) -> ServerResult<R> + Send + 'static,
+    ) -> ServerResult<R> {
+        let block = self.in_block().then(|| Arc::clone(&self.block_writes));
+        let db = Arc::clone(&self.db);
+        tokio::task::spawn_blocking(move || {
+            let log = db.runtime.logs().table_log(def.id);
+            let mut pending = block.as_ref().map(|b| b.lock());
+            let target = match pending.as_mut().and_then(|p| p.as_mut()) {
+                Some(pending) => WriteTarget::Block(pending.table_mut(&def)),
+                None => WriteTarget::Store(log.as_deref()),
+            };
+            write(&def, &db, target)
+        })
+        .await
+        .map_err(|e| ServerError::Internal(format!("write task failed: {e}")))?
     }
 }
 

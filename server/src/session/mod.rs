@@ -3,6 +3,7 @@
 //! turns [`StatementResult`]s into messages.
 
 mod checkpoints;
+mod copy;
 mod cursors;
 mod ddl;
 mod dml;
@@ -13,6 +14,7 @@ mod transaction;
 mod utility;
 
 pub use checkpoints::started_at as checkpoint_started_at;
+pub use copy::{CopyFormat, CopyInto, CopyKind};
 pub use dml::DmlPlan;
 pub use settings::Settings;
 
@@ -183,6 +185,14 @@ pub enum Outcome {
     TransactionStart,
     /// COMMIT or ROLLBACK, with the tag to send.
     TransactionEnd(String),
+    /// `COPY … FROM STDIN`: the client sends rows for `into` next.
+    CopyIn { into: CopyInto, format: CopyFormat },
+    /// `COPY … TO STDOUT`: rows to send in the copy format.
+    CopyOut {
+        schema: SchemaRef,
+        stream: SendableRecordBatchStream,
+        format: CopyFormat,
+    },
 }
 
 /// The outcome plus what the client should also hear.

@@ -36,6 +36,7 @@ pub(super) fn check_supported(statement: &Statement) -> ServerResult<()> {
         | Statement::Savepoint { .. }
         | Statement::ReleaseSavepoint { .. }
         | Statement::Prepare { .. }
+        | Statement::Copy { .. }
         | Statement::Deallocate { .. }
         | Statement::Close { .. }
         | Statement::ShowViews {
@@ -208,6 +209,7 @@ impl Session {
                 name, statement, ..
             } => self.prepare_named(name, statement).await,
             Statement::Deallocate { name, .. } => Ok(self.deallocate(name)),
+            Statement::Copy { .. } => self.execute_copy(statement).await,
             Statement::Close { cursor } => self.close_cursor(cursor),
             Statement::ReleaseSavepoint { name } => self.release_savepoint(name),
             other => {

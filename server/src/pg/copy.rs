@@ -1,0 +1,643 @@
+//! The COPY sub-protocol: reading `COPY … FROM STDIN` data in Postgres's
+//! text, CSV and binary formats into columns of the table's types, and
+//! writing `COPY … TO STDOUT` rows in those formats.
+//!
+//! Values go through the same decoders as bound parameters (`params.rs`)
+//! and the same encoders as query results (`encode.rs`), so COPY reads
+//! what Postgres writes and writes what it reads. Rows are collected as
+//! Arrow columns and inserted at the end in one write, atomically like an
+//! INSERT (inside a block: into its pending rows).
+
+use std::sync::Arc;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use datafusion::arrow::array::ArrayRef;
+use datafusion::arrow::datatypes::{DataType, SchemaRef};
+use datafusion::execution::SendableRecordBatchStream;
+use datafusion::scalar::ScalarValue;
+use futures::{Stream, StreamExt};
+use pgwire::api::Type;
+use pgwire::api::portal::Format;
+use pgwire::api::results::CopyResponse;
+use pgwire::error::PgWireResult;
+use pgwire::messages::copy::CopyData;
+use pgwire::messages::data::DataRow;
+use pgwire::types::format::FormatOptions;
+
+use super::encode;
+use super::params::{Label, decode_binary, decode_text, without_zone};
+use crate::error::{ServerError, ServerResult};
+use crate::session::{CopyFormat, CopyInto, CopyKind};
+
+/// Rows gathered before they become Arrow arrays.
+const CHUNK_ROWS: usize = 8192;
+
+/// The 11-byte signature that starts binary COPY data.
+const BINARY_SIGNATURE: &[u8] = b"PGCOPY\n\xff\r\n\0";
+
+/// A `COPY … FROM STDIN` in progress.
+pub struct CopyIn {
+    pub into: CopyInto,
+    format: CopyFormat,
+    /// (name, wire type, Arrow type) of each column the data gives.
+    columns: Vec<(String, Type, DataType)>,
+    /// Received bytes not yet parsed (an incomplete line or tuple).
+    buffer: Vec<u8>,
+    /// Values of the current chunk, per column.
+    values: Vec<Vec<ScalarValue>>,
+    /// Finished chunks of columns.
+    pub chunks: Vec<Vec<ArrayRef>>,
+    /// Data lines (or tuples) read so far.
+    line: u64,
+    header_skipped: bool,
+    binary_header_read: bool,
+    /// `\.` or the binary trailer was seen: what follows is ignored.
+    ended: bool,
+    /// The first error; the rest of the data is then only drained.
+    pub error: Option<ServerError>,
+}
+
+impl CopyIn {
+    /// Starts reading data for `into` in `format`.
+    pub fn new(into: CopyInto, format: CopyFormat) -> ServerResult<Self> {
+        let schema = into.table.arrow_schema();
+        let columns = into
+            .columns
+            .iter()
+            .map(|&i| {
+                let field = &schema.fields()[i];
+                let ty = encode::pg_type(field)
+                    .map_err(|e| ServerError::Internal(format!("COPY column type: {e}")))?;
+                Ok((field.name().clone(), ty, field.data_type().clone()))
+            })
+            .collect::<ServerResult<Vec<_>>>()?;
+        Ok(Self {
+            values: vec![vec![]; columns.len()],
+            columns,
+            into,
+            format,
+            buffer: vec![],
+            chunks: vec![],
+            line: 0,
+            header_skipped: false,
+            binary_header_read: false,
+            ended: false,
+            error: None,
+        })
+    }
+
+    /// The CopyInResponse to send: one column format for every column.
+    pub fn response(&self) -> CopyResponse {
+        let format = i8::from(self.format.kind == CopyKind::Binary);
+        CopyResponse::new(format, self.columns.len(), futures::stream::empty())
+    }
+
+    /// Takes in one CopyData message.
+    pub fn feed(&mut self, data: &[u8]) {
+        if self.error.is_some() || self.ended {
+            return;
+        }
+        self.buffer.extend_from_slice(data);
+        if let Err(e) = self.parse(false) {
+            self.error = Some(e);
+        }
+    }
+
+    /// The data is complete (CopyDone): parses what is left and returns the
+    /// number of rows.
+    pub fn finish(&mut self) -> ServerResult<u64> {
+        if let Some(e) = self.error.take() {
+            return Err(e);
+        }
+        self.parse(true)?;
+        if !self.buffer.is_empty() && !self.ended {
+            return Err(ServerError::InvalidParameter(
+                "COPY data ended in the middle of a row".into(),
+            ));
+        }
+        self.flush_chunk()?;
+        Ok(self
+            .chunks
+            .iter()
+            .map(|c| c.first().map_or(0, |a| a.len()) as u64)
+            .sum())
+    }
+
+    fn parse(&mut self, at_end: bool) -> ServerResult<()> {
+        let mut at = 0;
+        let buffer = std::mem::take(&mut self.buffer);
+        let result = loop {
+            if self.ended {
+                at = buffer.len();
+                break Ok(());
+            }
+            if at >= buffer.len() {
+                break Ok(());
+            }
+            let step = match self.format.kind {
+                CopyKind::Binary => self.binary_tuple(&buffer[at..]),
+                CopyKind::Text => self.text_line(&buffer[at..], at_end),
+                CopyKind::Csv => self.csv_record(&buffer[at..], at_end),
+            };
+            match step {
+                Ok(Some(used)) => at += used,
+                Ok(None) => break Ok(()),
+                Err(e) => break Err(e),
+            }
+        };
+        self.buffer = buffer[at..].to_vec();
+        result
+    }
+
+    /// Adds one row of raw field values (None: NULL).
+    fn add_row(&mut self, fields: Vec<Option<Vec<u8>>>, binary: bool) -> ServerResult<()> {
+        self.line += 1;
+        if fields.len() != self.columns.len() {
+            return Err(ServerError::InvalidParameter(format!(
+                "COPY line {}: expected {} columns, got {}",
+                self.line,
+                self.columns.len(),
+                fields.len()
+            )));
+        }
+        for (i, field) in fields.into_iter().enumerate() {
+            let (name, ty, target) = &self.columns[i];
+            let label = Label::Copied(name, self.line);
+            let value = match field {
+                None => ScalarValue::try_from(target)?,
+                Some(raw) => {
+                    let raw = Bytes::from(raw);
+                    let value = if binary {
+                        decode_binary(label, ty, &raw)
+                    } else {
+                        decode_text(label, ty, &raw)
+                    }
+                    .map_err(|e| ServerError::InvalidParameter(pg_message(&e)))?;
+                    let value = match value {
+                        ScalarValue::Utf8(Some(text)) => {
+                            ScalarValue::Utf8(Some(without_zone(&text, target).to_string()))
+                        }
+                        other => other,
+                    };
+                    if value.data_type() == *target {
+                        value
+                    } else {
+                        value.cast_to(target).map_err(|e| {
+                            ServerError::InvalidParameter(format!(
+                                "{label}: cannot read {} as {}: {e}",
+                                value, ty
+                            ))
+                        })?
+                    }
+                }
+            };
+            self.values[i].push(value);
+        }
+        if self.values.first().is_some_and(|v| v.len() >= CHUNK_ROWS) {
+            self.flush_chunk()?;
+        }
+        Ok(())
+    }
+
+    fn flush_chunk(&mut self) -> ServerResult<()> {
+        if self.values.first().is_none_or(Vec::is_empty) {
+            return Ok(());
+        }
+        let mut arrays = Vec::with_capacity(self.values.len());
+        for (values, (_, _, target)) in self.values.iter_mut().zip(&self.columns) {
+            let values = std::mem::take(values);
+            arrays.push(if values.is_empty() {
+                datafusion::arrow::array::new_empty_array(target)
+            } else {
+                ScalarValue::iter_to_array(values)?
+            });
+        }
+        self.chunks.push(arrays);
+        Ok(())
+    }
+
+    /// One text-format line: bytes used, None when no whole line is there.
+    fn text_line(&mut self, data: &[u8], at_end: bool) -> ServerResult<Option<usize>> {
+        let (line, used) = match data.iter().position(|&b| b == b'\n') {
+            Some(end) => (&data[..end], end + 1),
+            None if at_end && !data.is_empty() => (data, data.len()),
+            None => return Ok(None),
+        };
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line == b"\\." {
+            self.ended = true;
+            return Ok(Some(used));
+        }
+        let delimiter = self.format.delimiter as u8;
+        let null = self.format.null.as_bytes();
+        let fields = line
+            .split(|&b| b == delimiter)
+            .map(|raw| (raw != null).then(|| unescape_text(raw)))
+            .collect();
+        self.add_row(fields, false)?;
+        Ok(Some(used))
+    }
+
+    /// One CSV record (quoted fields may hold newlines).
+    fn csv_record(&mut self, data: &[u8], at_end: bool) -> ServerResult<Option<usize>> {
+        let (quote, escape, delimiter) = (
+            self.format.quote as u8,
+            self.format.escape as u8,
+            self.format.delimiter as u8,
+        );
+        let mut fields = vec![];
+        let mut at = 0;
+        loop {
+            // One field, starting at `at`.
+            let mut value = vec![];
+            let mut quoted = false;
+            let mut in_quotes = false;
+            loop {
+                let Some(&b) = data.get(at) else {
+                    if !at_end || in_quotes {
+                        return if at_end {
+                            Err(ServerError::InvalidParameter(format!(
+                                "COPY line {}: unterminated CSV quoted field",
+                                self.line + 1
+                            )))
+                        } else {
+                            Ok(None)
+                        };
+                    }
+                    break;
+                };
+                if in_quotes {
+                    if b == escape && data.get(at + 1) == Some(&quote) {
+                        value.push(quote);
+                        at += 2;
+                    } else if b == quote {
+                        in_quotes = false;
+                        at += 1;
+                    } else {
+                        value.push(b);
+                        at += 1;
+                    }
+                } else if b == quote {
+                    in_quotes = true;
+                    quoted = true;
+                    at += 1;
+                } else if b == delimiter || b == b'\n' || b == b'\r' {
+                    break;
+                } else {
+                    value.push(b);
+                    at += 1;
+                }
+            }
+            let is_null = !quoted && value == self.format.null.as_bytes();
+            fields.push((!is_null).then_some(value));
+            match data.get(at) {
+                Some(&b) if b == delimiter => at += 1,
+                Some(b'\r') => {
+                    at += if data.get(at + 1) == Some(&b'\n') {
+                        2
+                    } else {
+                        1
+                    };
+                    break;
+                }
+                Some(b'\n') => {
+                    at += 1;
+                    break;
+                }
+                _ => break,
+            }
+        }
+        if fields.len() == 1 && fields[0].as_deref() == Some(b"\\.".as_slice()) {
+            self.ended = true;
+            return Ok(Some(at));
+        }
+        if self.format.header && !self.header_skipped {
+            self.header_skipped = true;
+            return Ok(Some(at));
+        }
+        self.add_row(fields, false)?;
+        Ok(Some(at))
+    }
+
+    /// The binary header, or one tuple.
+    fn binary_tuple(&mut self, data: &[u8]) -> ServerResult<Option<usize>> {
+        let bad = |what: &str| ServerError::InvalidParameter(format!("COPY binary data: {what}"));
+        if !self.binary_header_read {
+            if data.len() < BINARY_SIGNATURE.len() + 8 {
+                return Ok(None);
+            }
+            if &data[..BINARY_SIGNATURE.len()] != BINARY_SIGNATURE {
+                return Err(bad("missing the PGCOPY signature"));
+            }
+            let at = BINARY_SIGNATURE.len() + 4;
+            let extension = i32::from_be_bytes(read4(data, at)) as usize;
+            if data.len() < at + 4 + extension {
+                return Ok(None);
+            }
+            self.binary_header_read = true;
+            return Ok(Some(at + 4 + extension));
+        }
+        if data.len() < 2 {
+            return Ok(None);
+        }
+        let count = i16::from_be_bytes([data[0], data[1]]);
+        if count == -1 {
+            self.ended = true;
+            return Ok(Some(2));
+        }
+        let mut at = 2;
+        let mut fields = Vec::with_capacity(count.max(0) as usize);
+        for _ in 0..count {
+            if data.len() < at + 4 {
+                return Ok(None);
+            }
+            let len = i32::from_be_bytes(read4(data, at));
+            at += 4;
+            if len < 0 {
+                fields.push(None);
+                continue;
+            }
+            let len = len as usize;
+            if data.len() < at + len {
+                return Ok(None);
+            }
+            fields.push(Some(data[at..at + len].to_vec()));
+            at += len;
+        }
+        self.add_row(fields, true)?;
+        Ok(Some(at))
+    }
+}
+
+fn read4(data: &[u8], at: usize) -> [u8; 4] {
+    [data[at], data[at + 1], data[at + 2], data[at + 3]]
+}
+
+/// The message of a decoding error, without pgwire's wrapping.
+fn pg_message(error: &pgwire::error::PgWireError) -> String {
+    match error {
+        pgwire::error::PgWireError::UserError(info) => info
+            .message
+            .strip_prefix("invalid parameter value: ")
+            .unwrap_or(&info.message)
+            .to_string(),
+        other => other.to_string(),
+    }
+}
+
+/// A text-format field with its backslash escapes resolved.
+fn unescape_text(raw: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(raw.len());
+    let mut i = 0;
+    while i < raw.len() {
+        if raw[i] != b'\\' || i + 1 == raw.len() {
+            out.push(raw[i]);
+            i += 1;
+            continue;
+        }
+        let c = raw[i + 1];
+        i += 2;
+        match c {
+            b'b' => out.push(8),
+            b'f' => out.push(12),
+            b'n' => out.push(b'\n'),
+            b'r' => out.push(b'\r'),
+            b't' => out.push(b'\t'),
+            b'v' => out.push(11),
+            b'0'..=b'7' => {
+                let mut value = u32::from(c - b'0');
+                for _ in 0..2 {
+                    match raw.get(i) {
+                        Some(&d @ b'0'..=b'7') => {
+                            value = value * 8 + u32::from(d - b'0');
+                            i += 1;
+                        }
+                        _ => break,
+                    }
+                }
+                out.push(value as u8);
+            }
+            b'x' => {
+                let mut value = 0u32;
+                let mut digits = 0;
+                while digits < 2 {
+                    match raw.get(i).and_then(|d| (*d as char).to_digit(16)) {
+                        Some(d) => {
+                            value = value * 16 + d;
+                            i += 1;
+                            digits += 1;
+                        }
+                        None => break,
+                    }
+                }
+                if digits == 0 {
+                    out.push(b'x');
+                } else {
+                    out.push(value as u8);
+                }
+            }
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+/// The CopyData stream of `COPY … TO STDOUT`: one message per row (the
+/// header, if any, goes with the first row; pgwire counts messages as
+/// rows).
+pub fn copy_out(
+    schema: SchemaRef,
+    stream: SendableRecordBatchStream,
+    format: CopyFormat,
+    options: &Arc<FormatOptions>,
+) -> PgWireResult<CopyResponse> {
+    let binary = format.kind == CopyKind::Binary;
+    let wire_format = if binary {
+        Format::UnifiedBinary
+    } else {
+        Format::UnifiedText
+    };
+    let fields = Arc::new(encode::fields(&schema, &wire_format, options)?);
+    let columns = fields.len();
+    let mut header = Some(match format.kind {
+        CopyKind::Binary => {
+            let mut head = BytesMut::from(BINARY_SIGNATURE);
+            head.put_i32(0);
+            head.put_i32(0);
+            head
+        }
+        CopyKind::Csv if format.header => {
+            let names: Vec<Option<Vec<u8>>> = fields
+                .iter()
+                .map(|f| Some(f.name().as_bytes().to_vec()))
+                .collect();
+            let mut head = BytesMut::new();
+            csv_line(&names, &format, &mut head);
+            head
+        }
+        _ => BytesMut::new(),
+    });
+    let rows = encode::row_stream(Arc::clone(&fields), stream);
+    let lines = rows.map(move |row| {
+        let row = row?;
+        let mut out = header.take().unwrap_or_default();
+        if binary {
+            out.put_i16(row.field_count);
+            out.put_slice(&row.data);
+        } else {
+            let values = text_fields(&row);
+            match format.kind {
+                CopyKind::Csv => csv_line(&values, &format, &mut out),
+                _ => text_line(&values, &format, &mut out),
+            }
+        }
+        Ok(CopyData::new(out.freeze()))
+    });
+    let mut response = CopyResponse::new(i8::from(binary), columns, futures::stream::empty());
+    *response.data_stream() = Box::pin(with_trailer(lines, binary));
+    Ok(response)
+}
+
+/// Ends binary data with its trailer, a message of its own (pgwire does
+/// not count it as a row).
+fn with_trailer(
+    lines: impl Stream<Item = PgWireResult<CopyData>> + Send + 'static,
+    binary: bool,
+) -> impl Stream<Item = PgWireResult<CopyData>> + Send + 'static {
+    let trailer = binary.then(|| Ok(CopyData::new(Bytes::from_static(&[0xFF, 0xFF]))));
+    lines.chain(futures::stream::iter(trailer))
+}
+
+/// The text of each field of an encoded (text-format) row.
+fn text_fields(row: &DataRow) -> Vec<Option<Vec<u8>>> {
+    let data = &row.data;
+    let mut at = 0;
+    let mut out = Vec::with_capacity(row.field_count.max(0) as usize);
+    for _ in 0..row.field_count {
+        if data.len() < at + 4 {
+            break;
+        }
+        let len = i32::from_be_bytes(read4(data, at));
+        at += 4;
+        if len < 0 {
+            out.push(None);
+        } else {
+            let len = len as usize;
+            out.push(Some(data[at..at + len].to_vec()));
+            at += len;
+        }
+    }
+    out
+}
+
+fn text_line(values: &[Option<Vec<u8>>], format: &CopyFormat, out: &mut BytesMut) {
+    for (i, value) in values.iter().enumerate() {
+        if i > 0 {
+            out.put_slice(format.delimiter.to_string().as_bytes());
+        }
+        match value {
+            None => out.put_slice(format.null.as_bytes()),
+            Some(value) => {
+                for &b in value {
+                    match b {
+                        b'\\' => out.put_slice(b"\\\\"),
+                        b'\n' => out.put_slice(b"\\n"),
+                        b'\r' => out.put_slice(b"\\r"),
+                        b'\t' => out.put_slice(b"\\t"),
+                        b if b == format.delimiter as u8 => {
+                            out.put_u8(b'\\');
+                            out.put_u8(b);
+                        }
+                        b => out.put_u8(b),
+                    }
+                }
+            }
+        }
+    }
+    out.put_u8(b'\n');
+}
+
+fn csv_line(values: &[Option<Vec<u8>>], format: &CopyFormat, out: &mut BytesMut) {
+    let (quote, escape, delimiter) = (
+        format.quote as u8,
+        format.escape as u8,
+        format.delimiter as u8,
+    );
+    for (i, value) in values.iter().enumerate() {
+        if i > 0 {
+            out.put_u8(delimiter);
+        }
+        let Some(value) = value else {
+            out.put_slice(format.null.as_bytes());
+            continue;
+        };
+        let needs_quotes = value.is_empty() && format.null.is_empty()
+            || value.as_slice() == format.null.as_bytes()
+            || value.as_slice() == b"\\."
+            || value
+                .iter()
+                .any(|&b| b == delimiter || b == quote || b == b'\n' || b == b'\r');
+        if !needs_quotes {
+            out.put_slice(value);
+            continue;
+        }
+        out.put_u8(quote);
+        for &b in value {
+            if b == quote || b == escape {
+                out.put_u8(escape);
+            }
+            out.put_u8(b);
+        }
+        out.put_u8(quote);
+    }
+    out.put_u8(b'\n');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn format(kind: CopyKind) -> CopyFormat {
+        CopyFormat {
+            kind,
+            delimiter: if kind == CopyKind::Csv { ',' } else { '\t' },
+            null: if kind == CopyKind::Csv {
+                String::new()
+            } else {
+                "\\N".into()
+            },
+            header: false,
+            quote: '"',
+            escape: '"',
+        }
+    }
+
+    #[test]
+    fn text_escapes_round_trip() {
+        let values = vec![Some(b"a\tb\\c\nd".to_vec()), None, Some(vec![])];
+        let mut out = BytesMut::new();
+        text_line(&values, &format(CopyKind::Text), &mut out);
+        assert_eq!(&out[..], b"a\\tb\\\\c\\nd\t\\N\t\n");
+        let line = &out[..out.len() - 1];
+        let fields: Vec<Option<Vec<u8>>> = line
+            .split(|&b| b == b'\t')
+            .map(|raw| (raw != b"\\N").then(|| unescape_text(raw)))
+            .collect();
+        assert_eq!(fields, values);
+        assert_eq!(unescape_text(b"\\101\\x42\\q"), b"ABq");
+    }
+
+    #[test]
+    fn csv_quotes_what_it_must() {
+        let values = vec![
+            Some(b"plain".to_vec()),
+            Some(b"a,b".to_vec()),
+            Some(b"say \"hi\"".to_vec()),
+            Some(vec![]),
+            None,
+        ];
+        let mut out = BytesMut::new();
+        csv_line(&values, &format(CopyKind::Csv), &mut out);
+        assert_eq!(&out[..], b"plain,\"a,b\",\"say \"\"hi\"\"\",\"\",\n");
+    }
+}
