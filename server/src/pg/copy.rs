@@ -598,18 +598,7 @@ mod tests {
     use super::*;
 
     fn format(kind: CopyKind) -> CopyFormat {
-        CopyFormat {
-            kind,
-            delimiter: if kind == CopyKind::Csv { ',' } else { '\t' },
-            null: if kind == CopyKind::Csv {
-                String::new()
-            } else {
-                "\\N".into()
-            },
-            header: false,
-            quote: '"',
-            escape: '"',
-        }
+        CopyFormat::new(kind)
     }
 
     #[test]

@@ -38,7 +38,8 @@ pub struct CopyFormat {
 }
 
 impl CopyFormat {
-    fn new(kind: CopyKind) -> Self {
+    /// `kind` with Postgres's default options.
+    pub fn new(kind: CopyKind) -> Self {
         Self {
             kind,
             delimiter: if kind == CopyKind::Csv { ',' } else { '\t' },
