@@ -137,6 +137,9 @@ fn base_state(catalog: Arc<Catalog>, memory_limit: usize) -> ServerResult<Sessio
         .map_err(|e| ServerError::Internal(format!("pg_catalog setup: {e}")))?;
     provider.correct_pg_catalog();
     ctx.register_udf(PgGetExpr::udf());
+    for function in crate::catalog::fixed_functions() {
+        ctx.register_udf(function);
+    }
     ctx.register_udf(constant_text_udf("version", VERSION_STRING));
     for function in runnel_planner::windows::session::session_window_functions() {
         ctx.register_udwf(function.as_ref().clone());

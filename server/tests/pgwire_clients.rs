@@ -307,8 +307,8 @@ async fn statements_in_a_failed_block_are_refused_until_rollback() {
         .unwrap_err();
     assert_eq!(err.as_db_error().unwrap().code().code(), "25P02");
     client.batch_execute("ROLLBACK").await.unwrap();
-    // Each statement commits as it completes: the first insert stays.
-    assert_eq!(scalar(&client, "SELECT count(*) FROM tx").await, 1);
+    // ROLLBACK undoes the block: the first insert is gone too.
+    assert_eq!(scalar(&client, "SELECT count(*) FROM tx").await, 0);
 }
 
 #[tokio::test]

@@ -273,3 +273,13 @@ def test_copy_as_postgres(server):
     for a, b in zip(ours, theirs):
         assert a == b, f"\n  runnel:   {a}\n  postgres: {b}"
     assert len(ours) == len(theirs), (ours, theirs)
+
+
+def test_catalog_functions_as_postgres(server):
+    assert_same(server, [
+        "SELECT current_setting('TimeZone'), current_setting('no_such_setting', true)",
+        "SELECT pg_typeof('a'::text), pg_typeof(1.5::float8), pg_typeof(now()), pg_typeof(true)",
+        "SELECT pg_size_pretty(1024::bigint), pg_size_pretty(123456789::bigint), pg_size_pretty(-12345678::bigint)",
+        "SELECT pg_is_in_recovery(), pg_type_is_visible(23)",
+        "SELECT obj_description(1259, 'pg_class'), col_description(1259, 1), shobj_description(999999, 'pg_database')",
+    ])

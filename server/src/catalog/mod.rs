@@ -2,10 +2,12 @@
 //! in the store as JSON records, each change in one atomic write together
 //! with the rows it drops.
 
+mod functions;
 mod pg_overrides;
 mod provider;
 mod sinks;
 
+pub use functions::{current_setting, fixed_functions};
 pub use pg_overrides::PgGetExpr;
 pub use provider::{DML_PREFIX, ROW_KEY_COLUMN, RunnelCatalogProvider, plan_defaults};
 

@@ -300,6 +300,14 @@ impl Session {
             .register_udf(constant_text_udf("session_user", &self.user));
         self.ctx
             .register_udf(constant_text_udf("current_user", &self.user));
+        let settings = self
+            .settings
+            .all()
+            .into_iter()
+            .map(|(name, value)| (name.to_ascii_lowercase(), value))
+            .collect();
+        self.ctx
+            .register_udf(crate::catalog::current_setting(settings));
     }
 
     /// The relation `name` denotes, qualified with the current schema when
