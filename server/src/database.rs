@@ -41,6 +41,7 @@ pub struct Database {
     pub config: Config,
     pub store: Store,
     pub catalog: Arc<Catalog>,
+    pub sequences: Arc<crate::sequences::Sequences>,
     /// The state new sessions clone: catalog, pg_catalog, functions.
     base_state: SessionState,
     /// Held for the whole of a writing statement (read, check, write), so
@@ -77,7 +78,12 @@ impl Database {
         let OpenedStore { store, checkpoints } = open_store(&config)?;
         let checkpointer = checkpoints.as_ref().map(|c| Arc::clone(&c.checkpointer));
         let catalog = Catalog::open(store.clone())?;
-        let base_state = base_state(Arc::clone(&catalog), config.query_memory_limit_mb << 20)?;
+        let sequences = Arc::new(crate::sequences::Sequences::open(&store)?);
+        let base_state = base_state(
+            Arc::clone(&catalog),
+            &sequences,
+            config.query_memory_limit_mb << 20,
+        )?;
         let runtime = Runtime::start(
             store.clone(),
             runnel_engine::runtime::RuntimeOptions {
@@ -92,6 +98,7 @@ impl Database {
             config,
             store,
             catalog,
+            sequences,
             base_state,
             write_lock: tokio::sync::Mutex::new(()),
             row_ids: RowIds::default(),
@@ -115,7 +122,11 @@ impl Database {
     }
 }
 
-fn base_state(catalog: Arc<Catalog>, memory_limit: usize) -> ServerResult<SessionState> {
+fn base_state(
+    catalog: Arc<Catalog>,
+    sequences: &Arc<crate::sequences::Sequences>,
+    memory_limit: usize,
+) -> ServerResult<SessionState> {
     let mut config = SessionConfig::new()
         .with_information_schema(true)
         .with_create_default_catalog_and_schema(false)
@@ -138,6 +149,12 @@ fn base_state(catalog: Arc<Catalog>, memory_limit: usize) -> ServerResult<Sessio
     provider.correct_pg_catalog();
     ctx.register_udf(PgGetExpr::udf());
     for function in crate::catalog::fixed_functions() {
+        ctx.register_udf(function);
+    }
+    // For DEFAULT nextval('schema.seq') of SERIAL columns (sessions
+    // register their own, resolving in their schema).
+    let values = Arc::new(std::sync::Mutex::new(std::collections::HashMap::new()));
+    for function in crate::sequences::sequence_functions(sequences, DEFAULT_SCHEMA, &values) {
         ctx.register_udf(function);
     }
     ctx.register_udf(constant_text_udf("version", VERSION_STRING));

@@ -88,6 +88,13 @@ pub enum ServerError {
     DuplicateCursor(String),
     #[error("cursor \"{0}\" does not exist")]
     UndefinedCursor(String),
+    /// Something asked of an object before it is ready (currval before
+    /// nextval).
+    #[error("{0}")]
+    NotInPrerequisiteState(String),
+    /// A sequence ran out, or was asked for a value it cannot give.
+    #[error("{0}")]
+    SequenceLimit(String),
     /// The client ended COPY FROM STDIN with CopyFail.
     #[error("COPY from stdin failed: {0}")]
     CopyFailed(String),
@@ -182,6 +189,8 @@ impl ServerError {
             ServerError::InFailedTransaction => "25P02",
             ServerError::SerializationFailure(_) => "40001",
             ServerError::CopyFailed(_) => "57014",
+            ServerError::SequenceLimit(_) => "2200H",
+            ServerError::NotInPrerequisiteState(_) => "55000",
             ServerError::DuplicatePreparedStatement(_) => "42P05",
             ServerError::UndefinedPreparedStatement(_) => "26000",
             ServerError::DuplicateCursor(_) => "42P03",
@@ -212,6 +221,9 @@ fn root(e: &DataFusionError) -> &DataFusionError {
 fn datafusion_code(e: &DataFusionError) -> &'static str {
     let e = root(e);
     let message = e.to_string();
+    if let Some(server) = server_error_inside(e) {
+        return server.to_sql_error().code;
+    }
     match e {
         DataFusionError::SQL(_, _) => "42601",
         DataFusionError::NotImplemented(_) => "0A000",
@@ -290,8 +302,19 @@ fn execution_code(message: &str) -> &'static str {
 
 /// DataFusion's messages, without the `Error during planning:` style
 /// prefixes and backtraces that mean nothing to a SQL user.
+/// A server error a function raised inside a query (sequences do).
+fn server_error_inside(e: &DataFusionError) -> Option<&ServerError> {
+    match e {
+        DataFusionError::External(inner) => inner.downcast_ref::<ServerError>(),
+        _ => None,
+    }
+}
+
 fn datafusion_message(e: &DataFusionError) -> String {
     let e = root(e);
+    if let Some(server) = server_error_inside(e) {
+        return server.to_string();
+    }
     let text = match e {
         DataFusionError::Plan(m)
         | DataFusionError::Execution(m)

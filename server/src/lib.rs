@@ -13,6 +13,7 @@ pub mod database;
 pub mod error;
 mod http;
 mod pg;
+pub mod sequences;
 pub mod session;
 pub mod streaming;
 pub mod tables;

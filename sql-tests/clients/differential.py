@@ -283,3 +283,36 @@ def test_catalog_functions_as_postgres(server):
         "SELECT pg_is_in_recovery(), pg_type_is_visible(23)",
         "SELECT obj_description(1259, 'pg_class'), col_description(1259, 1), shobj_description(999999, 'pg_database')",
     ])
+
+
+def test_sequences_and_serial_columns_as_postgres(server):
+    assert_same(server, [
+        "CREATE SEQUENCE seq_a",
+        "SELECT nextval('seq_a'), nextval('seq_a')",
+        "SELECT currval('seq_a')",
+        "SELECT setval('seq_a', 100)",
+        "SELECT nextval('public.seq_a')",
+        "SELECT setval('seq_a', 5, false)",
+        "SELECT nextval('seq_a')",
+        "CREATE SEQUENCE seq_down INCREMENT BY -2",
+        "SELECT nextval('seq_down'), nextval('seq_down')",
+        "CREATE SEQUENCE seq_cycle MINVALUE 1 MAXVALUE 2 CYCLE",
+        "SELECT nextval('seq_cycle'), nextval('seq_cycle'), nextval('seq_cycle')",
+        "CREATE SEQUENCE seq_bad MAXVALUE 1",
+        "CREATE SEQUENCE seq_small MAXVALUE 2",
+        "SELECT nextval('seq_small'), nextval('seq_small')",
+        "SELECT nextval('seq_small')",
+        "SELECT currval('seq_never')",
+        "CREATE SEQUENCE seq_a",
+        "CREATE SEQUENCE IF NOT EXISTS seq_a",
+        "CREATE TABLE serial_items (id serial PRIMARY KEY, name text, n bigserial)",
+        "INSERT INTO serial_items (name) VALUES ('a'), ('b')",
+        "INSERT INTO serial_items (name) VALUES ('c') RETURNING id, n",
+        "SELECT * FROM serial_items ORDER BY id",
+        "SELECT nextval('serial_items_id_seq')",
+        "DROP TABLE serial_items",
+        "SELECT nextval('serial_items_id_seq')",
+        "DROP SEQUENCE seq_a, seq_down, seq_cycle, seq_small",
+        "DROP SEQUENCE seq_a",
+        "DROP SEQUENCE IF EXISTS seq_a",
+    ])

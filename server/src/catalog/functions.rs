@@ -101,7 +101,11 @@ impl ScalarUDFImpl for CurrentSetting {
 
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
         let rows = args.number_rows;
-        let arrays = ColumnarValue::values_to_arrays(&args.args)?;
+        let arrays = args
+            .args
+            .iter()
+            .map(|a| a.to_array(rows))
+            .collect::<Result<Vec<_>>>()?;
         let names = arrays[0].as_string::<i32>();
         let missing_ok = arrays.get(1).map(|a| a.as_boolean().clone());
         let mut out = Vec::with_capacity(rows);
@@ -219,6 +223,13 @@ pub fn pg_type_name(data_type: &DataType) -> String {
 /// Postgres 15's `pg_size_pretty(bigint)`: bytes below 10 kB, then kB, MB,
 /// GB, TB and PB, each rounded half away from zero.
 fn size_pretty(args: &[ColumnarValue]) -> Result<ColumnarValue> {
+    if let [ColumnarValue::Scalar(size)] = args {
+        let size = match size {
+            ScalarValue::Int64(size) => size.map(pretty),
+            _ => None,
+        };
+        return Ok(ColumnarValue::Scalar(ScalarValue::Utf8(size)));
+    }
     let arrays = ColumnarValue::values_to_arrays(args)?;
     let sizes = arrays[0].as_primitive::<datafusion::arrow::datatypes::Int64Type>();
     let out: StringArray = sizes.iter().map(|size| size.map(pretty)).collect();

@@ -128,7 +128,9 @@ fn encode_batch(fields: &Arc<Vec<FieldInfo>>, batch: &RecordBatch) -> PgWireResu
                 )?;
             } else if matches!(*pg_field.datatype(), Type::JSON | Type::JSONB) {
                 encode_json(&mut encoder, array, row, pg_field)?;
-            } else if let Some(text) = temporal_text(array, row, pg_field) {
+            } else if let Some(text) =
+                temporal_text(array, row, pg_field).or_else(|| float_text(array, row, pg_field))
+            {
                 encoder.encode_field_with_type_and_format(
                     &Some(text),
                     pg_field.datatype(),
@@ -221,6 +223,89 @@ fn temporal_text(array: &ArrayRef, row: usize, field: &FieldInfo) -> Option<Stri
     }
 }
 
+/// Postgres's text form of real and double precision values: the shortest
+/// digits that read back to the same value, in fixed notation for decimal
+/// exponents from -4 up to 14 (5 for real) and as `1e+20` beyond, and
+/// `NaN`, `Infinity`, `-Infinity`. None for other types and binary format.
+fn float_text(array: &ArrayRef, row: usize, field: &FieldInfo) -> Option<String> {
+    if field.format() != pgwire::api::results::FieldFormat::Text {
+        return None;
+    }
+    match array.data_type() {
+        DataType::Float64 => {
+            let v = array
+                .as_primitive_opt::<datafusion::arrow::datatypes::Float64Type>()?
+                .value(row);
+            Some(pg_float(
+                v.is_nan(),
+                v.is_infinite(),
+                v < 0.0,
+                &format!("{v:e}"),
+                15,
+            ))
+        }
+        DataType::Float32 => {
+            let v = array
+                .as_primitive_opt::<datafusion::arrow::datatypes::Float32Type>()?
+                .value(row);
+            Some(pg_float(
+                v.is_nan(),
+                v.is_infinite(),
+                v < 0.0,
+                &format!("{v:e}"),
+                6,
+            ))
+        }
+        _ => None,
+    }
+}
+
+/// Lays out Rust's shortest scientific form (`-1.25e3`) as Postgres does.
+fn pg_float(
+    nan: bool,
+    infinite: bool,
+    negative: bool,
+    scientific: &str,
+    fixed_below: i32,
+) -> String {
+    if nan {
+        return "NaN".into();
+    }
+    if infinite {
+        return if negative { "-Infinity" } else { "Infinity" }.into();
+    }
+    let (mantissa, exponent) = scientific.split_once('e').unwrap_or((scientific, "0"));
+    let exponent: i32 = exponent.parse().unwrap_or(0);
+    let (sign, mantissa) = match mantissa.strip_prefix('-') {
+        Some(rest) => ("-", rest),
+        None => ("", mantissa),
+    };
+    let digits: String = mantissa.chars().filter(char::is_ascii_digit).collect();
+    if (-4..fixed_below).contains(&exponent) {
+        let point = exponent + 1; // digits before the decimal point
+        let text = if point <= 0 {
+            format!("0.{}{digits}", "0".repeat((-point) as usize))
+        } else if point as usize >= digits.len() {
+            format!("{digits}{}", "0".repeat(point as usize - digits.len()))
+        } else {
+            format!(
+                "{}.{}",
+                &digits[..point as usize],
+                &digits[point as usize..]
+            )
+        };
+        return format!("{sign}{text}");
+    }
+    let (first, rest) = digits.split_at(1.min(digits.len()));
+    let mantissa = if rest.is_empty() {
+        first.to_string()
+    } else {
+        format!("{first}.{rest}")
+    };
+    let exponent_sign = if exponent < 0 { '-' } else { '+' };
+    format!("{sign}{mantissa}e{exponent_sign}{:02}", exponent.abs())
+}
+
 /// `.5`, `.123456`, or nothing for whole seconds (microsecond precision).
 fn fraction(nanos: u32) -> String {
     let micros = nanos / 1_000;
@@ -300,4 +385,38 @@ pub fn parameter_types(prepared: &Prepared) -> PgWireResult<Vec<Type>> {
             None => Ok(Type::UNKNOWN),
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::pg_float;
+
+    fn double(v: f64) -> String {
+        pg_float(v.is_nan(), v.is_infinite(), v < 0.0, &format!("{v:e}"), 15)
+    }
+
+    #[test]
+    fn doubles_print_as_in_postgres() {
+        for (v, text) in [
+            (6.0, "6"),
+            (1.5, "1.5"),
+            (-0.25, "-0.25"),
+            (0.0001, "0.0001"),
+            (0.00001, "1e-05"),
+            (123456789012345.0, "123456789012345"),
+            (1e15, "1e+15"),
+            (1.25e20, "1.25e+20"),
+            (0.1 + 0.2, "0.30000000000000004"),
+            (f64::INFINITY, "Infinity"),
+            (f64::NEG_INFINITY, "-Infinity"),
+            (f64::NAN, "NaN"),
+            (-0.0, "-0"),
+        ] {
+            assert_eq!(double(v), text, "{v}");
+        }
+        let real = |v: f32| pg_float(v.is_nan(), v.is_infinite(), v < 0.0, &format!("{v:e}"), 6);
+        assert_eq!(real(1.1), "1.1");
+        assert_eq!(real(123456.0), "123456");
+        assert_eq!(real(1234567.0), "1.234567e+06");
+    }
 }

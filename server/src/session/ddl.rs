@@ -54,6 +54,12 @@ impl Session {
             Statement::CreateTable(create) => self.create_table(create, None),
             Statement::CreateView(create) => self.create_view(create).await,
             Statement::Drop {
+                object_type: ObjectType::Sequence,
+                if_exists,
+                names,
+                ..
+            } => self.drop_sequences(names, *if_exists),
+            Statement::Drop {
                 object_type,
                 if_exists,
                 names,
@@ -61,6 +67,7 @@ impl Session {
                 ..
             } => self.drop(*object_type, *if_exists, names, *cascade).await,
             Statement::AlterTable(alter) => self.alter_table(alter).await,
+            Statement::CreateSequence { .. } => self.create_sequence(statement),
             Statement::Truncate(truncate) => {
                 let _write = self.db.write_lock.lock().await;
                 let mut writes = runnel_storage::WriteSet::new();
@@ -106,6 +113,9 @@ impl Session {
             ));
             return Ok(result);
         }
+        let mut create = create.clone();
+        let serials = self.take_serials(&mut create, &name)?;
+        let create = &create;
         // Plan the defaults first so a bad DEFAULT is refused here, not at
         // the first INSERT.
         let mut def = table_def_from_create(create, 0, name.clone())?;
@@ -121,6 +131,9 @@ impl Session {
         self.db
             .catalog
             .create_table(&name, |id| Ok(TableDef { id, ..def }))?;
+        for sequence in serials {
+            self.db.sequences.create(sequence)?;
+        }
         Ok(StatementResult::command("CREATE TABLE", None))
     }
 
@@ -216,6 +229,9 @@ impl Session {
                 let dropped = self.drop_relation(&relation, kind, cascade).await;
                 if let (Ok(()), Some(id)) = (&dropped, table_id) {
                     self.db.row_ids.forget(id);
+                    for sequence in self.db.sequences.owned_by(&relation) {
+                        self.db.sequences.remove(&sequence)?;
+                    }
                 }
                 dropped
             };

@@ -7,6 +7,7 @@ mod copy;
 mod cursors;
 mod ddl;
 mod dml;
+mod sequence_ddl;
 mod settings;
 mod sinks;
 mod streaming;
@@ -240,6 +241,8 @@ pub struct Session {
     block_writes: Arc<crate::tables::BlockWrites>,
     /// `PREPARE`d statements and open cursors.
     named: cursors::Named,
+    /// The last value this session's `nextval` got per sequence (`currval`).
+    sequence_values: Arc<std::sync::Mutex<std::collections::HashMap<RelationName, i64>>>,
 }
 
 impl Session {
@@ -260,6 +263,7 @@ impl Session {
             block: None,
             block_writes,
             named: cursors::Named::default(),
+            sequence_values: Arc::default(),
         };
         session.sync_context();
         session
@@ -308,6 +312,11 @@ impl Session {
             .collect();
         self.ctx
             .register_udf(crate::catalog::current_setting(settings));
+        for function in
+            crate::sequences::sequence_functions(&self.db.sequences, &schema, &self.sequence_values)
+        {
+            self.ctx.register_udf(function);
+        }
     }
 
     /// The relation `name` denotes, qualified with the current schema when

@@ -37,6 +37,7 @@ pub(super) fn check_supported(statement: &Statement) -> ServerResult<()> {
         | Statement::ReleaseSavepoint { .. }
         | Statement::Prepare { .. }
         | Statement::Copy { .. }
+        | Statement::CreateSequence { .. }
         | Statement::Deallocate { .. }
         | Statement::Close { .. }
         | Statement::ShowViews {
