@@ -92,6 +92,9 @@ pub enum ServerError {
     /// nextval).
     #[error("{0}")]
     NotInPrerequisiteState(String),
+    /// A definition that cannot replace the one there (42P16).
+    #[error("{0}")]
+    InvalidObjectDefinition(String),
     /// A sequence ran out, or was asked for a value it cannot give.
     #[error("{0}")]
     SequenceLimit(String),
@@ -190,6 +193,7 @@ impl ServerError {
             ServerError::SerializationFailure(_) => "40001",
             ServerError::CopyFailed(_) => "57014",
             ServerError::SequenceLimit(_) => "2200H",
+            ServerError::InvalidObjectDefinition(_) => "42P16",
             ServerError::NotInPrerequisiteState(_) => "55000",
             ServerError::DuplicatePreparedStatement(_) => "42P05",
             ServerError::UndefinedPreparedStatement(_) => "26000",

@@ -316,3 +316,31 @@ def test_sequences_and_serial_columns_as_postgres(server):
         "DROP SEQUENCE seq_a",
         "DROP SEQUENCE IF EXISTS seq_a",
     ])
+
+
+def test_view_ddl_as_postgres(server):
+    assert_same(server, [
+        "CREATE TABLE vd (a int, b text)",
+        "INSERT INTO vd VALUES (1, 'x'), (2, 'y')",
+        "CREATE VIEW vd_view AS SELECT a, b FROM vd",
+        "CREATE OR REPLACE VIEW vd_view AS SELECT a, b, a * 2 AS twice FROM vd WHERE a > 1",
+        "SELECT * FROM vd_view",
+        "CREATE OR REPLACE VIEW vd_view AS SELECT a FROM vd",
+        "CREATE OR REPLACE VIEW vd_view AS SELECT b AS a, a AS b, 0 AS twice FROM vd",
+        "CREATE OR REPLACE VIEW vd_view AS SELECT a, b, a * 3 AS twice FROM vd",
+        "SELECT * FROM vd_view ORDER BY a",
+        "CREATE OR REPLACE VIEW vd AS SELECT 1",
+    ])
+    # Postgres tags CREATE MATERIALIZED VIEW with its row count; Runnel's
+    # view fills as its job runs. REFRESH then waits until it is in.
+    for dsn in (server.dsn(), reference().dsn()):
+        answer(dsn, "CREATE MATERIALIZED VIEW vd_counts AS SELECT count(*) AS n FROM vd")
+    assert_same(server, [
+        "REFRESH MATERIALIZED VIEW vd_counts",
+        "SELECT * FROM vd_counts",
+        "REFRESH MATERIALIZED VIEW vd_view",
+        "REFRESH MATERIALIZED VIEW no_such_view",
+        "DROP MATERIALIZED VIEW vd_counts",
+        "DROP VIEW vd_view",
+        "DROP TABLE vd",
+    ])

@@ -9,6 +9,7 @@ use std::sync::LazyLock;
 
 use datafusion::sql::sqlparser::ast::{ObjectName, Query, Statement};
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+use datafusion::sql::sqlparser::keywords::Keyword;
 use datafusion::sql::sqlparser::parser::{Parser, ParserError};
 use datafusion_pg_catalog::sql::PostgresCompatibilityParser;
 
@@ -108,6 +109,9 @@ pub enum Command {
     Flush,
     /// `CHECK MATERIALIZED VIEW name`: compare a view with its query.
     CheckMaterializedView(ObjectName),
+    /// `REFRESH MATERIALIZED VIEW [CONCURRENTLY] name`: views are always
+    /// fresh, so this waits as `FLUSH` does.
+    RefreshMaterializedView(ObjectName),
     /// `CREATE SOURCE name (columns [, WATERMARK FOR col AS expr]) WITH
     /// (options) [FORMAT … ENCODE …]`: the columns as a `CREATE TABLE`, the
     /// options by lower-case key.
@@ -157,6 +161,9 @@ impl std::fmt::Display for Command {
             Command::Sql(statement) => write!(f, "{statement}"),
             Command::Flush => write!(f, "FLUSH"),
             Command::CheckMaterializedView(name) => write!(f, "CHECK MATERIALIZED VIEW {name}"),
+            Command::RefreshMaterializedView(name) => {
+                write!(f, "REFRESH MATERIALIZED VIEW {name}")
+            }
             Command::CreateSource {
                 create,
                 options,
@@ -253,6 +260,7 @@ fn split_runnel_commands(sql: &str) -> PlanResult<Option<Vec<Command>>> {
         && !lower.contains("sink")
         && !lower.contains("emit")
         && !lower.contains("watermark")
+        && !lower.contains("refresh")
     {
         return Ok(None);
     }
@@ -335,7 +343,7 @@ fn split_runnel_commands(sql: &str) -> PlanResult<Option<Vec<Command>>> {
                     .map(|s| Command::Sql(Box::new(s))),
             );
         } else if upper.len() == 3
-            && upper[0] == "CHECK"
+            && (upper[0] == "CHECK" || upper[0] == "REFRESH")
             && upper[1] == "MATERIALIZED"
             && upper[2] == "VIEW"
         {
@@ -346,15 +354,33 @@ fn split_runnel_commands(sql: &str) -> PlanResult<Option<Vec<Command>>> {
                 .nth(3)
                 .unwrap_or("")
                 .to_string();
+            let refresh = upper[0] == "REFRESH";
             let name = Parser::new(&PostgreSqlDialect {})
                 .try_with_sql(&rest)
                 .and_then(|mut p| {
+                    if refresh {
+                        let _concurrently = p.parse_keyword(Keyword::CONCURRENTLY);
+                    }
                     let name = p.parse_object_name(false)?;
+                    if refresh && p.parse_keyword(Keyword::WITH) {
+                        // WITH DATA is what a view always has; WITH NO DATA
+                        // would empty it, which a view kept fresh cannot be.
+                        if p.parse_keyword(Keyword::NO) {
+                            return Err(ParserError::ParserError(
+                                "REFRESH MATERIALIZED VIEW … WITH NO DATA is not supported: views are always kept fresh".into(),
+                            ));
+                        }
+                        p.expect_keyword(Keyword::DATA)?;
+                    }
                     p.expect_token(&Token::EOF)?;
                     Ok(name)
                 })
                 .map_err(|e| syntax_error(&rest, e))?;
-            commands.push(Command::CheckMaterializedView(name));
+            commands.push(if refresh {
+                Command::RefreshMaterializedView(name)
+            } else {
+                Command::CheckMaterializedView(name)
+            });
         } else {
             commands.extend(
                 parse_standard(&text)?

@@ -7,7 +7,7 @@ mod pg_overrides;
 mod provider;
 mod sinks;
 
-pub use functions::{current_setting, fixed_functions};
+pub use functions::{current_setting, fixed_functions, pg_type_name};
 pub use pg_overrides::PgGetExpr;
 pub use provider::{DML_PREFIX, ROW_KEY_COLUMN, RunnelCatalogProvider, plan_defaults};
 
@@ -294,6 +294,23 @@ impl Catalog {
         self.store.write(writes)?;
         state.views.insert(name.clone(), Arc::clone(&def));
         Ok(def)
+    }
+
+    /// Replaces view `old` by `new` (same name and id): `CREATE OR REPLACE
+    /// VIEW`. Fails when `old` is no longer the view of that name.
+    pub fn replace_view(&self, old: &ViewDef, new: ViewDef) -> ServerResult<()> {
+        let mut state = self.write();
+        match state.views.get(&old.name) {
+            Some(current) if current.as_ref() == old => {}
+            _ => {
+                return Err(ServerError::StalePlan(format!("view {}", old.name)));
+            }
+        }
+        let mut writes = WriteSet::new();
+        writes.put_meta(&view_key(old.id), &encode(&new)?);
+        self.store.write(writes)?;
+        state.views.insert(old.name.clone(), Arc::new(new));
+        Ok(())
     }
 
     /// The materialized views a drop of `name` (with `cascade`) would drop,

@@ -141,13 +141,27 @@ impl Session {
         if create.materialized {
             return self.create_materialized_view(create, false).await;
         }
-        if create.or_replace || create.or_alter {
-            return Err(ServerError::NotSupported("CREATE OR REPLACE VIEW".into()));
+        if create.or_alter {
+            return Err(ServerError::NotSupported("CREATE OR ALTER VIEW".into()));
         }
         let name = self.resolve(&create.name)?;
         if create.if_not_exists && self.db.catalog.relation(&name).is_some() {
             return Ok(StatementResult::command("CREATE VIEW", None));
         }
+        let replaced = match self.db.catalog.relation(&name) {
+            Some(crate::catalog::Relation::View(old))
+                if create.or_replace && !old.is_materialized() =>
+            {
+                Some(old)
+            }
+            Some(_) if create.or_replace => {
+                return Err(ServerError::WrongObjectType(format!(
+                    "\"{}\" is not a view",
+                    name.name
+                )));
+            }
+            _ => None,
+        };
         let query = Statement::Query(create.query.clone());
         let sql = query.to_string();
         let plan = self.plan(query).await?;
@@ -166,6 +180,21 @@ impl Session {
             ));
         }
         let depends_on = self.referenced_relations(&plan)?;
+        if let Some(old) = replaced {
+            self.check_replaceable(&old, &plan, &column_names).await?;
+            self.db.catalog.replace_view(
+                &old,
+                ViewDef {
+                    id: old.id,
+                    name: name.clone(),
+                    sql,
+                    column_names,
+                    depends_on,
+                    materialized: None,
+                },
+            )?;
+            return Ok(StatementResult::command("CREATE VIEW", None));
+        }
         self.db.catalog.create_view(&name, |id| {
             Ok(ViewDef {
                 id,
@@ -177,6 +206,67 @@ impl Session {
             })
         })?;
         Ok(StatementResult::command("CREATE VIEW", None))
+    }
+
+    /// `CREATE OR REPLACE VIEW` keeps the view's columns (names and types,
+    /// in order; more may follow), as Postgres requires, and refuses a view
+    /// that materialized views read (their jobs run the old definition).
+    async fn check_replaceable(
+        &self,
+        old: &ViewDef,
+        new_plan: &LogicalPlan,
+        new_names: &[String],
+    ) -> ServerResult<()> {
+        let readers: Vec<String> = self
+            .db
+            .catalog
+            .views()
+            .into_iter()
+            .filter(|v| v.is_materialized() && v.depends_on.contains(&old.name))
+            .map(|v| v.name.to_string())
+            .collect();
+        if !readers.is_empty() {
+            return Err(ServerError::NotSupported(format!(
+                "CREATE OR REPLACE VIEW of {}, which materialized views read ({}); drop them first",
+                old.name,
+                readers.join(", ")
+            )));
+        }
+        let statement = runnel_planner::parser::parse_sql(&old.sql)?
+            .pop()
+            .ok_or_else(|| ServerError::Internal(format!("view {} has no query", old.name)))?;
+        let old_plan = self.plan(statement).await?;
+        let name_of = |plan: &LogicalPlan, names: &[String], i: usize| -> String {
+            names
+                .get(i)
+                .cloned()
+                .unwrap_or_else(|| plan.schema().field(i).name().clone())
+        };
+        let (old_fields, new_fields) = (old_plan.schema().fields(), new_plan.schema().fields());
+        if new_fields.len() < old_fields.len() {
+            return Err(ServerError::InvalidObjectDefinition(
+                "cannot drop columns from view".into(),
+            ));
+        }
+        for (i, old_field) in old_fields.iter().enumerate() {
+            let (old_name, new_name) = (
+                name_of(&old_plan, &old.column_names, i),
+                name_of(new_plan, new_names, i),
+            );
+            if old_name != new_name {
+                return Err(ServerError::InvalidObjectDefinition(format!(
+                    "cannot change name of view column \"{old_name}\" to \"{new_name}\""
+                )));
+            }
+            if old_field.data_type() != new_fields[i].data_type() {
+                return Err(ServerError::InvalidObjectDefinition(format!(
+                    "cannot change data type of view column \"{old_name}\" from {} to {}",
+                    crate::catalog::pg_type_name(old_field.data_type()),
+                    crate::catalog::pg_type_name(new_fields[i].data_type())
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// The catalog relations a (not yet analysed) plan scans.

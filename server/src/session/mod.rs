@@ -68,6 +68,8 @@ pub enum PreparedKind {
 pub enum StreamingCommand {
     Flush,
     Check(RelationName),
+    /// `REFRESH MATERIALIZED VIEW name`.
+    Refresh(RelationName),
     CreateSource {
         create: Box<Statement>,
         options: std::collections::BTreeMap<String, String>,
@@ -145,6 +147,7 @@ impl Prepared {
             }
             PreparedKind::Streaming(
                 StreamingCommand::Flush
+                | StreamingCommand::Refresh(_)
                 | StreamingCommand::CreateSource { .. }
                 | StreamingCommand::CreateSink { .. }
                 | StreamingCommand::DropSink { .. }
@@ -339,6 +342,9 @@ impl Session {
             Command::Sql(statement) => return self.prepare(*statement, sql).await,
             Command::Flush => StreamingCommand::Flush,
             Command::CheckMaterializedView(name) => StreamingCommand::Check(self.resolve(&name)?),
+            Command::RefreshMaterializedView(name) => {
+                StreamingCommand::Refresh(self.resolve(&name)?)
+            }
             Command::CreateSource {
                 create,
                 options,
@@ -455,6 +461,7 @@ impl Session {
                 other => Err(ServerError::NotSupported(format!("{other}"))),
             },
             PreparedKind::Streaming(StreamingCommand::Flush) => self.flush().await,
+            PreparedKind::Streaming(StreamingCommand::Refresh(name)) => self.refresh(name).await,
             PreparedKind::Streaming(StreamingCommand::CreateSource {
                 create,
                 options,

@@ -322,6 +322,23 @@ impl Session {
         Ok(StatementResult::command("FLUSH", None))
     }
 
+    /// `REFRESH MATERIALIZED VIEW`: a view is always fresh; this waits, as
+    /// `FLUSH` does, until every change committed before it is in.
+    pub(super) async fn refresh(&mut self, name: &RelationName) -> ServerResult<StatementResult> {
+        match self.db.catalog.relation(name) {
+            Some(crate::catalog::Relation::View(view)) if view.is_materialized() => {}
+            Some(_) => {
+                return Err(ServerError::WrongObjectType(format!(
+                    "\"{}\" is not a materialized view",
+                    name.name
+                )));
+            }
+            None => return Err(ServerError::UndefinedTable(name.name.clone())),
+        }
+        self.db.runtime.flush_bounded().await?;
+        Ok(StatementResult::command("REFRESH MATERIALIZED VIEW", None))
+    }
+
     pub(super) fn show_materialized_views(&self) -> ServerResult<StatementResult> {
         let mut views: Vec<_> = self
             .db
