@@ -352,6 +352,7 @@ impl SequenceFunction {
     fn resolve(&self, text: &str) -> DfResult<RelationName> {
         let parts = runnel_planner::parser::parse_sql(&format!("SELECT 1 FROM {text}"))
             .ok()
+            .filter(|statements| statements.len() == 1)
             .and_then(|mut s| match s.pop() {
                 Some(datafusion::sql::sqlparser::ast::Statement::Query(q)) => match *q.body {
                     datafusion::sql::sqlparser::ast::SetExpr::Select(select) => {

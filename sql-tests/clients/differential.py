@@ -344,3 +344,23 @@ def test_view_ddl_as_postgres(server):
         "DROP VIEW vd_view",
         "DROP TABLE vd",
     ])
+
+
+def serial_session_script(dsn):
+    """currval after an INSERT that took a SERIAL default, in one session."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("CREATE TABLE serial_session (id serial PRIMARY KEY, v text)")
+        conn.execute("INSERT INTO serial_session (v) VALUES ('a'), ('b')")
+        got = conn.execute("SELECT currval('serial_session_id_seq')").fetchone()
+        with psycopg.connect(dsn, autocommit=True) as other:
+            try:
+                other.execute("SELECT currval('serial_session_id_seq')")
+                other_got = "defined"
+            except psycopg.Error as e:
+                other_got = e.sqlstate
+        conn.execute("DROP TABLE serial_session")
+        return got, other_got
+
+
+def test_currval_follows_the_session_as_postgres(server):
+    assert serial_session_script(server.dsn()) == serial_session_script(reference().dsn())

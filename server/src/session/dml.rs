@@ -150,9 +150,34 @@ impl Session {
         Ok(DmlPlan {
             kind: DmlKind::Insert,
             table,
-            source: Arc::unwrap_or_clone(input),
+            source: self.with_session_sequences(Arc::unwrap_or_clone(input))?,
             returning,
         })
+    }
+
+    /// A column's `DEFAULT nextval(…)` was planned with the catalog's
+    /// functions; this session's own make `currval` see what it got.
+    fn with_session_sequences(&self, plan: LogicalPlan) -> ServerResult<LogicalPlan> {
+        use datafusion::common::tree_node::{Transformed, TreeNode};
+        use datafusion::logical_expr::Expr;
+        use datafusion::logical_expr::expr::ScalarFunction;
+        let plan = plan.transform_up_with_subqueries(|node| {
+            node.map_expressions(|expr| {
+                expr.transform_up(|expr| match expr {
+                    Expr::ScalarFunction(f)
+                        if matches!(f.name(), "nextval" | "currval" | "setval") =>
+                    {
+                        let own =
+                            datafusion::execution::FunctionRegistry::udf(&self.ctx, f.name())?;
+                        Ok(Transformed::yes(Expr::ScalarFunction(
+                            ScalarFunction::new_udf(own, f.args),
+                        )))
+                    }
+                    other => Ok(Transformed::no(other)),
+                })
+            })
+        })?;
+        Ok(plan.data)
     }
 
     /// `FROM "schema"."__runnel_dml__t" AS alias`.
