@@ -41,21 +41,6 @@ pub struct SequenceDef {
     pub owned_by: Option<(RelationName, String)>,
 }
 
-impl SequenceDef {
-    /// A sequence counting 1, 2, 3… up to `max`.
-    pub fn ascending(name: RelationName, max: i64) -> Self {
-        Self {
-            name,
-            increment: 1,
-            min: 1,
-            max,
-            start: 1,
-            cycle: false,
-            owned_by: None,
-        }
-    }
-}
-
 /// What is stored per sequence.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Record {
