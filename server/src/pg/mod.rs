@@ -3,7 +3,8 @@
 //! which owns the connection's [`Session`] and answers the simple and the
 //! extended query protocol with it.
 
-mod copy;
+mod copy_in;
+mod copy_out;
 mod encode;
 mod params;
 
@@ -113,7 +114,7 @@ pub struct ConnectionHandler {
     session: Arc<Mutex<Option<Session>>>,
     manager: Arc<ConnectionManager>,
     /// The `COPY … FROM STDIN` receiving data, if one is.
-    copy_in: Arc<std::sync::Mutex<Option<copy::CopyIn>>>,
+    copy_in: Arc<std::sync::Mutex<Option<copy_in::CopyIn>>>,
 }
 
 #[async_trait]
@@ -336,7 +337,7 @@ fn to_response(
     result: StatementResult,
     format: &Format,
     options: &Arc<pgwire::types::format::FormatOptions>,
-    copy_in: &std::sync::Mutex<Option<copy::CopyIn>>,
+    copy_in: &std::sync::Mutex<Option<copy_in::CopyIn>>,
 ) -> PgWireResult<Response> {
     Ok(match result.outcome {
         Outcome::Rows {
@@ -360,7 +361,7 @@ fn to_response(
         Outcome::TransactionStart => Response::TransactionStart(Tag::new("BEGIN")),
         Outcome::TransactionEnd(tag) => Response::TransactionEnd(Tag::new(&tag)),
         Outcome::CopyIn { into, format } => {
-            let state = copy::CopyIn::new(into, format).map_err(|e| sql_error_to_pgwire(&e))?;
+            let state = copy_in::CopyIn::new(into, format).map_err(|e| sql_error_to_pgwire(&e))?;
             let response = state.response();
             *copy_in.lock().unwrap_or_else(|p| p.into_inner()) = Some(state);
             Response::CopyIn(response)
@@ -369,7 +370,7 @@ fn to_response(
             schema,
             stream,
             format,
-        } => Response::CopyOut(copy::copy_out(schema, stream, format, options)?),
+        } => Response::CopyOut(copy_out::copy_out(schema, stream, format, options)?),
     })
 }
 
@@ -649,91 +650,5 @@ impl ExtendedQueryHandler for ConnectionHandler {
             }
             Err(e) => Err(sql_error_to_pgwire(&e)),
         }
-    }
-}
-
-#[async_trait]
-impl pgwire::api::copy::CopyHandler for ConnectionHandler {
-    async fn on_copy_data<C>(
-        &self,
-        _client: &mut C,
-        copy_data: pgwire::messages::copy::CopyData,
-    ) -> PgWireResult<()>
-    where
-        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
-        C::Error: Debug,
-        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
-    {
-        if let Some(state) = self
-            .copy_in
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .as_mut()
-        {
-            state.feed(&copy_data.data);
-        }
-        Ok(())
-    }
-
-    async fn on_copy_done<C>(
-        &self,
-        client: &mut C,
-        _done: pgwire::messages::copy::CopyDone,
-    ) -> PgWireResult<()>
-    where
-        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
-        C::Error: Debug,
-        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
-    {
-        let state = self
-            .copy_in
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
-        let Some(mut state) = state else {
-            return Err(sql_error_to_pgwire(&ServerError::Internal(
-                "COPY data without a COPY statement".into(),
-            )));
-        };
-        let result = match state.finish() {
-            Ok(_) => {
-                let mut guard = self.session.lock().await;
-                match guard.as_mut() {
-                    Some(session) => {
-                        let chunks = std::mem::take(&mut state.chunks);
-                        session.copy_rows_in(&state.into, chunks).await
-                    }
-                    None => Err(ServerError::Internal("COPY before startup finished".into())),
-                }
-            }
-            Err(e) => Err(e),
-        };
-        match result {
-            Ok(rows) => {
-                let tag = Tag::new("COPY").with_rows(rows as usize);
-                client
-                    .send(PgWireBackendMessage::CommandComplete(tag.into()))
-                    .await?;
-                Ok(())
-            }
-            Err(e) => Err(sql_error_to_pgwire(&e)),
-        }
-    }
-
-    async fn on_copy_fail<C>(
-        &self,
-        _client: &mut C,
-        fail: pgwire::messages::copy::CopyFail,
-    ) -> PgWireError
-    where
-        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
-        C::Error: Debug,
-        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
-    {
-        self.copy_in
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
-        sql_error_to_pgwire(&ServerError::CopyFailed(fail.message))
     }
 }
