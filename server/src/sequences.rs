@@ -3,9 +3,10 @@
 //!
 //! As in Postgres, sequences are not transactional (a rolled-back block
 //! does not give its numbers back) and are logged ahead: every
-//! [`LOG_AHEAD`] values one catalog record saying how far numbers were
-//! handed out is written, so after a crash numbering resumes past every
-//! value handed out, possibly skipping some.
+//! [`LOG_AHEAD`] values (or once per batch of rows, for a larger batch)
+//! one catalog record saying how far numbers were handed out is written,
+//! so after a crash numbering resumes past every value handed out,
+//! possibly skipping some.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -195,8 +196,10 @@ impl Sequences {
             .collect()
     }
 
-    /// `nextval`: the next value of sequence `name`.
-    pub fn next(&self, name: &RelationName) -> ServerResult<i64> {
+    /// `nextval`: the next value of sequence `name`; `coming` more calls
+    /// are expected right after (a batch of rows), so the record logs at
+    /// least that far ahead in one write.
+    pub fn next(&self, name: &RelationName, coming: i64) -> ServerResult<i64> {
         let mut live = self.lock();
         let seq = live
             .get_mut(name)
@@ -236,7 +239,7 @@ impl Sequences {
             });
         if !covered {
             let ahead = value
-                .saturating_add(def.increment.saturating_mul(LOG_AHEAD - 1))
+                .saturating_add(def.increment.saturating_mul(LOG_AHEAD.max(coming) - 1))
                 .clamp(def.min, def.max);
             self.write(&Record {
                 def: def.clone(),
@@ -366,7 +369,8 @@ impl SequenceFunction {
         let external = |e: ServerError| DataFusionError::External(Box::new(e));
         match self.name {
             "nextval" => {
-                let value = self.sequences.next(name).map_err(external)?;
+                let coming = (args[0].len() - row) as i64;
+                let value = self.sequences.next(name, coming).map_err(external)?;
                 self.session_values
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
@@ -436,12 +440,22 @@ impl ScalarUDFImpl for SequenceFunction {
             .collect::<DfResult<Vec<_>>>()?;
         let names = arrays[0].as_string::<i32>();
         let mut out = Vec::with_capacity(rows);
+        // The name is nearly always one constant: resolve each text once.
+        let mut resolved: HashMap<&str, RelationName> = HashMap::new();
         for row in 0..rows {
             if arrays.iter().any(|a| a.is_null(row)) {
                 out.push(None);
                 continue;
             }
-            let name = self.resolve(names.value(row))?;
+            let text = names.value(row);
+            let name = match resolved.get(text) {
+                Some(name) => name.clone(),
+                None => {
+                    let name = self.resolve(text)?;
+                    resolved.insert(text, name.clone());
+                    name
+                }
+            };
             out.push(Some(self.call(&name, row, &arrays)?));
         }
         Ok(ColumnarValue::Array(Arc::new(Int64Array::from(out))))
