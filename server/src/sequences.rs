@@ -18,6 +18,9 @@ use datafusion::logical_expr::{
     ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, TypeSignature,
     Volatility,
 };
+use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+use datafusion::sql::sqlparser::parser::Parser;
+use datafusion::sql::sqlparser::tokenizer::Token;
 use runnel_planner::catalog::RelationName;
 use runnel_storage::{Store, WriteSet};
 use serde::{Deserialize, Serialize};
@@ -338,30 +341,20 @@ impl std::hash::Hash for SequenceFunction {
 impl SequenceFunction {
     /// The sequence a `'name'` or `'schema.name'` argument names.
     fn resolve(&self, text: &str) -> DfResult<RelationName> {
-        let parts = runnel_planner::parser::parse_sql(&format!("SELECT 1 FROM {text}"))
-            .ok()
-            .filter(|statements| statements.len() == 1)
-            .and_then(|mut s| match s.pop() {
-                Some(datafusion::sql::sqlparser::ast::Statement::Query(q)) => match *q.body {
-                    datafusion::sql::sqlparser::ast::SetExpr::Select(select) => {
-                        select.from.first().and_then(|t| match &t.relation {
-                            datafusion::sql::sqlparser::ast::TableFactor::Table {
-                                name, ..
-                            } => runnel_planner::ddl::name_parts(name).ok(),
-                            _ => None,
-                        })
-                    }
-                    _ => None,
-                },
-                _ => None,
+        let invalid = || DataFusionError::Plan(format!("invalid sequence name \"{text}\""));
+        let name = Parser::new(&PostgreSqlDialect {})
+            .try_with_sql(text)
+            .and_then(|mut p| {
+                let name = p.parse_object_name(false)?;
+                p.expect_token(&Token::EOF)?;
+                Ok(name)
             })
-            .ok_or_else(|| DataFusionError::Plan(format!("invalid sequence name \"{text}\"")))?;
+            .map_err(|_| invalid())?;
+        let parts = runnel_planner::ddl::name_parts(&name).map_err(|_| invalid())?;
         match parts.as_slice() {
             [name] => Ok(RelationName::new(self.schema.clone(), name.clone())),
             [schema, name] => Ok(RelationName::new(schema.clone(), name.clone())),
-            _ => Err(DataFusionError::Plan(format!(
-                "invalid sequence name \"{text}\""
-            ))),
+            _ => Err(invalid()),
         }
     }
 

@@ -231,48 +231,31 @@ fn float_text(array: &ArrayRef, row: usize, field: &FieldInfo) -> Option<String>
     if field.format() != pgwire::api::results::FieldFormat::Text {
         return None;
     }
-    match array.data_type() {
+    let (v, fixed_below) = match array.data_type() {
         DataType::Float64 => {
             let v = array
                 .as_primitive_opt::<datafusion::arrow::datatypes::Float64Type>()?
                 .value(row);
-            Some(pg_float(
-                v.is_nan(),
-                v.is_infinite(),
-                v < 0.0,
-                &format!("{v:e}"),
-                15,
-            ))
+            (format!("{v:e}"), 15)
         }
         DataType::Float32 => {
             let v = array
                 .as_primitive_opt::<datafusion::arrow::datatypes::Float32Type>()?
                 .value(row);
-            Some(pg_float(
-                v.is_nan(),
-                v.is_infinite(),
-                v < 0.0,
-                &format!("{v:e}"),
-                6,
-            ))
+            (format!("{v:e}"), 6)
         }
-        _ => None,
-    }
+        _ => return None,
+    };
+    Some(pg_float(&v, fixed_below))
 }
 
 /// Lays out Rust's shortest scientific form (`-1.25e3`) as Postgres does.
-fn pg_float(
-    nan: bool,
-    infinite: bool,
-    negative: bool,
-    scientific: &str,
-    fixed_below: i32,
-) -> String {
-    if nan {
-        return "NaN".into();
-    }
-    if infinite {
-        return if negative { "-Infinity" } else { "Infinity" }.into();
+fn pg_float(scientific: &str, fixed_below: i32) -> String {
+    match scientific {
+        "NaN" => return "NaN".into(),
+        "inf" => return "Infinity".into(),
+        "-inf" => return "-Infinity".into(),
+        _ => {}
     }
     let (mantissa, exponent) = scientific.split_once('e').unwrap_or((scientific, "0"));
     let exponent: i32 = exponent.parse().unwrap_or(0);
@@ -392,7 +375,7 @@ mod tests {
     use super::pg_float;
 
     fn double(v: f64) -> String {
-        pg_float(v.is_nan(), v.is_infinite(), v < 0.0, &format!("{v:e}"), 15)
+        pg_float(&format!("{v:e}"), 15)
     }
 
     #[test]
@@ -414,7 +397,7 @@ mod tests {
         ] {
             assert_eq!(double(v), text, "{v}");
         }
-        let real = |v: f32| pg_float(v.is_nan(), v.is_infinite(), v < 0.0, &format!("{v:e}"), 6);
+        let real = |v: f32| pg_float(&format!("{v:e}"), 6);
         assert_eq!(real(1.1), "1.1");
         assert_eq!(real(123456.0), "123456");
         assert_eq!(real(1234567.0), "1.234567e+06");

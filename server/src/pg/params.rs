@@ -35,27 +35,8 @@ impl std::fmt::Display for Label<'_> {
     }
 }
 
-fn bad(i: impl Into<LabelOwned>, reason: impl std::fmt::Display) -> pgwire::error::PgWireError {
-    let label: LabelOwned = i.into();
-    sql_error_to_pgwire(&ServerError::InvalidParameter(format!(
-        "{}: {reason}",
-        label.0
-    )))
-}
-
-/// A label's text.
-struct LabelOwned(String);
-
-impl From<usize> for LabelOwned {
-    fn from(i: usize) -> Self {
-        LabelOwned(Label::Param(i).to_string())
-    }
-}
-
-impl From<Label<'_>> for LabelOwned {
-    fn from(label: Label<'_>) -> Self {
-        LabelOwned(label.to_string())
-    }
+fn bad(label: Label<'_>, reason: impl std::fmt::Display) -> pgwire::error::PgWireError {
+    sql_error_to_pgwire(&ServerError::InvalidParameter(format!("{label}: {reason}")))
 }
 
 /// The values bound to a portal, as the statement's parameter types.
@@ -77,7 +58,7 @@ pub fn parameter_values(portal: &Portal<Prepared>) -> PgWireResult<ParamValues> 
         let binary = portal.parameter_format.format_for(i) == FieldFormat::Binary;
         let value = match raw {
             None => match &target {
-                Some(t) => ScalarValue::try_from(t).map_err(|e| bad(i, e))?,
+                Some(t) => ScalarValue::try_from(t).map_err(|e| bad(Label::Param(i), e))?,
                 None => ScalarValue::Null,
             },
             Some(bytes) if binary => decode_binary(Label::Param(i), &wire_type, bytes)?,
@@ -92,7 +73,7 @@ pub fn parameter_values(portal: &Portal<Prepared>) -> PgWireResult<ParamValues> 
         let value = match &target {
             Some(t) if value.data_type() != *t && !value.is_null() => value
                 .cast_to(t)
-                .map_err(|e| bad(i, format!("cannot convert to {t}: {e}")))?,
+                .map_err(|e| bad(Label::Param(i), format!("cannot convert to {t}: {e}")))?,
             _ => value,
         };
         values.push(value.into());

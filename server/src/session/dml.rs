@@ -59,7 +59,8 @@ pub struct DmlPlan {
     pub returning: Option<Returning>,
 }
 
-fn quote(ident: &str) -> String {
+/// `ident` as a quoted identifier.
+pub(super) fn quote(ident: &str) -> String {
     format!("\"{}\"", ident.replace('"', "\"\""))
 }
 

@@ -8,6 +8,10 @@ use datafusion::sql::sqlparser::ast::{
 };
 use runnel_planner::catalog::RelationName;
 
+use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+use datafusion::sql::sqlparser::parser::Parser;
+
+use super::dml::quote;
 use super::{Session, StatementResult};
 use crate::error::{ServerError, ServerResult};
 use crate::sequences::SequenceDef;
@@ -215,31 +219,13 @@ impl Session {
             column.data_type = data_type.clone();
             let default = format!(
                 "nextval('{}.{}')",
-                quote_ident(&sequence.schema),
-                quote_ident(&sequence.name)
+                quote(&sequence.schema).replace('\'', "''"),
+                quote(&sequence.name).replace('\'', "''")
             );
-            let default = runnel_planner::parser::parse_sql(&format!("SELECT {default}"))?
-                .into_iter()
-                .next()
-                .and_then(|s| match s {
-                    Statement::Query(q) => match *q.body {
-                        datafusion::sql::sqlparser::ast::SetExpr::Select(select) => {
-                            match select.projection.into_iter().next() {
-                                Some(
-                                    datafusion::sql::sqlparser::ast::SelectItem::UnnamedExpr(e)
-                                    | datafusion::sql::sqlparser::ast::SelectItem::ExprWithAlias {
-                                        expr: e,
-                                        ..
-                                    },
-                                ) => Some(e),
-                                _ => None,
-                            }
-                        }
-                        _ => None,
-                    },
-                    _ => None,
-                })
-                .ok_or_else(|| ServerError::Internal("serial default".into()))?;
+            let default = Parser::new(&PostgreSqlDialect {})
+                .try_with_sql(&default)
+                .and_then(|mut p| p.parse_expr())
+                .map_err(|e| ServerError::Internal(format!("SERIAL default {default}: {e}")))?;
             column.options.push(ColumnOptionDef {
                 name: None,
                 option: ColumnOption::NotNull,
@@ -253,18 +239,5 @@ impl Session {
             sequences.push(def);
         }
         Ok(sequences)
-    }
-}
-
-/// `name` quoted when Postgres would need it.
-fn quote_ident(name: &str) -> String {
-    let plain = name
-        .chars()
-        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
-        && !name.starts_with(|c: char| c.is_ascii_digit());
-    if plain {
-        name.to_string()
-    } else {
-        format!("\"{}\"", name.replace('"', "\"\""))
     }
 }
