@@ -6,12 +6,15 @@ use std::sync::atomic::AtomicUsize;
 use std::time::{Duration, Instant};
 
 use datafusion::arrow::datatypes::DataType;
+use datafusion::catalog::CatalogProvider;
+use datafusion::catalog::{CatalogProviderList, MemoryCatalogProviderList};
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::execution::session_state::{SessionState, SessionStateBuilder};
 use datafusion::logical_expr::{ColumnarValue, ScalarUDF, Volatility, create_udf};
 use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion::scalar::ScalarValue;
 use datafusion_pg_catalog::pg_catalog::context::EmptyContextProvider;
+use datafusion_pg_catalog::pg_catalog::{PgCatalogSchemaProvider, PgCatalogStaticTables};
 use runnel_engine::runtime::Runtime;
 use runnel_planner::catalog::{DATABASE, DEFAULT_SCHEMA};
 use runnel_planner::pg_compat::ByteaInputRule;
@@ -41,9 +44,11 @@ pub struct Database {
     pub config: Config,
     pub store: Store,
     pub catalog: Arc<Catalog>,
-    pub sequences: Arc<crate::sequences::Sequences>,
     /// The state new sessions clone: catalog, pg_catalog, functions.
     base_state: SessionState,
+    /// `pg_catalog`'s fixed tables, built once, for the `pg_catalog` of a
+    /// transaction block's draft catalog.
+    pg_static_tables: Arc<PgCatalogStaticTables>,
     /// Held for the whole of a writing statement (read, check, write), so
     /// statements that change rows apply one after another.
     pub write_lock: tokio::sync::Mutex<()>,
@@ -78,12 +83,11 @@ impl Database {
         let OpenedStore { store, checkpoints } = open_store(&config)?;
         let checkpointer = checkpoints.as_ref().map(|c| Arc::clone(&c.checkpointer));
         let catalog = Catalog::open(store.clone())?;
-        let sequences = Arc::new(crate::sequences::Sequences::open(&store)?);
-        let base_state = base_state(
-            Arc::clone(&catalog),
-            &sequences,
-            config.query_memory_limit_mb << 20,
-        )?;
+        let base_state = base_state(Arc::clone(&catalog), config.query_memory_limit_mb << 20)?;
+        let pg_static_tables = Arc::new(
+            PgCatalogStaticTables::try_new()
+                .map_err(|e| ServerError::Internal(format!("pg_catalog tables: {e}")))?,
+        );
         let runtime = Runtime::start(
             store.clone(),
             runnel_engine::runtime::RuntimeOptions {
@@ -98,8 +102,8 @@ impl Database {
             config,
             store,
             catalog,
-            sequences,
             base_state,
+            pg_static_tables,
             write_lock: tokio::sync::Mutex::new(()),
             row_ids: RowIds::default(),
             runtime,
@@ -120,13 +124,41 @@ impl Database {
     pub fn new_context(&self) -> SessionContext {
         SessionContext::new_with_state(self.base_state.clone())
     }
+
+    /// A session's `state` resolving names in `catalog`: the shared
+    /// catalog list for the live catalog, a list of its own (with its own
+    /// `pg_catalog`) for a transaction block's draft.
+    pub fn state_over(
+        &self,
+        state: SessionState,
+        catalog: &Arc<Catalog>,
+    ) -> ServerResult<SessionState> {
+        let builder = SessionStateBuilder::new_from_existing(state);
+        if Arc::ptr_eq(catalog, &self.catalog) {
+            return Ok(builder
+                .with_catalog_list(Arc::clone(self.base_state.catalog_list()))
+                .build());
+        }
+        let list: Arc<dyn CatalogProviderList> = Arc::new(MemoryCatalogProviderList::new());
+        let provider = Arc::new(RunnelCatalogProvider::new(Arc::clone(catalog)));
+        list.register_catalog(DATABASE.into(), Arc::clone(&provider) as _);
+        // The functions `setup_pg_catalog` registers are in `state` already;
+        // only the `pg_catalog` schema must list this catalog's relations.
+        let pg_catalog = PgCatalogSchemaProvider::try_new(
+            Arc::clone(&list),
+            Arc::clone(&self.pg_static_tables),
+            EmptyContextProvider,
+        )
+        .map_err(|e| ServerError::Internal(format!("pg_catalog setup: {e}")))?;
+        provider.register_schema("pg_catalog", Arc::new(pg_catalog))?;
+        provider.correct_pg_catalog();
+        let state = builder.with_catalog_list(list).build();
+        provider.set_planner_state(state.clone());
+        Ok(state)
+    }
 }
 
-fn base_state(
-    catalog: Arc<Catalog>,
-    sequences: &Arc<crate::sequences::Sequences>,
-    memory_limit: usize,
-) -> ServerResult<SessionState> {
+fn base_state(catalog: Arc<Catalog>, memory_limit: usize) -> ServerResult<SessionState> {
     let mut config = SessionConfig::new()
         .with_information_schema(true)
         .with_create_default_catalog_and_schema(false)
@@ -142,7 +174,7 @@ fn base_state(
         .build_arc()
         .map_err(|e| ServerError::Internal(format!("query runtime: {e}")))?;
     let ctx = SessionContext::new_with_config_rt(config, runtime);
-    let provider = Arc::new(RunnelCatalogProvider::new(catalog));
+    let provider = Arc::new(RunnelCatalogProvider::new(Arc::clone(&catalog)));
     ctx.register_catalog(DATABASE, Arc::clone(&provider) as _);
     datafusion_pg_catalog::setup_pg_catalog(&ctx, DATABASE, EmptyContextProvider)
         .map_err(|e| ServerError::Internal(format!("pg_catalog setup: {e}")))?;
@@ -154,7 +186,7 @@ fn base_state(
     // For DEFAULT nextval('schema.seq') of SERIAL columns (sessions
     // register their own, resolving in their schema).
     let values = Arc::new(std::sync::Mutex::new(std::collections::HashMap::new()));
-    for function in crate::sequences::sequence_functions(sequences, DEFAULT_SCHEMA, &values) {
+    for function in crate::sequences::sequence_functions(&catalog, DEFAULT_SCHEMA, &values) {
         ctx.register_udf(function);
     }
     ctx.register_udf(constant_text_udf("version", VERSION_STRING));

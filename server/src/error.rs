@@ -77,6 +77,11 @@ pub enum ServerError {
     ReadOnlyTransaction(String),
     #[error("savepoint \"{0}\" does not exist")]
     UndefinedSavepoint(String),
+    /// Streaming DDL inside BEGIN … COMMIT (a job cannot wait for COMMIT).
+    #[error(
+        "{0} cannot run inside a transaction block; run it outside BEGIN … COMMIT (in autocommit mode)"
+    )]
+    ActiveTransaction(String),
     /// SAVEPOINT and friends outside BEGIN … COMMIT.
     #[error("{0} can only be used in transaction blocks")]
     NoActiveTransaction(String),
@@ -202,6 +207,7 @@ impl ServerError {
             ServerError::ReadOnlyTransaction(_) => "25006",
             ServerError::UndefinedSavepoint(_) => "3B001",
             ServerError::NoActiveTransaction(_) => "25P01",
+            ServerError::ActiveTransaction(_) => "25001",
             ServerError::StatementTimeout => "57014",
             ServerError::NotSupported(_) | ServerError::StalePlan(_) => "0A000",
             ServerError::WrongObjectType(_) => "42809",

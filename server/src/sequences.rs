@@ -1,14 +1,16 @@
 //! Sequences: `CREATE SEQUENCE`, `nextval` / `currval` / `setval`, and
 //! the sequences behind `SERIAL` columns.
 //!
-//! As in Postgres, sequences are not transactional (a rolled-back block
-//! does not give its numbers back) and are logged ahead: every
+//! The catalog holds the sequences (creating and dropping one is part of a
+//! transaction block like other DDL). As in Postgres, their counters are
+//! not transactional (a rolled-back block does not give its numbers back)
+//! and are logged ahead: every
 //! [`LOG_AHEAD`] values (or once per batch of rows, for a larger batch)
 //! one catalog record saying how far numbers were handed out is written,
 //! so after a crash numbering resumes past every value handed out,
 //! possibly skipping some.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use datafusion::arrow::array::{Array, AsArray, Int64Array};
@@ -25,6 +27,7 @@ use runnel_planner::catalog::RelationName;
 use runnel_storage::{Store, WriteSet};
 use serde::{Deserialize, Serialize};
 
+use crate::catalog::Catalog;
 use crate::error::{ServerError, ServerResult};
 
 /// Values handed out between two writes of a sequence's record.
@@ -55,164 +58,178 @@ struct Record {
 }
 
 #[derive(Debug)]
-struct Live {
-    record: Record,
+struct Counter {
+    last_value: i64,
+    is_called: bool,
     /// How far the stored record covers values handed out (None: it
     /// covers none yet).
     logged_to: Option<i64>,
+    /// False for a sequence created by an open transaction block: its
+    /// record is written when the block commits, not by `nextval`.
+    persisted: bool,
 }
 
-/// Every sequence of the database.
+/// One sequence: its definition and its counter. The catalog holds the
+/// cells; a block's draft catalog shares the committed ones, so `nextval`
+/// inside a block advances the same counter (sequences are not
+/// transactional).
 #[derive(Debug)]
-pub struct Sequences {
-    store: Store,
-    live: Mutex<BTreeMap<RelationName, Live>>,
+pub struct SequenceCell {
+    def: SequenceDef,
+    counter: Mutex<Counter>,
 }
 
-fn key(name: &RelationName) -> Vec<u8> {
+/// The catalog key of sequence `name`'s record.
+pub(crate) fn record_key(name: &RelationName) -> Vec<u8> {
     format!("{PREFIX}{}.{}", name.schema, name.name).into_bytes()
 }
 
-impl Sequences {
-    /// Loads the stored sequences.
-    pub fn open(store: &Store) -> ServerResult<Self> {
-        let mut live = BTreeMap::new();
-        for (_, bytes) in store.meta_scan(PREFIX.as_bytes())? {
-            let record: Record = serde_json::from_slice(&bytes)
-                .map_err(|e| ServerError::Internal(format!("stored sequence: {e}")))?;
-            let logged_to = record.is_called.then_some(record.last_value);
-            live.insert(record.def.name.clone(), Live { record, logged_to });
-        }
-        Ok(Self {
-            store: store.clone(),
-            live: Mutex::new(live),
-        })
-    }
+fn record_bytes(record: &Record) -> ServerResult<Vec<u8>> {
+    serde_json::to_vec(record).map_err(|e| ServerError::Internal(format!("sequence record: {e}")))
+}
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<RelationName, Live>> {
-        self.live.lock().unwrap_or_else(|p| p.into_inner())
+/// Every stored sequence.
+pub(crate) fn load(store: &Store) -> ServerResult<Vec<SequenceCell>> {
+    let mut cells = vec![];
+    for (_, bytes) in store.meta_scan(PREFIX.as_bytes())? {
+        let record: Record = serde_json::from_slice(&bytes)
+            .map_err(|e| ServerError::Internal(format!("stored sequence: {e}")))?;
+        cells.push(SequenceCell {
+            counter: Mutex::new(Counter {
+                last_value: record.last_value,
+                is_called: record.is_called,
+                logged_to: record.is_called.then_some(record.last_value),
+                persisted: true,
+            }),
+            def: record.def,
+        });
     }
+    Ok(cells)
+}
 
-    fn write(&self, record: &Record) -> ServerResult<()> {
-        let mut writes = WriteSet::new();
-        let bytes = serde_json::to_vec(record)
-            .map_err(|e| ServerError::Internal(format!("sequence record: {e}")))?;
-        writes.put_meta(&key(&record.def.name), &bytes);
-        Ok(self.store.write(writes)?)
+/// Checks a new sequence's options against each other.
+pub(crate) fn validate(def: &SequenceDef) -> ServerResult<()> {
+    if def.increment == 0 {
+        return Err(ServerError::InvalidOption(
+            "INCREMENT must not be zero".into(),
+        ));
     }
-
-    /// Whether sequence `name` exists.
-    pub fn exists(&self, name: &RelationName) -> bool {
-        self.lock().contains_key(name)
+    if def.min >= def.max {
+        return Err(ServerError::InvalidOption(format!(
+            "MINVALUE ({}) must be less than MAXVALUE ({})",
+            def.min, def.max
+        )));
     }
+    if def.start < def.min || def.start > def.max {
+        return Err(ServerError::InvalidOption(format!(
+            "START value ({}) must lie between MINVALUE ({}) and MAXVALUE ({})",
+            def.start, def.min, def.max
+        )));
+    }
+    Ok(())
+}
 
-    /// Creates a sequence.
-    pub fn create(&self, def: SequenceDef) -> ServerResult<()> {
-        if def.increment == 0 {
-            return Err(ServerError::InvalidOption(
-                "INCREMENT must not be zero".into(),
-            ));
-        }
-        if def.min >= def.max {
-            return Err(ServerError::InvalidOption(format!(
-                "MINVALUE ({}) must be less than MAXVALUE ({})",
-                def.min, def.max
-            )));
-        }
-        if def.start < def.min || def.start > def.max {
-            return Err(ServerError::InvalidOption(format!(
-                "START value ({}) must lie between MINVALUE ({}) and MAXVALUE ({})",
-                def.start, def.min, def.max
-            )));
-        }
-        let mut live = self.lock();
-        if live.contains_key(&def.name) {
-            return Err(ServerError::DuplicateTable(def.name.name.clone()));
-        }
-        let record = Record {
-            last_value: def.start,
-            is_called: false,
-            def,
-        };
-        self.write(&record)?;
-        live.insert(
-            record.def.name.clone(),
-            Live {
+impl SequenceCell {
+    /// A new sequence, not yet called; `persisted` when its record is
+    /// written with its creation (false inside a transaction block).
+    pub(crate) fn new(def: SequenceDef, persisted: bool) -> Self {
+        Self {
+            counter: Mutex::new(Counter {
+                last_value: def.start,
+                is_called: false,
                 logged_to: None,
-                record,
-            },
-        );
-        Ok(())
-    }
-
-    /// Drops a sequence; false when there was none.
-    pub fn remove(&self, name: &RelationName) -> ServerResult<bool> {
-        let mut live = self.lock();
-        if live.remove(name).is_none() {
-            return Ok(false);
+                persisted,
+            }),
+            def,
         }
+    }
+
+    /// The sequence's definition.
+    pub fn def(&self) -> &SequenceDef {
+        &self.def
+    }
+
+    /// The same sequence, owned by the column of the same name in table
+    /// `table` (the owning table was renamed); the counter goes along.
+    pub(crate) fn with_owner_table(&self, table: RelationName) -> Self {
+        let counter = self.lock();
+        let mut def = self.def.clone();
+        if let Some((owner, _)) = &mut def.owned_by {
+            *owner = table;
+        }
+        Self {
+            def,
+            counter: Mutex::new(Counter {
+                last_value: counter.last_value,
+                is_called: counter.is_called,
+                logged_to: counter.logged_to,
+                persisted: counter.persisted,
+            }),
+        }
+    }
+
+    /// Whether the sequence's record is in the store (false while only a
+    /// transaction block's draft has it).
+    pub(crate) fn is_persisted(&self) -> bool {
+        self.lock().persisted
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Counter> {
+        self.counter.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The last value handed out, None before the first `nextval`.
+    pub fn last_value(&self) -> Option<i64> {
+        let counter = self.lock();
+        counter.is_called.then_some(counter.last_value)
+    }
+
+    /// The key and bytes of the sequence's record as it stands now.
+    pub(crate) fn record(&self) -> ServerResult<(Vec<u8>, Vec<u8>)> {
+        let counter = self.lock();
+        let record = Record {
+            def: self.def.clone(),
+            last_value: counter.last_value,
+            is_called: counter.is_called,
+        };
+        Ok((record_key(&self.def.name), record_bytes(&record)?))
+    }
+
+    /// For a sequence its block created: the record to commit with the
+    /// block; from then on `nextval` writes its own records.
+    pub(crate) fn take_unpersisted_record(&self) -> ServerResult<Option<(Vec<u8>, Vec<u8>)>> {
+        if self.lock().persisted {
+            return Ok(None);
+        }
+        let record = self.record()?;
+        let mut counter = self.lock();
+        counter.persisted = true;
+        counter.logged_to = counter.is_called.then_some(counter.last_value);
+        Ok(Some(record))
+    }
+
+    fn write(&self, store: &Store, last_value: i64, is_called: bool) -> ServerResult<()> {
         let mut writes = WriteSet::new();
-        writes.delete_meta(&key(name));
-        self.store.write(writes)?;
-        Ok(true)
+        let bytes = record_bytes(&Record {
+            def: self.def.clone(),
+            last_value,
+            is_called,
+        })?;
+        writes.put_meta(&record_key(&self.def.name), &bytes);
+        Ok(store.write(writes)?)
     }
 
-    /// The sequences a `SERIAL` column of `table` owns.
-    pub fn owned_by(&self, table: &RelationName) -> Vec<RelationName> {
-        self.lock()
-            .values()
-            .filter(|l| {
-                l.record
-                    .def
-                    .owned_by
-                    .as_ref()
-                    .is_some_and(|(t, _)| t == table)
-            })
-            .map(|l| l.record.def.name.clone())
-            .collect()
-    }
-
-    /// The sequence owned by `table.column`, if any.
-    pub fn serial_of(&self, table: &RelationName, column: &str) -> Option<RelationName> {
-        self.lock()
-            .values()
-            .find(|l| {
-                l.record
-                    .def
-                    .owned_by
-                    .as_ref()
-                    .is_some_and(|(t, c)| t == table && c == column)
-            })
-            .map(|l| l.record.def.name.clone())
-    }
-
-    /// Every sequence with its last value (None before the first nextval).
-    pub fn list(&self) -> Vec<(SequenceDef, Option<i64>)> {
-        self.lock()
-            .values()
-            .map(|l| {
-                (
-                    l.record.def.clone(),
-                    l.record.is_called.then_some(l.record.last_value),
-                )
-            })
-            .collect()
-    }
-
-    /// `nextval`: the next value of sequence `name`; `coming` more calls
-    /// are expected right after (a batch of rows), so the record logs at
-    /// least that far ahead in one write.
-    pub fn next(&self, name: &RelationName, coming: i64) -> ServerResult<i64> {
-        let mut live = self.lock();
-        let seq = live
-            .get_mut(name)
-            .ok_or_else(|| ServerError::UndefinedTable(name.name.clone()))?;
-        let def = &seq.record.def;
+    /// `nextval`: the next value; `coming` more calls are expected right
+    /// after (a batch of rows), so the record logs at least that far ahead
+    /// in one write.
+    pub fn next(&self, store: &Store, coming: i64) -> ServerResult<i64> {
+        let def = &self.def;
+        let mut seq = self.lock();
         let mut cycled = false;
-        let value = if !seq.record.is_called {
-            seq.record.last_value
+        let value = if !seq.is_called {
+            seq.last_value
         } else {
-            match seq.record.last_value.checked_add(def.increment) {
+            match seq.last_value.checked_add(def.increment) {
                 Some(v) if v >= def.min && v <= def.max => v,
                 _ if def.cycle => {
                     cycled = true;
@@ -226,7 +243,7 @@ impl Sequences {
                         } else {
                             "minimum"
                         },
-                        name.name,
+                        def.name.name,
                         if def.increment > 0 { def.max } else { def.min }
                     )));
                 }
@@ -240,43 +257,34 @@ impl Sequences {
                     value >= logged
                 }
             });
-        if !covered {
+        if !covered && seq.persisted {
             let ahead = value
                 .saturating_add(def.increment.saturating_mul(LOG_AHEAD.max(coming) - 1))
                 .clamp(def.min, def.max);
-            self.write(&Record {
-                def: def.clone(),
-                last_value: ahead,
-                is_called: true,
-            })?;
+            self.write(store, ahead, true)?;
             seq.logged_to = Some(ahead);
         }
-        seq.record.last_value = value;
-        seq.record.is_called = true;
+        seq.last_value = value;
+        seq.is_called = true;
         Ok(value)
     }
 
     /// `setval(name, value, is_called)`.
-    pub fn set(&self, name: &RelationName, value: i64, is_called: bool) -> ServerResult<i64> {
-        let mut live = self.lock();
-        let seq = live
-            .get_mut(name)
-            .ok_or_else(|| ServerError::UndefinedTable(name.name.clone()))?;
-        let def = &seq.record.def;
+    pub fn set(&self, store: &Store, value: i64, is_called: bool) -> ServerResult<i64> {
+        let def = &self.def;
         if value < def.min || value > def.max {
             return Err(ServerError::SequenceLimit(format!(
                 "setval: value {value} is out of bounds for sequence \"{}\" ({}..{})",
-                name.name, def.min, def.max
+                def.name.name, def.min, def.max
             )));
         }
-        let record = Record {
-            def: def.clone(),
-            last_value: value,
-            is_called,
-        };
-        self.write(&record)?;
-        seq.logged_to = is_called.then_some(value);
-        seq.record = record;
+        let mut seq = self.lock();
+        if seq.persisted {
+            self.write(store, value, is_called)?;
+            seq.logged_to = is_called.then_some(value);
+        }
+        seq.last_value = value;
+        seq.is_called = is_called;
         Ok(value)
     }
 }
@@ -285,7 +293,7 @@ impl Sequences {
 /// names resolve in `schema`, and `currval` answers what this session's
 /// `nextval` last got.
 pub fn sequence_functions(
-    sequences: &Arc<Sequences>,
+    catalog: &Arc<Catalog>,
     schema: &str,
     session_values: &Arc<Mutex<HashMap<RelationName, i64>>>,
 ) -> Vec<ScalarUDF> {
@@ -303,7 +311,7 @@ pub fn sequence_functions(
             ScalarUDF::new_from_impl(SequenceFunction {
                 name,
                 signature: Signature::one_of(arguments, Volatility::Volatile),
-                sequences: Arc::clone(sequences),
+                catalog: Arc::clone(catalog),
                 schema: schema.to_string(),
                 session_values: Arc::clone(session_values),
             })
@@ -315,7 +323,7 @@ pub fn sequence_functions(
 struct SequenceFunction {
     name: &'static str,
     signature: Signature,
-    sequences: Arc<Sequences>,
+    catalog: Arc<Catalog>,
     schema: String,
     session_values: Arc<Mutex<HashMap<RelationName, i64>>>,
 }
@@ -324,7 +332,7 @@ impl PartialEq for SequenceFunction {
     fn eq(&self, other: &Self) -> bool {
         self.name == other.name
             && self.schema == other.schema
-            && Arc::ptr_eq(&self.sequences, &other.sequences)
+            && Arc::ptr_eq(&self.catalog, &other.catalog)
             && Arc::ptr_eq(&self.session_values, &other.session_values)
     }
 }
@@ -360,48 +368,47 @@ impl SequenceFunction {
 
     fn call(&self, name: &RelationName, row: usize, args: &[Arc<dyn Array>]) -> DfResult<i64> {
         let external = |e: ServerError| DataFusionError::External(Box::new(e));
+        let cell = self
+            .catalog
+            .sequence(name)
+            .ok_or_else(|| external(ServerError::UndefinedTable(name.name.clone())))?;
+        let store = self.catalog.store();
+        let remember = |value: i64| {
+            self.session_values
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(name.clone(), value);
+        };
         match self.name {
             "nextval" => {
                 let coming = (args[0].len() - row) as i64;
-                let value = self.sequences.next(name, coming).map_err(external)?;
-                self.session_values
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .insert(name.clone(), value);
+                let value = cell.next(store, coming).map_err(external)?;
+                remember(value);
                 Ok(value)
             }
-            "currval" => {
-                if !self.sequences.exists(name) {
-                    return Err(external(ServerError::UndefinedTable(name.name.clone())));
-                }
-                self.session_values
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .get(name)
-                    .copied()
-                    .ok_or_else(|| {
-                        external(ServerError::NotInPrerequisiteState(format!(
-                            "currval of sequence \"{}\" is not yet defined in this session",
-                            name.name
-                        )))
-                    })
-            }
+            "currval" => self
+                .session_values
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(name)
+                .copied()
+                .ok_or_else(|| {
+                    external(ServerError::NotInPrerequisiteState(format!(
+                        "currval of sequence \"{}\" is not yet defined in this session",
+                        name.name
+                    )))
+                }),
             _ => {
                 let value = args[1].as_primitive::<datafusion::arrow::datatypes::Int64Type>();
                 let is_called = args
                     .get(2)
                     .map(|a| a.as_boolean().value(row))
                     .unwrap_or(true);
-                let value = value.value(row);
-                let set = self
-                    .sequences
-                    .set(name, value, is_called)
+                let set = cell
+                    .set(store, value.value(row), is_called)
                     .map_err(external)?;
                 if is_called {
-                    self.session_values
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .insert(name.clone(), value);
+                    remember(set);
                 }
                 Ok(set)
             }

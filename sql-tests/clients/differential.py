@@ -161,6 +161,117 @@ def test_transactions_conflict_and_read_only(server):
                 conn.rollback()
 
 
+def migration_script(dsn):
+    """A schema migration as tools run one: DDL and DML in one block; a
+    failing one, one undone to a savepoint, then the same run again.
+    Returns what a second session saw along the way."""
+    seen = []
+
+    def probe(conn, sql):
+        try:
+            with conn.cursor() as cur:
+                cur.execute(sql)
+                return cur.fetchall()
+        except psycopg.Error as e:
+            return e.sqlstate
+
+    with psycopg.connect(dsn, autocommit=True) as other, psycopg.connect(dsn) as conn:
+        conn.execute("CREATE TABLE mig_version (version text PRIMARY KEY)")
+        conn.execute("CREATE TABLE mig_users (id serial PRIMARY KEY, name text)")
+        conn.execute("INSERT INTO mig_users (name) VALUES ('ann'), ('bob')")
+        conn.execute("CREATE VIEW mig_names AS SELECT name FROM mig_users")
+        conn.execute("INSERT INTO mig_version VALUES ('1')")
+        seen.append(("others before commit", probe(other, "SELECT * FROM mig_users")))
+        seen.append(("own view", probe(conn, "SELECT * FROM mig_names ORDER BY name")))
+        conn.commit()
+        seen.append(("others after commit", probe(other, "SELECT * FROM mig_names ORDER BY name")))
+
+        def second_migration(fail):
+            conn.execute("ALTER TABLE mig_users ADD COLUMN active boolean NOT NULL DEFAULT true")
+            conn.execute("INSERT INTO mig_users (name, active) VALUES ('cat', false)")
+            conn.execute("CREATE TABLE mig_posts (id bigserial PRIMARY KEY, user_id int, body text)")
+            conn.execute("INSERT INTO mig_posts (user_id, body) VALUES (1, 'hello')")
+            conn.execute("CREATE SEQUENCE mig_counter")
+            conn.execute("DROP VIEW mig_names")
+            conn.execute("ALTER TABLE mig_users RENAME COLUMN name TO full_name")
+            conn.execute("UPDATE mig_version SET version = '2'")
+            seen.append(("inside", probe(conn, "SELECT * FROM mig_users ORDER BY id")))
+            seen.append(("others inside", probe(other, "SELECT * FROM mig_posts")))
+            if fail:
+                conn.execute("SELECT 1/0")
+
+        try:
+            second_migration(fail=True)
+        except psycopg.errors.DivisionByZero:
+            conn.rollback()
+        for sql in ["SELECT * FROM mig_users ORDER BY id", "SELECT * FROM mig_posts",
+                    "SELECT nextval('mig_counter')", "SELECT * FROM mig_names ORDER BY name",
+                    "SELECT * FROM mig_version"]:
+            seen.append(("after failed", sql, probe(other, sql)))
+        with conn.transaction():
+            conn.execute("CREATE TABLE mig_tmp (a int)")
+            try:
+                with conn.transaction():  # a savepoint
+                    conn.execute("CREATE TABLE mig_tmp2 (a int)")
+                    conn.execute("DROP TABLE mig_tmp")
+                    conn.execute("CREATE TABLE mig_tmp2 (a int)")
+            except psycopg.errors.DuplicateTable:
+                pass
+            seen.append(("after savepoint", probe(conn, "SELECT * FROM mig_tmp"), probe(
+                conn, "SELECT table_name FROM information_schema.tables WHERE table_name LIKE 'mig_tmp%'")))
+            conn.execute("TRUNCATE mig_users")
+            seen.append(("truncated inside", probe(conn, "SELECT count(*) FROM mig_users")))
+            raise psycopg.Rollback()
+        second_migration(fail=False)
+        conn.commit()
+        for sql in ["SELECT * FROM mig_users ORDER BY id", "SELECT * FROM mig_posts",
+                    "SELECT nextval('mig_counter')", "SELECT * FROM mig_version", "SELECT * FROM mig_tmp",
+                    "SELECT table_name FROM information_schema.tables WHERE table_name LIKE 'mig%' ORDER BY 1"]:
+            seen.append(("after commit", sql, probe(other, sql)))
+        conn.execute("DROP TABLE mig_posts")
+        conn.execute("CREATE TABLE mig_posts (id int)")
+        conn.rollback()
+        seen.append(("drop undone", probe(other, "SELECT * FROM mig_posts")))
+    return seen
+
+
+def test_transactional_ddl_as_postgres(server):
+    ours = migration_script(server.dsn())
+    theirs = migration_script(reference().dsn())
+    assert ours == theirs, "\n".join(f"runnel:   {o}\npostgres: {t}" for o, t in zip(ours, theirs) if o != t)
+
+
+def test_ddl_blocks_conflict_and_refuse_jobs(server):
+    """Runnel's own rules: a block's DDL loses to DDL another session
+    committed meanwhile (40001); statements that start or stop jobs are
+    refused inside a block (25001)."""
+    with psycopg.connect(server.dsn(), autocommit=True) as other, psycopg.connect(server.dsn()) as conn:
+        conn.execute("CREATE TABLE ddl_a (a int)")
+        other.execute("CREATE TABLE ddl_b (b int)")
+        try:
+            conn.commit()
+            raise AssertionError("commit after concurrent DDL succeeded")
+        except psycopg.errors.SerializationFailure:
+            conn.rollback()
+        assert other.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = 'ddl_a'").fetchone() == (0,)
+        for sql in ["CREATE MATERIALIZED VIEW ddl_mv AS SELECT count(*) FROM ddl_b",
+                    "CREATE SINK ddl_sink AS SELECT * FROM ddl_b WITH (connector = 'blackhole')"]:
+            try:
+                conn.execute(sql)
+                raise AssertionError(f"{sql} ran in a block")
+            except psycopg.errors.ActiveSqlTransaction:
+                conn.rollback()
+        conn.autocommit = True
+        conn.execute("CREATE MATERIALIZED VIEW ddl_mv AS SELECT count(*) AS n FROM ddl_b")
+        conn.autocommit = False
+        try:
+            conn.execute("DROP TABLE ddl_b CASCADE")
+            raise AssertionError("a drop that stops a job ran in a block")
+        except psycopg.errors.ActiveSqlTransaction:
+            conn.rollback()
+        wait_for(lambda: other.execute("SELECT n FROM ddl_mv").fetchone(), (0,))
+
+
 def wait_for(fetch, expected, seconds=30):
     """Polls `fetch()` until it returns `expected` (views fill as sources run)."""
     deadline = time.time() + seconds

@@ -399,6 +399,27 @@ impl TableStore {
         Ok(None)
     }
 
+    /// A hash of every stored row, keys and values, fed to `hasher`: it
+    /// differs (barring a collision of `hasher`) once any row changed.
+    /// Blocking: call it from a blocking thread.
+    pub fn digest(&self, mut hasher: impl std::hash::Hasher) -> StorageResult<u64> {
+        let prefix = table_prefix(self.table_id);
+        let mut read_options = ReadOptions::default();
+        read_options.set_iterate_upper_bound(table_prefix(self.table_id + 1));
+        let iter = self.store.db.iterator_opt(
+            IteratorMode::From(&prefix, Direction::Forward),
+            read_options,
+        );
+        for item in iter {
+            let (key, value) = item.map_err(|e| rocks_error(&self.store.path, e))?;
+            hasher.write_usize(key.len());
+            hasher.write(&key);
+            hasher.write_usize(value.len());
+            hasher.write(&value);
+        }
+        Ok(hasher.finish())
+    }
+
     /// Scans the table in key order on a consistent snapshot, calling
     /// `emit(row_keys, batch)` for each batch; stops early when `emit`
     /// returns false. Blocking: call it from a blocking thread.

@@ -24,7 +24,7 @@ const DELETE_RANGE: u8 = 2;
 /// delete, a second byte string (value or range end); each byte string is
 /// its length (u64, little endian) and its bytes. A change lies within one
 /// block.
-#[derive(Default)]
+#[derive(Default, Clone)]
 pub struct WriteSet {
     blocks: Vec<Vec<u8>>,
     count: usize,

@@ -2,9 +2,11 @@
 //! in the store as JSON records, each change in one atomic write together
 //! with the rows it drops.
 
+mod draft;
 mod functions;
 mod pg_overrides;
 mod provider;
+mod sequences;
 mod sinks;
 
 pub use functions::{current_setting, fixed_functions, pg_type_name};
@@ -20,6 +22,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::error::{ServerError, ServerResult};
+use crate::sequences::SequenceCell;
 
 const NEXT_ID: &[u8] = b"next_id";
 
@@ -30,21 +33,31 @@ pub enum Relation {
     View(Arc<ViewDef>),
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 struct CatalogState {
     schemas: BTreeSet<String>,
     tables: BTreeMap<RelationName, Arc<TableDef>>,
     views: BTreeMap<RelationName, Arc<ViewDef>>,
     sinks: BTreeMap<RelationName, Arc<runnel_planner::catalog::SinkDef>>,
+    sequences: BTreeMap<RelationName, Arc<SequenceCell>>,
     next_id: u64,
+    /// Counts changes, so a transaction block's draft can tell at COMMIT
+    /// whether the catalog changed since it was taken.
+    version: u64,
 }
 
-/// Schemas, tables and views. Reads are cheap snapshots of `Arc`s; every
-/// change is persisted before it becomes visible.
+/// Schemas, tables, views, sinks and sequences. Reads are cheap snapshots
+/// of `Arc`s; every change is persisted before it becomes visible.
+///
+/// A transaction block that runs DDL works on a draft ([`Catalog::draft`]):
+/// a copy whose changes are collected instead of written, and that
+/// [`Catalog::commit_draft`] makes the live catalog in one write.
 #[derive(Debug)]
 pub struct Catalog {
     store: Store,
     state: RwLock<CatalogState>,
+    /// Set for a block's draft: what its changes will write.
+    draft: Option<std::sync::Mutex<draft::Draft>>,
 }
 
 fn schema_key(name: &str) -> Vec<u8> {
@@ -93,12 +106,18 @@ impl Catalog {
                 decode(&String::from_utf8_lossy(&key), &value)?;
             state.sinks.insert(def.name.clone(), Arc::new(def));
         }
+        for cell in crate::sequences::load(&store)? {
+            state
+                .sequences
+                .insert(cell.def().name.clone(), Arc::new(cell));
+        }
         if let Some((_, value)) = store.meta_scan(NEXT_ID)?.into_iter().next() {
             state.next_id = decode("next_id", &value)?;
         }
         let catalog = Arc::new(Self {
             store,
             state: RwLock::new(state),
+            draft: None,
         });
         if !catalog.has_schema(DEFAULT_SCHEMA) {
             catalog.create_schema(DEFAULT_SCHEMA, false)?;
@@ -120,6 +139,21 @@ impl Catalog {
     /// The store the catalog lives in.
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// Makes a change persistent: written at once, or (for a draft) kept
+    /// for COMMIT. Callers change `state` after this succeeds.
+    fn persist(&self, state: &mut CatalogState, writes: WriteSet) -> ServerResult<()> {
+        match &self.draft {
+            Some(draft) => draft
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .writes
+                .extend(writes),
+            None => self.store.write(writes)?,
+        }
+        state.version += 1;
+        Ok(())
     }
 
     /// Names of every user schema.
@@ -163,6 +197,11 @@ impl Catalog {
         self.read().tables.get(name).cloned()
     }
 
+    /// The table with storage id `id`.
+    pub fn table_by_id(&self, id: u64) -> Option<Arc<TableDef>> {
+        self.read().tables.values().find(|t| t.id == id).cloned()
+    }
+
     /// How many tables and views exist, for the HTTP overview.
     pub fn relation_counts(&self) -> (usize, usize) {
         let state = self.read();
@@ -185,7 +224,7 @@ impl Catalog {
             &schema_key(name),
             &encode(&SchemaDef { name: name.into() })?,
         );
-        self.store.write(writes)?;
+        self.persist(&mut state, writes)?;
         state.schemas.insert(name.into());
         Ok(true)
     }
@@ -214,11 +253,33 @@ impl Catalog {
                 dependants: names(&doomed),
             });
         }
+        let sequences: Vec<RelationName> = state
+            .sequences
+            .keys()
+            .filter(|n| n.schema == name)
+            .cloned()
+            .collect();
+        if !cascade && !sequences.is_empty() {
+            return Err(ServerError::DependentObjects {
+                what: format!("schema {name}"),
+                dependants: sequences
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            });
+        }
         let mut writes = WriteSet::new();
         writes.delete_meta(&schema_key(name));
         self.drop_relations(&state, &doomed, &mut writes);
-        self.store.write(writes)?;
+        for sequence in &sequences {
+            writes.delete_meta(&crate::sequences::record_key(sequence));
+        }
+        self.persist(&mut state, writes)?;
         forget_relations(&mut state, &doomed);
+        for sequence in &sequences {
+            state.sequences.remove(sequence);
+        }
         state.schemas.remove(name);
         Ok(())
     }
@@ -237,7 +298,7 @@ impl Catalog {
         self.check_free(&state, name)?;
         let mut writes = WriteSet::new();
         let id = self.take_id(&mut state, &mut writes)?;
-        self.store.write(writes)?;
+        self.persist(&mut state, writes)?;
         state.next_id = id + 1;
         Ok(id)
     }
@@ -249,30 +310,42 @@ impl Catalog {
         if state.tables.contains_key(name)
             || state.views.contains_key(name)
             || state.sinks.contains_key(name)
+            || state.sequences.contains_key(name)
         {
             return Err(ServerError::DuplicateTable(name.name.clone()));
         }
         Ok(())
     }
 
-    /// Creates a table from `build(id)`.
+    /// Creates a table from `build(id)`, with the sequences its `SERIAL`
+    /// columns own.
     pub fn create_table(
         &self,
         name: &RelationName,
+        sequences: Vec<crate::sequences::SequenceDef>,
         build: impl FnOnce(u64) -> ServerResult<TableDef>,
     ) -> ServerResult<Arc<TableDef>> {
         let mut state = self.write();
         self.check_free(&state, name)?;
+        sequences::check_distinct(&sequences)?;
         let mut writes = WriteSet::new();
+        let mut cells = vec![];
+        for def in sequences {
+            self.check_free(&state, &def.name)?;
+            cells.push(self.new_sequence(def, &mut writes)?);
+        }
         let id = self.take_id(&mut state, &mut writes)?;
         let def = Arc::new(build(id)?);
         writes.put_meta(&table_key(id), &encode(def.as_ref())?);
         // A table id is never reused, but clear any rows a crash between
         // writes could have left under it.
         writes.delete_all_rows(id);
-        self.store.write(writes)?;
+        self.persist(&mut state, writes)?;
         state.next_id = id + 1;
         state.tables.insert(name.clone(), Arc::clone(&def));
+        for cell in cells {
+            state.sequences.insert(cell.def().name.clone(), cell);
+        }
         Ok(def)
     }
 
@@ -291,7 +364,7 @@ impl Catalog {
         writes.put_meta(&view_key(id), &encode(def.as_ref())?);
         // Ids are never reused, but clear what a crash could have left.
         clear_view_data(id, &mut writes);
-        self.store.write(writes)?;
+        self.persist(&mut state, writes)?;
         state.views.insert(name.clone(), Arc::clone(&def));
         Ok(def)
     }
@@ -308,7 +381,7 @@ impl Catalog {
         }
         let mut writes = WriteSet::new();
         writes.put_meta(&view_key(old.id), &encode(&new)?);
-        self.store.write(writes)?;
+        self.persist(&mut state, writes)?;
         state.views.insert(old.name.clone(), Arc::new(new));
         Ok(())
     }
@@ -373,9 +446,27 @@ impl Catalog {
             )));
         }
         writes.put_meta(&table_key(def.id), &encode(&def)?);
-        self.store.write(writes)?;
+        let moved: Vec<Arc<SequenceCell>> = if &def.name == old {
+            vec![]
+        } else {
+            owned_sequences(&state, old)
+                .iter()
+                .filter_map(|n| state.sequences.get(n))
+                .map(|cell| Arc::new(cell.with_owner_table(def.name.clone())))
+                .collect()
+        };
+        for cell in &moved {
+            if cell.is_persisted() {
+                let (key, value) = cell.record()?;
+                writes.put_meta(&key, &value);
+            }
+        }
+        self.persist(&mut state, writes)?;
         state.tables.remove(old);
         state.tables.insert(def.name.clone(), Arc::new(def));
+        for cell in moved {
+            state.sequences.insert(cell.def().name.clone(), cell);
+        }
         Ok(())
     }
 
@@ -391,7 +482,7 @@ impl Catalog {
         let doomed = doomed_by_drop(&state, name, kind, cascade)?;
         let mut writes = WriteSet::new();
         self.drop_relations(&state, &doomed, &mut writes);
-        self.store.write(writes)?;
+        self.persist(&mut state, writes)?;
         forget_relations(&mut state, &doomed);
         Ok(())
     }
@@ -403,6 +494,9 @@ impl Catalog {
         writes: &mut WriteSet,
     ) {
         for name in doomed {
+            for sequence in owned_sequences(state, name) {
+                writes.delete_meta(&crate::sequences::record_key(&sequence));
+            }
             if let Some(table) = state.tables.get(name) {
                 writes.delete_meta(&table_key(table.id));
                 writes.delete_all_rows(table.id);
@@ -472,9 +566,22 @@ fn clear_view_data(id: u64, writes: &mut WriteSet) {
 
 fn forget_relations(state: &mut CatalogState, doomed: &BTreeSet<RelationName>) {
     for name in doomed {
+        for sequence in owned_sequences(state, name) {
+            state.sequences.remove(&sequence);
+        }
         state.tables.remove(name);
         state.views.remove(name);
     }
+}
+
+/// The sequences a `SERIAL` column of table `table` owns.
+fn owned_sequences(state: &CatalogState, table: &RelationName) -> Vec<RelationName> {
+    state
+        .sequences
+        .values()
+        .filter(|s| s.def().owned_by.as_ref().is_some_and(|(t, _)| t == table))
+        .map(|s| s.def().name.clone())
+        .collect()
 }
 
 /// Adds every view that reads `name`, directly or through other views.
@@ -524,7 +631,9 @@ mod tests {
         {
             let store = Store::open(dir.path(), &StoreOptions::default()).unwrap();
             let catalog = Catalog::open(store).unwrap();
-            catalog.create_table(&t, |id| Ok(table(id, &t))).unwrap();
+            catalog
+                .create_table(&t, vec![], |id| Ok(table(id, &t)))
+                .unwrap();
             catalog
                 .create_view(&v, |id| {
                     Ok(ViewDef {
@@ -538,7 +647,7 @@ mod tests {
                 })
                 .unwrap();
             assert!(matches!(
-                catalog.create_table(&t, |id| Ok(table(id, &t))),
+                catalog.create_table(&t, vec![], |id| Ok(table(id, &t))),
                 Err(ServerError::DuplicateTable(_))
             ));
         }
@@ -558,7 +667,9 @@ mod tests {
             .drop_relation(&t, RelationKind::Table, true)
             .unwrap();
         assert!(catalog.relation(&v).is_none());
-        let next = catalog.create_table(&t, |id| Ok(table(id, &t))).unwrap();
+        let next = catalog
+            .create_table(&t, vec![], |id| Ok(table(id, &t)))
+            .unwrap();
         assert_eq!(next.id, 3, "ids are never reused");
     }
 }

@@ -43,7 +43,7 @@ impl Catalog {
         let mut writes = WriteSet::new();
         writes.put_meta(&sink_key(id), &encode(def.as_ref())?);
         clear_sink_data(id, &mut writes);
-        self.store.write(writes)?;
+        self.persist(&mut state, writes)?;
         state.sinks.insert(name.clone(), Arc::clone(&def));
         Ok(def)
     }
@@ -58,7 +58,7 @@ impl Catalog {
         let mut writes = WriteSet::new();
         writes.delete_meta(&sink_key(def.id));
         clear_sink_data(def.id, &mut writes);
-        self.store.write(writes)?;
+        self.persist(&mut state, writes)?;
         state.sinks.remove(name);
         Ok(Some(def))
     }

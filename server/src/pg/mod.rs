@@ -213,7 +213,7 @@ impl ConnectionHandler {
             if !prepared.ends_transaction() {
                 return Err(ServerError::InFailedTransaction);
             }
-            session.end_failed_block();
+            session.end_failed_block()?;
             let options = encode::format_options(&session.settings);
             return Ok((
                 StatementResult::from(Outcome::TransactionEnd("ROLLBACK".into())),

@@ -219,8 +219,7 @@ impl Session {
         self.check_writable("COPY FROM")?;
         let name = self.resolve(table_name)?;
         let table = self
-            .db
-            .catalog
+            .catalog()
             .table(&name)
             .ok_or_else(|| ServerError::UndefinedTable(name.to_string()))?;
         if table.connector.is_some() {
@@ -277,7 +276,7 @@ impl Session {
         }
         let db = Arc::clone(&self.db);
         let _write = db.write_lock.lock().await;
-        let current = db.catalog.table(&def.name);
+        let current = self.catalog().table(&def.name);
         if current.as_deref() != Some(def.as_ref()) {
             return Err(ServerError::StalePlan(format!("table {}", def.name)));
         }

@@ -4,12 +4,15 @@ use std::sync::Arc;
 
 use datafusion::arrow::array::{ArrayRef, RecordBatch, new_null_array};
 use datafusion::arrow::compute::cast;
+use datafusion::common::ParamValues;
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::sql::sqlparser::ast::{
     AlterTable, AlterTableOperation, CreateView, ObjectName, ObjectType, RenameTableNameKind,
     SchemaName, Statement,
 };
+use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+use datafusion::sql::sqlparser::parser::Parser;
 use runnel_planner::catalog::{RelationName, SYSTEM_SCHEMAS, TableDef, ViewDef};
 use runnel_planner::ddl::{column_def, name_parts, table_def_from_create};
 use runnel_storage::ScanSpec;
@@ -41,7 +44,7 @@ impl Session {
                 if SYSTEM_SCHEMAS.contains(&name.as_str()) {
                     return Err(ServerError::DuplicateSchema(name));
                 }
-                let created = self.db.catalog.create_schema(&name, *if_not_exists)?;
+                let created = self.catalog().create_schema(&name, *if_not_exists)?;
                 let mut result = StatementResult::command("CREATE SCHEMA", None);
                 if !created {
                     result.notices.push((
@@ -75,8 +78,7 @@ impl Session {
                 for target in &truncate.table_names {
                     let name = self.resolve(&target.name)?;
                     let def = self
-                        .db
-                        .catalog
+                        .catalog()
                         .table(&name)
                         .ok_or_else(|| ServerError::UndefinedTable(name.name.clone()))?;
                     if self.db.runtime.logs().table_log(def.id).is_some() {
@@ -97,6 +99,32 @@ impl Session {
         }
     }
 
+    /// TRUNCATE inside a block: deletes every row as the block's pending
+    /// change, so ROLLBACK undoes it and COMMIT applies it with the rest.
+    pub(super) async fn truncate_in_block(
+        &mut self,
+        truncate: &datafusion::sql::sqlparser::ast::Truncate,
+    ) -> ServerResult<StatementResult> {
+        self.check_writable("TRUNCATE")?;
+        for target in &truncate.table_names {
+            let name = self.resolve(&target.name)?;
+            if self.catalog().table(&name).is_none() {
+                return Err(ServerError::UndefinedTable(name.name));
+            }
+            let sql = format!(
+                "DELETE FROM {}.{}",
+                super::dml::quote(&name.schema),
+                super::dml::quote(&name.name)
+            );
+            let statement = Parser::parse_sql(&PostgreSqlDialect {}, &sql)
+                .map_err(|e| ServerError::Internal(format!("{sql}: {e}")))?
+                .remove(0);
+            let prepared = self.prepare(statement, &sql).await?;
+            Box::pin(self.execute(&prepared, &ParamValues::List(vec![]))).await?;
+        }
+        Ok(StatementResult::command("TRUNCATE TABLE", None))
+    }
+
     /// `CREATE TABLE`, with the `WATERMARK FOR` clause taken out of its
     /// columns, if it had one (the table then only takes inserts).
     pub(super) fn create_table(
@@ -105,7 +133,7 @@ impl Session {
         watermark: Option<&runnel_planner::parser::WatermarkClause>,
     ) -> ServerResult<StatementResult> {
         let name = self.resolve(&create.name)?;
-        if create.if_not_exists && self.db.catalog.relation(&name).is_some() {
+        if create.if_not_exists && self.catalog().relation(&name).is_some() {
             let mut result = StatementResult::command("CREATE TABLE", None);
             result.notices.push((
                 "NOTICE",
@@ -128,12 +156,8 @@ impl Session {
             crate::streaming::plan_watermark(&self.ctx.state(), &def, &w)?;
             def.watermark = Some(w);
         }
-        self.db
-            .catalog
-            .create_table(&name, |id| Ok(TableDef { id, ..def }))?;
-        for sequence in serials {
-            self.db.sequences.create(sequence)?;
-        }
+        self.catalog()
+            .create_table(&name, serials, |id| Ok(TableDef { id, ..def }))?;
         Ok(StatementResult::command("CREATE TABLE", None))
     }
 
@@ -145,10 +169,10 @@ impl Session {
             return Err(ServerError::NotSupported("CREATE OR ALTER VIEW".into()));
         }
         let name = self.resolve(&create.name)?;
-        if create.if_not_exists && self.db.catalog.relation(&name).is_some() {
+        if create.if_not_exists && self.catalog().relation(&name).is_some() {
             return Ok(StatementResult::command("CREATE VIEW", None));
         }
-        let replaced = match self.db.catalog.relation(&name) {
+        let replaced = match self.catalog().relation(&name) {
             Some(crate::catalog::Relation::View(old))
                 if create.or_replace && !old.is_materialized() =>
             {
@@ -182,7 +206,7 @@ impl Session {
         let depends_on = self.referenced_relations(&plan)?;
         if let Some(old) = replaced {
             self.check_replaceable(&old, &plan, &column_names).await?;
-            self.db.catalog.replace_view(
+            self.catalog().replace_view(
                 &old,
                 ViewDef {
                     id: old.id,
@@ -195,7 +219,7 @@ impl Session {
             )?;
             return Ok(StatementResult::command("CREATE VIEW", None));
         }
-        self.db.catalog.create_view(&name, |id| {
+        self.catalog().create_view(&name, |id| {
             Ok(ViewDef {
                 id,
                 name: name.clone(),
@@ -218,8 +242,7 @@ impl Session {
         new_names: &[String],
     ) -> ServerResult<()> {
         let readers: Vec<String> = self
-            .db
-            .catalog
+            .catalog()
             .views()
             .into_iter()
             .filter(|v| v.is_materialized() && v.depends_on.contains(&old.name))
@@ -280,7 +303,7 @@ impl Session {
             if let LogicalPlan::TableScan(scan) = node {
                 let schema = scan.table_name.schema().unwrap_or(&current).to_string();
                 let relation = RelationName::new(schema, scan.table_name.table());
-                if self.db.catalog.relation(&relation).is_some() && !out.contains(&relation) {
+                if self.catalog().relation(&relation).is_some() && !out.contains(&relation) {
                     out.push(relation);
                 }
             }
@@ -307,7 +330,7 @@ impl Session {
         for name in names {
             let outcome = if object_type == ObjectType::Schema {
                 let schema = single_name(name)?;
-                self.db.catalog.drop_schema(&schema, cascade)
+                self.catalog().drop_schema(&schema, cascade)
             } else {
                 let relation = self.resolve(name)?;
                 let kind = match object_type {
@@ -315,13 +338,10 @@ impl Session {
                     ObjectType::View => RelationKind::View,
                     _ => RelationKind::MaterializedView,
                 };
-                let table_id = self.db.catalog.table(&relation).map(|t| t.id);
+                let table_id = self.catalog().table(&relation).map(|t| t.id);
                 let dropped = self.drop_relation(&relation, kind, cascade).await;
                 if let (Ok(()), Some(id)) = (&dropped, table_id) {
                     self.db.row_ids.forget(id);
-                    for sequence in self.db.sequences.owned_by(&relation) {
-                        self.db.sequences.remove(&sequence)?;
-                    }
                 }
                 dropped
             };
@@ -350,25 +370,31 @@ impl Session {
         // Serialised with DML so no statement logs changes for a job that
         // is going away.
         let _write = self.db.write_lock.lock().await;
-        for view in self
-            .db
-            .catalog
-            .materialized_in_drop(relation, kind, cascade)?
-        {
+        let materialized = self
+            .catalog()
+            .materialized_in_drop(relation, kind, cascade)?;
+        if let Some(view) = materialized.first() {
+            self.refuse_in_block(&format!(
+                "dropping materialized view {} (its job stops)",
+                view.name
+            ))?;
+        }
+        for view in materialized {
             self.db.runtime.drop_job(view.id).await?;
         }
-        self.db.catalog.drop_relation(relation, kind, cascade)
+        self.catalog().drop_relation(relation, kind, cascade)
     }
 
     async fn alter_table(&mut self, alter: &AlterTable) -> ServerResult<StatementResult> {
         let name = self.resolve(&alter.name)?;
-        let Some(mut def) = self.db.catalog.table(&name).map(|d| d.as_ref().clone()) else {
+        let Some(mut def) = self.catalog().table(&name).map(|d| d.as_ref().clone()) else {
             if alter.if_exists {
                 return Ok(StatementResult::command("ALTER TABLE", None));
             }
             return Err(ServerError::UndefinedTable(name.name));
         };
-        let _write = self.db.write_lock.lock().await;
+        let db = Arc::clone(&self.db);
+        let _write = db.write_lock.lock().await;
         let mut fill: Vec<(usize, String)> = vec![];
         for operation in &alter.operations {
             match operation {
@@ -420,9 +446,18 @@ impl Session {
             }
         }
         plan_defaults(&def, &self.ctx.state())?;
-        let old = self.db.catalog.table(&name);
+        let old = self.catalog().table(&name);
+        let rewrite = self.rows_to_rewrite(old.as_deref(), &def, &fill).await?;
+        if self.in_block() {
+            // The rows stay the block's pending rows, under the new
+            // definition, and are written at COMMIT.
+            let id = def.id;
+            self.catalog()
+                .replace_table(&name, def, runnel_storage::WriteSet::new())?;
+            return self.retarget_pending(id, rewrite);
+        }
         let mut writes = runnel_storage::WriteSet::new();
-        if let Some(batches) = self.rows_to_rewrite(old.as_deref(), &def, &fill).await? {
+        if let Some((_, batches)) = rewrite {
             // The new definition and the rewritten rows land in one write.
             rewrite_rows(
                 &def,
@@ -432,43 +467,58 @@ impl Session {
                 &mut writes,
             )?;
         }
-        self.db.catalog.replace_table(&name, def, writes)?;
+        self.catalog().replace_table(&name, def, writes)?;
         Ok(StatementResult::command("ALTER TABLE", None))
     }
 
-    /// For ADD COLUMN: the table's rows with the new columns filled, when a
-    /// new column has a default or is NOT NULL; None when nothing changes
-    /// for existing rows (a new nullable column reads as null).
+    /// After ALTER TABLE in a block: the block's pending rows of table
+    /// `id` take its new definition, and `rewrite` (old keys, new rows)
+    /// replaces every row.
+    fn retarget_pending(
+        &self,
+        id: u64,
+        rewrite: Option<(Vec<Vec<u8>>, Vec<RecordBatch>)>,
+    ) -> ServerResult<StatementResult> {
+        let def = self
+            .catalog()
+            .table_by_id(id)
+            .ok_or_else(|| ServerError::Internal(format!("altered table {id} vanished")))?;
+        let mut guard = self.block_writes.lock();
+        let pending = guard.get_or_insert_with(Default::default);
+        let table = pending.table_mut(&def);
+        table.def = Arc::clone(&def);
+        if let Some((old_keys, batches)) = rewrite {
+            crate::tables::rewrite_into_block(
+                &def,
+                &self.db.store,
+                &self.db.row_ids,
+                &old_keys,
+                &batches,
+                table,
+            )?;
+        }
+        Ok(StatementResult::command("ALTER TABLE", None))
+    }
+
+    /// For ADD COLUMN: the table's rows as this session sees them (with
+    /// its block's pending rows), their keys and the rows with the new
+    /// columns filled, when a new column has a default or is NOT NULL; None
+    /// when nothing changes for existing rows (a new nullable column reads
+    /// as null).
     async fn rows_to_rewrite(
         &self,
         old: Option<&TableDef>,
         new: &TableDef,
         fill: &[(usize, String)],
-    ) -> ServerResult<Option<Vec<RecordBatch>>> {
+    ) -> ServerResult<Option<(Vec<Vec<u8>>, Vec<RecordBatch>)>> {
         let Some(old) = old else { return Ok(None) };
         let added = &new.columns[old.columns.len().min(new.columns.len())..];
         let needs_values = added.iter().any(|c| c.not_null || c.default.is_some());
         if !needs_values || old.columns.len() >= new.columns.len() {
             return Ok(None);
         }
-        let spec = ScanSpec {
-            table_schema: old.arrow_schema(),
-            projection: None,
-            batch_size: 4096,
-            limit: None,
-        };
-        let table = self.db.store.table(old.id);
-        let old_batches = tokio::task::spawn_blocking(move || {
-            let mut out = vec![];
-            table.scan(&spec, |_, b| {
-                out.push(b);
-                true
-            })?;
-            Ok::<_, ServerError>(out)
-        })
-        .await
-        .map_err(|e| ServerError::Internal(e.to_string()))??;
-        if old_batches.is_empty() {
+        let (keys, old_batches) = self.rows_as_seen(old).await?;
+        if keys.is_empty() {
             return Ok(None);
         }
         let mut values: Vec<Option<datafusion::scalar::ScalarValue>> =
@@ -507,7 +557,76 @@ impl Session {
                 })?,
             );
         }
-        Ok(Some(out))
+        Ok(Some((keys, out)))
+    }
+
+    /// Every row of `table` (keys and rows) as this session sees it: the
+    /// committed rows, with its block's pending rows over them.
+    async fn rows_as_seen(
+        &self,
+        table: &TableDef,
+    ) -> ServerResult<(Vec<Vec<u8>>, Vec<RecordBatch>)> {
+        let schema = table.arrow_schema();
+        let spec = ScanSpec {
+            table_schema: Arc::clone(&schema),
+            projection: None,
+            batch_size: 4096,
+            limit: None,
+        };
+        let store = self.db.store.table(table.id);
+        let catalog = Arc::clone(self.catalog());
+        let table_id = table.id;
+        let pending = self.block_writes.table(table.id);
+        tokio::task::spawn_blocking(move || {
+            // Inside a block the rows are written at COMMIT: it checks they
+            // did not change meanwhile.
+            catalog.note_rewrite(table_id)?;
+            let overridden = pending.as_ref().map(|p| &p.rows);
+            let (mut keys, mut batches) = (vec![], vec![]);
+            let mut failed = None;
+            store.scan(&spec, |batch_keys, batch| {
+                let keep: Vec<bool> = batch_keys
+                    .iter()
+                    .map(|k| overridden.is_none_or(|o| !o.contains_key(k)))
+                    .collect();
+                match datafusion::arrow::compute::filter_record_batch(
+                    &batch,
+                    &keep.iter().copied().collect(),
+                ) {
+                    Ok(kept) => batches.push(kept),
+                    Err(e) => {
+                        failed = Some(e);
+                        return false;
+                    }
+                }
+                keys.extend(
+                    batch_keys
+                        .into_iter()
+                        .zip(&keep)
+                        .filter(|(_, k)| **k)
+                        .map(|(k, _)| k),
+                );
+                true
+            })?;
+            if let Some(e) = failed {
+                return Err(e.into());
+            }
+            if let Some(pending) = &pending {
+                let mut decoder = runnel_storage::row_codec::RowDecoder::new(&schema, None)?;
+                for (key, value) in &pending.rows {
+                    if let Some(value) = value {
+                        decoder.push(value)?;
+                        keys.push(key.clone());
+                    }
+                }
+                if !decoder.is_empty() {
+                    batches.push(decoder.finish()?);
+                }
+            }
+            Ok::<_, ServerError>((keys, batches))
+        })
+        .await
+        .map_err(|e| ServerError::Internal(e.to_string()))?
     }
 }
 

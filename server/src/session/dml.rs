@@ -87,7 +87,7 @@ impl Session {
         name: &datafusion::sql::sqlparser::ast::ObjectName,
     ) -> ServerResult<Arc<TableDef>> {
         let relation = self.resolve(name)?;
-        match self.db.catalog.relation(&relation) {
+        match self.catalog().relation(&relation) {
             Some(Relation::Table(def)) if def.connector.is_some() => {
                 Err(ServerError::WrongObjectType(format!(
                     "cannot change rows of source \"{}\": its connector makes them",
@@ -356,7 +356,7 @@ impl Session {
         let _write = db.write_lock.lock().await;
         // The table may have been dropped or altered since the statement
         // was prepared.
-        let current = db.catalog.table(&dml.table.name);
+        let current = self.catalog().table(&dml.table.name);
         if current.as_deref() != Some(dml.table.as_ref()) {
             return Err(ServerError::StalePlan(format!("table {}", dml.table.name)));
         }

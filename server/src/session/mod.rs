@@ -277,13 +277,32 @@ impl Session {
         &self.db
     }
 
+    /// The catalog as this session sees it: the open block's draft when
+    /// the block ran DDL, else the live catalog.
+    pub fn catalog(&self) -> &Arc<crate::catalog::Catalog> {
+        self.block
+            .as_ref()
+            .and_then(|b| b.draft.as_ref())
+            .unwrap_or(&self.db.catalog)
+    }
+
+    /// Points the session's name resolution at `catalog()` (after a block's
+    /// draft began or ended).
+    fn resolve_in_current_catalog(&mut self) -> ServerResult<()> {
+        let catalog = Arc::clone(self.catalog());
+        let state = self.db.state_over(self.ctx.state(), &catalog)?;
+        self.ctx = SessionContext::new_with_state(state);
+        self.sync_context();
+        Ok(())
+    }
+
     /// The schema new objects go to: the first schema of `search_path` that
     /// exists.
     pub fn current_schema(&self) -> String {
         self.settings
             .search_path()
             .into_iter()
-            .find(|s| self.db.catalog.has_schema(s))
+            .find(|s| self.catalog().has_schema(s))
             .unwrap_or_else(|| DEFAULT_SCHEMA.to_string())
     }
 
@@ -316,7 +335,7 @@ impl Session {
         self.ctx
             .register_udf(crate::catalog::current_setting(settings));
         for function in
-            crate::sequences::sequence_functions(&self.db.sequences, &schema, &self.sequence_values)
+            crate::sequences::sequence_functions(self.catalog(), &schema, &self.sequence_values)
         {
             self.ctx.register_udf(function);
         }
@@ -482,7 +501,10 @@ impl Session {
             }
             PreparedKind::Streaming(StreamingCommand::CreateTable { create, watermark }) => {
                 match create.as_ref() {
-                    Statement::CreateTable(create) => self.create_table(create, Some(watermark)),
+                    Statement::CreateTable(create) => {
+                        self.before_ddl("CREATE TABLE")?;
+                        self.create_table(create, Some(watermark))
+                    }
                     other => Err(ServerError::Internal(format!("WATERMARK FOR in {other}"))),
                 }
             }

@@ -120,7 +120,10 @@ impl Session {
         }
         let name = self.resolve(name)?;
         let mut result = StatementResult::command("CREATE SEQUENCE", None);
-        if self.db.sequences.exists(&name) || self.db.catalog.relation(&name).is_some() {
+        if let Err(taken) = self.catalog().check_sequence_name_free(&name) {
+            if !matches!(taken, ServerError::DuplicateTable(_)) {
+                return Err(taken);
+            }
             if *if_not_exists {
                 result.notices.push((
                     "NOTICE",
@@ -128,11 +131,13 @@ impl Session {
                 ));
                 return Ok(result);
             }
-            return Err(ServerError::DuplicateTable(name.name));
+            return Err(taken);
         }
-        self.db
-            .sequences
-            .create(sequence_def(name, data_type.as_ref(), sequence_options)?)?;
+        self.catalog().create_sequence(sequence_def(
+            name,
+            data_type.as_ref(),
+            sequence_options,
+        )?)?;
         Ok(result)
     }
 
@@ -144,7 +149,7 @@ impl Session {
         let mut result = StatementResult::command("DROP SEQUENCE", None);
         for name in names {
             let name = self.resolve(name)?;
-            if !self.db.sequences.remove(&name)? {
+            if !self.catalog().drop_sequence(&name)? {
                 if !if_exists {
                     return Err(ServerError::UndefinedTable(name.name));
                 }
@@ -212,10 +217,7 @@ impl Session {
                 table.schema.clone(),
                 format!("{}_{}_seq", table.name, column_name),
             );
-            if self.db.sequences.exists(&sequence) || self.db.catalog.relation(&sequence).is_some()
-            {
-                return Err(ServerError::DuplicateTable(sequence.name));
-            }
+            self.catalog().check_sequence_name_free(&sequence)?;
             column.data_type = data_type.clone();
             let default = format!(
                 "nextval('{}.{}')",

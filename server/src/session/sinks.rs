@@ -20,8 +20,9 @@ impl Session {
         emit_on_window_close: bool,
     ) -> ServerResult<StatementResult> {
         const TAG: &str = "CREATE SINK";
+        self.refuse_in_block(TAG)?;
         let name = self.resolve(name)?;
-        if self.db.catalog.relation(&name).is_some() || self.db.catalog.sink(&name).is_some() {
+        if self.catalog().relation(&name).is_some() || self.catalog().sink(&name).is_some() {
             if if_not_exists {
                 let mut result = StatementResult::command(TAG, None);
                 result.notices.push((
@@ -57,7 +58,7 @@ impl Session {
         )
         .map_err(|e| ServerError::from_connector(&format!("sink {name}"), e))?;
         let mut planned = None;
-        let sink = self.db.catalog.create_sink(&name, |id| {
+        let sink = self.catalog().create_sink(&name, |id| {
             def.id = id;
             planned = Some(plan_sink_job(&self.db, &state, &plan, &def)?);
             Ok(def)
@@ -90,7 +91,7 @@ impl Session {
         };
         if let Some(error) = failed {
             let _ = self.db.runtime.drop_job(sink.id).await;
-            let _ = self.db.catalog.drop_sink(&name);
+            let _ = self.catalog().drop_sink(&name);
             return Err(error);
         }
         Ok(StatementResult::command(TAG, None))
@@ -102,8 +103,9 @@ impl Session {
         if_exists: bool,
     ) -> ServerResult<StatementResult> {
         const TAG: &str = "DROP SINK";
+        self.refuse_in_block(TAG)?;
         let name = self.resolve(name)?;
-        let Some(sink) = self.db.catalog.sink(&name) else {
+        let Some(sink) = self.catalog().sink(&name) else {
             if if_exists {
                 let mut result = StatementResult::command(TAG, None);
                 result.notices.push((
@@ -118,7 +120,7 @@ impl Session {
             )));
         };
         self.db.runtime.drop_job(sink.id).await?;
-        self.db.catalog.drop_sink(&name)?;
+        self.catalog().drop_sink(&name)?;
         Ok(StatementResult::command(TAG, None))
     }
 }

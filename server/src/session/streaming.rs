@@ -70,7 +70,8 @@ impl Session {
             ));
         };
         let name = self.resolve(&create.name)?;
-        if self.db.catalog.relation(&name).is_some() {
+        self.before_ddl("CREATE SOURCE")?;
+        if self.catalog().relation(&name).is_some() {
             if create.if_not_exists {
                 let mut result = StatementResult::command("CREATE SOURCE", None);
                 result.notices.push((
@@ -120,7 +121,7 @@ impl Session {
         // session's thread when the broker does not answer.
         runnel_connectors::Connectors::validate(options, &def.arrow_schema())
             .map_err(|e| ServerError::from_connector(&format!("source {name}"), e))?;
-        self.db.catalog.create_table(&name, |id| {
+        self.catalog().create_table(&name, vec![], |id| {
             Ok(runnel_planner::catalog::TableDef {
                 id,
                 connector: Some(options.clone()),
@@ -173,13 +174,14 @@ impl Session {
         emit_on_window_close: bool,
     ) -> ServerResult<StatementResult> {
         const TAG: &str = "CREATE MATERIALIZED VIEW";
+        self.refuse_in_block(TAG)?;
         if create.or_replace || create.or_alter {
             return Err(ServerError::NotSupported(
                 "CREATE OR REPLACE MATERIALIZED VIEW".into(),
             ));
         }
         let name = self.resolve(&create.name)?;
-        if self.db.catalog.relation(&name).is_some() {
+        if self.catalog().relation(&name).is_some() {
             if create.if_not_exists {
                 let mut result = StatementResult::command(TAG, None);
                 result.notices.push((
@@ -201,7 +203,7 @@ impl Session {
         let parallelism = self.parallelism();
         let state = self.ctx.state();
         let mut planned = None;
-        let view = self.db.catalog.create_view(&name, |id| {
+        let view = self.catalog().create_view(&name, |id| {
             let view = plan_materialized(
                 &self.db,
                 &state,
@@ -287,12 +289,11 @@ impl Session {
 
     /// Removes a view whose job could not start.
     async fn forget_view(&self, name: &RelationName) {
-        if let Some(crate::catalog::Relation::View(view)) = self.db.catalog.relation(name) {
+        if let Some(crate::catalog::Relation::View(view)) = self.catalog().relation(name) {
             let _ = self.db.runtime.drop_job(view.id).await;
         }
         if let Err(e) = self
-            .db
-            .catalog
+            .catalog()
             .drop_relation(name, RelationKind::MaterializedView, true)
         {
             tracing::warn!(view = %name, error = %e, "could not remove a failed view");
@@ -325,7 +326,7 @@ impl Session {
     /// `REFRESH MATERIALIZED VIEW`: a view is always fresh; this waits, as
     /// `FLUSH` does, until every change committed before it is in.
     pub(super) async fn refresh(&mut self, name: &RelationName) -> ServerResult<StatementResult> {
-        match self.db.catalog.relation(name) {
+        match self.catalog().relation(name) {
             Some(crate::catalog::Relation::View(view)) if view.is_materialized() => {}
             Some(_) => {
                 return Err(ServerError::WrongObjectType(format!(
@@ -341,8 +342,7 @@ impl Session {
 
     pub(super) fn show_materialized_views(&self) -> ServerResult<StatementResult> {
         let mut views: Vec<_> = self
-            .db
-            .catalog
+            .catalog()
             .views()
             .into_iter()
             .filter(|v| v.is_materialized())
@@ -356,8 +356,7 @@ impl Session {
     /// One row per job: every materialized view's and every sink's.
     pub(super) fn show_jobs(&self) -> ServerResult<StatementResult> {
         let mut jobs: Vec<(u64, String, usize, String)> = self
-            .db
-            .catalog
+            .catalog()
             .views()
             .into_iter()
             .filter_map(|v| {
@@ -366,7 +365,7 @@ impl Session {
                 Some((v.id, v.name.to_string(), m.parallelism, sql))
             })
             .collect();
-        jobs.extend(self.db.catalog.sinks().into_iter().map(|s| {
+        jobs.extend(self.catalog().sinks().into_iter().map(|s| {
             (
                 s.id,
                 s.name.to_string(),
@@ -469,7 +468,7 @@ impl Session {
         name: &RelationName,
     ) -> ServerResult<StatementResult> {
         use datafusion::arrow::array::{Int64Array, StringArray};
-        let view = match self.db.catalog.relation(name) {
+        let view = match self.catalog().relation(name) {
             Some(crate::catalog::Relation::View(v)) if v.is_materialized() => v,
             Some(_) => {
                 return Err(ServerError::WrongObjectType(format!(
@@ -480,7 +479,7 @@ impl Session {
             None => return Err(ServerError::UndefinedTable(name.name.clone())),
         };
         for input in &view.depends_on {
-            let keeps_history = match self.db.catalog.relation(input) {
+            let keeps_history = match self.catalog().relation(input) {
                 Some(crate::catalog::Relation::Table(t)) => t.connector.is_none(),
                 Some(crate::catalog::Relation::View(v)) => v.is_materialized(),
                 None => false,

@@ -9,9 +9,13 @@
 //! session changed first fails at COMMIT (40001) instead of overwriting
 //! them. REPEATABLE READ and SERIALIZABLE are refused (0A000).
 //!
-//! DDL inside a block takes effect at once and stays after ROLLBACK (a
-//! warning says so); DDL on a table the block has pending rows in is
-//! refused until COMMIT.
+//! DDL inside a block changes a draft of the catalog ([`Catalog::draft`])
+//! that only the block sees; COMMIT writes the draft's changes together
+//! with the pending rows, ROLLBACK drops both. Another session's DDL in
+//! the meantime fails the COMMIT (40001). DDL on a table the block has
+//! pending rows in is refused until COMMIT, and statements that start or
+//! stop jobs (materialized views, sources, sinks) are refused inside a
+//! block (25001): a job cannot wait for COMMIT.
 
 use std::sync::Arc;
 
@@ -23,17 +27,26 @@ use runnel_engine::log_codec::RowChanges;
 use runnel_storage::WriteSet;
 
 use super::{Outcome, Session, StatementResult};
+use crate::catalog::Catalog;
 use crate::error::{ServerError, ServerResult};
 use crate::tables::{PendingTable, PendingWrites, write_logged};
 
 /// The state of a session's open block.
 #[derive(Debug, Default)]
 pub(super) struct Block {
-    /// Savepoints, oldest first: their names and the pending rows then.
-    savepoints: Vec<(String, PendingWrites)>,
+    /// Savepoints, oldest first.
+    savepoints: Vec<Savepoint>,
     read_only: bool,
-    /// DDL ran inside the block (ROLLBACK cannot undo it).
-    ran_ddl: bool,
+    /// The catalog as the block's DDL changed it, once it ran DDL.
+    pub(super) draft: Option<Arc<Catalog>>,
+}
+
+/// A savepoint: its name, and the block's rows and draft then.
+#[derive(Debug)]
+struct Savepoint {
+    name: String,
+    pending: PendingWrites,
+    draft: Option<Arc<Catalog>>,
 }
 
 /// Refuses the isolation levels a block cannot give; notes READ ONLY.
@@ -110,25 +123,28 @@ impl Session {
         Ok(result)
     }
 
-    /// COMMIT: the block's pending rows, all in one write.
+    /// COMMIT: the block's pending rows and DDL, all in one write.
     pub(super) async fn commit(&mut self) -> ServerResult<StatementResult> {
         let mut result = StatementResult::from(Outcome::TransactionEnd("COMMIT".into()));
-        if self.block.is_none() {
+        let Some(block) = self.block.take() else {
             result
                 .notices
                 .push(("WARNING", "there is no transaction in progress".into()));
             return Ok(result);
-        }
+        };
         let pending = self.block_writes.lock().take().unwrap_or_default();
-        self.block = None;
         self.close_block_cursors();
-        if pending.is_empty() {
+        if block.draft.is_some() {
+            self.resolve_in_current_catalog()?;
+        }
+        if pending.is_empty() && block.draft.is_none() {
             return Ok(result);
         }
         let db = Arc::clone(&self.db);
         let _write = db.write_lock.lock().await;
+        let catalog = block.draft.as_ref().unwrap_or(&db.catalog);
         for table in pending.tables() {
-            let current = db.catalog.table(&table.def.name);
+            let current = catalog.table(&table.def.name);
             if current.as_deref() != Some(table.def.as_ref()) {
                 return Err(ServerError::SerializationFailure(format!(
                     "table {} was dropped or altered since this transaction wrote it",
@@ -137,35 +153,39 @@ impl Session {
             }
         }
         let commit_db = Arc::clone(&db);
-        tokio::task::spawn_blocking(move || commit_pending(&commit_db, &pending))
-            .await
-            .map_err(|e| ServerError::Internal(format!("commit task failed: {e}")))??;
+        tokio::task::spawn_blocking(move || match block.draft {
+            Some(draft) => commit_db.catalog.commit_draft(&draft, |writes| {
+                commit_pending(&commit_db, &pending, writes)
+            }),
+            None => commit_pending(&commit_db, &pending, WriteSet::new()),
+        })
+        .await
+        .map_err(|e| ServerError::Internal(format!("commit task failed: {e}")))??;
         Ok(result)
     }
 
-    /// ROLLBACK: drops the block's pending rows.
-    pub(super) fn rollback(&mut self) -> StatementResult {
+    /// ROLLBACK: drops the block's pending rows and draft.
+    pub(super) fn rollback(&mut self) -> ServerResult<StatementResult> {
         let mut result = StatementResult::from(Outcome::TransactionEnd("ROLLBACK".into()));
-        match self.block.take() {
-            None => result
+        if self.block.is_none() {
+            result
                 .notices
-                .push(("WARNING", "there is no transaction in progress".into())),
-            Some(block) if block.ran_ddl => result.notices.push((
-                "WARNING",
-                "ROLLBACK undid the block's row changes but not its DDL, which took effect when it ran".into(),
-            )),
-            Some(_) => {}
+                .push(("WARNING", "there is no transaction in progress".into()));
         }
-        *self.block_writes.lock() = None;
-        self.close_block_cursors();
-        result
+        self.end_failed_block()?;
+        Ok(result)
     }
 
-    /// A failed block ends with COMMIT answering ROLLBACK, as in Postgres.
-    pub fn end_failed_block(&mut self) {
-        self.block = None;
+    /// Ends the block without writing anything: ROLLBACK, and a failed
+    /// block's COMMIT (which answers ROLLBACK, as in Postgres).
+    pub fn end_failed_block(&mut self) -> ServerResult<()> {
+        let block = self.block.take();
         *self.block_writes.lock() = None;
         self.close_block_cursors();
+        if block.is_some_and(|b| b.draft.is_some()) {
+            self.resolve_in_current_catalog()?;
+        }
+        Ok(())
     }
 
     pub(super) fn savepoint(&mut self, name: &Ident) -> ServerResult<StatementResult> {
@@ -174,7 +194,12 @@ impl Session {
             return Err(ServerError::NoActiveTransaction("SAVEPOINT".into()));
         };
         let pending = self.block_writes.lock().clone().unwrap_or_default();
-        block.savepoints.push((name, pending));
+        let draft = block.draft.as_ref().and_then(|d| d.snapshot_draft());
+        block.savepoints.push(Savepoint {
+            name,
+            pending,
+            draft,
+        });
         Ok(StatementResult::command("SAVEPOINT", None))
     }
 
@@ -188,7 +213,7 @@ impl Session {
         block
             .savepoints
             .iter()
-            .rposition(|(n, _)| *n == name)
+            .rposition(|s| s.name == name)
             .ok_or(ServerError::UndefinedSavepoint(name))
     }
 
@@ -204,8 +229,16 @@ impl Session {
         let at = self.find_savepoint(name, "ROLLBACK TO SAVEPOINT")?;
         if let Some(block) = &mut self.block {
             block.savepoints.truncate(at + 1);
-            let saved = block.savepoints[at].1.clone();
-            *self.block_writes.lock() = Some(saved);
+            let saved = &block.savepoints[at];
+            *self.block_writes.lock() = Some(saved.pending.clone());
+            // The savepoint keeps its own copy: the block may return to it
+            // again.
+            let draft = saved.draft.as_ref().and_then(|d| d.snapshot_draft());
+            let changed = draft.is_some() || block.draft.is_some();
+            block.draft = draft;
+            if changed {
+                self.resolve_in_current_catalog()?;
+            }
         }
         Ok(StatementResult::command("ROLLBACK", None))
     }
@@ -218,34 +251,58 @@ impl Session {
         }
     }
 
-    /// Notes DDL run inside a block, refusing it on a table with pending
-    /// rows (they were encoded for the table as it was).
-    pub(super) fn before_ddl(&mut self, tables: &[u64], what: &str) -> ServerResult<()> {
+    /// Before DDL: inside a block, starts the block's draft of the catalog
+    /// if this is its first DDL.
+    pub(super) fn before_ddl(&mut self, what: &str) -> ServerResult<()> {
         self.check_writable(what)?;
         let Some(block) = &mut self.block else {
             return Ok(());
         };
-        let pending = self.block_writes.lock();
-        if let Some(pending) = pending.as_ref()
-            && let Some(table) = tables.iter().find_map(|id| pending.table(*id))
-            && !table.rows.is_empty()
-        {
-            return Err(ServerError::NotSupported(format!(
-                "{what} of {} after this transaction block changed its rows; COMMIT first",
-                table.def.name
-            )));
+        if block.draft.is_none() {
+            block.draft = Some(self.db.catalog.draft());
+            self.resolve_in_current_catalog()?;
         }
-        block.ran_ddl = true;
+        Ok(())
+    }
+
+    /// After DDL inside a block: forgets the pending rows of tables it
+    /// dropped.
+    pub(super) fn after_ddl(&mut self) {
+        let Some(draft) = self.block.as_ref().and_then(|b| b.draft.clone()) else {
+            return;
+        };
+        if let Some(pending) = self.block_writes.lock().as_mut() {
+            let gone: Vec<u64> = pending
+                .tables()
+                .map(|t| t.def.id)
+                .filter(|id| draft.table_by_id(*id).is_none())
+                .collect();
+            for id in gone {
+                pending.forget(id);
+            }
+        }
+    }
+
+    /// Refuses `what`, a statement that starts or stops jobs, inside a
+    /// block.
+    pub(super) fn refuse_in_block(&self, what: &str) -> ServerResult<()> {
+        if self.in_block() {
+            return Err(ServerError::ActiveTransaction(what.into()));
+        }
         Ok(())
     }
 }
 
 /// Writes every table's pending rows and their change log entries in one
-/// atomic write, after checking no other session changed them since.
+/// atomic write with `writes` (the block's DDL), after checking no other
+/// session changed them since.
 /// Callers hold the database's write lock.
-fn commit_pending(db: &crate::database::Database, pending: &PendingWrites) -> ServerResult<()> {
+fn commit_pending(
+    db: &crate::database::Database,
+    pending: &PendingWrites,
+    mut writes: WriteSet,
+) -> ServerResult<()> {
     let store = &db.store;
-    let mut writes = WriteSet::new();
     let mut logged = vec![];
     for table in pending.tables() {
         table.check_unchanged(store)?;

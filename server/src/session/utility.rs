@@ -200,7 +200,7 @@ impl Session {
             Statement::Commit { .. } => self.commit().await,
             Statement::Rollback {
                 savepoint: None, ..
-            } => Ok(self.rollback()),
+            } => self.rollback(),
             Statement::Rollback {
                 savepoint: Some(name),
                 ..
@@ -213,32 +213,18 @@ impl Session {
             Statement::Copy { .. } => self.execute_copy(statement).await,
             Statement::Close { cursor } => self.close_cursor(cursor),
             Statement::ReleaseSavepoint { name } => self.release_savepoint(name),
+            Statement::Truncate(truncate) if self.in_block() => {
+                self.truncate_in_block(truncate).await
+            }
             other => {
-                let tables = self.tables_changed_by(other);
-                self.before_ddl(&tables, &statement_kind(other))?;
+                self.before_ddl(&statement_kind(other))?;
                 let result = self.execute_ddl(other).await;
+                self.after_ddl();
                 // A new or dropped schema can change what search_path means.
                 self.sync_context();
                 result
             }
         }
-    }
-
-    /// The ids of the stored tables a DDL statement drops, empties or
-    /// alters.
-    fn tables_changed_by(&self, statement: &Statement) -> Vec<u64> {
-        let names: Vec<&datafusion::sql::sqlparser::ast::ObjectName> = match statement {
-            Statement::Drop { names, .. } => names.iter().collect(),
-            Statement::AlterTable(alter) => vec![&alter.name],
-            Statement::Truncate(truncate) => truncate.table_names.iter().map(|t| &t.name).collect(),
-            _ => vec![],
-        };
-        names
-            .into_iter()
-            .filter_map(|name| self.resolve(name).ok())
-            .filter_map(|name| self.db.catalog.table(&name))
-            .map(|def| def.id)
-            .collect()
     }
 
     fn execute_set(&mut self, set: &Set) -> ServerResult<StatementResult> {

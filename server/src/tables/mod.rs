@@ -9,5 +9,6 @@ pub use pending::{BlockWrites, PendingTable, PendingWrites};
 
 pub use provider::StoredTable;
 pub use write::{
-    RowIds, WriteTarget, delete_rows, insert_rows, rewrite_rows, update_rows, write_logged,
+    RowIds, WriteTarget, delete_rows, insert_rows, rewrite_into_block, rewrite_rows, update_rows,
+    write_logged,
 };

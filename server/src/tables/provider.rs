@@ -146,10 +146,17 @@ impl TableProvider for StoredTable {
             .and_then(|block| block.table(self.def.id))
             .filter(|pending| !pending.rows.is_empty())
             .map(Arc::new);
+        // Rows stored before an ALTER TABLE inside the block read a NOT NULL
+        // column added since as null, until the pending rows that replace
+        // them are filtered out: decode them as nullable.
+        let table_schema = match &pending {
+            Some(_) => all_nullable(&self.table_schema),
+            None => Arc::clone(&self.table_schema),
+        };
         let partition = ScanPartition {
             store: self.store.clone(),
             spec: ScanSpec {
-                table_schema: Arc::clone(&self.table_schema),
+                table_schema,
                 projection: Some(stored),
                 batch_size: SCAN_BATCH_ROWS,
                 // Pending rows replace some stored ones: a limit on the
@@ -241,6 +248,17 @@ impl PartitionStream for ScanPartition {
             stream,
         ))
     }
+}
+
+/// `schema` with every field nullable.
+fn all_nullable(schema: &SchemaRef) -> SchemaRef {
+    Arc::new(datafusion::arrow::datatypes::Schema::new(
+        schema
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone().with_nullable(true))
+            .collect::<Vec<_>>(),
+    ))
 }
 
 /// A stored batch without the rows the block changed.

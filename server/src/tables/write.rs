@@ -275,6 +275,28 @@ pub fn rewrite_rows(
     Ok(())
 }
 
+/// Replaces every row of a table inside a block (ALTER TABLE): the rows
+/// at `old_keys` go, the rows of `batches` (under `def`, the table's new
+/// definition) come, all as the block's pending rows.
+pub fn rewrite_into_block(
+    def: &TableDef,
+    store: &Store,
+    row_ids: &RowIds,
+    old_keys: &[Vec<u8>],
+    batches: &[RecordBatch],
+    pending: &mut PendingTable,
+) -> ServerResult<()> {
+    let mut statement = StatementWrites::default();
+    add_inserts(def, store, row_ids, batches, &mut statement, None)?;
+    for key in old_keys {
+        pending.write(store, key.clone(), None)?;
+    }
+    for (key, value) in statement.rows {
+        pending.write(store, key, value)?;
+    }
+    Ok(())
+}
+
 /// Adds the inserts of `batches`; `target` (None: the table is being
 /// rewritten) is where existing keys are looked up.
 fn add_inserts(
