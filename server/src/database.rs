@@ -83,11 +83,15 @@ impl Database {
         let OpenedStore { store, checkpoints } = open_store(&config)?;
         let checkpointer = checkpoints.as_ref().map(|c| Arc::clone(&c.checkpointer));
         let catalog = Catalog::open(store.clone())?;
-        let base_state = base_state(Arc::clone(&catalog), config.query_memory_limit_mb << 20)?;
         let pg_static_tables = Arc::new(
             PgCatalogStaticTables::try_new()
                 .map_err(|e| ServerError::Internal(format!("pg_catalog tables: {e}")))?,
         );
+        let base_state = base_state(
+            Arc::clone(&catalog),
+            &pg_static_tables,
+            config.query_memory_limit_mb << 20,
+        )?;
         let runtime = Runtime::start(
             store.clone(),
             runnel_engine::runtime::RuntimeOptions {
@@ -158,7 +162,11 @@ impl Database {
     }
 }
 
-fn base_state(catalog: Arc<Catalog>, memory_limit: usize) -> ServerResult<SessionState> {
+fn base_state(
+    catalog: Arc<Catalog>,
+    pg_static_tables: &PgCatalogStaticTables,
+    memory_limit: usize,
+) -> ServerResult<SessionState> {
     let mut config = SessionConfig::new()
         .with_information_schema(true)
         .with_create_default_catalog_and_schema(false)
@@ -183,6 +191,7 @@ fn base_state(catalog: Arc<Catalog>, memory_limit: usize) -> ServerResult<Sessio
     for function in crate::catalog::fixed_functions() {
         ctx.register_udf(function);
     }
+    ctx.register_udf(crate::catalog::to_regtype(pg_static_tables.pg_type.data())?);
     // For DEFAULT nextval('schema.seq') of SERIAL columns (sessions
     // register their own, resolving in their schema).
     let values = Arc::new(std::sync::Mutex::new(std::collections::HashMap::new()));

@@ -393,6 +393,10 @@ def test_catalog_functions_as_postgres(server):
         "SELECT pg_size_pretty(1024::bigint), pg_size_pretty(123456789::bigint), pg_size_pretty(-12345678::bigint)",
         "SELECT pg_is_in_recovery(), pg_type_is_visible(23)",
         "SELECT obj_description(1259, 'pg_class'), col_description(1259, 1), shobj_description(999999, 'pg_database')",
+        # psycopg's TypeInfo.fetch (SQLAlchemy's psycopg dialect on connect).
+        "SELECT typname FROM pg_type WHERE oid IN (to_regtype('integer'), to_regtype('character varying(5)'),"
+        " to_regtype('pg_catalog.int8'), to_regtype('double precision[]')) ORDER BY 1",
+        "SELECT count(*) FROM pg_type WHERE oid = to_regtype('hstore')",
     ])
 
 

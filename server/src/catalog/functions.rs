@@ -1,5 +1,6 @@
 //! Postgres functions that clients and catalog queries call and that
-//! `datafusion-pg-catalog` does not provide: `current_setting`,
+//! `datafusion-pg-catalog` does not provide (`to_regtype` is in
+//! `regtype.rs`): `current_setting`,
 //! `pg_typeof`, `pg_size_pretty`, `pg_is_in_recovery`, the visibility
 //! tests and the comment look-ups.
 //!
