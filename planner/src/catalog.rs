@@ -70,6 +70,41 @@ pub struct TableDef {
     /// `WATERMARK FOR column AS expr`, for a source that declares one.
     #[serde(default)]
     pub watermark: Option<WatermarkDef>,
+    /// Secondary indexes: `UNIQUE` constraints and `CREATE INDEX`.
+    #[serde(default)]
+    pub indexes: Vec<IndexDef>,
+}
+
+/// A secondary index of a table, kept in the store under its own id: one
+/// entry per row, the indexed values (memcomparable) then the row key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IndexDef {
+    /// Storage id of the entries (0 until the catalog assigns one).
+    pub id: u64,
+    /// The index's name, in the table's schema (shared with relations).
+    pub name: String,
+    /// Indices of the indexed columns, in index order.
+    pub columns: Vec<usize>,
+    /// No two rows may hold the same non-null values.
+    pub unique: bool,
+    /// Made by a `UNIQUE` constraint (of the same name) rather than by
+    /// `CREATE INDEX`.
+    pub constraint: bool,
+}
+
+/// The name Postgres gives an index or constraint nobody named:
+/// `table_col1_col2_suffix`, cut to 63 bytes.
+pub fn default_index_name(table: &str, columns: &[&str], suffix: &str) -> String {
+    let mut name = format!("{table}_{}", columns.join("_"));
+    let limit = 63 - suffix.len() - 1;
+    if name.len() > limit {
+        let mut cut = limit;
+        while !name.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        name.truncate(cut);
+    }
+    format!("{name}_{suffix}")
 }
 
 /// A declared watermark: rows of `column` below `expr`'s largest value so

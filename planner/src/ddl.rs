@@ -5,7 +5,7 @@ use datafusion::sql::sqlparser::ast::{
     TableConstraint,
 };
 
-use crate::catalog::{ColumnDef, RelationName, TableDef};
+use crate::catalog::{ColumnDef, IndexDef, RelationName, TableDef, default_index_name};
 use crate::types::ColumnType;
 use crate::{PlanError, PlanResult};
 
@@ -30,9 +30,31 @@ pub fn name_parts(name: &ObjectName) -> PlanResult<Vec<String>> {
         .collect()
 }
 
+/// What a column's options declare beyond its definition.
+#[derive(Debug, Default)]
+pub struct ColumnConstraints {
+    /// `PRIMARY KEY`.
+    pub primary: bool,
+    /// `UNIQUE`, with the constraint's name if given.
+    pub unique: Option<Option<String>>,
+}
+
 /// The definition of one column, and whether it declares itself the
 /// primary key (`id int PRIMARY KEY`).
 pub fn column_def(column: &SqlColumnDef) -> PlanResult<(ColumnDef, bool)> {
+    let (def, constraints) = column_def_with_constraints(column)?;
+    if constraints.unique.is_some() {
+        return Err(PlanError::NotSupported(
+            "a UNIQUE column here (add the constraint to the table)".into(),
+        ));
+    }
+    Ok((def, constraints.primary))
+}
+
+/// The definition of one column and the constraints its options declare.
+pub fn column_def_with_constraints(
+    column: &SqlColumnDef,
+) -> PlanResult<(ColumnDef, ColumnConstraints)> {
     let name = normalize_ident(&column.name);
     let column_type = ColumnType::from_sql(&column.data_type)?;
     let mut def = ColumnDef {
@@ -41,31 +63,107 @@ pub fn column_def(column: &SqlColumnDef) -> PlanResult<(ColumnDef, bool)> {
         not_null: false,
         default: None,
     };
-    let mut primary = false;
+    let mut constraints = ColumnConstraints::default();
     for option in &column.options {
         match &option.option {
             ColumnOption::Null => def.not_null = false,
             ColumnOption::NotNull => def.not_null = true,
             ColumnOption::Default(expr) => def.default = Some(default_sql(expr)),
             ColumnOption::PrimaryKey(_) => {
-                primary = true;
+                constraints.primary = true;
                 def.not_null = true;
+            }
+            ColumnOption::Unique(unique) if unique.columns.is_empty() => {
+                check_unique_options(unique)?;
+                constraints.unique = Some(option.name.as_ref().map(normalize_ident));
             }
             other => {
                 return Err(PlanError::NotSupported(format!(
-                    "the column constraint {other} (only NOT NULL, NULL, DEFAULT and PRIMARY KEY are)"
+                    "the column constraint {other} (only NOT NULL, NULL, DEFAULT, PRIMARY KEY and UNIQUE are)"
                 )));
             }
         }
     }
-    if primary && !def.column_type.can_be_key() {
+    let primary = constraints.primary;
+    if (primary || constraints.unique.is_some()) && !def.column_type.can_be_key() {
         return Err(PlanError::InvalidDefinition(format!(
-            "column \"{}\" of type {} cannot be a primary key",
+            "column \"{}\" of type {} cannot be a key",
             def.name,
             def.column_type.pg_name()
         )));
     }
-    Ok((def, primary))
+    Ok((def, constraints))
+}
+
+/// Refuses the `UNIQUE` variants Runnel does not keep.
+fn check_unique_options(
+    unique: &datafusion::sql::sqlparser::ast::UniqueConstraint,
+) -> PlanResult<()> {
+    use datafusion::sql::sqlparser::ast::NullsDistinctOption;
+    if matches!(unique.nulls_distinct, NullsDistinctOption::NotDistinct) {
+        return Err(PlanError::NotSupported("UNIQUE NULLS NOT DISTINCT".into()));
+    }
+    if unique
+        .characteristics
+        .as_ref()
+        .is_some_and(|c| c.deferrable == Some(true) || c.initially.is_some())
+    {
+        return Err(PlanError::NotSupported("DEFERRABLE constraints".into()));
+    }
+    Ok(())
+}
+
+/// The column indices `names` (an index's or constraint's columns) denote.
+pub fn index_columns(
+    columns: &[ColumnDef],
+    names: &[datafusion::sql::sqlparser::ast::IndexColumn],
+) -> PlanResult<Vec<usize>> {
+    let mut out = vec![];
+    for column in names {
+        let Expr::Identifier(ident) = &column.column.expr else {
+            return Err(PlanError::NotSupported(format!(
+                "an index on the expression {}",
+                column.column.expr
+            )));
+        };
+        let name = normalize_ident(ident);
+        let index = columns
+            .iter()
+            .position(|c| c.name == name)
+            .ok_or(PlanError::UnknownColumn(name))?;
+        if out.contains(&index) {
+            return Err(PlanError::DuplicateColumn(columns[index].name.clone()));
+        }
+        if !columns[index].column_type.can_be_key() {
+            return Err(PlanError::InvalidDefinition(format!(
+                "column \"{}\" of type {} cannot be indexed",
+                columns[index].name,
+                columns[index].column_type.pg_name()
+            )));
+        }
+        out.push(index);
+    }
+    Ok(out)
+}
+
+/// A `UNIQUE` constraint's index over `columns` of table `table`.
+fn unique_index(
+    table: &str,
+    all: &[ColumnDef],
+    columns: Vec<usize>,
+    name: Option<String>,
+) -> IndexDef {
+    let name = name.unwrap_or_else(|| {
+        let names: Vec<&str> = columns.iter().map(|&i| all[i].name.as_str()).collect();
+        default_index_name(table, &names, "key")
+    });
+    IndexDef {
+        id: 0,
+        name,
+        columns,
+        unique: true,
+        constraint: true,
+    }
 }
 
 fn default_sql(expr: &Expr) -> String {
@@ -95,15 +193,28 @@ pub fn table_def_from_create(
     }
     let mut columns: Vec<ColumnDef> = Vec::with_capacity(create.columns.len());
     let mut primary_key = vec![];
+    let mut unique_columns = vec![];
     for column in &create.columns {
-        let (def, primary) = column_def(column)?;
+        let (def, constraints) = column_def_with_constraints(column)?;
         if columns.iter().any(|c| c.name == def.name) {
             return Err(PlanError::DuplicateColumn(def.name));
         }
-        if primary {
+        if constraints.primary {
             primary_key.push(columns.len());
         }
+        if let Some(name) = constraints.unique {
+            unique_columns.push((columns.len(), name));
+        }
         columns.push(def);
+    }
+    let mut indexes = vec![];
+    for (column, constraint_name) in unique_columns {
+        indexes.push(unique_index(
+            &name.name,
+            &columns,
+            vec![column],
+            constraint_name,
+        ));
     }
     for constraint in &create.constraints {
         match constraint {
@@ -132,9 +243,20 @@ pub fn table_def_from_create(
                     primary_key.push(index);
                 }
             }
+            TableConstraint::Unique(unique) => {
+                check_unique_options(unique)?;
+                let index_columns = index_columns(&columns, &unique.columns)?;
+                let constraint_name = unique.name.as_ref().map(normalize_ident);
+                indexes.push(unique_index(
+                    &name.name,
+                    &columns,
+                    index_columns,
+                    constraint_name,
+                ));
+            }
             other => {
                 return Err(PlanError::NotSupported(format!(
-                    "the table constraint {other} (only PRIMARY KEY is)"
+                    "the table constraint {other} (only PRIMARY KEY and UNIQUE are)"
                 )));
             }
         }
@@ -153,6 +275,14 @@ pub fn table_def_from_create(
             )));
         }
     }
+    for (i, index) in indexes.iter().enumerate() {
+        if indexes[..i].iter().any(|other| other.name == index.name) {
+            return Err(PlanError::InvalidDefinition(format!(
+                "two constraints are named \"{}\"",
+                index.name
+            )));
+        }
+    }
     Ok(TableDef {
         id,
         name,
@@ -160,6 +290,7 @@ pub fn table_def_from_create(
         primary_key,
         connector: None,
         watermark: None,
+        indexes,
     })
 }
 
@@ -201,6 +332,28 @@ mod tests {
     }
 
     #[test]
+    fn unique_constraints_become_indexes() {
+        let def = analyse(
+            "CREATE TABLE t (a int UNIQUE, b text, c int CONSTRAINT c_once UNIQUE, UNIQUE (b, a))",
+        )
+        .unwrap();
+        let names: Vec<(&str, &[usize])> = def
+            .indexes
+            .iter()
+            .map(|i| (i.name.as_str(), i.columns.as_slice()))
+            .collect();
+        assert_eq!(
+            names,
+            vec![
+                ("t_a_key", &[0][..]),
+                ("c_once", &[2][..]),
+                ("t_b_a_key", &[1, 0][..])
+            ]
+        );
+        assert!(def.indexes.iter().all(|i| i.unique && i.constraint));
+    }
+
+    #[test]
     fn inline_primary_key() {
         let def = analyse("CREATE TABLE t (a int, b text PRIMARY KEY)").unwrap();
         assert_eq!(def.primary_key, vec![1]);
@@ -221,7 +374,7 @@ mod tests {
             Err(PlanError::UnknownColumn(_))
         ));
         assert!(matches!(
-            analyse("CREATE TABLE t (a int UNIQUE)"),
+            analyse("CREATE TABLE t (a int, UNIQUE NULLS NOT DISTINCT (a))"),
             Err(PlanError::NotSupported(_))
         ));
         assert!(matches!(

@@ -40,6 +40,8 @@ pub enum ServerError {
     NotNullViolation { table: String, column: String },
     #[error("duplicate key value violates unique constraint \"{table}_pkey\": key ({key})")]
     UniqueViolation { table: String, key: String },
+    #[error("duplicate key value violates unique constraint \"{constraint}\": {detail}")]
+    UniqueConstraint { constraint: String, detail: String },
     #[error("value too long for type character varying({max}) in column \"{column}\"")]
     StringTooLong { column: String, max: u32 },
     #[error("invalid input syntax for type json in column \"{column}\": {reason}")]
@@ -184,7 +186,7 @@ impl ServerError {
             ServerError::DuplicateColumn(..) => "42701",
             ServerError::DependentObjects { .. } => "2BP01",
             ServerError::NotNullViolation { .. } => "23502",
-            ServerError::UniqueViolation { .. } => "23505",
+            ServerError::UniqueViolation { .. } | ServerError::UniqueConstraint { .. } => "23505",
             ServerError::StringTooLong { .. } => "22001",
             ServerError::DatatypeMismatch { .. } => "42804",
             ServerError::InvalidJson { .. } => "22P02",

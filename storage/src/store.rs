@@ -399,6 +399,46 @@ impl TableStore {
         Ok(None)
     }
 
+    /// Every stored row as (key, encoded value), in key order, on a
+    /// consistent snapshot. Blocking: call it from a blocking thread.
+    pub fn raw_rows(&self) -> StorageResult<Vec<(Vec<u8>, Vec<u8>)>> {
+        let prefix = table_prefix(self.table_id);
+        let mut read_options = ReadOptions::default();
+        read_options.set_iterate_upper_bound(table_prefix(self.table_id + 1));
+        let iter = self.store.db.iterator_opt(
+            IteratorMode::From(&prefix, Direction::Forward),
+            read_options,
+        );
+        let mut out = vec![];
+        for item in iter {
+            let (key, value) = item.map_err(|e| rocks_error(&self.store.path, e))?;
+            out.push((key[prefix.len()..].to_vec(), value.to_vec()));
+        }
+        Ok(out)
+    }
+
+    /// The keys of the rows whose keys start with `prefix` (index entries
+    /// of one indexed value), in order.
+    pub fn keys_with_prefix(&self, prefix: &[u8]) -> StorageResult<Vec<Vec<u8>>> {
+        let start = row_key(self.table_id, prefix);
+        let table = table_prefix(self.table_id);
+        let mut read_options = ReadOptions::default();
+        read_options.set_iterate_upper_bound(table_prefix(self.table_id + 1));
+        let iter = self
+            .store
+            .db
+            .iterator_opt(IteratorMode::From(&start, Direction::Forward), read_options);
+        let mut out = vec![];
+        for item in iter {
+            let (key, _) = item.map_err(|e| rocks_error(&self.store.path, e))?;
+            if !key.starts_with(&start) {
+                break;
+            }
+            out.push(key[table.len()..].to_vec());
+        }
+        Ok(out)
+    }
+
     /// A hash of every stored row, keys and values, fed to `hasher`: it
     /// differs (barring a collision of `hasher`) once any row changed.
     /// Blocking: call it from a blocking thread.

@@ -199,6 +199,24 @@ impl Catalog {
         self.read().tables.get(name).cloned()
     }
 
+    /// The table that has an index called `name`, and the index.
+    pub fn index(
+        &self,
+        name: &RelationName,
+    ) -> Option<(Arc<TableDef>, runnel_planner::catalog::IndexDef)> {
+        let state = self.read();
+        index_named(&state, name).map(|(t, i)| (Arc::clone(t), i.clone()))
+    }
+
+    /// Takes a storage id for a new index.
+    pub fn new_index_id(&self) -> ServerResult<u64> {
+        let mut state = self.write();
+        let mut writes = WriteSet::new();
+        let id = self.take_id(&mut state, &mut writes)?;
+        self.persist(&mut state, writes)?;
+        Ok(id)
+    }
+
     /// The table with storage id `id`.
     pub fn table_by_id(&self, id: u64) -> Option<Arc<TableDef>> {
         self.read().tables.values().find(|t| t.id == id).cloned()
@@ -286,9 +304,11 @@ impl Catalog {
         Ok(())
     }
 
+    /// Takes the next id (a failed write leaves a gap, never a reuse).
     fn take_id(&self, state: &mut CatalogState, writes: &mut WriteSet) -> ServerResult<u64> {
         let id = state.next_id;
-        writes.put_meta(NEXT_ID, &encode(&(id + 1))?);
+        state.next_id = id + 1;
+        writes.put_meta(NEXT_ID, &encode(&state.next_id)?);
         Ok(id)
     }
 
@@ -301,7 +321,6 @@ impl Catalog {
         let mut writes = WriteSet::new();
         let id = self.take_id(&mut state, &mut writes)?;
         self.persist(&mut state, writes)?;
-        state.next_id = id + 1;
         Ok(id)
     }
 
@@ -313,6 +332,7 @@ impl Catalog {
             || state.views.contains_key(name)
             || state.sinks.contains_key(name)
             || state.sequences.contains_key(name)
+            || index_named(state, name).is_some()
         {
             return Err(ServerError::DuplicateTable(name.name.clone()));
         }
@@ -337,13 +357,18 @@ impl Catalog {
             cells.push(self.new_sequence(def, &mut writes)?);
         }
         let id = self.take_id(&mut state, &mut writes)?;
-        let def = Arc::new(build(id)?);
+        let mut def = build(id)?;
+        for index in &mut def.indexes {
+            self.check_free(&state, &RelationName::new(&name.schema, &index.name))?;
+            index.id = self.take_id(&mut state, &mut writes)?;
+            writes.delete_all_rows(index.id);
+        }
+        let def = Arc::new(def);
         writes.put_meta(&table_key(id), &encode(def.as_ref())?);
         // A table id is never reused, but clear any rows a crash between
         // writes could have left under it.
         writes.delete_all_rows(id);
         self.persist(&mut state, writes)?;
-        state.next_id = id + 1;
         state.tables.insert(name.clone(), Arc::clone(&def));
         for cell in cells {
             state.sequences.insert(cell.def().name.clone(), cell);
@@ -432,7 +457,13 @@ impl Catalog {
             }
         }
         let mut dependants = BTreeSet::new();
-        collect_dependants(&state, old, &mut dependants);
+        if !state
+            .tables
+            .get(old)
+            .is_some_and(|current| same_but_indexes(current, &def))
+        {
+            collect_dependants(&state, old, &mut dependants);
+        }
         let materialized: Vec<&RelationName> = dependants
             .iter()
             .filter(|n| state.views.get(*n).is_some_and(|v| v.is_materialized()))
@@ -500,6 +531,9 @@ impl Catalog {
                 writes.delete_meta(&crate::sequences::record_key(&sequence));
             }
             if let Some(table) = state.tables.get(name) {
+                for index in &table.indexes {
+                    writes.delete_all_rows(index.id);
+                }
                 writes.delete_meta(&table_key(table.id));
                 writes.delete_all_rows(table.id);
                 writes.delete_all_changes(table.id);
@@ -511,6 +545,16 @@ impl Catalog {
             }
         }
     }
+}
+
+/// Whether two definitions of a table differ in their indexes at most
+/// (what views read is the same).
+fn same_but_indexes(a: &TableDef, b: &TableDef) -> bool {
+    a.name == b.name
+        && a.columns == b.columns
+        && a.primary_key == b.primary_key
+        && a.connector == b.connector
+        && a.watermark == b.watermark
 }
 
 /// Which statement named the relation being dropped.
@@ -576,6 +620,24 @@ fn forget_relations(state: &mut CatalogState, doomed: &BTreeSet<RelationName>) {
     }
 }
 
+/// The table that has an index called `name` (in the table's schema),
+/// and the index.
+fn index_named<'a>(
+    state: &'a CatalogState,
+    name: &RelationName,
+) -> Option<(&'a Arc<TableDef>, &'a runnel_planner::catalog::IndexDef)> {
+    state
+        .tables
+        .iter()
+        .filter(|(n, _)| n.schema == name.schema)
+        .find_map(|(_, t)| {
+            t.indexes
+                .iter()
+                .find(|i| i.name == name.name)
+                .map(|i| (t, i))
+        })
+}
+
 /// The sequences a `SERIAL` column of table `table` owns.
 fn owned_sequences(state: &CatalogState, table: &RelationName) -> Vec<RelationName> {
     state
@@ -622,6 +684,7 @@ mod tests {
             primary_key: vec![],
             connector: None,
             watermark: None,
+            indexes: vec![],
         }
     }
 

@@ -63,6 +63,13 @@ impl Session {
                 ..
             } => self.drop_sequences(names, *if_exists),
             Statement::Drop {
+                object_type: ObjectType::Index,
+                if_exists,
+                names,
+                ..
+            } => self.drop_indexes(names, *if_exists).await,
+            Statement::CreateIndex(create) => self.create_index(create).await,
+            Statement::Drop {
                 object_type,
                 if_exists,
                 names,
@@ -87,6 +94,9 @@ impl Session {
                         )));
                     }
                     writes.delete_all_rows(def.id);
+                    for index in &def.indexes {
+                        writes.delete_all_rows(index.id);
+                    }
                     tables.push(def.id);
                 }
                 self.db.store.write(writes)?;
@@ -393,6 +403,22 @@ impl Session {
             }
             return Err(ServerError::UndefinedTable(name.name));
         };
+        match alter.operations.as_slice() {
+            [AlterTableOperation::AddConstraint { constraint, .. }] => {
+                return self.add_unique_constraint(&name, constraint).await;
+            }
+            [
+                AlterTableOperation::DropConstraint {
+                    if_exists, name: c, ..
+                },
+            ] => {
+                let constraint = runnel_planner::ddl::normalize_ident(c);
+                return self
+                    .drop_unique_constraint(&name, &constraint, *if_exists)
+                    .await;
+            }
+            _ => {}
+        }
         let db = Arc::clone(&self.db);
         let _write = db.write_lock.lock().await;
         let mut fill: Vec<(usize, String)> = vec![];

@@ -7,6 +7,7 @@ mod copy;
 mod cursors;
 mod ddl;
 mod dml;
+mod index_ddl;
 mod sequence_ddl;
 mod settings;
 mod sinks;

@@ -83,6 +83,11 @@ impl Session {
             return Err(ServerError::DuplicateTable(name.name));
         }
         let def = runnel_planner::ddl::table_def_from_create(create, 0, name.clone())?;
+        if !def.indexes.is_empty() {
+            return Err(ServerError::NotSupported(format!(
+                "UNIQUE on source {name} (a source stores no rows)"
+            )));
+        }
         let changelog = crate::streaming::is_changelog_source(options);
         if changelog && def.primary_key.is_empty() {
             return Err(ServerError::Plan(PlanError::InvalidDefinition(format!(

@@ -306,6 +306,10 @@ fn commit_pending(
     let mut logged = vec![];
     for table in pending.tables() {
         table.check_unchanged(store)?;
+        if !table.def.indexes.is_empty() {
+            crate::tables::check_unique(&table.def, store, None, &table.indexes)?;
+            table.indexes.add_to(&mut writes);
+        }
         let log = db.runtime.logs().table_log(table.def.id);
         let changes = match &log {
             Some(_) => changes_of(table),

@@ -38,6 +38,7 @@ pub(super) fn check_supported(statement: &Statement) -> ServerResult<()> {
         | Statement::Prepare { .. }
         | Statement::Copy { .. }
         | Statement::CreateSequence { .. }
+        | Statement::CreateIndex(_)
         | Statement::Deallocate { .. }
         | Statement::Close { .. }
         | Statement::ShowViews {

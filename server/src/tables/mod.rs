@@ -1,10 +1,12 @@
 //! Stored tables: the DataFusion provider that reads them and the write
 //! path that INSERT, UPDATE and DELETE go through.
 
+mod indexes;
 mod pending;
 mod provider;
 mod write;
 
+pub use indexes::{IndexChanges, build_index, check_unique};
 pub use pending::{BlockWrites, PendingTable, PendingWrites};
 
 pub use provider::StoredTable;

@@ -27,6 +27,8 @@ pub struct PendingTable {
     pub rows: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
     /// Row key → the committed version the block's first change replaced.
     pub before: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    /// The changes the rows make to the table's indexes.
+    pub indexes: super::IndexChanges,
 }
 
 impl PendingTable {
@@ -35,6 +37,7 @@ impl PendingTable {
             def,
             rows: BTreeMap::new(),
             before: BTreeMap::new(),
+            indexes: Default::default(),
         }
     }
 

@@ -86,6 +86,7 @@ impl StoredTable {
             primary_key: vec![],
             connector: None,
             watermark: None,
+            indexes: vec![],
         });
         let table_schema = def.arrow_schema();
         let schema = Arc::new(table_schema.project(&(0..m.visible).collect::<Vec<_>>())?);
@@ -150,7 +151,7 @@ impl TableProvider for StoredTable {
         // column added since as null, until the pending rows that replace
         // them are filtered out: decode them as nullable.
         let table_schema = match &pending {
-            Some(_) => all_nullable(&self.table_schema),
+            Some(_) => super::indexes::all_nullable(&self.table_schema),
             None => Arc::clone(&self.table_schema),
         };
         let partition = ScanPartition {
@@ -248,17 +249,6 @@ impl PartitionStream for ScanPartition {
             stream,
         ))
     }
-}
-
-/// `schema` with every field nullable.
-fn all_nullable(schema: &SchemaRef) -> SchemaRef {
-    Arc::new(datafusion::arrow::datatypes::Schema::new(
-        schema
-            .fields()
-            .iter()
-            .map(|f| f.as_ref().clone().with_nullable(true))
-            .collect::<Vec<_>>(),
-    ))
 }
 
 /// A stored batch without the rows the block changed.

@@ -1,7 +1,7 @@
 //! Applying INSERT, UPDATE and DELETE to a stored table: constraint checks,
 //! key assignment and one atomic write per statement.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
@@ -16,6 +16,7 @@ use runnel_storage::key_codec::encode_key;
 use runnel_storage::row_codec::encode_row;
 use runnel_storage::{Store, WriteSet};
 
+use super::indexes::{IndexChanges, build_index, changes_of_rows, check_unique};
 use super::pending::PendingTable;
 
 use crate::error::{ServerError, ServerResult};
@@ -60,22 +61,43 @@ struct StatementWrites {
 }
 
 /// Applies a statement's writes: in one atomic write with its change log
-/// entries, or into the block's pending rows.
+/// entries and index entries, or into the block's pending rows; fails
+/// without writing when a unique index would hold a value twice.
 fn apply(
     def: &TableDef,
     store: &Store,
     target: WriteTarget<'_>,
     statement: StatementWrites,
 ) -> ServerResult<()> {
+    let index_changes = if def.indexes.is_empty() {
+        None
+    } else {
+        Some(statement_index_changes(
+            def,
+            store,
+            &target,
+            &statement.rows,
+        )?)
+    };
     match target {
         WriteTarget::Block(pending) => {
+            if let Some(changes) = &index_changes {
+                check_unique(def, store, Some(&pending.indexes), changes)?;
+            }
             for (key, value) in statement.rows {
                 pending.write(store, key, value)?;
+            }
+            if let Some(changes) = &index_changes {
+                pending.indexes.extend(changes);
             }
             Ok(())
         }
         WriteTarget::Store(log) => {
             let mut writes = WriteSet::new();
+            if let Some(changes) = &index_changes {
+                check_unique(def, store, None, changes)?;
+                changes.add_to(&mut writes);
+            }
             for (key, value) in &statement.rows {
                 match value {
                     Some(value) => writes.put_row(def.id, key, value),
@@ -85,6 +107,30 @@ fn apply(
             write_logged(store, writes, &[(def, &statement.changes, log)])
         }
     }
+}
+
+/// The index changes of a statement's row writes: per row it writes, the
+/// version the statement found and the last it wrote.
+fn statement_index_changes(
+    def: &TableDef,
+    store: &Store,
+    target: &WriteTarget<'_>,
+    rows: &[(Vec<u8>, Option<Vec<u8>>)],
+) -> ServerResult<IndexChanges> {
+    let mut last: BTreeMap<&[u8], Option<&[u8]>> = BTreeMap::new();
+    for (key, value) in rows {
+        last.insert(key, value.as_deref());
+    }
+    let mut found = Vec::with_capacity(last.len());
+    for key in last.keys() {
+        found.push(target.get(store, def, key)?);
+    }
+    let changes: Vec<_> = last
+        .iter()
+        .zip(&found)
+        .map(|((key, new), old)| (*key, old.as_deref(), *new))
+        .collect();
+    changes_of_rows(def, &changes)
 }
 
 /// Writes `writes` and every table's change log entries in one atomic
@@ -272,6 +318,14 @@ pub fn rewrite_rows(
             writes.put_row(def.id, key, value);
         }
     }
+    let rows: Vec<(&[u8], &[u8])> = statement
+        .rows
+        .iter()
+        .filter_map(|(k, v)| v.as_deref().map(|v| (k.as_slice(), v)))
+        .collect();
+    for index in &def.indexes {
+        build_index(def, index, &rows, writes)?;
+    }
     Ok(())
 }
 
@@ -286,15 +340,14 @@ pub fn rewrite_into_block(
     batches: &[RecordBatch],
     pending: &mut PendingTable,
 ) -> ServerResult<()> {
-    let mut statement = StatementWrites::default();
-    add_inserts(def, store, row_ids, batches, &mut statement, None)?;
-    for key in old_keys {
-        pending.write(store, key.clone(), None)?;
-    }
-    for (key, value) in statement.rows {
-        pending.write(store, key, value)?;
-    }
-    Ok(())
+    let mut inserts = StatementWrites::default();
+    add_inserts(def, store, row_ids, batches, &mut inserts, None)?;
+    let mut statement = StatementWrites {
+        rows: old_keys.iter().map(|k| (k.clone(), None)).collect(),
+        ..Default::default()
+    };
+    statement.rows.extend(inserts.rows);
+    apply(def, store, WriteTarget::Block(pending), statement)
 }
 
 /// Adds the inserts of `batches`; `target` (None: the table is being
