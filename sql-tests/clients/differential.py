@@ -2,6 +2,7 @@
 real PostgreSQL 15 (reference_pg.py); the column names, command tags and
 rows each answers must match."""
 
+import random
 import time
 
 import psycopg
@@ -517,6 +518,60 @@ def test_unique_constraints_in_blocks_as_postgres(server):
         except psycopg.errors.UniqueViolation:
             conn.rollback()
         assert other.execute("SELECT id FROM uqb WHERE code = 'z'").fetchall() == [(7,)]
+
+
+def random_unique_script(dsn, seed):
+    """Random single-row writes to a table with a primary key and a
+    UNIQUE column, some in blocks with a savepoint around each statement,
+    blocks committed or rolled back. Returns each statement's outcome and
+    the rows after each block."""
+    rng = random.Random(seed)
+    out = []
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("DROP TABLE IF EXISTS rq")
+        conn.execute("CREATE TABLE rq (id int PRIMARY KEY, code int UNIQUE, tag text)")
+
+        def run(sql):
+            try:
+                cur = conn.execute(sql)
+                out.append((sql, cur.statusmessage))
+                return True
+            except psycopg.Error as e:
+                out.append((sql, e.sqlstate))
+                return False
+
+        def statement():
+            code = rng.choice(["NULL", 1, 2, 3, 4, 5, 6])
+            key = rng.randint(1, 10)
+            return rng.choice([
+                f"INSERT INTO rq VALUES ({key}, {code}, 't{key}')",
+                f"INSERT INTO rq VALUES ({key}, {code}, 'a'), ({rng.randint(1, 10)}, {rng.choice([1, 2, 3, 'NULL'])}, 'b')",
+                f"UPDATE rq SET code = {code} WHERE id = {key}",
+                f"UPDATE rq SET id = {rng.randint(1, 10)} WHERE id = {key}",
+                f"DELETE FROM rq WHERE id = {key}",
+                f"DELETE FROM rq WHERE code = {code}",
+            ])
+
+        for _ in range(40):
+            if rng.random() < 0.5:
+                run(statement())
+                continue
+            run("BEGIN")
+            for _ in range(rng.randint(1, 6)):
+                run("SAVEPOINT s")
+                run("RELEASE s" if run(statement()) else "ROLLBACK TO s")
+            run(rng.choice(["COMMIT", "ROLLBACK"]))
+            out.append(conn.execute("SELECT id, code, tag FROM rq ORDER BY id").fetchall())
+        conn.execute("DROP TABLE rq")
+    return out
+
+
+def test_random_unique_writes_as_postgres(server):
+    for seed in range(6):
+        ours = random_unique_script(server.dsn(), seed)
+        theirs = random_unique_script(reference().dsn(), seed)
+        diffs = [f"runnel:   {o}\npostgres: {t}" for o, t in zip(ours, theirs) if o != t]
+        assert not diffs, f"seed {seed}:\n" + "\n".join(diffs[:5])
 
 
 def test_view_ddl_as_postgres(server):
