@@ -376,6 +376,21 @@ def copy_script(dsn, table):
             seen.append(cur.execute(f"SELECT count(*) FROM {table}").fetchone())
         conn.rollback()
         seen.append(conn.execute(f"SELECT count(*) FROM {table}").fetchone())
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        # Columns COPY leaves out take their defaults; a UNIQUE one holds.
+        conn.execute(f"CREATE TABLE {table}_serial (id serial PRIMARY KEY, name text UNIQUE, n int DEFAULT 5)")
+        with conn.cursor() as cur:
+            with cur.copy(f"COPY {table}_serial (name) FROM STDIN") as copy:
+                copy.write("a\nb\n")
+            try:
+                with cur.copy(f"COPY {table}_serial (name, n) FROM STDIN (FORMAT csv)") as copy:
+                    copy.write("c,7\na,8\n")
+            except psycopg.errors.UniqueViolation:
+                seen.append("duplicate refused")
+            with cur.copy(f"COPY {table}_serial (name, n) FROM STDIN (FORMAT csv)") as copy:
+                copy.write("d,9\n")
+            seen.append(cur.execute(f"SELECT name, n FROM {table}_serial ORDER BY name").fetchall())
+            seen.append(cur.execute(f"SELECT id FROM {table}_serial WHERE name = 'd'").fetchall())
     return seen
 
 

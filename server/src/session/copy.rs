@@ -261,6 +261,28 @@ impl Session {
         self.check_writable("COPY FROM")?;
         let def = Arc::clone(&into.table);
         let schema: SchemaRef = def.arrow_schema();
+        // Columns the data leaves out take their DEFAULT (a SERIAL's
+        // nextval, one per row), as in INSERT.
+        let state = self.ctx.state();
+        let defaults = crate::catalog::plan_defaults(&def, &state)?;
+        // now() and friends are constants of the statement: folded first.
+        let simplifier = datafusion::optimizer::simplify_expressions::ExprSimplifier::new(
+            datafusion::logical_expr::simplify::SimplifyContext::builder()
+                .with_config_options(Arc::new(state.config_options().as_ref().clone()))
+                .with_current_time()
+                .build(),
+        );
+        let mut filled = vec![];
+        for (slot, column) in def.columns.iter().enumerate() {
+            if let (false, Some(expr)) = (into.columns.contains(&slot), defaults.get(&column.name))
+            {
+                let expr = simplifier.simplify(expr.clone())?;
+                let physical = self
+                    .ctx
+                    .create_physical_expr(expr, &datafusion::common::DFSchema::empty())?;
+                filled.push((slot, physical));
+            }
+        }
         let mut batches = Vec::with_capacity(columns.len());
         for chunk in columns {
             let rows = chunk.first().map_or(0, |c| c.len());
@@ -269,6 +291,14 @@ impl Session {
                 .iter()
                 .map(|f| new_null_array(f.data_type(), rows))
                 .collect();
+            let no_columns = RecordBatch::try_new_with_options(
+                Arc::new(datafusion::arrow::datatypes::Schema::empty()),
+                vec![],
+                &datafusion::arrow::array::RecordBatchOptions::new().with_row_count(Some(rows)),
+            )?;
+            for (slot, expr) in &filled {
+                arrays[*slot] = expr.evaluate(&no_columns)?.into_array(rows)?;
+            }
             for (array, &slot) in chunk.into_iter().zip(&into.columns) {
                 arrays[slot] = array;
             }
