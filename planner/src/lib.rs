@@ -17,6 +17,7 @@ pub mod expr_rewrite;
 pub mod output_names;
 pub mod parser;
 pub mod pg_compat;
+pub mod scalar_subquery;
 pub mod stream;
 pub mod time_shift;
 pub mod types;

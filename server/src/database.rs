@@ -192,6 +192,7 @@ fn base_state(
         ctx.register_udf(function);
     }
     ctx.register_udf(crate::catalog::to_regtype(pg_static_tables.pg_type.data())?);
+    ctx.register_udaf(crate::catalog::single_value());
     // For DEFAULT nextval('schema.seq') of SERIAL columns (sessions
     // register their own, resolving in their schema).
     let values = Arc::new(std::sync::Mutex::new(std::collections::HashMap::new()));

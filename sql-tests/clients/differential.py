@@ -589,6 +589,21 @@ def test_random_unique_writes_as_postgres(server):
         assert not diffs, f"seed {seed}:\n" + "\n".join(diffs[:5])
 
 
+def test_scalar_subqueries_as_postgres(server):
+    assert_same(server, [
+        "CREATE TABLE sq (k int, v text)",
+        "INSERT INTO sq VALUES (1, 'x'), (2, 'y'), (2, 'z'), (3, NULL)",
+        "SELECT k, (SELECT v FROM sq b WHERE b.k = sq.k AND b.v <> 'z') AS s FROM sq ORDER BY k, s",
+        "SELECT k, (SELECT v FROM sq b WHERE b.k = sq.k) FROM sq ORDER BY k",
+        "SELECT k, (SELECT max(v) FROM sq b WHERE b.k = sq.k) AS m FROM sq ORDER BY k, m",
+        "SELECT (SELECT v FROM sq)",
+        "SELECT (SELECT v FROM sq WHERE k = 9), (SELECT v FROM sq WHERE k = 1), (SELECT 1)",
+        "SELECT k FROM sq WHERE v = (SELECT v FROM sq WHERE k = 1)",
+        "SELECT k FROM sq WHERE v = (SELECT v FROM sq WHERE k = 2)",
+        "DROP TABLE sq",
+    ])
+
+
 def test_view_ddl_as_postgres(server):
     assert_same(server, [
         "CREATE TABLE vd (a int, b text)",

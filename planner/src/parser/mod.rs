@@ -428,6 +428,7 @@ fn parse_standard(sql: &str) -> PlanResult<Vec<Statement>> {
                 // `current_user` into `session_user()` and casts into
                 // subqueries, which would name them otherwise.
                 crate::output_names::name_output_columns(&mut s)?;
+                crate::scalar_subquery::shield_select_list_subqueries(&mut s);
                 Ok(COMPATIBILITY.rewrite(s))
             })
             .collect()
@@ -455,6 +456,7 @@ fn parse_standard(sql: &str) -> PlanResult<Vec<Statement>> {
     };
     for statement in &mut statements {
         crate::windows::rewrite_window_functions(statement)?;
+        crate::scalar_subquery::aggregate_scalar_subqueries(statement);
     }
     Ok(statements)
 }

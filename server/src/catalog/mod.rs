@@ -8,12 +8,14 @@ mod pg_overrides;
 mod provider;
 mod regtype;
 mod sequences;
+mod single_value;
 mod sinks;
 
 pub use functions::{current_setting, fixed_functions, pg_type_name};
 pub use pg_overrides::PgGetExpr;
 pub use provider::{DML_PREFIX, ROW_KEY_COLUMN, RunnelCatalogProvider, plan_defaults};
 pub use regtype::to_regtype;
+pub use single_value::single_value;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};

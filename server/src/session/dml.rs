@@ -134,24 +134,38 @@ impl Session {
         let table = self.target_table(name)?;
         fill_omitted_columns(&mut insert, &table);
         let returning = insert.returning.take();
-        let plan = self
-            .plan(datafusion::sql::sqlparser::ast::Statement::Insert(insert))
-            .await?;
-        let LogicalPlan::Dml(DmlStatement {
-            op: WriteOp::Insert(_),
-            input,
-            ..
-        }) = plan
-        else {
-            return Err(ServerError::Internal(
-                "INSERT did not plan as an insert".into(),
-            ));
+        let input = match insert.source.take() {
+            Some(source)
+                if !matches!(
+                    source.body.as_ref(),
+                    datafusion::sql::sqlparser::ast::SetExpr::Values(_)
+                ) =>
+            {
+                self.insert_source(&table, &insert.columns, *source).await?
+            }
+            source => {
+                insert.source = source;
+                let plan = self
+                    .plan(datafusion::sql::sqlparser::ast::Statement::Insert(insert))
+                    .await?;
+                let LogicalPlan::Dml(DmlStatement {
+                    op: WriteOp::Insert(_),
+                    input,
+                    ..
+                }) = plan
+                else {
+                    return Err(ServerError::Internal(
+                        "INSERT did not plan as an insert".into(),
+                    ));
+                };
+                Arc::unwrap_or_clone(input)
+            }
         };
         let returning = self.returning(&table, None, returning).await?;
         Ok(DmlPlan {
             kind: DmlKind::Insert,
             table,
-            source: self.with_session_sequences(Arc::unwrap_or_clone(input))?,
+            source: self.with_session_sequences(input)?,
             returning,
         })
     }

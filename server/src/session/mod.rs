@@ -8,6 +8,7 @@ mod cursors;
 mod ddl;
 mod dml;
 mod index_ddl;
+mod insert_select;
 mod sequence_ddl;
 mod settings;
 mod sinks;
