@@ -73,6 +73,17 @@ pub struct TableDef {
     /// Secondary indexes: `UNIQUE` constraints and `CREATE INDEX`.
     #[serde(default)]
     pub indexes: Vec<IndexDef>,
+    /// `CHECK` constraints, every row must satisfy (or make NULL).
+    #[serde(default)]
+    pub checks: Vec<CheckDef>,
+}
+
+/// A `CHECK` constraint.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckDef {
+    pub name: String,
+    /// The condition, as SQL text over the table's columns.
+    pub expr: String,
 }
 
 /// A secondary index of a table, kept in the store under its own id: one

@@ -5,7 +5,7 @@ use datafusion::sql::sqlparser::ast::{
     TableConstraint,
 };
 
-use crate::catalog::{ColumnDef, IndexDef, RelationName, TableDef, default_index_name};
+use crate::catalog::{CheckDef, ColumnDef, IndexDef, RelationName, TableDef, default_index_name};
 use crate::types::ColumnType;
 use crate::{PlanError, PlanResult};
 
@@ -37,15 +37,17 @@ pub struct ColumnConstraints {
     pub primary: bool,
     /// `UNIQUE`, with the constraint's name if given.
     pub unique: Option<Option<String>>,
+    /// `CHECK (expr)`s, with the constraints' names if given.
+    pub checks: Vec<(Option<String>, String)>,
 }
 
 /// The definition of one column, and whether it declares itself the
 /// primary key (`id int PRIMARY KEY`).
 pub fn column_def(column: &SqlColumnDef) -> PlanResult<(ColumnDef, bool)> {
     let (def, constraints) = column_def_with_constraints(column)?;
-    if constraints.unique.is_some() {
+    if constraints.unique.is_some() || !constraints.checks.is_empty() {
         return Err(PlanError::NotSupported(
-            "a UNIQUE column here (add the constraint to the table)".into(),
+            "a UNIQUE or CHECK column here (add the constraint to the table)".into(),
         ));
     }
     Ok((def, constraints.primary))
@@ -77,9 +79,20 @@ pub fn column_def_with_constraints(
                 check_unique_options(unique)?;
                 constraints.unique = Some(option.name.as_ref().map(normalize_ident));
             }
+            ColumnOption::Check(check) => {
+                if check.enforced == Some(false) {
+                    return Err(PlanError::NotSupported("NOT ENFORCED constraints".into()));
+                }
+                let name = option
+                    .name
+                    .as_ref()
+                    .or(check.name.as_ref())
+                    .map(normalize_ident);
+                constraints.checks.push((name, check.expr.to_string()));
+            }
             other => {
                 return Err(PlanError::NotSupported(format!(
-                    "the column constraint {other} (only NOT NULL, NULL, DEFAULT, PRIMARY KEY and UNIQUE are)"
+                    "the column constraint {other} (only NOT NULL, NULL, DEFAULT, PRIMARY KEY, UNIQUE and CHECK are)"
                 )));
             }
         }
@@ -93,6 +106,56 @@ pub fn column_def_with_constraints(
         )));
     }
     Ok((def, constraints))
+}
+
+/// The unqualified name of the table `create` makes.
+fn name_of(create: &CreateTable) -> String {
+    create
+        .name
+        .0
+        .last()
+        .and_then(|p| p.as_ident())
+        .map(normalize_ident)
+        .unwrap_or_default()
+}
+
+/// Postgres's name for an unnamed CHECK: `table_column_check` (the first
+/// column it reads) or `table_check`, numbered when taken.
+pub fn check_name(table: &str, column: Option<&str>, taken: &[CheckDef]) -> String {
+    let columns: Vec<&str> = column.into_iter().collect();
+    let base = if columns.is_empty() {
+        format!("{table}_check")
+    } else {
+        default_index_name(table, &columns, "check")
+    };
+    let mut name = base.clone();
+    let mut n = 1;
+    while taken.iter().any(|c| c.name == name) {
+        name = format!("{base}{n}");
+        n += 1;
+    }
+    name
+}
+
+/// The first of `columns` that `expr` names.
+pub fn first_column(expr: &Expr, columns: &[ColumnDef]) -> Option<String> {
+    let mut found = None;
+    let _ = datafusion::sql::sqlparser::ast::visit_expressions(expr, |e| {
+        let ident = match e {
+            Expr::Identifier(ident) => Some(ident),
+            Expr::CompoundIdentifier(parts) => parts.last(),
+            _ => None,
+        };
+        if let Some(ident) = ident {
+            let name = normalize_ident(ident);
+            if columns.iter().any(|c| c.name == name) {
+                found = Some(name);
+                return std::ops::ControlFlow::Break(());
+            }
+        }
+        std::ops::ControlFlow::Continue(())
+    });
+    found
 }
 
 /// Refuses the `UNIQUE` variants Runnel does not keep.
@@ -194,6 +257,7 @@ pub fn table_def_from_create(
     let mut columns: Vec<ColumnDef> = Vec::with_capacity(create.columns.len());
     let mut primary_key = vec![];
     let mut unique_columns = vec![];
+    let mut checks: Vec<CheckDef> = vec![];
     for column in &create.columns {
         let (def, constraints) = column_def_with_constraints(column)?;
         if columns.iter().any(|c| c.name == def.name) {
@@ -204,6 +268,11 @@ pub fn table_def_from_create(
         }
         if let Some(name) = constraints.unique {
             unique_columns.push((columns.len(), name));
+        }
+        for (name, expr) in constraints.checks {
+            let name =
+                name.unwrap_or_else(|| check_name(&name_of(create), Some(&def.name), &checks));
+            checks.push(CheckDef { name, expr });
         }
         columns.push(def);
     }
@@ -243,6 +312,22 @@ pub fn table_def_from_create(
                     primary_key.push(index);
                 }
             }
+            TableConstraint::Check(check) => {
+                if check.enforced == Some(false) {
+                    return Err(PlanError::NotSupported("NOT ENFORCED constraints".into()));
+                }
+                let name = match &check.name {
+                    Some(name) => normalize_ident(name),
+                    None => {
+                        let first = first_column(&check.expr, &columns);
+                        check_name(&name.name, first.as_deref(), &checks)
+                    }
+                };
+                checks.push(CheckDef {
+                    name,
+                    expr: check.expr.to_string(),
+                });
+            }
             TableConstraint::Unique(unique) => {
                 check_unique_options(unique)?;
                 let index_columns = index_columns(&columns, &unique.columns)?;
@@ -256,7 +341,7 @@ pub fn table_def_from_create(
             }
             other => {
                 return Err(PlanError::NotSupported(format!(
-                    "the table constraint {other} (only PRIMARY KEY and UNIQUE are)"
+                    "the table constraint {other} (only PRIMARY KEY, UNIQUE and CHECK are)"
                 )));
             }
         }
@@ -275,11 +360,12 @@ pub fn table_def_from_create(
             )));
         }
     }
-    for (i, index) in indexes.iter().enumerate() {
-        if indexes[..i].iter().any(|other| other.name == index.name) {
+    let mut names: Vec<&str> = indexes.iter().map(|i| i.name.as_str()).collect();
+    names.extend(checks.iter().map(|c| c.name.as_str()));
+    for (i, name) in names.iter().enumerate() {
+        if names[..i].contains(name) {
             return Err(PlanError::InvalidDefinition(format!(
-                "two constraints are named \"{}\"",
-                index.name
+                "two constraints are named \"{name}\""
             )));
         }
     }
@@ -291,6 +377,7 @@ pub fn table_def_from_create(
         connector: None,
         watermark: None,
         indexes,
+        checks,
     })
 }
 

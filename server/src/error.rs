@@ -28,6 +28,9 @@ pub enum ServerError {
     UndefinedObject(String),
     #[error("relation \"{0}\" already exists")]
     DuplicateTable(String),
+    /// A constraint name a table has already.
+    #[error("{0}")]
+    DuplicateObject(String),
     #[error("schema \"{0}\" already exists")]
     DuplicateSchema(String),
     #[error("column \"{0}\" of relation \"{1}\" already exists")]
@@ -40,12 +43,17 @@ pub enum ServerError {
     NotNullViolation { table: String, column: String },
     #[error("duplicate key value violates unique constraint \"{table}_pkey\": key ({key})")]
     UniqueViolation { table: String, key: String },
+    #[error("new row for relation \"{table}\" violates check constraint \"{constraint}\"")]
+    CheckViolation { table: String, constraint: String },
     #[error("duplicate key value violates unique constraint \"{constraint}\": {detail}")]
     UniqueConstraint { constraint: String, detail: String },
     #[error("value too long for type character varying({max}) in column \"{column}\"")]
     StringTooLong { column: String, max: u32 },
     #[error("invalid input syntax for type json in column \"{column}\": {reason}")]
     InvalidJson { column: String, reason: String },
+    /// A condition (CHECK) that is not boolean.
+    #[error("argument of {0} must be type boolean")]
+    NotBoolean(String),
     #[error("column \"{column}\" is of type {expected} but expression is of type {found}")]
     DatatypeMismatch {
         column: String,
@@ -187,8 +195,10 @@ impl ServerError {
             ServerError::DependentObjects { .. } => "2BP01",
             ServerError::NotNullViolation { .. } => "23502",
             ServerError::UniqueViolation { .. } | ServerError::UniqueConstraint { .. } => "23505",
+            ServerError::CheckViolation { .. } => "23514",
+            ServerError::DuplicateObject(_) => "42710",
             ServerError::StringTooLong { .. } => "22001",
-            ServerError::DatatypeMismatch { .. } => "42804",
+            ServerError::DatatypeMismatch { .. } | ServerError::NotBoolean(_) => "42804",
             ServerError::InvalidJson { .. } => "22P02",
             ServerError::InvalidParameter(_) => "22P02",
             ServerError::InvalidOption(_) => "22023",

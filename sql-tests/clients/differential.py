@@ -497,6 +497,34 @@ def test_unique_constraints_and_indexes_as_postgres(server):
     ])
 
 
+def test_check_constraints_as_postgres(server):
+    assert_same(server, [
+        "CREATE TABLE ck (id int PRIMARY KEY, qty int CHECK (qty >= 0), price numeric(8,2),"
+        " CONSTRAINT ck_price_positive CHECK (price > 0), CHECK (qty < 1000 OR price < 10))",
+        "INSERT INTO ck VALUES (1, 5, 2.50), (2, NULL, NULL)",
+        "INSERT INTO ck VALUES (3, -1, 1)",
+        "INSERT INTO ck VALUES (3, 1, 0)",
+        "INSERT INTO ck VALUES (3, 2000, 50)",
+        "INSERT INTO ck VALUES (3, 2000, 5)",
+        "UPDATE ck SET qty = qty - 10 WHERE id = 1",
+        "UPDATE ck SET qty = qty - 5 WHERE id = 1",
+        "SELECT * FROM ck ORDER BY id",
+        "ALTER TABLE ck ADD CONSTRAINT ck_id_small CHECK (id < 3)",
+        "ALTER TABLE ck ADD CONSTRAINT ck_id_small CHECK (id < 100)",
+        "ALTER TABLE ck ADD CONSTRAINT ck_id_small CHECK (id < 50)",
+        "INSERT INTO ck VALUES (200, 1, 1)",
+        "ALTER TABLE ck DROP CONSTRAINT ck_id_small",
+        "INSERT INTO ck VALUES (200, 1, 1)",
+        "ALTER TABLE ck DROP CONSTRAINT ck_qty_check",
+        "INSERT INTO ck VALUES (201, -5, 1)",
+        "ALTER TABLE ck ADD CHECK (qty > 0)",
+        "CREATE TABLE ck_bad (a int CHECK (a + 1))",
+        "CREATE TABLE ck_bad (a int CHECK (b > 0))",
+        "SELECT * FROM ck ORDER BY id",
+        "DROP TABLE ck",
+    ])
+
+
 def unique_block_script(dsn):
     """Unique values moved around inside blocks, one failing at COMMIT
     because another session took the value first."""

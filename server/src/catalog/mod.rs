@@ -687,6 +687,7 @@ mod tests {
             connector: None,
             watermark: None,
             indexes: vec![],
+            checks: vec![],
         }
     }
 

@@ -304,6 +304,7 @@ impl Session {
             }
             batches.push(RecordBatch::try_new(Arc::clone(&schema), arrays)?);
         }
+        self.check_rows(&def, &batches)?;
         let db = Arc::clone(&self.db);
         let _write = db.write_lock.lock().await;
         let current = self.catalog().table(&def.name);

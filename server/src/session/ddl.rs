@@ -9,7 +9,7 @@ use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::sql::sqlparser::ast::{
     AlterTable, AlterTableOperation, CreateView, ObjectName, ObjectType, RenameTableNameKind,
-    SchemaName, Statement,
+    SchemaName, Statement, TableConstraint,
 };
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
@@ -158,6 +158,7 @@ impl Session {
         // the first INSERT.
         let mut def = table_def_from_create(create, 0, name.clone())?;
         plan_defaults(&def, &self.ctx.state())?;
+        self.validate_checks(&def)?;
         if let Some(w) = watermark {
             let w = runnel_planner::catalog::WatermarkDef {
                 column: w.column.clone(),
@@ -404,6 +405,14 @@ impl Session {
             return Err(ServerError::UndefinedTable(name.name));
         };
         match alter.operations.as_slice() {
+            [
+                AlterTableOperation::AddConstraint {
+                    constraint: TableConstraint::Check(check),
+                    ..
+                },
+            ] => {
+                return self.add_check_constraint(&name, check).await;
+            }
             [AlterTableOperation::AddConstraint { constraint, .. }] => {
                 return self.add_unique_constraint(&name, constraint).await;
             }
@@ -413,6 +422,9 @@ impl Session {
                 },
             ] => {
                 let constraint = runnel_planner::ddl::normalize_ident(c);
+                if self.drop_check_constraint(&name, &constraint)? {
+                    return Ok(StatementResult::command("ALTER TABLE", None));
+                }
                 return self
                     .drop_unique_constraint(&name, &constraint, *if_exists)
                     .await;
@@ -588,7 +600,7 @@ impl Session {
 
     /// Every row of `table` (keys and rows) as this session sees it: the
     /// committed rows, with its block's pending rows over them.
-    async fn rows_as_seen(
+    pub(super) async fn rows_as_seen(
         &self,
         table: &TableDef,
     ) -> ServerResult<(Vec<Vec<u8>>, Vec<RecordBatch>)> {

@@ -382,6 +382,9 @@ impl Session {
             DmlKind::Insert => (batches, vec![]),
             DmlKind::Update | DmlKind::Delete => split_keys(&batches, columns)?,
         };
+        if dml.kind != DmlKind::Delete {
+            self.check_rows(def, &rows)?;
+        }
         // Key lookups and the (fsynced) write block: keep them off the
         // async workers.
         let kind = dml.kind;

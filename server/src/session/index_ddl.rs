@@ -183,7 +183,7 @@ impl Session {
     /// After an index of table `table_id` came or went: the block's
     /// pending rows of it take the table's new definition (and forget the
     /// entries of `dropped`).
-    fn retarget_pending_def(&self, table_id: u64, dropped: Option<u64>) {
+    pub(super) fn retarget_pending_def(&self, table_id: u64, dropped: Option<u64>) {
         let new_def = self.catalog().table_by_id(table_id);
         if let Some(pending) = self.block_writes.lock().as_mut()
             && let Some(new_def) = new_def

@@ -3,6 +3,7 @@
 //! turns [`StatementResult`]s into messages.
 
 mod checkpoints;
+mod checks;
 mod copy;
 mod cursors;
 mod ddl;

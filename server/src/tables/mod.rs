@@ -6,6 +6,7 @@ mod pending;
 mod provider;
 mod write;
 
+pub(crate) use indexes::all_nullable;
 pub use indexes::{IndexChanges, build_index, check_unique};
 pub use pending::{BlockWrites, PendingTable, PendingWrites};
 

@@ -87,6 +87,7 @@ impl StoredTable {
             connector: None,
             watermark: None,
             indexes: vec![],
+            checks: vec![],
         });
         let table_schema = def.arrow_schema();
         let schema = Arc::new(table_schema.project(&(0..m.visible).collect::<Vec<_>>())?);
