@@ -28,6 +28,9 @@ pub enum ServerError {
     UndefinedObject(String),
     #[error("relation \"{0}\" already exists")]
     DuplicateTable(String),
+    /// ON CONFLICT names no key of the table.
+    #[error("{0}")]
+    InvalidColumnReference(String),
     /// A constraint name a table has already.
     #[error("{0}")]
     DuplicateObject(String),
@@ -197,6 +200,7 @@ impl ServerError {
             ServerError::UniqueViolation { .. } | ServerError::UniqueConstraint { .. } => "23505",
             ServerError::CheckViolation { .. } => "23514",
             ServerError::DuplicateObject(_) => "42710",
+            ServerError::InvalidColumnReference(_) => "42P10",
             ServerError::StringTooLong { .. } => "22001",
             ServerError::DatatypeMismatch { .. } | ServerError::NotBoolean(_) => "42804",
             ServerError::InvalidJson { .. } => "22P02",

@@ -525,6 +525,33 @@ def test_check_constraints_as_postgres(server):
     ])
 
 
+def test_insert_on_conflict_as_postgres(server):
+    assert_same(server, [
+        "CREATE TABLE oc (k int PRIMARY KEY, v text, n int DEFAULT 0, code text UNIQUE)",
+        "INSERT INTO oc VALUES (1, 'a', 0, 'x'), (2, 'b', 0, 'y')",
+        "INSERT INTO oc VALUES (1, 'z', 0, 'q'), (3, 'c', 0, 'w') ON CONFLICT DO NOTHING",
+        "INSERT INTO oc VALUES (4, 'd', 0, 'x') ON CONFLICT DO NOTHING",
+        "INSERT INTO oc VALUES (4, 'd', 0, 'x') ON CONFLICT (k) DO NOTHING",
+        "INSERT INTO oc VALUES (7, 'g', 0, 'g'), (7, 'h', 0, 'h') ON CONFLICT DO NOTHING",
+        "INSERT INTO oc VALUES (1, 'new', 0, 'x') ON CONFLICT (k) DO UPDATE SET v = excluded.v, n = oc.n + 1 RETURNING *",
+        "INSERT INTO oc AS t VALUES (1, 'newer', 0, 'x'), (5, 'e', 0, 'e') ON CONFLICT (k)"
+        " DO UPDATE SET v = excluded.v, n = t.n + 1 WHERE t.n < 5 RETURNING k, v, n",
+        "INSERT INTO oc VALUES (1, 'skipped', 0, 'x') ON CONFLICT (k) DO UPDATE SET v = excluded.v WHERE oc.n > 100",
+        "INSERT INTO oc VALUES (9, 'by code', 0, 'y') ON CONFLICT (code) DO UPDATE SET v = excluded.v",
+        "INSERT INTO oc VALUES (9, 'by code', 0, 'y') ON CONFLICT ON CONSTRAINT oc_code_key DO UPDATE SET v = 'c2'",
+        "INSERT INTO oc VALUES (8, 'pk', 0, 'p') ON CONFLICT ON CONSTRAINT oc_pkey DO NOTHING",
+        "INSERT INTO oc VALUES (1, 'a', 0, 'x'), (1, 'b', 0, 'x') ON CONFLICT (k) DO UPDATE SET v = excluded.v",
+        "INSERT INTO oc VALUES (1, 'a', 0, 'x') ON CONFLICT (v) DO NOTHING",
+        "INSERT INTO oc VALUES (1, 'a', 0, 'x') ON CONFLICT DO UPDATE SET v = 'q'",
+        "INSERT INTO oc VALUES (1, 'a', 0, 'x') ON CONFLICT ON CONSTRAINT nothing DO NOTHING",
+        "INSERT INTO oc VALUES (6, 'f', 0, 'x') ON CONFLICT (k) DO UPDATE SET v = 'q'",
+        "INSERT INTO oc VALUES (2, 'g', 0, 'y') ON CONFLICT (k) DO UPDATE SET code = 'x'",
+        "INSERT INTO oc (k, v) SELECT k + 100, v FROM oc WHERE k < 3 ON CONFLICT (k) DO UPDATE SET v = 'dup'",
+        "SELECT * FROM oc ORDER BY k",
+        "DROP TABLE oc",
+    ])
+
+
 def unique_block_script(dsn):
     """Unique values moved around inside blocks, one failing at COMMIT
     because another session took the value first."""
@@ -541,6 +568,9 @@ def unique_block_script(dsn):
         conn.rollback()
         conn.execute("UPDATE uqb SET code = 'c' WHERE id = 2")
         conn.execute("INSERT INTO uqb VALUES (5, 'b')")
+        conn.execute("INSERT INTO uqb VALUES (5, 'bb'), (6, 'f') ON CONFLICT (id) DO UPDATE SET code = excluded.code || '!'")
+        conn.execute("INSERT INTO uqb VALUES (7, 'a'), (8, 'bb!') ON CONFLICT DO NOTHING")
+        conn.execute("INSERT INTO uqb VALUES (9, 'f') ON CONFLICT (code) DO UPDATE SET code = 'f2'")
         conn.commit()
         seen.append(other.execute("SELECT * FROM uqb ORDER BY id").fetchall())
     return seen
@@ -553,14 +583,14 @@ def test_unique_constraints_in_blocks_as_postgres(server):
     # Runnel checks again at COMMIT: a value another session committed
     # first fails the block (Postgres would have waited on its lock).
     with psycopg.connect(server.dsn(), autocommit=True) as other, psycopg.connect(server.dsn()) as conn:
-        conn.execute("INSERT INTO uqb VALUES (6, 'z')")
-        other.execute("INSERT INTO uqb VALUES (7, 'z')")
+        conn.execute("INSERT INTO uqb VALUES (60, 'z')")
+        other.execute("INSERT INTO uqb VALUES (70, 'z')")
         try:
             conn.commit()
             raise AssertionError("commit of a value taken meanwhile succeeded")
         except psycopg.errors.UniqueViolation:
             conn.rollback()
-        assert other.execute("SELECT id FROM uqb WHERE code = 'z'").fetchall() == [(7,)]
+        assert other.execute("SELECT id FROM uqb WHERE code = 'z'").fetchall() == [(70,)]
 
 
 def random_unique_script(dsn, seed):

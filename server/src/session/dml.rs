@@ -57,6 +57,8 @@ pub struct DmlPlan {
     /// stored row key.
     pub source: LogicalPlan,
     pub returning: Option<Returning>,
+    /// INSERT's ON CONFLICT clause.
+    on_conflict: Option<super::upsert::OnConflictPlan>,
 }
 
 /// `ident` as a quoted identifier.
@@ -123,15 +125,25 @@ impl Session {
     }
 
     pub(super) async fn prepare_insert(&mut self, mut insert: Insert) -> ServerResult<DmlPlan> {
-        if insert.on.is_some() {
-            return Err(ServerError::NotSupported("INSERT … ON CONFLICT".into()));
-        }
         let TableObject::TableName(name) = &insert.table else {
             return Err(ServerError::NotSupported(
                 "INSERT INTO TABLE FUNCTION".into(),
             ));
         };
         let table = self.target_table(name)?;
+        let alias = insert
+            .table_alias
+            .as_ref()
+            .map(|a| normalize_ident(&a.alias))
+            .unwrap_or_else(|| table.name.name.clone());
+        let on_conflict = match insert.on.take() {
+            None => None,
+            Some(datafusion::sql::sqlparser::ast::OnInsert::OnConflict(on)) => {
+                Some(super::upsert::plan_on_conflict(&table, &alias, &on)?)
+            }
+            Some(other) => return Err(ServerError::NotSupported(format!("INSERT … {other}"))),
+        };
+        insert.table_alias = None;
         fill_omitted_columns(&mut insert, &table);
         let returning = insert.returning.take();
         let input = match insert.source.take() {
@@ -161,12 +173,13 @@ impl Session {
                 Arc::unwrap_or_clone(input)
             }
         };
-        let returning = self.returning(&table, None, returning).await?;
+        let returning = self.returning(&table, Some(&alias), returning).await?;
         Ok(DmlPlan {
             kind: DmlKind::Insert,
             table,
             source: self.with_session_sequences(input)?,
             returning,
+            on_conflict,
         })
     }
 
@@ -352,6 +365,7 @@ impl Session {
             table,
             source,
             returning,
+            on_conflict: None,
         })
     }
 
@@ -382,6 +396,10 @@ impl Session {
             DmlKind::Insert => (batches, vec![]),
             DmlKind::Update | DmlKind::Delete => split_keys(&batches, columns)?,
         };
+        if let Some(on_conflict) = &dml.on_conflict {
+            let (count, rows) = self.upsert(&dml.table, rows, on_conflict).await?;
+            return self.dml_result(dml, tag, count, rows).await;
+        }
         if dml.kind != DmlKind::Delete {
             self.check_rows(def, &rows)?;
         }
@@ -399,6 +417,19 @@ impl Session {
                 Ok((count, rows))
             })
             .await?;
+        self.dml_result(dml, tag, count, rows).await
+    }
+
+    /// The answer of a DML statement that wrote `count` rows (`rows`, for
+    /// RETURNING).
+    async fn dml_result(
+        &self,
+        dml: &DmlPlan,
+        tag: &str,
+        count: u64,
+        rows: Vec<RecordBatch>,
+    ) -> ServerResult<StatementResult> {
+        let def = dml.table.as_ref();
         match &dml.returning {
             None => Ok(StatementResult::command(tag, Some(count))),
             Some(returning) => {

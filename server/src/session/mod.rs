@@ -15,6 +15,7 @@ mod settings;
 mod sinks;
 mod streaming;
 mod transaction;
+mod upsert;
 mod utility;
 
 pub use checkpoints::started_at as checkpoint_started_at;

@@ -141,6 +141,53 @@ fn entries(
         .collect()
 }
 
+/// The encoded values `index` holds for row `row` of `columns` (the
+/// table's columns), None when one of them is null (it never conflicts).
+pub fn values_of(
+    columns: &[ArrayRef],
+    index: &IndexDef,
+    row: usize,
+) -> ServerResult<Option<Vec<u8>>> {
+    let indexed: Vec<&ArrayRef> = index.columns.iter().map(|&c| &columns[c]).collect();
+    if indexed.iter().any(|c| c.is_null(row)) {
+        return Ok(None);
+    }
+    let mut values = vec![];
+    encode_nullable_key(&indexed, row, &mut values)?;
+    Ok(Some(values))
+}
+
+/// The key of the row that holds `values` in unique index `index`, in the
+/// store with `base` (a block's changes) over it.
+pub fn owner(
+    store: &Store,
+    base: Option<&IndexChanges>,
+    index: u64,
+    values: &[u8],
+) -> ServerResult<Option<Vec<u8>>> {
+    let empty = BTreeSet::new();
+    let dels = base.and_then(|b| b.dels.get(&index)).unwrap_or(&empty);
+    for key in store.table(index).keys_with_prefix(values)? {
+        let entry = Entry {
+            values: values.to_vec(),
+            row: key[values.len()..].to_vec(),
+            has_null: false,
+        };
+        if !dels.contains(&entry) {
+            return Ok(Some(entry.row));
+        }
+    }
+    let from = Entry {
+        values: values.to_vec(),
+        row: vec![],
+        has_null: false,
+    };
+    Ok(base
+        .and_then(|b| b.puts.get(&index))
+        .and_then(|puts| puts.range(from..).find(|e| e.values == values))
+        .map(|e| e.row.clone()))
+}
+
 /// One changed row: its key, the version it had and the one it gets
 /// (None: absent).
 pub type RowChange<'a> = (&'a [u8], Option<&'a [u8]>, Option<&'a [u8]>);

@@ -12,6 +12,6 @@ pub use pending::{BlockWrites, PendingTable, PendingWrites};
 
 pub use provider::StoredTable;
 pub use write::{
-    RowIds, WriteTarget, delete_rows, insert_rows, rewrite_into_block, rewrite_rows, update_rows,
-    write_logged,
+    Arbiter, Conflict, RowIds, WriteTarget, delete_rows, find_conflicts, insert_rows,
+    rewrite_into_block, rewrite_rows, update_rows, upsert_rows, write_logged,
 };
