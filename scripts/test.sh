@@ -25,6 +25,9 @@ if [ ! -x "$VENV/bin/python" ]; then
   python3 -m venv "$VENV"
 fi
 "$VENV/bin/python" -c 'import psycopg' 2>/dev/null || "$VENV/bin/pip" install -q 'psycopg[binary]>=3.1'
+# psycopg2 and SQLAlchemy 2: the ORM and second driver of the client tests.
+"$VENV/bin/python" -c 'import psycopg2, sqlalchemy; assert sqlalchemy.__version__ >= "2"' 2>/dev/null \
+  || "$VENV/bin/pip" install -q 'psycopg2-binary>=2.9' 'SQLAlchemy>=2.0,<2.1'
 # moto in server mode: the S3-compatible server the checkpoint tests use.
 [ -x "$VENV/bin/moto_server" ] || "$VENV/bin/pip" install -q 'moto[server]>=5'
 # confluent-kafka (a current librdkafka): the outside Kafka client of the tests.

@@ -21,6 +21,7 @@ from psycopg.types.json import Json, Jsonb
 
 from differential import *  # noqa: F401,F403 (its test_* functions run here too)
 from differential import stop_reference
+from orm import *  # noqa: F401,F403 (SQLAlchemy's tests)
 
 
 def free_port():

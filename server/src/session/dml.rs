@@ -397,7 +397,7 @@ impl Session {
             DmlKind::Update | DmlKind::Delete => split_keys(&batches, columns)?,
         };
         if let Some(on_conflict) = &dml.on_conflict {
-            let (count, rows) = self.upsert(&dml.table, rows, on_conflict).await?;
+            let (count, rows) = self.upsert(&dml.table, rows, on_conflict, params).await?;
             return self.dml_result(dml, tag, count, rows).await;
         }
         if dml.kind != DmlKind::Delete {

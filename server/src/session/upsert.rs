@@ -8,6 +8,7 @@ use std::sync::Arc;
 use datafusion::arrow::array::{ArrayRef, RecordBatch, UInt32Array, UInt64Array};
 use datafusion::arrow::compute::{cast, concat_batches, take_record_batch};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::common::ParamValues;
 use datafusion::datasource::MemTable;
 use datafusion::prelude::SessionContext;
 use datafusion::sql::sqlparser::ast::{
@@ -151,6 +152,7 @@ impl Session {
         def: &Arc<TableDef>,
         rows: Vec<RecordBatch>,
         plan: &OnConflictPlan,
+        params: &ParamValues,
     ) -> ServerResult<(u64, Vec<RecordBatch>)> {
         let schema = def.arrow_schema();
         let proposed = {
@@ -199,6 +201,7 @@ impl Session {
                     excluded,
                     assignments,
                     selection.as_deref(),
+                    params,
                 )
                 .await?;
                 positions.extend(chosen.iter().map(|&n| updates[n]));
@@ -259,6 +262,7 @@ async fn updated_rows(
     excluded: RecordBatch,
     assignments: &[(usize, String)],
     selection: Option<&str>,
+    params: &ParamValues,
 ) -> ServerResult<(Vec<usize>, Vec<RecordBatch>)> {
     const ROW: &str = "__runnel_row";
     let numbered = |batch: RecordBatch| -> ServerResult<RecordBatch> {
@@ -305,7 +309,12 @@ async fn updated_rows(
         items.join(", "),
         selection.map(|s| format!(" WHERE {s}")).unwrap_or_default()
     );
-    let batches = ctx.sql(&sql).await?.collect().await?;
+    let batches = ctx
+        .sql(&sql)
+        .await?
+        .with_param_values(params.clone())?
+        .collect()
+        .await?;
     let mut chosen = vec![];
     let mut rows = vec![];
     for batch in batches {
