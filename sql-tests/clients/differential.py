@@ -195,6 +195,9 @@ def migration_script(dsn):
             conn.execute("CREATE SEQUENCE mig_counter")
             conn.execute("DROP VIEW mig_names")
             conn.execute("ALTER TABLE mig_users RENAME COLUMN name TO full_name")
+            conn.execute("ALTER TABLE mig_users ALTER COLUMN full_name TYPE varchar(40)")
+            conn.execute("ALTER TABLE mig_posts DROP COLUMN user_id")
+            conn.execute("INSERT INTO mig_posts (body) VALUES ('second')")
             conn.execute("UPDATE mig_version SET version = '2'")
             seen.append(("inside", probe(conn, "SELECT * FROM mig_users ORDER BY id")))
             seen.append(("others inside", probe(other, "SELECT * FROM mig_posts")))
@@ -549,6 +552,42 @@ def test_insert_on_conflict_as_postgres(server):
         "INSERT INTO oc (k, v) SELECT k + 100, v FROM oc WHERE k < 3 ON CONFLICT (k) DO UPDATE SET v = 'dup'",
         "SELECT * FROM oc ORDER BY k",
         "DROP TABLE oc",
+    ])
+
+
+def test_alter_table_columns_as_postgres(server):
+    assert_same(server, [
+        "CREATE TABLE alt (id serial PRIMARY KEY, name text, qty int, code text UNIQUE,"
+        " note varchar(10), CHECK (qty >= 0))",
+        "INSERT INTO alt (name, qty, code, note) VALUES ('a', 1, 'x', 'n1'), ('b', NULL, 'y', 'n2')",
+        "CREATE INDEX alt_qty_idx ON alt (qty)",
+        "ALTER TABLE alt ALTER COLUMN qty SET DEFAULT 7",
+        "INSERT INTO alt (name, code) VALUES ('c', 'z') RETURNING qty",
+        "ALTER TABLE alt ALTER COLUMN qty DROP DEFAULT",
+        "INSERT INTO alt (name, code) VALUES ('d', 'w') RETURNING qty",
+        "ALTER TABLE alt ALTER COLUMN qty SET NOT NULL",
+        "ALTER TABLE alt ALTER COLUMN name SET NOT NULL",
+        "INSERT INTO alt (code) VALUES ('v')",
+        "ALTER TABLE alt ALTER COLUMN name DROP NOT NULL",
+        "INSERT INTO alt (code) VALUES ('v')",
+        "ALTER TABLE alt ALTER COLUMN id DROP NOT NULL",
+        "ALTER TABLE alt ALTER COLUMN note TYPE text",
+        "ALTER TABLE alt ALTER COLUMN qty TYPE bigint",
+        "SELECT id, name, qty, code, note FROM alt ORDER BY id",
+        "ALTER TABLE alt DROP COLUMN qty",
+        "ALTER TABLE alt DROP COLUMN qty",
+        "ALTER TABLE alt DROP COLUMN IF EXISTS qty",
+        "INSERT INTO alt (name, code) VALUES ('e', 'x')",
+        "ALTER TABLE alt DROP COLUMN code",
+        "INSERT INTO alt (name) VALUES ('f')",
+        "ALTER TABLE alt ADD COLUMN flag boolean NOT NULL DEFAULT true, DROP COLUMN note",
+        "SELECT * FROM alt ORDER BY id",
+        "CREATE VIEW alt_names AS SELECT name FROM alt",
+        "ALTER TABLE alt DROP COLUMN flag",
+        "DROP VIEW alt_names",
+        "ALTER TABLE alt DROP COLUMN flag",
+        "SELECT * FROM alt ORDER BY id",
+        "DROP TABLE alt",
     ])
 
 

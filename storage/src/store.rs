@@ -478,6 +478,19 @@ impl TableStore {
         &self,
         spec: &ScanSpec,
         on_snapshot: impl FnOnce(),
+        emit: impl FnMut(Vec<Vec<u8>>, RecordBatch) -> bool,
+    ) -> StorageResult<()> {
+        self.scan_skipping(spec, on_snapshot, |_| false, emit)
+    }
+
+    /// Like [`TableStore::scan_after_snapshot`], leaving out (undecoded)
+    /// the rows whose keys `skip` names: rows a transaction block replaced,
+    /// which may be stored in an older layout than `spec`'s.
+    pub fn scan_skipping(
+        &self,
+        spec: &ScanSpec,
+        on_snapshot: impl FnOnce(),
+        skip: impl Fn(&[u8]) -> bool,
         mut emit: impl FnMut(Vec<Vec<u8>>, RecordBatch) -> bool,
     ) -> StorageResult<()> {
         let prefix = table_prefix(self.table_id);
@@ -498,6 +511,9 @@ impl TableStore {
                 break;
             }
             let (key, value) = item.map_err(|e| rocks_error(&self.store.path, e))?;
+            if skip(&key[prefix.len()..]) {
+                continue;
+            }
             decoder.push(&value)?;
             keys.push(key[prefix.len()..].to_vec());
             remaining -= 1;

@@ -219,6 +219,17 @@ impl Catalog {
         Ok(id)
     }
 
+    /// The views (materialized or not) that read `name`, directly or
+    /// through other views.
+    pub fn dependent_views(&self, name: &RelationName) -> Vec<Arc<ViewDef>> {
+        let state = self.read();
+        let mut out = BTreeSet::new();
+        collect_dependants(&state, name, &mut out);
+        out.iter()
+            .filter_map(|n| state.views.get(n).cloned())
+            .collect()
+    }
+
     /// The table with storage id `id`.
     pub fn table_by_id(&self, id: u64) -> Option<Arc<TableDef>> {
         self.read().tables.values().find(|t| t.id == id).cloned()

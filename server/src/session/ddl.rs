@@ -22,6 +22,8 @@ use crate::catalog::{RelationKind, plan_defaults};
 use crate::error::{ServerError, ServerResult};
 use crate::tables::rewrite_rows;
 
+use super::alter_columns::{ColumnSources, Source};
+
 impl Session {
     pub(super) async fn execute_ddl(
         &mut self,
@@ -433,7 +435,7 @@ impl Session {
         }
         let db = Arc::clone(&self.db);
         let _write = db.write_lock.lock().await;
-        let mut fill: Vec<(usize, String)> = vec![];
+        let mut sources = ColumnSources::new(&def);
         for operation in &alter.operations {
             match operation {
                 AlterTableOperation::AddColumn {
@@ -453,10 +455,16 @@ impl Session {
                             "adding a PRIMARY KEY column".into(),
                         ));
                     }
-                    if let Some(default) = &column.default {
-                        fill.push((def.columns.len(), default.clone()));
-                    }
                     def.columns.push(column);
+                    sources.sources.push(Source::New);
+                }
+                AlterTableOperation::DropColumn {
+                    column_names,
+                    if_exists,
+                    ..
+                } => sources.drop_columns(&mut def, column_names, *if_exists)?,
+                AlterTableOperation::AlterColumn { column_name, op } => {
+                    sources.alter_column(&mut def, &name, column_name, op)?
                 }
                 AlterTableOperation::RenameColumn {
                     old_column_name,
@@ -484,17 +492,42 @@ impl Session {
             }
         }
         plan_defaults(&def, &self.ctx.state())?;
+        if !sources.touched.is_empty() {
+            let views: Vec<String> = self
+                .catalog()
+                .dependent_views(&name)
+                .into_iter()
+                .filter(|v| super::alter_columns::view_reads(&v.sql, &sources.touched))
+                .map(|v| v.name.to_string())
+                .collect();
+            if !views.is_empty() {
+                return Err(ServerError::DependentObjects {
+                    what: format!("a column of {name}"),
+                    dependants: views.join(", "),
+                });
+            }
+        }
         let old = self.catalog().table(&name);
-        let rewrite = self.rows_to_rewrite(old.as_deref(), &def, &fill).await?;
+        let rewrite = self.rows_to_rewrite(old.as_deref(), &def, &sources).await?;
+        let mut writes = runnel_storage::WriteSet::new();
+        for index in &sources.dropped_indexes {
+            writes.delete_all_rows(*index);
+        }
         if self.in_block() {
             // The rows stay the block's pending rows, under the new
             // definition, and are written at COMMIT.
             let id = def.id;
-            self.catalog()
-                .replace_table(&name, def, runnel_storage::WriteSet::new())?;
+            self.catalog().replace_table(&name, def, writes)?;
+            if let Some(pending) = self.block_writes.lock().as_mut()
+                && let Some(def) = pending.table(id).map(|t| Arc::clone(&t.def))
+            {
+                let table = pending.table_mut(&def);
+                for index in &sources.dropped_indexes {
+                    table.indexes.forget(*index);
+                }
+            }
             return self.retarget_pending(id, rewrite);
         }
-        let mut writes = runnel_storage::WriteSet::new();
         if let Some((_, batches)) = rewrite {
             // The new definition and the rewritten rows land in one write.
             rewrite_rows(
@@ -538,21 +571,24 @@ impl Session {
         Ok(StatementResult::command("ALTER TABLE", None))
     }
 
-    /// For ADD COLUMN: the table's rows as this session sees them (with
-    /// its block's pending rows), their keys and the rows with the new
-    /// columns filled, when a new column has a default or is NOT NULL; None
-    /// when nothing changes for existing rows (a new nullable column reads
-    /// as null).
+    /// The table's rows as this session sees them (with its block's
+    /// pending rows), their keys and the rows as the altered table holds
+    /// them; None when existing rows need no change (a new nullable column
+    /// without a default reads as null).
     async fn rows_to_rewrite(
         &self,
         old: Option<&TableDef>,
         new: &TableDef,
-        fill: &[(usize, String)],
+        sources: &ColumnSources,
     ) -> ServerResult<Option<(Vec<Vec<u8>>, Vec<RecordBatch>)>> {
         let Some(old) = old else { return Ok(None) };
-        let added = &new.columns[old.columns.len().min(new.columns.len())..];
-        let needs_values = added.iter().any(|c| c.not_null || c.default.is_some());
-        if !needs_values || old.columns.len() >= new.columns.len() {
+        let added = |i: usize| sources.sources[i] == Source::New;
+        let fills = new
+            .columns
+            .iter()
+            .enumerate()
+            .any(|(i, c)| added(i) && (c.not_null || c.default.is_some()));
+        if !sources.rewrite && !fills {
             return Ok(None);
         }
         let (keys, old_batches) = self.rows_as_seen(old).await?;
@@ -561,39 +597,47 @@ impl Session {
         }
         let mut values: Vec<Option<datafusion::scalar::ScalarValue>> =
             vec![None; new.columns.len()];
-        for (index, sql) in fill {
+        for (index, column) in new.columns.iter().enumerate() {
+            let (true, Some(sql)) = (added(index), &column.default) else {
+                continue;
+            };
             let frame = self.ctx.sql(&format!("SELECT {sql}")).await?;
             let batches = frame.collect().await?;
             let array = batches
                 .first()
                 .map(|b| Arc::clone(b.column(0)))
                 .ok_or_else(|| ServerError::Internal("default produced no value".into()))?;
-            let array = cast(&array, &new.columns[*index].column_type.arrow_type())?;
-            values[*index] = Some(datafusion::scalar::ScalarValue::try_from_array(&array, 0)?);
+            let array = cast(&array, &column.column_type.arrow_type())?;
+            values[index] = Some(datafusion::scalar::ScalarValue::try_from_array(&array, 0)?);
         }
-        let schema = new.arrow_schema();
+        let schema = crate::tables::all_nullable(&new.arrow_schema());
+        let strict = datafusion::arrow::compute::CastOptions {
+            safe: false,
+            ..Default::default()
+        };
         let mut out = vec![];
         for batch in old_batches {
-            let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
-            for (index, column) in new.columns.iter().enumerate().skip(old.columns.len()) {
-                let array = match &values[index] {
-                    Some(v) => v.to_array_of_size(batch.num_rows())?,
-                    None => new_null_array(&column.column_type.arrow_type(), batch.num_rows()),
-                };
-                columns.push(array);
+            let mut columns: Vec<ArrayRef> = Vec::with_capacity(new.columns.len());
+            for (index, column) in new.columns.iter().enumerate() {
+                let wanted = column.column_type.arrow_type();
+                columns.push(match (sources.sources[index], &values[index]) {
+                    (Source::Old(from), _) => datafusion::arrow::compute::cast_with_options(
+                        batch.column(from),
+                        &wanted,
+                        &strict,
+                    )
+                    .map_err(|e| {
+                        ServerError::InvalidParameter(format!(
+                            "column \"{}\" cannot become {}: {e}",
+                            column.name,
+                            column.column_type.pg_name()
+                        ))
+                    })?,
+                    (Source::New, Some(v)) => v.to_array_of_size(batch.num_rows())?,
+                    (Source::New, None) => new_null_array(&wanted, batch.num_rows()),
+                });
             }
-            out.push(
-                RecordBatch::try_new(Arc::clone(&schema), columns).map_err(|_| {
-                    ServerError::NotNullViolation {
-                        table: new.name.name.clone(),
-                        column: added
-                            .iter()
-                            .find(|c| c.not_null && c.default.is_none())
-                            .map(|c| c.name.clone())
-                            .unwrap_or_default(),
-                    }
-                })?,
-            );
+            out.push(RecordBatch::try_new(Arc::clone(&schema), columns)?);
         }
         Ok(Some((keys, out)))
     }
@@ -619,36 +663,18 @@ impl Session {
             // Inside a block the rows are written at COMMIT: it checks they
             // did not change meanwhile.
             catalog.note_rewrite(table_id)?;
-            let overridden = pending.as_ref().map(|p| &p.rows);
+            let replaced = |key: &[u8]| pending.as_ref().is_some_and(|p| p.rows.contains_key(key));
             let (mut keys, mut batches) = (vec![], vec![]);
-            let mut failed = None;
-            store.scan(&spec, |batch_keys, batch| {
-                let keep: Vec<bool> = batch_keys
-                    .iter()
-                    .map(|k| overridden.is_none_or(|o| !o.contains_key(k)))
-                    .collect();
-                match datafusion::arrow::compute::filter_record_batch(
-                    &batch,
-                    &keep.iter().copied().collect(),
-                ) {
-                    Ok(kept) => batches.push(kept),
-                    Err(e) => {
-                        failed = Some(e);
-                        return false;
-                    }
-                }
-                keys.extend(
-                    batch_keys
-                        .into_iter()
-                        .zip(&keep)
-                        .filter(|(_, k)| **k)
-                        .map(|(k, _)| k),
-                );
-                true
-            })?;
-            if let Some(e) = failed {
-                return Err(e.into());
-            }
+            store.scan_skipping(
+                &spec,
+                || {},
+                replaced,
+                |batch_keys, batch| {
+                    keys.extend(batch_keys);
+                    batches.push(batch);
+                    true
+                },
+            )?;
             if let Some(pending) = &pending {
                 let mut decoder = runnel_storage::row_codec::RowDecoder::new(&schema, None)?;
                 for (key, value) in &pending.rows {

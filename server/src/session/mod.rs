@@ -2,6 +2,7 @@
 //! preparing and running of statements. Protocol-free: the pgwire layer
 //! turns [`StatementResult`]s into messages.
 
+mod alter_columns;
 mod checkpoints;
 mod checks;
 mod copy;

@@ -45,6 +45,9 @@ impl Entry {
 pub struct IndexChanges {
     puts: BTreeMap<u64, BTreeSet<Entry>>,
     dels: BTreeMap<u64, BTreeSet<Entry>>,
+    /// Indexes whose stored entries are all gone (the rows were rewritten
+    /// by an ALTER TABLE): only `puts` holds theirs.
+    cleared: BTreeSet<u64>,
 }
 
 impl IndexChanges {
@@ -55,13 +58,23 @@ impl IndexChanges {
     }
 
     fn del(&mut self, index: u64, entry: Entry) {
-        if !self.puts.entry(index).or_default().remove(&entry) {
+        if !self.puts.entry(index).or_default().remove(&entry) && !self.cleared.contains(&index) {
             self.dels.entry(index).or_default().insert(entry);
         }
     }
 
+    /// Drops every entry of `index`, stored or changed.
+    pub fn clear(&mut self, index: u64) {
+        self.puts.remove(&index);
+        self.dels.remove(&index);
+        self.cleared.insert(index);
+    }
+
     /// Applies `later` (changes made over the view these give) after these.
     pub fn extend(&mut self, later: &IndexChanges) {
+        for index in &later.cleared {
+            self.clear(*index);
+        }
         for (index, entries) in &later.dels {
             for entry in entries {
                 self.del(*index, entry.clone());
@@ -78,10 +91,14 @@ impl IndexChanges {
     pub fn forget(&mut self, index: u64) {
         self.puts.remove(&index);
         self.dels.remove(&index);
+        self.cleared.remove(&index);
     }
 
     /// Adds the changes to `writes`.
     pub fn add_to(&self, writes: &mut WriteSet) {
+        for index in &self.cleared {
+            writes.delete_all_rows(*index);
+        }
         for (index, entries) in &self.dels {
             for entry in entries {
                 writes.delete_row(*index, &entry.key());
@@ -167,7 +184,12 @@ pub fn owner(
 ) -> ServerResult<Option<Vec<u8>>> {
     let empty = BTreeSet::new();
     let dels = base.and_then(|b| b.dels.get(&index)).unwrap_or(&empty);
-    for key in store.table(index).keys_with_prefix(values)? {
+    let stored = if base.is_some_and(|b| b.cleared.contains(&index)) {
+        vec![]
+    } else {
+        store.table(index).keys_with_prefix(values)?
+    };
+    for key in stored {
         let entry = Entry {
             values: values.to_vec(),
             row: key[values.len()..].to_vec(),
@@ -273,12 +295,19 @@ pub fn check_unique(
         let base_dels = base.and_then(|b| b.dels.get(&index.id)).unwrap_or(&empty);
         let base_puts = base.and_then(|b| b.puts.get(&index.id)).unwrap_or(&empty);
         let gone = |entry: &Entry| own_dels.contains(entry) || base_dels.contains(entry);
+        let stored = !changes.cleared.contains(&index.id)
+            && !base.is_some_and(|b| b.cleared.contains(&index.id));
         let mut seen: HashMap<&[u8], &[u8]> = HashMap::new();
         for entry in puts.iter().filter(|e| !e.has_null) {
             if seen.insert(&entry.values, &entry.row).is_some() {
                 return Err(violation(def, index, "would be held by two rows"));
             }
-            for key in store.table(index.id).keys_with_prefix(&entry.values)? {
+            let keys = if stored {
+                store.table(index.id).keys_with_prefix(&entry.values)?
+            } else {
+                vec![]
+            };
+            for key in keys {
                 let other = Entry {
                     values: entry.values.clone(),
                     row: key[entry.values.len()..].to_vec(),

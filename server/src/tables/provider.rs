@@ -5,10 +5,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use datafusion::arrow::array::{
-    ArrayRef, BinaryArray, BooleanArray, RecordBatch, RecordBatchOptions,
-};
-use datafusion::arrow::compute::filter_record_batch;
+use datafusion::arrow::array::{ArrayRef, BinaryArray, RecordBatch, RecordBatchOptions};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::catalog::{Session, TableProvider};
 use datafusion::datasource::TableType;
@@ -218,20 +215,17 @@ impl PartitionStream for ScanPartition {
                 )
                 .map_err(DataFusionError::from),
             };
-            let mut result = store.scan(&spec, |keys, batch| {
-                let (keys, batch) = match &pending {
-                    Some(pending) => match without_pending(keys, batch, pending) {
-                        Ok(kept) => kept,
-                        Err(e) => {
-                            let _ = tx.blocking_send(Err(e));
-                            return false;
-                        }
-                    },
-                    None => (keys, batch),
-                };
+            // The block's rows replace stored ones (which may be in the
+            // layout before an ALTER TABLE of the block): skip those
+            // undecoded.
+            let replaced = |key: &[u8]| pending.as_ref().is_some_and(|p| p.rows.contains_key(key));
+            let mut result = store.scan_skipping(
+                &spec,
+                || {},
+                replaced,
                 // A closed channel means the query stopped reading.
-                tx.blocking_send(shape(keys, batch)).is_ok()
-            });
+                |keys, batch| tx.blocking_send(shape(keys, batch)).is_ok(),
+            );
             if let (Ok(()), Some(pending)) = (&result, &pending) {
                 result = pending_rows(&spec, pending).map(|(keys, batch)| {
                     let _ = tx.blocking_send(shape(keys, batch));
@@ -250,27 +244,6 @@ impl PartitionStream for ScanPartition {
             stream,
         ))
     }
-}
-
-/// A stored batch without the rows the block changed.
-fn without_pending(
-    keys: Vec<Vec<u8>>,
-    batch: RecordBatch,
-    pending: &PendingTable,
-) -> Result<(Vec<Vec<u8>>, RecordBatch)> {
-    if !keys.iter().any(|k| pending.rows.contains_key(k)) {
-        return Ok((keys, batch));
-    }
-    let keep: BooleanArray = keys
-        .iter()
-        .map(|k| Some(!pending.rows.contains_key(k)))
-        .collect();
-    let batch = filter_record_batch(&batch, &keep)?;
-    let keys = keys
-        .into_iter()
-        .filter(|k| !pending.rows.contains_key(k))
-        .collect();
-    Ok((keys, batch))
 }
 
 /// The block's inserted and updated rows, as the scan projects them.

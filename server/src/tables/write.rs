@@ -342,12 +342,27 @@ pub fn rewrite_into_block(
 ) -> ServerResult<()> {
     let mut inserts = StatementWrites::default();
     add_inserts(def, store, row_ids, batches, &mut inserts, None)?;
-    let mut statement = StatementWrites {
-        rows: old_keys.iter().map(|k| (k.clone(), None)).collect(),
-        ..Default::default()
-    };
-    statement.rows.extend(inserts.rows);
-    apply(def, store, WriteTarget::Block(pending), statement)
+    // Every index starts again from the new rows (the old rows may be in
+    // the layout before the ALTER).
+    let mut changes = IndexChanges::default();
+    for index in &def.indexes {
+        changes.clear(index.id);
+    }
+    let rows: Vec<_> = inserts
+        .rows
+        .iter()
+        .map(|(key, value)| (key.as_slice(), None, value.as_deref()))
+        .collect();
+    changes.extend(&changes_of_rows(def, &rows)?);
+    check_unique(def, store, None, &changes)?;
+    for key in old_keys {
+        pending.write(store, key.clone(), None)?;
+    }
+    for (key, value) in inserts.rows {
+        pending.write(store, key, value)?;
+    }
+    pending.indexes.extend(&changes);
+    Ok(())
 }
 
 /// Adds the inserts of `batches`; `target` (None: the table is being
