@@ -19,6 +19,7 @@ pub mod parser;
 pub mod pg_compat;
 pub mod scalar_subquery;
 pub mod stream;
+pub mod time_literals;
 pub mod time_shift;
 pub mod types;
 pub mod windows;

@@ -212,6 +212,9 @@ fn base_state(
         .with_type_planner(Arc::new(RunnelTypePlanner::new(inner)))
         .with_analyzer_rule(Arc::new(ByteaInputRule::default()))
         .with_analyzer_rule(Arc::new(TimeShiftRule))
+        .with_analyzer_rule(Arc::new(
+            runnel_planner::time_literals::TimestampLiteralRule,
+        ))
         .build();
     provider.set_planner_state(state.clone());
     Ok(state)

@@ -701,6 +701,16 @@ def test_scalar_subqueries_as_postgres(server):
     ])
 
 
+def test_timestamps_without_seconds_as_postgres(server):
+    assert_same(server, [
+        "SELECT '2024-01-01 10:00'::timestamp, timestamp '2024-01-01 9:05', '2024-01-01T10:00'::timestamp",
+        "CREATE TABLE tsm (t timestamp)",
+        "INSERT INTO tsm VALUES ('2024-01-01 10:00'), ('2024-01-01 10:00:30')",
+        "SELECT t FROM tsm WHERE t >= '2024-01-01 10:00' ORDER BY t",
+        "DROP TABLE tsm",
+    ])
+
+
 def test_view_ddl_as_postgres(server):
     assert_same(server, [
         "CREATE TABLE vd (a int, b text)",
