@@ -711,6 +711,21 @@ def test_timestamps_without_seconds_as_postgres(server):
     ])
 
 
+def test_create_table_as_as_postgres(server):
+    assert_same(server, [
+        "CREATE TABLE ctas_src (id int PRIMARY KEY, name text, price numeric(8,2), at date)",
+        "INSERT INTO ctas_src VALUES (1, 'a', 1.50, '2024-01-02'), (2, 'b', 2.25, NULL)",
+        "CREATE TABLE ctas AS SELECT id, upper(name) AS name, price * 2 AS double_price, at FROM ctas_src",
+        "SELECT * FROM ctas ORDER BY id",
+        "SELECT pg_typeof(id), pg_typeof(name), pg_typeof(at) FROM ctas LIMIT 1",
+        "CREATE TABLE ctas AS SELECT 1",
+        "CREATE TABLE IF NOT EXISTS ctas AS SELECT 1",
+        "CREATE TABLE ctas_bad AS SELECT nope FROM ctas_src",
+        "SELECT count(*) FROM information_schema.tables WHERE table_name = 'ctas_bad'",
+        "DROP TABLE ctas, ctas_src",
+    ])
+
+
 def test_view_ddl_as_postgres(server):
     assert_same(server, [
         "CREATE TABLE vd (a int, b text)",

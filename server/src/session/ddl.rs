@@ -56,6 +56,9 @@ impl Session {
                 }
                 Ok(result)
             }
+            Statement::CreateTable(create) if create.query.is_some() => {
+                self.create_table_as(create).await
+            }
             Statement::CreateTable(create) => self.create_table(create, None),
             Statement::CreateView(create) => self.create_view(create).await,
             Statement::Drop {

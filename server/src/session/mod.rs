@@ -6,6 +6,7 @@ mod alter_columns;
 mod checkpoints;
 mod checks;
 mod copy;
+mod create_table_as;
 mod cursors;
 mod ddl;
 mod dml;
