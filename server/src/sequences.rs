@@ -289,6 +289,70 @@ impl SequenceCell {
     }
 }
 
+/// The relation a `'name'` or `'schema.name'` text argument names (SQL
+/// rules: unquoted parts fold to lower case), unqualified ones in
+/// `schema`.
+fn relation_name(text: &str, schema: &str) -> Option<RelationName> {
+    let name = Parser::new(&PostgreSqlDialect {})
+        .try_with_sql(text)
+        .and_then(|mut p| {
+            let name = p.parse_object_name(false)?;
+            p.expect_token(&Token::EOF)?;
+            Ok(name)
+        })
+        .ok()?;
+    let parts = runnel_planner::ddl::name_parts(&name).ok()?;
+    match parts.as_slice() {
+        [name] => Some(RelationName::new(schema, name.clone())),
+        [schema, name] => Some(RelationName::new(schema.clone(), name.clone())),
+        _ => None,
+    }
+}
+
+/// `pg_get_serial_sequence(table, column)`: the sequence a SERIAL or
+/// identity column takes its values from, as `schema.name`; NULL for
+/// another column. Unqualified tables resolve in `schema`.
+pub fn serial_sequence_function(catalog: &Arc<Catalog>, schema: &str) -> ScalarUDF {
+    let catalog = Arc::clone(catalog);
+    let schema = schema.to_string();
+    datafusion::logical_expr::create_udf(
+        "pg_get_serial_sequence",
+        vec![DataType::Utf8, DataType::Utf8],
+        DataType::Utf8,
+        Volatility::Stable,
+        Arc::new(move |args: &[ColumnarValue]| {
+            let arrays = ColumnarValue::values_to_arrays(args)?;
+            let (tables, columns) = (arrays[0].as_string::<i32>(), arrays[1].as_string::<i32>());
+            let mut out = Vec::with_capacity(tables.len());
+            for row in 0..tables.len() {
+                if tables.is_null(row) || columns.is_null(row) {
+                    out.push(None);
+                    continue;
+                }
+                let text = tables.value(row);
+                let table = relation_name(text, &schema)
+                    .filter(|t| catalog.table(t).is_some())
+                    .ok_or_else(|| {
+                        DataFusionError::External(Box::new(ServerError::UndefinedTable(
+                            text.to_string(),
+                        )))
+                    })?;
+                let owner = (table, columns.value(row).to_string());
+                out.push(
+                    catalog
+                        .sequences()
+                        .into_iter()
+                        .find(|s| s.def().owned_by.as_ref() == Some(&owner))
+                        .map(|s| format!("{}.{}", s.def().name.schema, s.def().name.name)),
+                );
+            }
+            Ok(ColumnarValue::Array(Arc::new(
+                datafusion::arrow::array::StringArray::from(out),
+            )))
+        }),
+    )
+}
+
 /// The functions over sequences as one session sees them: unqualified
 /// names resolve in `schema`, and `currval` answers what this session's
 /// `nextval` last got.
@@ -349,21 +413,8 @@ impl std::hash::Hash for SequenceFunction {
 impl SequenceFunction {
     /// The sequence a `'name'` or `'schema.name'` argument names.
     fn resolve(&self, text: &str) -> DfResult<RelationName> {
-        let invalid = || DataFusionError::Plan(format!("invalid sequence name \"{text}\""));
-        let name = Parser::new(&PostgreSqlDialect {})
-            .try_with_sql(text)
-            .and_then(|mut p| {
-                let name = p.parse_object_name(false)?;
-                p.expect_token(&Token::EOF)?;
-                Ok(name)
-            })
-            .map_err(|_| invalid())?;
-        let parts = runnel_planner::ddl::name_parts(&name).map_err(|_| invalid())?;
-        match parts.as_slice() {
-            [name] => Ok(RelationName::new(self.schema.clone(), name.clone())),
-            [schema, name] => Ok(RelationName::new(schema.clone(), name.clone())),
-            _ => Err(invalid()),
-        }
+        relation_name(text, &self.schema)
+            .ok_or_else(|| DataFusionError::Plan(format!("invalid sequence name \"{text}\"")))
     }
 
     fn call(&self, name: &RelationName, row: usize, args: &[Arc<dyn Array>]) -> DfResult<i64> {

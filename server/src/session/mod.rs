@@ -345,6 +345,11 @@ impl Session {
         {
             self.ctx.register_udf(function);
         }
+        self.ctx
+            .register_udf(crate::sequences::serial_sequence_function(
+                self.catalog(),
+                &schema,
+            ));
     }
 
     /// The relation `name` denotes, qualified with the current schema when
