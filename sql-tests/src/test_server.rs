@@ -5,6 +5,21 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
+/// Whether a Postgres server answers on `port`: an SSLRequest gets `N` or
+/// `S` (an HTTP server on the port, say, answers otherwise or not at all).
+fn speaks_postgres(port: u16) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+    let ssl_request = [0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f];
+    let mut answer = [0u8; 1];
+    stream.write_all(&ssl_request).is_ok()
+        && stream.read_exact(&mut answer).is_ok()
+        && matches!(answer[0], b'N' | b'S')
+}
+
 /// The `runnel` binary to test: `$RUNNEL_BIN`, else the one built next to
 /// the running executable (`target/debug/runnel`).
 pub fn runnel_binary() -> Result<PathBuf> {
@@ -107,7 +122,16 @@ impl TestServer {
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(60);
         while Instant::now() < deadline {
-            if TcpStream::connect(("127.0.0.1", self.pg_port)).is_ok() {
+            // Something on the port answering as Postgres does is not yet
+            // proof it is this process: another test's server may hold the
+            // port this one failed to bind. Still running a moment later is.
+            if speaks_postgres(self.pg_port) {
+                std::thread::sleep(Duration::from_millis(200));
+                if let Some(child) = self.child.as_mut()
+                    && let Some(status) = child.try_wait()?
+                {
+                    bail!("runnel exited during start-up: {status}");
+                }
                 return Ok(());
             }
             if let Some(child) = self.child.as_mut()
