@@ -27,14 +27,16 @@ fn http_get(port: u16, path: &str) -> Result<(String, String)> {
     ))
 }
 
-/// Waits until `SHOW CHECKPOINTS` has a row with `status`.
+/// Waits until `SHOW CHECKPOINTS` has a row with `status` taken after the
+/// job's first epoch (one the interval took before the view existed has
+/// epoch 0 and nothing of the job).
 async fn wait_for_status(client: &Client, status: &str) -> Result<Vec<String>> {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         if let Some(row) = text_rows(client, "SHOW CHECKPOINTS")
             .await?
             .into_iter()
-            .find(|r| r[2] == status)
+            .find(|r| r[2] == status && r[1] != "0")
         {
             return Ok(row);
         }
