@@ -4,6 +4,7 @@
 
 mod draft;
 mod functions;
+mod indexes;
 mod pg_overrides;
 mod provider;
 mod regtype;
@@ -201,24 +202,6 @@ impl Catalog {
         self.read().tables.get(name).cloned()
     }
 
-    /// The table that has an index called `name`, and the index.
-    pub fn index(
-        &self,
-        name: &RelationName,
-    ) -> Option<(Arc<TableDef>, runnel_planner::catalog::IndexDef)> {
-        let state = self.read();
-        index_named(&state, name).map(|(t, i)| (Arc::clone(t), i.clone()))
-    }
-
-    /// Takes a storage id for a new index.
-    pub fn new_index_id(&self) -> ServerResult<u64> {
-        let mut state = self.write();
-        let mut writes = WriteSet::new();
-        let id = self.take_id(&mut state, &mut writes)?;
-        self.persist(&mut state, writes)?;
-        Ok(id)
-    }
-
     /// The views (materialized or not) that read `name`, directly or
     /// through other views.
     pub fn dependent_views(&self, name: &RelationName) -> Vec<Arc<ViewDef>> {
@@ -345,7 +328,7 @@ impl Catalog {
             || state.views.contains_key(name)
             || state.sinks.contains_key(name)
             || state.sequences.contains_key(name)
-            || index_named(state, name).is_some()
+            || indexes::index_named(state, name).is_some()
         {
             return Err(ServerError::DuplicateTable(name.name.clone()));
         }
@@ -631,24 +614,6 @@ fn forget_relations(state: &mut CatalogState, doomed: &BTreeSet<RelationName>) {
         state.tables.remove(name);
         state.views.remove(name);
     }
-}
-
-/// The table that has an index called `name` (in the table's schema),
-/// and the index.
-fn index_named<'a>(
-    state: &'a CatalogState,
-    name: &RelationName,
-) -> Option<(&'a Arc<TableDef>, &'a runnel_planner::catalog::IndexDef)> {
-    state
-        .tables
-        .iter()
-        .filter(|(n, _)| n.schema == name.schema)
-        .find_map(|(_, t)| {
-            t.indexes
-                .iter()
-                .find(|i| i.name == name.name)
-                .map(|i| (t, i))
-        })
 }
 
 /// The sequences a `SERIAL` column of table `table` owns.

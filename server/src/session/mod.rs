@@ -3,6 +3,7 @@
 //! turns [`StatementResult`]s into messages.
 
 mod alter_columns;
+mod alter_table;
 mod checkpoints;
 mod checks;
 mod copy;

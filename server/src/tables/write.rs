@@ -32,7 +32,12 @@ pub enum WriteTarget<'a> {
 
 impl WriteTarget<'_> {
     /// The row at `key` as the statement sees it.
-    fn get(&self, store: &Store, def: &TableDef, key: &[u8]) -> ServerResult<Option<Vec<u8>>> {
+    pub(super) fn get(
+        &self,
+        store: &Store,
+        def: &TableDef,
+        key: &[u8],
+    ) -> ServerResult<Option<Vec<u8>>> {
         match self {
             WriteTarget::Store(_) => Ok(store.table(def.id).get(key)?),
             WriteTarget::Block(pending) => pending.get(store, key),
@@ -55,15 +60,15 @@ impl WriteTarget<'_> {
 /// A statement's row writes (key, new version or None for a delete), in
 /// order, and the change log entries they make.
 #[derive(Default)]
-struct StatementWrites {
-    rows: Vec<(Vec<u8>, Option<Vec<u8>>)>,
-    changes: RowChanges,
+pub(super) struct StatementWrites {
+    pub(super) rows: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+    pub(super) changes: RowChanges,
 }
 
 /// Applies a statement's writes: in one atomic write with its change log
 /// entries and index entries, or into the block's pending rows; fails
 /// without writing when a unique index would hold a value twice.
-fn apply(
+pub(super) fn apply(
     def: &TableDef,
     store: &Store,
     target: WriteTarget<'_>,
@@ -200,7 +205,7 @@ impl RowIds {
 
 /// Brings a batch to the table's exact column types and checks NOT NULL and
 /// varchar lengths.
-fn conform(def: &TableDef, batch: &RecordBatch) -> ServerResult<Vec<ArrayRef>> {
+pub(super) fn conform(def: &TableDef, batch: &RecordBatch) -> ServerResult<Vec<ArrayRef>> {
     if batch.num_columns() != def.columns.len() {
         return Err(ServerError::Internal(format!(
             "{} values for {} columns of {}",
@@ -264,7 +269,11 @@ fn check_json(column: &str, array: &ArrayRef) -> ServerResult<()> {
 }
 
 /// The primary key of `row`, or None for tables keyed by row id.
-fn primary_key(def: &TableDef, columns: &[ArrayRef], row: usize) -> ServerResult<Option<Vec<u8>>> {
+pub(super) fn primary_key(
+    def: &TableDef,
+    columns: &[ArrayRef],
+    row: usize,
+) -> ServerResult<Option<Vec<u8>>> {
     if def.primary_key.is_empty() {
         return Ok(None);
     }
@@ -367,7 +376,7 @@ pub fn rewrite_into_block(
 
 /// Adds the inserts of `batches`; `target` (None: the table is being
 /// rewritten) is where existing keys are looked up.
-fn add_inserts(
+pub(super) fn add_inserts(
     def: &TableDef,
     store: &Store,
     row_ids: &RowIds,
@@ -433,33 +442,9 @@ pub fn update_rows(
     Ok(old_keys.len() as u64)
 }
 
-/// INSERT … ON CONFLICT DO UPDATE: inserts `inserts` and replaces the
-/// rows at `old_keys` by `updates` (same order, same keys), in one write.
-pub fn upsert_rows(
-    def: &TableDef,
-    store: &Store,
-    row_ids: &RowIds,
-    inserts: &[RecordBatch],
-    old_keys: &[Vec<u8>],
-    updates: &[RecordBatch],
-    target: WriteTarget<'_>,
-) -> ServerResult<u64> {
-    let mut statement = StatementWrites::default();
-    let inserted = add_inserts(def, store, row_ids, inserts, &mut statement, Some(&target))?;
-    let updated: HashSet<Vec<u8>> =
-        add_updates(def, store, old_keys, updates, &target, &mut statement)?;
-    if updated.iter().any(|k| !old_keys.contains(k)) {
-        return Err(ServerError::NotSupported(
-            "ON CONFLICT DO UPDATE that changes the primary key".into(),
-        ));
-    }
-    apply(def, store, target, statement)?;
-    Ok(inserted + old_keys.len() as u64)
-}
-
 /// Adds the replacement of the rows at `old_keys` by `new_rows`; returns
 /// the keys written.
-fn add_updates(
+pub(super) fn add_updates(
     def: &TableDef,
     store: &Store,
     old_keys: &[Vec<u8>],
@@ -515,89 +500,6 @@ fn add_updates(
         }
     }
     Ok(written)
-}
-
-/// What an INSERT … ON CONFLICT finds for one proposed row.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Conflict {
-    /// No row holds its arbiter values: it is inserted.
-    None,
-    /// The row at this key (its stored version) holds them.
-    Existing(Vec<u8>, Vec<u8>),
-    /// An earlier proposed row of the statement has them.
-    Repeat,
-}
-
-/// Which constraint decides that a proposed row conflicts.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Arbiter {
-    PrimaryKey,
-    /// A unique index, by id.
-    Index(u64),
-    /// Any (ON CONFLICT DO NOTHING without a target).
-    Any,
-}
-
-/// For every proposed row of `batches` (the table's columns), what it
-/// conflicts with on `arbiter`, as `target` sees the table.
-pub fn find_conflicts(
-    def: &TableDef,
-    store: &Store,
-    target: &WriteTarget<'_>,
-    batches: &[RecordBatch],
-    arbiter: &Arbiter,
-) -> ServerResult<Vec<Conflict>> {
-    let base = match target {
-        WriteTarget::Block(pending) => Some(&pending.indexes),
-        WriteTarget::Store(_) => None,
-    };
-    let indexes: Vec<&runnel_planner::catalog::IndexDef> = def
-        .indexes
-        .iter()
-        .filter(|i| {
-            i.unique
-                && match arbiter {
-                    Arbiter::Index(id) => i.id == *id,
-                    Arbiter::Any => true,
-                    Arbiter::PrimaryKey => false,
-                }
-        })
-        .collect();
-    let use_key = matches!(arbiter, Arbiter::PrimaryKey | Arbiter::Any);
-    let mut seen_keys = HashSet::new();
-    let mut seen_values: Vec<HashSet<Vec<u8>>> = vec![HashSet::new(); indexes.len()];
-    let mut out = vec![];
-    for batch in batches {
-        let columns = conform(def, batch)?;
-        for row in 0..batch.num_rows() {
-            let mut found = Conflict::None;
-            if use_key && let Some(key) = primary_key(def, &columns, row)? {
-                if !seen_keys.insert(key.clone()) {
-                    found = Conflict::Repeat;
-                } else if let Some(value) = target.get(store, def, &key)? {
-                    found = Conflict::Existing(key, value);
-                }
-            }
-            for (i, index) in indexes.iter().enumerate() {
-                if found != Conflict::None {
-                    break;
-                }
-                let Some(values) = super::indexes::values_of(&columns, index, row)? else {
-                    continue;
-                };
-                if !seen_values[i].insert(values.clone()) {
-                    found = Conflict::Repeat;
-                } else if let Some(owner) = super::indexes::owner(store, base, index.id, &values)? {
-                    let value = target.get(store, def, &owner)?.ok_or_else(|| {
-                        ServerError::Internal(format!("index of {} names a missing row", def.name))
-                    })?;
-                    found = Conflict::Existing(owner, value);
-                }
-            }
-            out.push(found);
-        }
-    }
-    Ok(out)
 }
 
 /// Deletes the rows at `keys`.
