@@ -258,6 +258,16 @@ def test_ddl_blocks_conflict_and_refuse_jobs(server):
         except psycopg.errors.SerializationFailure:
             conn.rollback()
         assert other.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = 'ddl_a'").fetchone() == (0,)
+        # ... and to rows another session wrote into a table it rewrote.
+        conn.execute("ALTER TABLE ddl_b ADD COLUMN c int NOT NULL DEFAULT 1")
+        other.execute("INSERT INTO ddl_b VALUES (7)")
+        try:
+            conn.commit()
+            raise AssertionError("commit over rows written under an ALTER succeeded")
+        except psycopg.errors.SerializationFailure:
+            conn.rollback()
+        assert other.execute("SELECT * FROM ddl_b").fetchall() == [(7,)]
+        other.execute("DELETE FROM ddl_b")
         for sql in ["CREATE MATERIALIZED VIEW ddl_mv AS SELECT count(*) FROM ddl_b",
                     "CREATE SINK ddl_sink AS SELECT * FROM ddl_b WITH (connector = 'blackhole')"]:
             try:

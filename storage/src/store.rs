@@ -399,43 +399,52 @@ impl TableStore {
         Ok(None)
     }
 
-    /// Every stored row as (key, encoded value), in key order, on a
-    /// consistent snapshot. Blocking: call it from a blocking thread.
-    pub fn raw_rows(&self) -> StorageResult<Vec<(Vec<u8>, Vec<u8>)>> {
+    /// Calls `visit(key, encoded value)` for the rows from key `from` on,
+    /// in key order, until it returns false. Blocking.
+    fn visit_raw(
+        &self,
+        from: &[u8],
+        mut visit: impl FnMut(&[u8], &[u8]) -> bool,
+    ) -> StorageResult<()> {
         let prefix = table_prefix(self.table_id);
-        let mut read_options = ReadOptions::default();
-        read_options.set_iterate_upper_bound(table_prefix(self.table_id + 1));
-        let iter = self.store.db.iterator_opt(
-            IteratorMode::From(&prefix, Direction::Forward),
-            read_options,
-        );
-        let mut out = vec![];
-        for item in iter {
-            let (key, value) = item.map_err(|e| rocks_error(&self.store.path, e))?;
-            out.push((key[prefix.len()..].to_vec(), value.to_vec()));
-        }
-        Ok(out)
-    }
-
-    /// The keys of the rows whose keys start with `prefix` (index entries
-    /// of one indexed value), in order.
-    pub fn keys_with_prefix(&self, prefix: &[u8]) -> StorageResult<Vec<Vec<u8>>> {
-        let start = row_key(self.table_id, prefix);
-        let table = table_prefix(self.table_id);
+        let start = row_key(self.table_id, from);
         let mut read_options = ReadOptions::default();
         read_options.set_iterate_upper_bound(table_prefix(self.table_id + 1));
         let iter = self
             .store
             .db
             .iterator_opt(IteratorMode::From(&start, Direction::Forward), read_options);
-        let mut out = vec![];
         for item in iter {
-            let (key, _) = item.map_err(|e| rocks_error(&self.store.path, e))?;
-            if !key.starts_with(&start) {
+            let (key, value) = item.map_err(|e| rocks_error(&self.store.path, e))?;
+            if !visit(&key[prefix.len()..], &value) {
                 break;
             }
-            out.push(key[table.len()..].to_vec());
         }
+        Ok(())
+    }
+
+    /// Every stored row as (key, encoded value), in key order, on a
+    /// consistent snapshot. Blocking: call it from a blocking thread.
+    pub fn raw_rows(&self) -> StorageResult<Vec<(Vec<u8>, Vec<u8>)>> {
+        let mut out = vec![];
+        self.visit_raw(&[], |key, value| {
+            out.push((key.to_vec(), value.to_vec()));
+            true
+        })?;
+        Ok(out)
+    }
+
+    /// The keys of the rows whose keys start with `prefix` (index entries
+    /// of one indexed value), in order.
+    pub fn keys_with_prefix(&self, prefix: &[u8]) -> StorageResult<Vec<Vec<u8>>> {
+        let mut out = vec![];
+        self.visit_raw(prefix, |key, _| {
+            let within = key.starts_with(prefix);
+            if within {
+                out.push(key.to_vec());
+            }
+            within
+        })?;
         Ok(out)
     }
 
@@ -443,20 +452,13 @@ impl TableStore {
     /// differs (barring a collision of `hasher`) once any row changed.
     /// Blocking: call it from a blocking thread.
     pub fn digest(&self, mut hasher: impl std::hash::Hasher) -> StorageResult<u64> {
-        let prefix = table_prefix(self.table_id);
-        let mut read_options = ReadOptions::default();
-        read_options.set_iterate_upper_bound(table_prefix(self.table_id + 1));
-        let iter = self.store.db.iterator_opt(
-            IteratorMode::From(&prefix, Direction::Forward),
-            read_options,
-        );
-        for item in iter {
-            let (key, value) = item.map_err(|e| rocks_error(&self.store.path, e))?;
+        self.visit_raw(&[], |key, value| {
             hasher.write_usize(key.len());
-            hasher.write(&key);
+            hasher.write(key);
             hasher.write_usize(value.len());
-            hasher.write(&value);
-        }
+            hasher.write(value);
+            true
+        })?;
         Ok(hasher.finish())
     }
 

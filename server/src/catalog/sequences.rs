@@ -62,8 +62,8 @@ impl Catalog {
         Ok(true)
     }
 
-    /// Refuses a name some other object than a sequence already has.
-    pub fn check_sequence_name_free(&self, name: &RelationName) -> ServerResult<()> {
+    /// Refuses a name a relation, sequence or index already has.
+    pub fn check_name_free(&self, name: &RelationName) -> ServerResult<()> {
         let state = self.read();
         self.check_free(&state, name)
     }

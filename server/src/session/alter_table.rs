@@ -144,15 +144,7 @@ impl Session {
             // definition, and are written at COMMIT.
             let id = def.id;
             self.catalog().replace_table(&name, def, writes)?;
-            if let Some(pending) = self.block_writes.lock().as_mut()
-                && let Some(def) = pending.table(id).map(|t| Arc::clone(&t.def))
-            {
-                let table = pending.table_mut(&def);
-                for index in &sources.dropped_indexes {
-                    table.indexes.forget(*index);
-                }
-            }
-            return self.retarget_pending(id, rewrite);
+            return self.retarget_pending(id, &sources.dropped_indexes, rewrite);
         }
         if let Some((_, batches)) = rewrite {
             // The new definition and the rewritten rows land in one write.
@@ -169,11 +161,12 @@ impl Session {
     }
 
     /// After ALTER TABLE in a block: the block's pending rows of table
-    /// `id` take its new definition, and `rewrite` (old keys, new rows)
-    /// replaces every row.
+    /// `id` take its new definition, forget the entries of the `dropped`
+    /// indexes, and `rewrite` (old keys, new rows) replaces every row.
     fn retarget_pending(
         &self,
         id: u64,
+        dropped: &[u64],
         rewrite: Option<(Vec<Vec<u8>>, Vec<RecordBatch>)>,
     ) -> ServerResult<StatementResult> {
         let def = self
@@ -184,6 +177,9 @@ impl Session {
         let pending = guard.get_or_insert_with(Default::default);
         let table = pending.table_mut(&def);
         table.def = Arc::clone(&def);
+        for index in dropped {
+            table.indexes.forget(*index);
+        }
         if let Some((old_keys, batches)) = rewrite {
             crate::tables::rewrite_into_block(
                 &def,

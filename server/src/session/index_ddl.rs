@@ -81,7 +81,7 @@ impl Session {
             Some(name) => RelationName::new(&table.schema, normalize_ident(name)),
             None => self.free_index_name(&def, &columns, "key"),
         };
-        self.catalog().check_sequence_name_free(&name)?;
+        self.catalog().check_name_free(&name)?;
         let index = IndexDef {
             id: self.catalog().new_index_id()?,
             name: name.name,

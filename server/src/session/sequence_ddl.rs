@@ -120,7 +120,7 @@ impl Session {
         }
         let name = self.resolve(name)?;
         let mut result = StatementResult::command("CREATE SEQUENCE", None);
-        if let Err(taken) = self.catalog().check_sequence_name_free(&name) {
+        if let Err(taken) = self.catalog().check_name_free(&name) {
             if !matches!(taken, ServerError::DuplicateTable(_)) {
                 return Err(taken);
             }
@@ -217,7 +217,7 @@ impl Session {
                 table.schema.clone(),
                 format!("{}_{}_seq", table.name, column_name),
             );
-            self.catalog().check_sequence_name_free(&sequence)?;
+            self.catalog().check_name_free(&sequence)?;
             column.data_type = data_type.clone();
             let default = format!(
                 "nextval('{}.{}')",
