@@ -11,9 +11,11 @@
 //! [`windows`] for the `TUMBLE`/`HOP`/`SESSION` window table functions.
 
 pub mod catalog;
+pub mod catalog_names;
 pub mod ddl;
 mod error;
 pub mod expr_rewrite;
+pub mod outer_conditions;
 pub mod output_names;
 pub mod parser;
 pub mod pg_compat;

@@ -169,7 +169,7 @@ fn wrap(query: &mut Query) {
 }
 
 /// Whether `expr` calls an aggregate or window function.
-fn aggregates(expr: &Expr) -> bool {
+pub(crate) fn aggregates(expr: &Expr) -> bool {
     visit_expressions(expr, |e| match e {
         Expr::Function(f)
             if f.over.is_some()

@@ -23,7 +23,7 @@ use runnel_planner::types::RunnelTypePlanner;
 use runnel_storage::Store;
 use runnel_storage::checkpoint::Checkpointer;
 
-use crate::catalog::{Catalog, PgGetExpr, RunnelCatalogProvider};
+use crate::catalog::{Catalog, RunnelCatalogProvider};
 use crate::checkpointing::{OpenedStore, open_store};
 use crate::config::Config;
 use crate::error::{ServerError, ServerResult};
@@ -187,7 +187,13 @@ fn base_state(
     datafusion_pg_catalog::setup_pg_catalog(&ctx, DATABASE, EmptyContextProvider)
         .map_err(|e| ServerError::Internal(format!("pg_catalog setup: {e}")))?;
     provider.correct_pg_catalog();
-    ctx.register_udf(PgGetExpr::udf());
+    let search_path = [DEFAULT_SCHEMA.to_string()];
+    for function in crate::catalog::definition_functions(&catalog, &search_path)
+        .into_iter()
+        .chain(crate::catalog::regclass_functions(&catalog, &search_path))
+    {
+        ctx.register_udf(function);
+    }
     for function in crate::catalog::fixed_functions() {
         ctx.register_udf(function);
     }

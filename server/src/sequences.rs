@@ -46,6 +46,38 @@ pub struct SequenceDef {
     pub cycle: bool,
     /// The column a `SERIAL` made it for: dropped with its table.
     pub owned_by: Option<(RelationName, String)>,
+    /// `AS smallint | integer | bigint` (a SERIAL's: its column's type).
+    #[serde(default)]
+    pub data_type: SequenceType,
+}
+
+/// The integer type a sequence's values have.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SequenceType {
+    Smallint,
+    Integer,
+    #[default]
+    Bigint,
+}
+
+impl SequenceType {
+    /// Postgres's name of the type.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Smallint => "smallint",
+            Self::Integer => "integer",
+            Self::Bigint => "bigint",
+        }
+    }
+
+    /// The type's oid in `pg_type`.
+    pub fn oid(self) -> i32 {
+        match self {
+            Self::Smallint => 21,
+            Self::Integer => 23,
+            Self::Bigint => 20,
+        }
+    }
 }
 
 /// What is stored per sequence.

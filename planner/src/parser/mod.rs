@@ -428,6 +428,8 @@ fn parse_standard(sql: &str) -> PlanResult<Vec<Statement>> {
                 // `current_user` into `session_user()` and casts into
                 // subqueries, which would name them otherwise.
                 crate::output_names::name_output_columns(&mut s)?;
+                crate::outer_conditions::hoist_outer_conditions(&mut s);
+                crate::catalog_names::rewrite_regclass_literals(&mut s);
                 crate::scalar_subquery::shield_select_list_subqueries(&mut s);
                 Ok(COMPATIBILITY.rewrite(s))
             })
@@ -455,6 +457,7 @@ fn parse_standard(sql: &str) -> PlanResult<Vec<Statement>> {
         _ => rewrite_named(plain)?,
     };
     for statement in &mut statements {
+        crate::catalog_names::qualify_added_catalog_relations(statement);
         crate::windows::rewrite_window_functions(statement)?;
         crate::scalar_subquery::aggregate_scalar_subqueries(statement);
     }

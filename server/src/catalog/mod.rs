@@ -2,19 +2,27 @@
 //! in the store as JSON records, each change in one atomic write together
 //! with the rows it drops.
 
+mod definitions;
 mod draft;
 mod functions;
 mod indexes;
+mod pg_keys;
+mod pg_listings;
+mod pg_objects;
 mod pg_overrides;
+mod pg_relations;
+mod pg_rows;
 mod provider;
+mod regclass;
 mod regtype;
 mod sequences;
 mod single_value;
 mod sinks;
 
+pub use definitions::definition_functions;
 pub use functions::{current_setting, fixed_functions, pg_type_name};
-pub use pg_overrides::PgGetExpr;
 pub use provider::{DML_PREFIX, ROW_KEY_COLUMN, RunnelCatalogProvider, plan_defaults};
+pub use regclass::regclass_functions;
 pub use regtype::to_regtype;
 pub use single_value::single_value;
 
@@ -190,6 +198,11 @@ impl Catalog {
             return Some(Relation::Table(Arc::clone(t)));
         }
         state.views.get(name).map(|v| Relation::View(Arc::clone(v)))
+    }
+
+    /// Every table and source.
+    pub fn tables(&self) -> Vec<Arc<TableDef>> {
+        self.read().tables.values().cloned().collect()
     }
 
     /// Every view, materialized or not.

@@ -346,6 +346,16 @@ impl Session {
         {
             self.ctx.register_udf(function);
         }
+        let search_path = self.settings.search_path();
+        for function in crate::catalog::definition_functions(self.catalog(), &search_path)
+            .into_iter()
+            .chain(crate::catalog::regclass_functions(
+                self.catalog(),
+                &search_path,
+            ))
+        {
+            self.ctx.register_udf(function);
+        }
         self.ctx
             .register_udf(crate::sequences::serial_sequence_function(
                 self.catalog(),

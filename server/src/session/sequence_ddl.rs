@@ -14,7 +14,7 @@ use datafusion::sql::sqlparser::parser::Parser;
 use super::dml::quote;
 use super::{Session, StatementResult};
 use crate::error::{ServerError, ServerResult};
-use crate::sequences::SequenceDef;
+use crate::sequences::{SequenceDef, SequenceType};
 
 /// The value an option expression gives (a possibly negative integer).
 fn integer(expr: &Expr) -> ServerResult<i64> {
@@ -24,12 +24,14 @@ fn integer(expr: &Expr) -> ServerResult<i64> {
     })
 }
 
-/// The largest value of a sequence or serial type.
-fn type_max(data_type: Option<&DataType>) -> ServerResult<i64> {
+/// The type of a sequence or serial column.
+fn sequence_type(data_type: Option<&DataType>) -> ServerResult<SequenceType> {
     match data_type {
-        None | Some(DataType::BigInt(_) | DataType::Int8(_)) => Ok(i64::MAX),
-        Some(DataType::Int(_) | DataType::Integer(_) | DataType::Int4(_)) => Ok(i32::MAX.into()),
-        Some(DataType::SmallInt(_) | DataType::Int2(_)) => Ok(i16::MAX.into()),
+        None | Some(DataType::BigInt(_) | DataType::Int8(_)) => Ok(SequenceType::Bigint),
+        Some(DataType::Int(_) | DataType::Integer(_) | DataType::Int4(_)) => {
+            Ok(SequenceType::Integer)
+        }
+        Some(DataType::SmallInt(_) | DataType::Int2(_)) => Ok(SequenceType::Smallint),
         Some(other) => Err(ServerError::InvalidParameter(format!(
             "sequence type must be smallint, integer, or bigint, not {other}"
         ))),
@@ -43,7 +45,12 @@ fn sequence_def(
     data_type: Option<&DataType>,
     options: &[SequenceOptions],
 ) -> ServerResult<SequenceDef> {
-    let type_max = type_max(data_type)?;
+    let sequence_type = sequence_type(data_type)?;
+    let type_max = match sequence_type {
+        SequenceType::Smallint => i16::MAX.into(),
+        SequenceType::Integer => i32::MAX.into(),
+        SequenceType::Bigint => i64::MAX,
+    };
     let mut increment = 1;
     let (mut min, mut max, mut start, mut cycle) = (None, None, None, false);
     for option in options {
@@ -73,6 +80,7 @@ fn sequence_def(
         start,
         cycle,
         owned_by: None,
+        data_type: sequence_type,
     })
 }
 

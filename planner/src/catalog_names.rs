@@ -1,0 +1,131 @@
+//! Names of catalog objects in client queries: unqualified names of the
+//! `pg_catalog` relations Runnel adds to those `datafusion-pg-catalog`
+//! knows (`pg_indexes`, `pg_sequences`, …) resolve in `pg_catalog`, as
+//! Postgres searches `pg_catalog` first; `'name'::regclass` becomes a call
+//! of [`REGCLASS_FUNCTION`], which the server resolves as Postgres does
+//! (`pg_catalog`, then the search path; 42P01 for an unknown name).
+
+use std::ops::ControlFlow;
+
+use datafusion::sql::sqlparser::ast::{
+    DataType, Expr, Function, FunctionArg, FunctionArgExpr, FunctionArgumentList,
+    FunctionArguments, Ident, ObjectName, ObjectNamePart, Statement, TableFactor, Value, VisitMut,
+    VisitorMut, visit_expressions_mut,
+};
+
+/// The function a `'name'::regclass` literal is turned into.
+pub const REGCLASS_FUNCTION: &str = "runnel_regclass";
+
+/// Rewrites `'name'::regclass` (and `CAST('name' AS regclass)`) into
+/// [`REGCLASS_FUNCTION`]`('name')`.
+pub fn rewrite_regclass_literals(statement: &mut Statement) {
+    let _ = visit_expressions_mut(statement, |expr| {
+        if let Expr::Cast {
+            expr: inner,
+            data_type,
+            ..
+        } = expr
+            && is_regclass(data_type)
+            && let Expr::Value(value) = inner.as_ref()
+            && matches!(value.value, Value::SingleQuotedString(_))
+        {
+            let literal = inner.as_ref().clone();
+            *expr = Expr::Function(Function {
+                name: ObjectName::from(vec![Ident::new(REGCLASS_FUNCTION)]),
+                uses_odbc_syntax: false,
+                parameters: FunctionArguments::None,
+                args: FunctionArguments::List(FunctionArgumentList {
+                    duplicate_treatment: None,
+                    args: vec![FunctionArg::Unnamed(FunctionArgExpr::Expr(literal))],
+                    clauses: vec![],
+                }),
+                filter: None,
+                null_treatment: None,
+                over: None,
+                within_group: vec![],
+            });
+        }
+        ControlFlow::<()>::Continue(())
+    });
+}
+
+fn is_regclass(data_type: &DataType) -> bool {
+    match data_type {
+        DataType::Regclass => true,
+        DataType::Custom(name, modifiers) => {
+            modifiers.is_empty()
+                && name
+                    .0
+                    .last()
+                    .and_then(|p| p.as_ident())
+                    .is_some_and(|i| i.value.eq_ignore_ascii_case("regclass"))
+        }
+        _ => false,
+    }
+}
+
+/// Relations of `pg_catalog` the server adds.
+pub const ADDED_PG_CATALOG_RELATIONS: &[&str] = &["pg_indexes", "pg_sequences", "pg_user"];
+
+/// Qualifies bare references to [`ADDED_PG_CATALOG_RELATIONS`].
+pub fn qualify_added_catalog_relations(statement: &mut Statement) {
+    struct Qualify;
+    impl VisitorMut for Qualify {
+        type Break = ();
+        fn pre_visit_table_factor(&mut self, factor: &mut TableFactor) -> ControlFlow<()> {
+            if let TableFactor::Table {
+                name, args: None, ..
+            } = factor
+                && let [ObjectNamePart::Identifier(ident)] = name.0.as_slice()
+                && ident.quote_style.is_none()
+                && ADDED_PG_CATALOG_RELATIONS
+                    .iter()
+                    .any(|added| added.eq_ignore_ascii_case(&ident.value))
+            {
+                let table = ident.clone();
+                *name = ObjectName(vec![
+                    ObjectNamePart::Identifier(Ident::new("pg_catalog")),
+                    ObjectNamePart::Identifier(table),
+                ]);
+            }
+            ControlFlow::Continue(())
+        }
+    }
+    let _ = statement.visit(&mut Qualify);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+    use datafusion::sql::sqlparser::parser::Parser;
+
+    fn rewritten(sql: &str) -> String {
+        let mut statement = Parser::parse_sql(&PostgreSqlDialect {}, sql)
+            .unwrap()
+            .remove(0);
+        rewrite_regclass_literals(&mut statement);
+        qualify_added_catalog_relations(&mut statement);
+        statement.to_string()
+    }
+
+    #[test]
+    fn regclass_literals_become_calls() {
+        assert_eq!(
+            rewritten(
+                "SELECT 'public.t'::regclass, CAST('t' AS pg_catalog.regclass), c.oid::regclass FROM c"
+            ),
+            "SELECT runnel_regclass('public.t'), runnel_regclass('t'), c.oid::REGCLASS FROM c"
+        );
+    }
+
+    #[test]
+    fn added_catalog_relations_resolve_in_pg_catalog() {
+        assert_eq!(
+            rewritten(
+                "SELECT * FROM pg_indexes JOIN \"pg_user\" ON true JOIN app.pg_sequences ON true"
+            ),
+            "SELECT * FROM pg_catalog.pg_indexes JOIN \"pg_user\" ON true JOIN app.pg_sequences ON true"
+        );
+    }
+}
