@@ -14,6 +14,7 @@ pub mod catalog;
 pub mod catalog_names;
 pub mod ddl;
 mod error;
+pub mod exists_in_select;
 pub mod expr_rewrite;
 pub mod outer_conditions;
 pub mod output_names;

@@ -22,6 +22,7 @@ from psycopg.types.json import Json, Jsonb
 from differential import *  # noqa: F401,F403 (its test_* functions run here too)
 from differential import stop_reference
 from orm import *  # noqa: F401,F403 (SQLAlchemy's tests)
+from psql_catalog import *  # noqa: F401,F403 (psql describe commands)
 
 
 def free_port():

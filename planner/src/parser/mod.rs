@@ -18,6 +18,7 @@ use crate::{PlanError, PlanResult};
 mod create_sink;
 mod create_source;
 mod options;
+mod sequence_options;
 mod watermark;
 
 use watermark::{create_table_with_watermark, take_watermark};
@@ -252,8 +253,9 @@ pub fn parse_sql(sql: &str) -> PlanResult<Vec<Statement>> {
 }
 
 /// Splits `sql` into commands when one of them is Runnel's own (`FLUSH`,
-/// `CHECK MATERIALIZED VIEW`), which sqlparser does not parse; None when
-/// there is none.
+/// `CHECK MATERIALIZED VIEW`), which sqlparser does not parse, or needs
+/// its text adjusted first (`CREATE SEQUENCE` options); None when there
+/// is none.
 fn split_runnel_commands(sql: &str) -> PlanResult<Option<Vec<Command>>> {
     use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
     let lower = sql.to_ascii_lowercase();
@@ -264,6 +266,7 @@ fn split_runnel_commands(sql: &str) -> PlanResult<Option<Vec<Command>>> {
         && !lower.contains("emit")
         && !lower.contains("watermark")
         && !lower.contains("refresh")
+        && !lower.contains("sequence")
     {
         return Ok(None);
     }
@@ -385,6 +388,9 @@ fn split_runnel_commands(sql: &str) -> PlanResult<Option<Vec<Command>>> {
                 Command::CheckMaterializedView(name)
             });
         } else {
+            let reordered = sequence_options::reorder_sequence_options(&text);
+            found |= reordered.is_some();
+            let text = reordered.unwrap_or(text);
             commands.extend(
                 parse_standard(&text)?
                     .into_iter()
@@ -430,6 +436,7 @@ fn parse_standard(sql: &str) -> PlanResult<Vec<Statement>> {
                 crate::output_names::name_output_columns(&mut s)?;
                 crate::outer_conditions::hoist_outer_conditions(&mut s);
                 crate::catalog_names::rewrite_regclass_literals(&mut s);
+                crate::exists_in_select::rewrite_exists_in_select_lists(&mut s);
                 crate::scalar_subquery::shield_select_list_subqueries(&mut s);
                 Ok(COMPATIBILITY.rewrite(s))
             })

@@ -136,13 +136,24 @@ impl CorrectedTable {
                 .iter()
                 .map(|b| b.unwrap_or(false))
                 .collect();
+            let mut not_null: Vec<bool> = column(&batch, "attnotnull")?
+                .as_boolean()
+                .iter()
+                .map(|b| b.unwrap_or(false))
+                .collect();
             for row in 0..batch.num_rows() {
                 let Some(name) = relations.get(&relids.value(row)) else {
                     continue;
                 };
                 oids[row] = relation_oid(&name.schema, &name.name);
-                let Some(def) = self.catalog.table(name) else {
-                    continue;
+                let def = match self.catalog.relation(name) {
+                    Some(Relation::Table(def)) => def,
+                    // Postgres declares no view column NOT NULL.
+                    Some(Relation::View(_)) => {
+                        not_null[row] = false;
+                        continue;
+                    }
+                    None => continue,
                 };
                 let Some(column) = def.columns.iter().find(|c| c.name == names.value(row)) else {
                     continue;
@@ -159,13 +170,41 @@ impl CorrectedTable {
                 ("atttypid", Arc::new(Int32Array::from(types))),
                 ("atttypmod", Arc::new(Int32Array::from(mods))),
                 ("atthasdef", Arc::new(BooleanArray::from(has_default))),
+                ("attnotnull", Arc::new(BooleanArray::from(not_null))),
             ] {
                 let index = schema.index_of(name)?;
                 columns[index] = array;
             }
             out.push(RecordBatch::try_new(schema, columns)?);
         }
+        out.push(self.index_attributes()?);
         Ok(out)
+    }
+
+    /// The attributes of our indexes: their columns, as Postgres lists
+    /// them under the index's oid.
+    fn index_attributes(&self) -> Result<RecordBatch> {
+        let mut rows = self.new_rows();
+        for def in self.catalog.tables() {
+            for index in indexes(&def) {
+                for (position, &c) in index.columns.iter().enumerate() {
+                    let column = &def.columns[c];
+                    let (type_oid, typmod) = pg_type_of(&column.column_type);
+                    rows.push(vec![
+                        ("attrelid", int4(index.oid)),
+                        ("attname", text(column.name.clone())),
+                        ("atttypid", int4(type_oid)),
+                        ("atttypmod", int4(typmod)),
+                        ("attnum", int2(position + 1)),
+                        ("attnotnull", boolean(false)),
+                        ("atthasdef", boolean(false)),
+                        ("attisdropped", boolean(false)),
+                        ("attislocal", boolean(true)),
+                    ])?;
+                }
+            }
+        }
+        rows.finish()
     }
 
     /// `pg_attrdef`: the DEFAULT expression of every column that has one.

@@ -1,0 +1,65 @@
+"""psql's describe meta-commands against Runnel and against a real
+PostgreSQL 15 over the same schema: the printed output must be the same."""
+
+import difflib
+import subprocess
+
+from differential import reference
+
+# Objects in a schema of their own, so other tests' objects stay out of
+# the listings. CHECKs over integers only: Postgres prints the implicit
+# casts it adds (`price >= 0::numeric`), which Runnel does not store.
+SCHEMA = """
+CREATE SCHEMA psqlcat;
+CREATE TABLE psqlcat.items (
+    id SERIAL PRIMARY KEY,
+    name VARCHAR(40) NOT NULL UNIQUE,
+    qty INTEGER DEFAULT 0 CHECK (qty >= 0),
+    price NUMERIC(10,2),
+    note TEXT,
+    CONSTRAINT items_qty_small CHECK (qty < 1000)
+);
+CREATE INDEX items_note_idx ON psqlcat.items (note);
+CREATE UNIQUE INDEX items_name_price ON psqlcat.items (name, price);
+CREATE TABLE psqlcat."Mixed Case" ("Key" BIGINT PRIMARY KEY, "select" TEXT);
+CREATE VIEW psqlcat.small AS SELECT id, note FROM psqlcat.items WHERE qty < 10;
+CREATE SEQUENCE psqlcat.counter START 5 INCREMENT 2;
+CREATE SEQUENCE psqlcat.small_counter AS integer MAXVALUE 100 CYCLE;
+"""
+
+COMMANDS = [
+    "\\d psqlcat.items",
+    "\\d psqlcat.\"Mixed Case\"",
+    "\\d psqlcat.items_pkey",
+    "\\d psqlcat.items_name_price",
+    "\\d psqlcat.items_id_seq",
+    "\\d psqlcat.counter",
+    "\\d psqlcat.small_counter",
+    "\\d psqlcat.*",
+    "\\dt psqlcat.*",
+    "\\di psqlcat.*",
+    "\\ds psqlcat.*",
+    "\\dv psqlcat.*",
+    "\\dn psqlcat",
+]
+
+
+def psql(port, *args):
+    out = subprocess.run(
+        ["psql", "-X", "-h", "127.0.0.1", "-p", str(port), "-U", "runnel", "runnel", *args],
+        capture_output=True, text=True, timeout=60)
+    return out.stdout + out.stderr
+
+
+def test_psql_describe_as_postgres(server):
+    for port in (server.port, reference().port):
+        out = psql(port, "-v", "ON_ERROR_STOP=1", "-q", "-c", SCHEMA)
+        assert "ERROR" not in out, out
+    differences = []
+    for command in COMMANDS:
+        ours, theirs = psql(server.port, "-c", command), psql(reference().port, "-c", command)
+        if ours != theirs:
+            diff = difflib.unified_diff(theirs.splitlines(), ours.splitlines(), "postgres", "runnel",
+                                        lineterm="")
+            differences.append(f"{command}\n" + "\n".join(diff))
+    assert not differences, "\n".join(differences)
