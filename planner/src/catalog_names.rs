@@ -9,44 +9,60 @@ use std::ops::ControlFlow;
 
 use datafusion::sql::sqlparser::ast::{
     DataType, Expr, Function, FunctionArg, FunctionArgExpr, FunctionArgumentList,
-    FunctionArguments, Ident, ObjectName, ObjectNamePart, Statement, TableFactor, Value, VisitMut,
+    FunctionArguments, Ident, ObjectName, ObjectNamePart, Statement, TableFactor, VisitMut,
     VisitorMut, visit_expressions_mut,
 };
 
 /// The function a `'name'::regclass` literal is turned into.
 pub const REGCLASS_FUNCTION: &str = "runnel_regclass";
 
-/// Rewrites `'name'::regclass` (and `CAST('name' AS regclass)`) into
-/// [`REGCLASS_FUNCTION`]`('name')`.
+/// The function `x::regclass::text` is turned into: the relation's name.
+pub const REGCLASS_NAME_FUNCTION: &str = "runnel_regclass_name";
+
+/// Rewrites `x::regclass` (and `CAST(x AS regclass)`) into
+/// [`REGCLASS_FUNCTION`]`(x)` — an oid stays itself, a name is resolved —
+/// and `x::regclass::text` into [`REGCLASS_NAME_FUNCTION`]`(x)`.
 pub fn rewrite_regclass_literals(statement: &mut Statement) {
     let _ = visit_expressions_mut(statement, |expr| {
-        if let Expr::Cast {
+        let Expr::Cast {
             expr: inner,
             data_type,
             ..
         } = expr
-            && is_regclass(data_type)
-            && let Expr::Value(value) = inner.as_ref()
-            && matches!(value.value, Value::SingleQuotedString(_))
+        else {
+            return ControlFlow::<()>::Continue(());
+        };
+        if is_regclass(data_type) {
+            let argument = inner.as_ref().clone();
+            *expr = call(REGCLASS_FUNCTION, argument);
+        } else if matches!(data_type, DataType::Text | DataType::Varchar(_))
+            && let Expr::Function(function) = inner.as_ref()
+            && function.name.to_string() == REGCLASS_FUNCTION
+            && let FunctionArguments::List(list) = &function.args
+            && let [FunctionArg::Unnamed(FunctionArgExpr::Expr(argument))] = list.args.as_slice()
         {
-            let literal = inner.as_ref().clone();
-            *expr = Expr::Function(Function {
-                name: ObjectName::from(vec![Ident::new(REGCLASS_FUNCTION)]),
-                uses_odbc_syntax: false,
-                parameters: FunctionArguments::None,
-                args: FunctionArguments::List(FunctionArgumentList {
-                    duplicate_treatment: None,
-                    args: vec![FunctionArg::Unnamed(FunctionArgExpr::Expr(literal))],
-                    clauses: vec![],
-                }),
-                filter: None,
-                null_treatment: None,
-                over: None,
-                within_group: vec![],
-            });
+            let argument = argument.clone();
+            *expr = call(REGCLASS_NAME_FUNCTION, argument);
         }
         ControlFlow::<()>::Continue(())
     });
+}
+
+fn call(name: &str, argument: Expr) -> Expr {
+    Expr::Function(Function {
+        name: ObjectName::from(vec![Ident::new(name)]),
+        uses_odbc_syntax: false,
+        parameters: FunctionArguments::None,
+        args: FunctionArguments::List(FunctionArgumentList {
+            duplicate_treatment: None,
+            args: vec![FunctionArg::Unnamed(FunctionArgExpr::Expr(argument))],
+            clauses: vec![],
+        }),
+        filter: None,
+        null_treatment: None,
+        over: None,
+        within_group: vec![],
+    })
 }
 
 fn is_regclass(data_type: &DataType) -> bool {
@@ -115,7 +131,15 @@ mod tests {
             rewritten(
                 "SELECT 'public.t'::regclass, CAST('t' AS pg_catalog.regclass), c.oid::regclass FROM c"
             ),
-            "SELECT runnel_regclass('public.t'), runnel_regclass('t'), c.oid::REGCLASS FROM c"
+            "SELECT runnel_regclass('public.t'), runnel_regclass('t'), runnel_regclass(c.oid) FROM c"
+        );
+    }
+
+    #[test]
+    fn regclass_to_text_names_the_relation() {
+        assert_eq!(
+            rewritten("SELECT CAST(CAST(a.attrelid AS REGCLASS) AS TEXT), 't'::regclass::text"),
+            "SELECT runnel_regclass_name(a.attrelid), runnel_regclass_name('t')"
         );
     }
 

@@ -21,6 +21,7 @@ pub mod output_names;
 pub mod parser;
 pub mod pg_compat;
 pub mod scalar_subquery;
+pub mod set_returning;
 pub mod stream;
 pub mod time_literals;
 pub mod time_shift;

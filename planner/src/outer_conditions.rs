@@ -68,6 +68,17 @@ fn take_outer_conjuncts(query: &mut Query) -> Option<Expr> {
     if inner.is_empty() {
         return None;
     }
+    // DataFusion cannot plan the CASE around a subquery whose value reads
+    // the outer query (it can without the CASE): leave those alone.
+    let reads_outer = select.projection.iter().any(|item| match item {
+        SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } => {
+            names_outer_column(e, &inner)
+        }
+        _ => true,
+    });
+    if reads_outer {
+        return None;
+    }
     let selection = select.selection.take()?;
     let (outer, kept): (Vec<Expr>, Vec<Expr>) = conjuncts(selection)
         .into_iter()
@@ -141,6 +152,24 @@ fn and_all(exprs: Vec<Expr>) -> Option<Expr> {
     })
 }
 
+/// Whether `expr` names a column qualified by a name `inner` does not bind.
+fn names_outer_column(expr: &Expr, inner: &HashSet<String>) -> bool {
+    visit_expressions(expr, |e| match e {
+        Expr::CompoundIdentifier(parts)
+            if !inner.contains(
+                &parts[..parts.len().saturating_sub(1)]
+                    .last()
+                    .map(|p| p.value.to_ascii_lowercase())
+                    .unwrap_or_default(),
+            ) =>
+        {
+            ControlFlow::Break(())
+        }
+        _ => ControlFlow::Continue(()),
+    })
+    .is_break()
+}
+
 /// Whether `expr` reads at least one column and every column it reads is
 /// qualified by a name that `inner` does not bind (so it is the outer
 /// query's). Unqualified columns and nested subqueries keep it inside.
@@ -205,6 +234,7 @@ mod tests {
             "SELECT (SELECT x FROM d AS e WHERE e.k = a.k AND a.k IN (SELECT 1)) FROM a",
             "SELECT (SELECT x FROM d WHERE 1 = 1) FROM a",
             "SELECT (SELECT count(*) FROM d WHERE d.k = a.k AND a.f) FROM a",
+            "SELECT (SELECT a.x + d.y FROM d WHERE d.k = a.k AND a.f) FROM a",
         ] {
             assert_eq!(rewritten(kept), kept);
         }

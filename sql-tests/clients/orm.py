@@ -1,9 +1,9 @@
 """SQLAlchemy 2 over both Postgres drivers (psycopg 3 and psycopg2), side
 by side with a real PostgreSQL: `create_all` of default models (serial
-keys, unique, index, check), an ORM round trip with an upsert, and the
-reflection that works so far."""
+keys, unique, index, check), an ORM round trip with an upsert, and full
+reflection (`inspect`: columns, keys, indexes, constraints, views)."""
 
-from sqlalchemy import CheckConstraint, String, create_engine, inspect, select
+from sqlalchemy import CheckConstraint, MetaData, String, create_engine, inspect, select, text
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
@@ -34,6 +34,33 @@ def url(dsn, driver):
 def sqlstate(error):
     """The SQLSTATE of a SQLAlchemy error, from either driver."""
     return getattr(error.orig, "sqlstate", None) or getattr(error.orig, "pgcode", None)
+
+
+def reflection(engine):
+    """What `inspect` and `MetaData.reflect` tell of the ORM's tables and a
+    view, types by their repr (the view's text is Postgres's own
+    formatting, so only its presence is compared)."""
+    inspector = inspect(engine)
+    out = {}
+    for table in ("orm_customers",):
+        out[table] = {
+            "columns": [{**c, "type": repr(c["type"])} for c in inspector.get_columns(table)],
+            "pk": inspector.get_pk_constraint(table),
+            "indexes": sorted(inspector.get_indexes(table), key=lambda i: i["name"]),
+            "unique": inspector.get_unique_constraints(table),
+            "checks": inspector.get_check_constraints(table),
+            "foreign_keys": inspector.get_foreign_keys(table),
+            "comment": inspector.get_table_comment(table),
+        }
+    out["views"] = [v for v in inspector.get_view_names() if v.startswith("orm_")]
+    out["view_columns"] = [(c["name"], repr(c["type"])) for c in inspector.get_columns("orm_adults")]
+    out["view_definition"] = bool(inspector.get_view_definition("orm_adults"))
+    metadata = MetaData()
+    metadata.reflect(engine, only=["orm_customers"])
+    reflected = metadata.tables["orm_customers"]
+    out["reflected"] = [(c.name, repr(c.type), c.nullable, c.primary_key) for c in reflected.columns]
+    out["reflected_indexes"] = sorted((i.name, i.unique, [c.name for c in i.columns]) for i in reflected.indexes)
+    return out
 
 
 def orm_script(dsn, driver):
@@ -73,9 +100,14 @@ def orm_script(dsn, driver):
             session.commit()
             seen.append(session.execute(
                 select(Customer.name, Customer.email, Customer.age, Customer.visits).order_by(Customer.email)).all())
+        with engine.begin() as conn:
+            conn.execute(text("CREATE VIEW orm_adults AS SELECT id, age FROM orm_customers WHERE age >= 18"))
+        seen.append(reflection(engine))
         inspector = inspect(engine)
         seen.append(sorted(t for t in inspector.get_table_names() if t.startswith("orm_")))
         seen.append(inspector.has_table("orm_customers"))
+        with engine.begin() as conn:
+            conn.execute(text("DROP VIEW orm_adults"))
         Base.metadata.drop_all(engine)
         seen.append(inspect(engine).has_table("orm_customers"))
     finally:

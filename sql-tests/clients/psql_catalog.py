@@ -15,8 +15,9 @@ CREATE TABLE psqlcat.items (
     id SERIAL PRIMARY KEY,
     name VARCHAR(40) NOT NULL UNIQUE,
     qty INTEGER DEFAULT 0 CHECK (qty >= 0),
-    price NUMERIC(10,2),
-    note TEXT,
+    price NUMERIC(10,2) DEFAULT -1.5,
+    note TEXT DEFAULT 'n/a',
+    flag BOOLEAN DEFAULT 'yes',
     CONSTRAINT items_qty_small CHECK (qty < 1000)
 );
 CREATE INDEX items_note_idx ON psqlcat.items (note);

@@ -19,6 +19,7 @@ use datafusion::sql::sqlparser::ast::{
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
 use runnel_planner::catalog::RelationName;
+use runnel_planner::types::ColumnType;
 
 use super::Catalog;
 use super::pg_keys::{constraint_definition_by_oid, index_definition_by_oid};
@@ -241,6 +242,60 @@ fn display_default(sql: &str, visible: &impl Fn(&str) -> bool) -> String {
     format!("nextval('{}'::regclass)", shown.replace('\'', "''"))
 }
 
+/// A stored DEFAULT of a column of `column_type` as Postgres stores it
+/// after coercing constants to the column's type: `'0'` on an integer
+/// column is `0`, `'x'` on a text column `'x'::text`, `-1` `'-1'::integer`.
+/// Other expressions stay as written.
+pub fn coerced_default(sql: &str, column_type: &ColumnType) -> String {
+    let Ok(expr) = Parser::new(&PostgreSqlDialect {})
+        .try_with_sql(sql)
+        .and_then(|mut p| p.parse_expr())
+    else {
+        return sql.to_string();
+    };
+    let constant = match &expr {
+        Expr::Value(v) => match &v.value {
+            Value::Number(n, _) => n.clone(),
+            Value::SingleQuotedString(s) => s.clone(),
+            Value::Boolean(b) => b.to_string(),
+            _ => return sql.to_string(),
+        },
+        Expr::UnaryOp {
+            op: datafusion::sql::sqlparser::ast::UnaryOperator::Minus,
+            expr,
+        } => match expr.as_ref() {
+            Expr::Value(v) => match &v.value {
+                Value::Number(n, _) => format!("-{n}"),
+                _ => return sql.to_string(),
+            },
+            _ => return sql.to_string(),
+        },
+        _ => return sql.to_string(),
+    };
+    let quoted = |type_name: &str| format!("'{}'::{type_name}", constant.replace('\'', "''"));
+    match column_type {
+        ColumnType::Int2 | ColumnType::Int4 | ColumnType::Int8 | ColumnType::Numeric { .. } => {
+            let number = constant.trim();
+            let valid = number.parse::<f64>().is_ok() && !number.contains(['e', 'E']);
+            if !valid {
+                sql.to_string()
+            } else if number.starts_with('-') {
+                quoted(&super::pg_type_name(&column_type.arrow_type()))
+            } else {
+                number.to_string()
+            }
+        }
+        ColumnType::Boolean => match constant.to_ascii_lowercase().as_str() {
+            "true" | "t" | "yes" | "on" | "1" => "true".into(),
+            "false" | "f" | "no" | "off" | "0" => "false".into(),
+            _ => sql.to_string(),
+        },
+        ColumnType::Text => quoted("text"),
+        ColumnType::Varchar { .. } => quoted("character varying"),
+        _ => sql.to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -257,6 +312,20 @@ mod tests {
             "nextval('app.\"Items_id_seq\"'::regclass)"
         );
         assert_eq!(display_default("0", &public), "0");
+        assert_eq!(coerced_default("'0'", &ColumnType::Int4), "0");
+        assert_eq!(coerced_default("-1", &ColumnType::Int8), "'-1'::bigint");
+        assert_eq!(coerced_default("'x'", &ColumnType::Text), "'x'::text");
+        assert_eq!(
+            coerced_default(
+                "'it''s'",
+                &ColumnType::Varchar {
+                    max_length: Some(3)
+                }
+            ),
+            "'it''s'::character varying"
+        );
+        assert_eq!(coerced_default("'t'", &ColumnType::Boolean), "true");
+        assert_eq!(coerced_default("now()", &ColumnType::Timestamptz), "now()");
         assert_eq!(display_default("now()", &public), "now()");
     }
 }

@@ -6,6 +6,7 @@ mod definitions;
 mod draft;
 mod functions;
 mod indexes;
+mod json_build;
 mod pg_keys;
 mod pg_listings;
 mod pg_objects;
@@ -18,6 +19,7 @@ mod regtype;
 mod sequences;
 mod single_value;
 mod sinks;
+mod subscripts;
 
 pub use definitions::definition_functions;
 pub use functions::{current_setting, fixed_functions, pg_type_name};

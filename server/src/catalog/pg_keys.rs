@@ -17,21 +17,12 @@ use super::pg_objects::{
 };
 use super::pg_overrides::{CorrectedTable, column};
 use super::pg_relations::{oid_of, pg_type_of};
-use super::pg_rows::{boolean, int2, int4, int8, null, text};
+use super::pg_rows::{boolean, int2, int2_list, int4, int8, null, oid_list, text};
 
 /// `pg_am.oid` of btree, the access method every index reports.
 const BTREE: i32 = 403;
 /// The default collation's oid, which text columns carry.
 const DEFAULT_COLLATION: i32 = 100;
-
-/// A list as Postgres prints an `int2vector` / `oidvector`: `1 2`.
-fn vector(values: impl IntoIterator<Item = i32>) -> String {
-    values
-        .into_iter()
-        .map(|v| v.to_string())
-        .collect::<Vec<_>>()
-        .join(" ")
-}
 
 /// 1-based attribute numbers of `columns`.
 fn attnums(columns: &[usize]) -> impl Iterator<Item = i32> + '_ {
@@ -59,8 +50,9 @@ impl CorrectedTable {
     /// `pg_index`: the library's rows, then our primary keys and indexes.
     pub(super) async fn index_rows(&self, state: &dyn Session) -> Result<Vec<RecordBatch>> {
         let classes = self.default_btree_classes(state).await?;
-        let mut out = self.inner_rows(state).await?;
-        let mut rows = self.new_rows();
+        let mut rows = self
+            .inner_rows_with_arrays(state, &["indkey", "indoption", "indcollation", "indclass"])
+            .await?;
         for def in self.catalog.tables() {
             for index in indexes(&def) {
                 let types: Vec<i32> = index
@@ -80,48 +72,41 @@ impl CorrectedTable {
                     ("indisvalid", boolean(true)),
                     ("indisready", boolean(true)),
                     ("indislive", boolean(true)),
-                    ("indkey", text(vector(attnums(&index.columns)))),
+                    ("indkey", int2_list(attnums(&index.columns))),
                     (
                         "indcollation",
-                        text(vector(
+                        oid_list(
                             types
                                 .iter()
                                 .map(|t| if text_like(t) { DEFAULT_COLLATION } else { 0 }),
-                        )),
+                        ),
                     ),
                     (
                         "indclass",
-                        text(vector(types.iter().map(|t| {
+                        oid_list(types.iter().map(|t| {
                             // varchar sorts with text's operators.
                             let t = if *t == 1043 { 25 } else { *t };
                             classes.get(&t).copied().unwrap_or(0)
-                        }))),
+                        })),
                     ),
-                    ("indoption", text(vector(types.iter().map(|_| 0)))),
+                    ("indoption", int2_list(types.iter().map(|_| 0))),
                     ("indexprs", null()),
                     ("indpred", null()),
                 ])?;
             }
         }
-        out.push(rows.finish()?);
-        Ok(out)
+        Ok(vec![rows.finish()?])
     }
 
     /// `pg_constraint`: the library's rows, then our keys and CHECKs.
     pub(super) async fn constraint_rows(&self, state: &dyn Session) -> Result<Vec<RecordBatch>> {
         let schemas = self.schema_oids(state).await?;
-        let mut out = self.inner_rows(state).await?;
-        let mut rows = self.new_rows();
+        let mut rows = self
+            .inner_rows_with_arrays(state, &["conkey", "confkey"])
+            .await?;
         for def in self.catalog.tables() {
             let namespace = schemas.get(&def.name.schema).copied().unwrap_or(0);
             for constraint in constraints(&def) {
-                let conkey = format!(
-                    "{{{}}}",
-                    attnums(&constraint.columns)
-                        .map(|a| a.to_string())
-                        .collect::<Vec<_>>()
-                        .join(",")
-                );
                 let conbin = match &constraint.kind {
                     ConstraintKind::Check(sql) => text(sql.clone()),
                     _ => null(),
@@ -145,13 +130,12 @@ impl CorrectedTable {
                     ("conislocal", boolean(true)),
                     ("coninhcount", int2(0)),
                     ("connoinherit", boolean(false)),
-                    ("conkey", text(conkey)),
+                    ("conkey", int2_list(attnums(&constraint.columns))),
                     ("conbin", conbin),
                 ])?;
             }
         }
-        out.push(rows.finish()?);
-        Ok(out)
+        Ok(vec![rows.finish()?])
     }
 
     /// `pg_sequence`: one row per sequence.

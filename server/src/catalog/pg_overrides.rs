@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use datafusion::arrow::array::{ArrayRef, AsArray, RecordBatch};
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
 use datafusion::arrow::datatypes::{DataType, Field, Int32Type, Schema, SchemaRef};
 use datafusion::catalog::{SchemaProvider, Session, TableProvider};
 use datafusion::datasource::{MemTable, TableType};
@@ -22,6 +22,7 @@ use datafusion::error::{DataFusionError, Result};
 use datafusion::logical_expr::Expr;
 use datafusion::physical_plan::{ExecutionPlan, collect};
 use runnel_planner::catalog::RelationName;
+use runnel_planner::types::PG_TYPE_KEY;
 
 use super::Catalog;
 
@@ -78,6 +79,52 @@ impl Fix {
             "pg_user" => Self::User,
             _ => return None,
         })
+    }
+
+    /// The library's `schema` with Postgres's array types where it has
+    /// text (`indkey`, `conkey`, … so `unnest` works) and the columns it
+    /// lacks (`reloptions`).
+    fn corrected_schema(self, schema: SchemaRef) -> SchemaRef {
+        let list = |item: DataType| DataType::List(Arc::new(Field::new_list_field(item, true)));
+        // (column, item type, the vector type it travels as)
+        let retyped: &[(&str, DataType, Option<&str>)] = match self {
+            Self::Index => &[
+                ("indkey", DataType::Int16, Some("int2vector")),
+                ("indoption", DataType::Int16, Some("int2vector")),
+                ("indcollation", DataType::Int32, Some("oidvector")),
+                ("indclass", DataType::Int32, Some("oidvector")),
+            ],
+            Self::Constraint => &[
+                ("conkey", DataType::Int16, None),
+                ("confkey", DataType::Int16, None),
+            ],
+            _ => &[],
+        };
+        let mut fields: Vec<Field> = schema
+            .fields()
+            .iter()
+            .map(
+                |f| match retyped.iter().find(|(name, ..)| name == f.name()) {
+                    Some((_, item, vector)) => {
+                        let field = Field::new(f.name(), list(item.clone()), true);
+                        match vector {
+                            Some(v) => field
+                                .with_metadata([(PG_TYPE_KEY.to_string(), v.to_string())].into()),
+                            None => field,
+                        }
+                    }
+                    None => f.as_ref().clone(),
+                },
+            )
+            .collect();
+        if matches!(self, Self::Class) {
+            for name in ["reloptions", "relacl"] {
+                if schema.field_with_name(name).is_err() {
+                    fields.push(Field::new(name, list(DataType::Utf8), true));
+                }
+            }
+        }
+        Arc::new(Schema::new(fields))
     }
 
     /// The schema of a table the library lacks.
@@ -146,7 +193,7 @@ impl SchemaProvider for PgCatalogOverrides {
             return Ok(inner);
         };
         let schema = match (&inner, fix.added_schema()) {
-            (Some(table), _) => table.schema(),
+            (Some(table), _) => fix.corrected_schema(table.schema()),
             (None, Some(schema)) => schema,
             (None, None) => return Ok(None),
         };
@@ -203,6 +250,39 @@ impl CorrectedTable {
             Some(table) => scan_all(table, state).await,
             None => Ok(vec![]),
         }
+    }
+
+    /// The library's rows, its text vectors (`columns`) turned into the
+    /// arrays of [`Fix::corrected_schema`].
+    pub(super) async fn inner_rows_with_arrays(
+        &self,
+        state: &dyn Session,
+        columns: &[&'static str],
+    ) -> Result<super::pg_rows::PgRows> {
+        use super::pg_rows::{int2_list, null, oid_list, parse_numbers};
+        let mut rows = self.new_rows();
+        for batch in self.inner_rows(state).await? {
+            for row in 0..batch.num_rows() {
+                let mut changes = vec![];
+                for &name in columns {
+                    let texts = column(&batch, name)?.as_string::<i32>();
+                    let value = if texts.is_null(row) {
+                        null()
+                    } else {
+                        let numbers = parse_numbers(texts.value(row));
+                        match self.schema.field_with_name(name)?.data_type() {
+                            DataType::List(item) if item.data_type() == &DataType::Int32 => {
+                                oid_list(numbers)
+                            }
+                            _ => int2_list(numbers),
+                        }
+                    };
+                    changes.push((name, value));
+                }
+                rows.push_existing(&batch, row, changes)?;
+            }
+        }
+        Ok(rows)
     }
 
     /// The library's rows of another `pg_catalog` table.

@@ -12,6 +12,7 @@ use runnel_planner::catalog::{RelationName, TableDef};
 use runnel_planner::types::ColumnType;
 
 use super::Relation;
+use super::definitions::coerced_default;
 use super::pg_objects::{OWNER_OID, default_oid, indexes, relation_oid};
 use super::pg_overrides::{CorrectedTable, column};
 use super::pg_rows::{boolean, int2, int4, null, text};
@@ -223,7 +224,7 @@ impl CorrectedTable {
                         ("oid", int4(default_oid(relid, index + 1))),
                         ("adrelid", int4(relid)),
                         ("adnum", int2(index + 1)),
-                        ("adbin", text(sql.clone())),
+                        ("adbin", text(coerced_default(sql, &column.column_type))),
                     ])?;
                 }
             }

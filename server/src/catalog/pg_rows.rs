@@ -129,6 +129,30 @@ pub fn boolean(value: bool) -> ScalarValue {
     ScalarValue::Boolean(Some(value))
 }
 
+/// An `int2[]` / `int2vector`.
+pub fn int2_list(values: impl IntoIterator<Item = i32>) -> ScalarValue {
+    let items: Vec<ScalarValue> = values
+        .into_iter()
+        .map(|v| ScalarValue::Int16(Some(i16::try_from(v).unwrap_or(i16::MAX))))
+        .collect();
+    ScalarValue::List(ScalarValue::new_list_nullable(&items, &DataType::Int16))
+}
+
+/// An `oid[]` / `oidvector`.
+pub fn oid_list(values: impl IntoIterator<Item = i32>) -> ScalarValue {
+    let items: Vec<ScalarValue> = values.into_iter().map(int4).collect();
+    ScalarValue::List(ScalarValue::new_list_nullable(&items, &DataType::Int32))
+}
+
+/// The numbers of a vector or array as Postgres prints it (`1 2`,
+/// `{1,2}`), as the library's static tables hold them.
+pub fn parse_numbers(text: &str) -> Vec<i32> {
+    text.trim_matches(|c| c == '{' || c == '}')
+        .split([' ', ','])
+        .filter_map(|n| n.trim().parse().ok())
+        .collect()
+}
+
 /// A NULL of the column's type (cast when the rows are finished).
 pub fn null() -> ScalarValue {
     ScalarValue::Null

@@ -1,12 +1,13 @@
-//! `'name'::regclass` (rewritten by the planner into
-//! [`REGCLASS_FUNCTION`]) and `to_regclass(name)`: the oid `pg_class`
-//! shows for the relation a name denotes, resolved as Postgres does —
-//! `pg_catalog` first, then the search path. An unknown name is 42P01 for
-//! the cast and NULL for `to_regclass`.
+//! `x::regclass` (rewritten by the planner into [`REGCLASS_FUNCTION`]),
+//! `to_regclass(name)` and `x::regclass::text` ([`REGCLASS_NAME_FUNCTION`]):
+//! the oid `pg_class` shows for the relation a name denotes, resolved as
+//! Postgres does — `pg_catalog` first, then the search path — and back.
+//! An oid (or a string of digits) stands for itself; an unknown name is
+//! 42P01 for the cast and NULL for `to_regclass`.
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, AsArray, Int32Array};
+use datafusion::arrow::array::{Array, AsArray, Int32Array, StringArray};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::DataType;
 use datafusion::error::{DataFusionError, Result};
@@ -15,21 +16,23 @@ use datafusion::logical_expr::{
 };
 use datafusion_pg_catalog::pg_catalog::PG_CATALOG_TABLES;
 use runnel_planner::catalog::RelationName;
-use runnel_planner::catalog_names::{ADDED_PG_CATALOG_RELATIONS, REGCLASS_FUNCTION};
+use runnel_planner::catalog_names::{
+    ADDED_PG_CATALOG_RELATIONS, REGCLASS_FUNCTION, REGCLASS_NAME_FUNCTION,
+};
 
 use super::Catalog;
-use super::pg_objects::{indexes, object_name_parts, relation_oid};
+use super::pg_objects::{indexes, object_name_parts, quote_ident, relation_oid};
 use crate::error::ServerError;
 
 /// `runnel_regclass` and `to_regclass` for a session that sees `catalog`
 /// with `search_path`.
 pub fn regclass_functions(catalog: &Arc<Catalog>, search_path: &[String]) -> Vec<ScalarUDF> {
-    [true, false]
+    [Kind::Cast, Kind::ToRegclass, Kind::Name]
         .into_iter()
-        .map(|strict| {
+        .map(|kind| {
             ScalarUDF::new_from_impl(RegClass {
-                strict,
-                signature: Signature::exact(vec![DataType::Utf8], Volatility::Stable),
+                kind,
+                signature: Signature::any(1, Volatility::Stable),
                 catalog: Arc::clone(catalog),
                 search_path: search_path.to_vec(),
             })
@@ -37,10 +40,19 @@ pub fn regclass_functions(catalog: &Arc<Catalog>, search_path: &[String]) -> Vec
         .collect()
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Kind {
+    /// `::regclass`: fails for an unknown name.
+    Cast,
+    /// `to_regclass`: NULL for an unknown name.
+    ToRegclass,
+    /// `::regclass::text`: the name of the relation.
+    Name,
+}
+
 #[derive(Debug)]
 struct RegClass {
-    /// The cast (fails for an unknown name) rather than `to_regclass`.
-    strict: bool,
+    kind: Kind,
     signature: Signature,
     catalog: Arc<Catalog>,
     search_path: Vec<String>,
@@ -48,7 +60,7 @@ struct RegClass {
 
 impl PartialEq for RegClass {
     fn eq(&self, other: &Self) -> bool {
-        self.strict == other.strict
+        self.kind == other.kind
             && Arc::ptr_eq(&self.catalog, &other.catalog)
             && self.search_path == other.search_path
     }
@@ -58,7 +70,7 @@ impl Eq for RegClass {}
 
 impl std::hash::Hash for RegClass {
     fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        self.strict.hash(state);
+        self.kind.hash(state);
         self.search_path.hash(state);
     }
 }
@@ -78,7 +90,55 @@ impl RegClass {
                 .any(|t| indexes(t).iter().any(|i| i.name == name))
     }
 
+    /// Every relation we know: pg_catalog's, then our schemas'.
+    fn all_relations(&self) -> Vec<RelationName> {
+        let mut out: Vec<RelationName> = PG_CATALOG_TABLES
+            .iter()
+            .chain(ADDED_PG_CATALOG_RELATIONS)
+            .map(|name| RelationName::new("pg_catalog", *name))
+            .collect();
+        for schema in self.catalog.schema_names() {
+            for name in self.catalog.relation_names(&schema) {
+                out.push(RelationName::new(schema.clone(), name));
+            }
+        }
+        for def in self.catalog.tables() {
+            out.extend(
+                indexes(&def)
+                    .into_iter()
+                    .map(|i| RelationName::new(def.name.schema.clone(), i.name)),
+            );
+        }
+        out.extend(
+            self.catalog
+                .sequences()
+                .iter()
+                .map(|s| s.def().name.clone()),
+        );
+        out
+    }
+
+    /// The name `::regclass::text` prints for `oid`: qualified unless
+    /// its schema is searched, the oid itself when no relation has it.
+    fn name_of(&self, oid: i32) -> String {
+        let Some(name) = self
+            .all_relations()
+            .into_iter()
+            .find(|n| relation_oid(&n.schema, &n.name) == oid)
+        else {
+            return oid.to_string();
+        };
+        if name.schema == "pg_catalog" || self.search_path.contains(&name.schema) {
+            quote_ident(&name.name)
+        } else {
+            format!("{}.{}", quote_ident(&name.schema), quote_ident(&name.name))
+        }
+    }
+
     fn resolve(&self, text: &str) -> Option<i32> {
+        if let Ok(oid) = text.trim().parse::<i32>() {
+            return Some(oid);
+        }
         let in_pg_catalog = |name: &str| {
             PG_CATALOG_TABLES.contains(&name) || ADDED_PG_CATALOG_RELATIONS.contains(&name)
         };
@@ -102,10 +162,10 @@ impl RegClass {
 
 impl ScalarUDFImpl for RegClass {
     fn name(&self) -> &str {
-        if self.strict {
-            REGCLASS_FUNCTION
-        } else {
-            "to_regclass"
+        match self.kind {
+            Kind::Cast => REGCLASS_FUNCTION,
+            Kind::ToRegclass => "to_regclass",
+            Kind::Name => REGCLASS_NAME_FUNCTION,
         }
     }
 
@@ -114,31 +174,41 @@ impl ScalarUDFImpl for RegClass {
     }
 
     fn return_type(&self, _args: &[DataType]) -> Result<DataType> {
-        Ok(DataType::Int32)
+        Ok(match self.kind {
+            Kind::Name => DataType::Utf8,
+            _ => DataType::Int32,
+        })
     }
 
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
         let arrays = ColumnarValue::values_to_arrays(&args.args)?;
-        let names = arrays
+        let input = arrays
             .first()
             .ok_or_else(|| DataFusionError::Plan(format!("{} needs a name", self.name())))?;
-        let names = cast(names, &DataType::Utf8)?;
-        let names = names.as_string::<i32>();
-        let mut out = Vec::with_capacity(names.len());
-        for row in 0..names.len() {
-            if names.is_null(row) {
-                out.push(None);
+        let texts = cast(input, &DataType::Utf8)?;
+        let texts = texts.as_string::<i32>();
+        let mut oids = Vec::with_capacity(texts.len());
+        for row in 0..texts.len() {
+            if texts.is_null(row) {
+                oids.push(None);
                 continue;
             }
-            let text = names.value(row);
+            let text = texts.value(row);
             let oid = self.resolve(text);
-            if oid.is_none() && self.strict {
+            if oid.is_none() && self.kind != Kind::ToRegclass {
                 return Err(DataFusionError::External(Box::new(
                     ServerError::UndefinedTable(text.to_string()),
                 )));
             }
-            out.push(oid);
+            oids.push(oid);
         }
-        Ok(ColumnarValue::Array(Arc::new(Int32Array::from(out))))
+        Ok(ColumnarValue::Array(match self.kind {
+            Kind::Name => Arc::new(StringArray::from(
+                oids.into_iter()
+                    .map(|oid| oid.map(|oid| self.name_of(oid)))
+                    .collect::<Vec<_>>(),
+            )),
+            _ => Arc::new(Int32Array::from(oids)),
+        }))
     }
 }

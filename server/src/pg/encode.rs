@@ -36,6 +36,9 @@ pub fn pg_type(field: &Arc<Field>) -> PgWireResult<Type> {
             },
         );
     }
+    if let Some(vector) = super::vectors::vector_type(field) {
+        return Ok(vector);
+    }
     arrow_pg::datatypes::field_into_pg_type(field)
 }
 
@@ -128,6 +131,8 @@ fn encode_batch(fields: &Arc<Vec<FieldInfo>>, batch: &RecordBatch) -> PgWireResu
                 )?;
             } else if matches!(*pg_field.datatype(), Type::JSON | Type::JSONB) {
                 encode_json(&mut encoder, array, row, pg_field)?;
+            } else if super::vectors::is_vector(pg_field.datatype()) {
+                super::vectors::encode_vector(&mut encoder, array, row, pg_field)?;
             } else if let Some(text) =
                 temporal_text(array, row, pg_field).or_else(|| float_text(array, row, pg_field))
             {

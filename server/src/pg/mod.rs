@@ -7,6 +7,7 @@ mod copy_in;
 mod copy_out;
 mod encode;
 mod params;
+mod vectors;
 
 use std::fmt::Debug;
 use std::panic::AssertUnwindSafe;
