@@ -80,7 +80,7 @@ impl ScalarUDFImpl for BuildObject {
     }
 
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
-        if args.args.len() % 2 != 0 {
+        if !args.args.len().is_multiple_of(2) {
             return Err(DataFusionError::Plan(format!(
                 "argument list must have even number of elements (call {} with key, value pairs)",
                 self.name()
