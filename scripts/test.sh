@@ -28,6 +28,8 @@ fi
 # psycopg2 and SQLAlchemy 2: the ORM and second driver of the client tests.
 "$VENV/bin/python" -c 'import psycopg2, sqlalchemy; assert sqlalchemy.__version__ >= "2"' 2>/dev/null \
   || "$VENV/bin/pip" install -q 'psycopg2-binary>=2.9' 'SQLAlchemy>=2.0,<2.1'
+# Alembic: the migration tool of the migration tests.
+"$VENV/bin/python" -c 'import alembic' 2>/dev/null || "$VENV/bin/pip" install -q 'alembic>=1.13'
 # moto in server mode: the S3-compatible server the checkpoint tests use.
 [ -x "$VENV/bin/moto_server" ] || "$VENV/bin/pip" install -q 'moto[server]>=5'
 # confluent-kafka (a current librdkafka): the outside Kafka client of the tests.

@@ -10,6 +10,7 @@
 //! (an optimized `LogicalPlan` to the engine's `StreamGraph`), and
 //! [`windows`] for the `TUMBLE`/`HOP`/`SESSION` window table functions.
 
+pub mod array_input;
 pub mod catalog;
 pub mod catalog_names;
 pub mod ddl;

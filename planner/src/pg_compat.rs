@@ -91,7 +91,7 @@ pub fn bytea_in_udf() -> ScalarUDF {
     )
 }
 
-fn is_text(expr: &Expr, schema: Option<&datafusion::common::DFSchema>) -> bool {
+pub(crate) fn is_text(expr: &Expr, schema: Option<&datafusion::common::DFSchema>) -> bool {
     match (expr, schema) {
         (Expr::Literal(value, _), _) => value.data_type() == DataType::Utf8,
         (_, Some(schema)) => matches!(expr.get_type(schema), Ok(DataType::Utf8)),

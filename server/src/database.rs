@@ -217,6 +217,9 @@ fn base_state(
     let state = builder
         .with_type_planner(Arc::new(RunnelTypePlanner::new(inner)))
         .with_analyzer_rule(Arc::new(ByteaInputRule::default()))
+        .with_analyzer_rule(Arc::new(
+            runnel_planner::array_input::ArrayInputRule::default(),
+        ))
         .with_analyzer_rule(Arc::new(TimeShiftRule))
         .with_analyzer_rule(Arc::new(
             runnel_planner::time_literals::TimestampLiteralRule,

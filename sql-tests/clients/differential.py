@@ -600,6 +600,14 @@ def test_alter_table_columns_as_postgres(server):
         "DROP VIEW alt_names",
         "ALTER TABLE alt DROP COLUMN flag",
         "SELECT * FROM alt ORDER BY id",
+        # A column with constraints of its own: all or nothing.
+        "ALTER TABLE alt ADD COLUMN price int DEFAULT -1 CHECK (price >= 0)",
+        "ALTER TABLE alt ADD COLUMN price int DEFAULT 0 CHECK (price >= 0), ADD COLUMN sku text UNIQUE",
+        "INSERT INTO alt (name, price) VALUES ('g', -5)",
+        "INSERT INTO alt (name, sku) VALUES ('h', 's1'), ('i', 's1')",
+        "ALTER TABLE alt ADD COLUMN tag text DEFAULT 'same' CONSTRAINT alt_tag_unique UNIQUE",
+        "SELECT conname, contype FROM pg_constraint WHERE conrelid = 'alt'::regclass ORDER BY conname",
+        "SELECT * FROM alt ORDER BY id",
         "DROP TABLE alt",
     ])
 
@@ -626,6 +634,46 @@ def unique_block_script(dsn):
         conn.commit()
         seen.append(other.execute("SELECT * FROM uqb ORDER BY id").fetchall())
     return seen
+
+
+def index_after_writes_script(dsn):
+    """CREATE INDEX inside a block that already changed the table's rows:
+    the index covers the block's rows, a duplicate among them fails it."""
+    seen = []
+    with psycopg.connect(dsn, autocommit=True) as other, psycopg.connect(dsn) as conn:
+        other.execute("CREATE TABLE ixb (id int PRIMARY KEY, code text)")
+        other.execute("INSERT INTO ixb VALUES (1, 'a'), (2, 'b')")
+        conn.execute("INSERT INTO ixb VALUES (3, 'a')")
+        try:
+            conn.execute("CREATE UNIQUE INDEX ixb_code ON ixb (code)")
+        except psycopg.Error as e:
+            seen.append(("duplicate", e.sqlstate))
+        conn.rollback()
+        conn.execute("INSERT INTO ixb VALUES (3, 'c')")
+        conn.execute("UPDATE ixb SET code = 'd' WHERE id = 1")
+        conn.execute("CREATE UNIQUE INDEX ixb_code ON ixb (code)")
+        try:
+            conn.execute("INSERT INTO ixb VALUES (4, 'c')")
+        except psycopg.Error as e:
+            seen.append(("in block", e.sqlstate))
+        conn.rollback()
+        conn.execute("DELETE FROM ixb WHERE id = 2")
+        conn.execute("ALTER TABLE ixb ADD COLUMN n int DEFAULT 5 UNIQUE")
+        conn.commit()
+        seen.append(other.execute("SELECT * FROM ixb ORDER BY id").fetchall())
+        seen.append(other.execute("SELECT indexname FROM pg_indexes WHERE tablename = 'ixb' ORDER BY 1").fetchall())
+        try:
+            other.execute("INSERT INTO ixb VALUES (9, 'z', 5)")
+        except psycopg.Error as e:
+            seen.append(("after", e.sqlstate))
+        other.execute("DROP TABLE ixb")
+    return seen
+
+
+def test_index_after_writes_in_block_as_postgres(server):
+    ours = index_after_writes_script(server.dsn())
+    theirs = index_after_writes_script(reference().dsn())
+    assert ours == theirs, f"\n  runnel:   {ours}\n  postgres: {theirs}"
 
 
 def test_unique_constraints_in_blocks_as_postgres(server):

@@ -23,6 +23,7 @@ from differential import *  # noqa: F401,F403 (its test_* functions run here too
 from differential import stop_reference
 from orm import *  # noqa: F401,F403 (SQLAlchemy's tests)
 from psql_catalog import *  # noqa: F401,F403 (psql describe commands)
+from migrations import *  # noqa: F401,F403 (migration tools)
 
 
 def free_port():

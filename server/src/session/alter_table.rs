@@ -8,8 +8,10 @@ use std::sync::Arc;
 use datafusion::arrow::array::{ArrayRef, RecordBatch, new_null_array};
 use datafusion::arrow::compute::cast;
 use datafusion::sql::sqlparser::ast::{
-    AlterTable, AlterTableOperation, RenameTableNameKind, TableConstraint,
+    AlterTable, AlterTableOperation, ColumnOption, RenameTableNameKind, Statement, TableConstraint,
 };
+use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+use datafusion::sql::sqlparser::parser::Parser;
 use runnel_planner::catalog::{RelationName, TableDef};
 use runnel_planner::ddl::{column_def, name_parts};
 use runnel_storage::ScanSpec;
@@ -21,10 +23,42 @@ use crate::error::{ServerError, ServerResult};
 use crate::tables::rewrite_rows;
 
 impl Session {
+    /// Runs `steps` (one ALTER TABLE taken apart) as one transaction: in
+    /// the session's block, or in a block of their own.
+    async fn alter_in_steps(&mut self, steps: Vec<AlterTable>) -> ServerResult<StatementResult> {
+        let implicit = !self.in_block();
+        if implicit {
+            self.begin(&[])?;
+        }
+        let mut outcome = self.before_ddl("ALTER TABLE");
+        for step in &steps {
+            if outcome.is_err() {
+                break;
+            }
+            outcome = Box::pin(self.alter_table(step)).await.map(|_| ());
+        }
+        match outcome {
+            Ok(()) if implicit => {
+                self.commit().await?;
+            }
+            Ok(()) => {}
+            Err(e) => {
+                if implicit {
+                    self.rollback()?;
+                }
+                return Err(e);
+            }
+        }
+        Ok(StatementResult::command("ALTER TABLE", None))
+    }
+
     pub(super) async fn alter_table(
         &mut self,
         alter: &AlterTable,
     ) -> ServerResult<StatementResult> {
+        if let Some(steps) = column_constraints_apart(alter)? {
+            return self.alter_in_steps(steps).await;
+        }
         let name = self.resolve(&alter.name)?;
         let Some(mut def) = self.catalog().table(&name).map(|d| d.as_ref().clone()) else {
             if alter.if_exists {
@@ -163,7 +197,7 @@ impl Session {
     /// After ALTER TABLE in a block: the block's pending rows of table
     /// `id` take its new definition, forget the entries of the `dropped`
     /// indexes, and `rewrite` (old keys, new rows) replaces every row.
-    fn retarget_pending(
+    pub(super) fn retarget_pending(
         &self,
         id: u64,
         dropped: &[u64],
@@ -314,4 +348,60 @@ impl Session {
         .await
         .map_err(|e| ServerError::Internal(e.to_string()))?
     }
+}
+
+/// `ALTER TABLE t ADD COLUMN c … UNIQUE | CHECK (…)` taken apart into the
+/// column without them and one `ADD CONSTRAINT` each, as Postgres adds
+/// them (named `t_c_key` / `t_c_check` unless named); None when no added
+/// column declares such a constraint.
+fn column_constraints_apart(alter: &AlterTable) -> ServerResult<Option<Vec<AlterTable>>> {
+    let mut first = alter.clone();
+    let mut constraints = vec![];
+    for operation in &mut first.operations {
+        let AlterTableOperation::AddColumn { column_def, .. } = operation else {
+            continue;
+        };
+        let column = &column_def.name;
+        column_def.options.retain(|option| {
+            let name = option
+                .name
+                .as_ref()
+                .map(|n| format!("CONSTRAINT {n} "))
+                .unwrap_or_default();
+            match &option.option {
+                ColumnOption::Unique(unique) if unique.columns.is_empty() => {
+                    constraints.push(format!("{name}UNIQUE ({column})"));
+                    false
+                }
+                ColumnOption::Check(check) => {
+                    let name = match (&option.name, &check.name) {
+                        (None, Some(n)) => format!("CONSTRAINT {n} "),
+                        _ => name,
+                    };
+                    constraints.push(format!("{name}CHECK ({})", check.expr));
+                    false
+                }
+                _ => true,
+            }
+        });
+    }
+    if constraints.is_empty() {
+        return Ok(None);
+    }
+    let mut steps = vec![first];
+    for constraint in constraints {
+        let sql = format!("ALTER TABLE {} ADD {constraint}", alter.name);
+        match Parser::parse_sql(&PostgreSqlDialect {}, &sql)
+            .map_err(|e| ServerError::Internal(format!("{sql}: {e}")))?
+            .pop()
+        {
+            Some(Statement::AlterTable(step)) => steps.push(step),
+            _ => {
+                return Err(ServerError::Internal(format!(
+                    "{sql} is not an ALTER TABLE"
+                )));
+            }
+        }
+    }
+    Ok(Some(steps))
 }

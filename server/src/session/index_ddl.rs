@@ -152,9 +152,16 @@ impl Session {
             .table(def.id)
             .is_some_and(|p| !p.rows.is_empty())
         {
-            return Err(ServerError::NotSupported(format!(
-                "an index on {table} after this transaction block changed its rows; COMMIT first"
-            )));
+            // The block changed the rows: the entries come from its view
+            // of them, rebuilt with the block's pending rows.
+            let (keys, batches) = self.rows_as_seen(&def).await?;
+            self.catalog().note_rewrite(def.id)?;
+            let mut new = def.as_ref().clone();
+            new.indexes.push(index);
+            self.catalog()
+                .replace_table(&def.name, new, WriteSet::new())?;
+            self.retarget_pending(def.id, &[], Some((keys, batches)))?;
+            return Ok(());
         }
         let store = db.store.clone();
         let catalog = Arc::clone(self.catalog());
