@@ -61,6 +61,10 @@ pub struct Database {
     pub started_at: Instant,
     /// Connections open now.
     pub connections: AtomicUsize,
+    /// The sessions' advisory locks.
+    pub advisory_locks: Arc<crate::advisory_locks::AdvisoryLocks>,
+    /// The id the next session gets (its `pg_backend_pid`).
+    pub next_session_id: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for Database {
@@ -114,6 +118,8 @@ impl Database {
             checkpointer,
             started_at: Instant::now(),
             connections: AtomicUsize::new(0),
+            advisory_locks: Arc::default(),
+            next_session_id: std::sync::atomic::AtomicU64::new(1),
         }))
     }
 
@@ -156,6 +162,7 @@ impl Database {
         .map_err(|e| ServerError::Internal(format!("pg_catalog setup: {e}")))?;
         provider.register_schema("pg_catalog", Arc::new(pg_catalog))?;
         provider.correct_pg_catalog();
+        provider.register_information_schema(Arc::clone(&list));
         let state = builder.with_catalog_list(list).build();
         provider.set_planner_state(state.clone());
         Ok(state)
@@ -168,7 +175,8 @@ fn base_state(
     memory_limit: usize,
 ) -> ServerResult<SessionState> {
     let mut config = SessionConfig::new()
-        .with_information_schema(true)
+        // Ours is in the catalog (catalog/information_schema.rs).
+        .with_information_schema(false)
         .with_create_default_catalog_and_schema(false)
         .with_default_catalog_and_schema(DATABASE, DEFAULT_SCHEMA);
     let options = config.options_mut();
@@ -187,6 +195,7 @@ fn base_state(
     datafusion_pg_catalog::setup_pg_catalog(&ctx, DATABASE, EmptyContextProvider)
         .map_err(|e| ServerError::Internal(format!("pg_catalog setup: {e}")))?;
     provider.correct_pg_catalog();
+    provider.register_information_schema(Arc::clone(ctx.state().catalog_list()));
     let search_path = [DEFAULT_SCHEMA.to_string()];
     for function in crate::catalog::definition_functions(&catalog, &search_path)
         .into_iter()
@@ -244,6 +253,19 @@ fn panicking_udf() -> ScalarUDF {
                 panic!("fault injected by runnel_test_panic()")
             },
         ),
+    )
+}
+
+/// A function of no arguments returning a fixed integer.
+pub fn constant_int_udf(name: &str, value: i32) -> ScalarUDF {
+    create_udf(
+        name,
+        vec![],
+        DataType::Int32,
+        Volatility::Stable,
+        Arc::new(move |_args: &[ColumnarValue]| {
+            Ok(ColumnarValue::Scalar(ScalarValue::Int32(Some(value))))
+        }),
     )
 }
 

@@ -5,6 +5,7 @@
 //! Entry point: [`run`], which binds the ports and serves until shutdown.
 //! `main.rs` only parses flags and sets up logging.
 
+pub mod advisory_locks;
 pub mod allocator;
 pub mod catalog;
 mod checkpointing;

@@ -242,6 +242,17 @@ fn display_default(sql: &str, visible: &impl Fn(&str) -> bool) -> String {
     format!("nextval('{}'::regclass)", shown.replace('\'', "''"))
 }
 
+/// A stored DEFAULT as `pg_get_expr` prints it: constants coerced to the
+/// column's type, a serial's sequence as a `regclass` (unqualified when
+/// `visible` says its schema is searched).
+pub fn shown_default(
+    sql: &str,
+    column_type: &ColumnType,
+    visible: &impl Fn(&str) -> bool,
+) -> String {
+    display_default(&coerced_default(sql, column_type), visible)
+}
+
 /// A stored DEFAULT of a column of `column_type` as Postgres stores it
 /// after coercing constants to the column's type: `'0'` on an integer
 /// column is `0`, `'x'` on a text column `'x'::text`, `-1` `'-1'::integer`.

@@ -6,6 +6,7 @@ mod definitions;
 mod draft;
 mod functions;
 mod indexes;
+mod information_schema;
 mod json_build;
 mod pg_keys;
 mod pg_listings;

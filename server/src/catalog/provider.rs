@@ -17,6 +17,8 @@ use runnel_planner::catalog::{RelationName, TableDef, ViewDef};
 use super::{Catalog, Relation};
 use crate::tables::StoredTable;
 
+const INFORMATION_SCHEMA: &str = "information_schema";
+
 /// Name of the hidden column holding a row's storage key, shown only by the
 /// `__runnel_dml__<table>` alias that UPDATE and DELETE read through.
 pub const ROW_KEY_COLUMN: &str = "__runnel_row_key";
@@ -55,6 +57,26 @@ impl RunnelCatalogProvider {
         }
     }
 
+    /// Registers `information_schema` (DataFusion's over `catalog_list`,
+    /// with our corrections in front), which sessions find through this
+    /// provider: DataFusion's own is turned off.
+    pub fn register_information_schema(
+        &self,
+        catalog_list: Arc<dyn datafusion::catalog::CatalogProviderList>,
+    ) {
+        let inner = Arc::new(
+            datafusion::catalog::information_schema::InformationSchemaProvider::new(catalog_list),
+        );
+        let schema = super::information_schema::InformationSchemaOverrides::new(
+            inner,
+            Arc::clone(&self.catalog),
+        );
+        self.extra
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(INFORMATION_SCHEMA.into(), Arc::new(schema));
+    }
+
     /// Gives the provider the state to plan views and defaults with.
     pub fn set_planner_state(&self, state: SessionState) {
         let _ = self.planner_state.set(state);
@@ -64,11 +86,14 @@ impl RunnelCatalogProvider {
 impl CatalogProvider for RunnelCatalogProvider {
     fn schema_names(&self) -> Vec<String> {
         let mut names = self.catalog.schema_names();
+        // information_schema stays out of listings, as DataFusion's was:
+        // its provider lists its own tables.
         names.extend(
             self.extra
                 .read()
                 .unwrap_or_else(|p| p.into_inner())
                 .keys()
+                .filter(|name| *name != INFORMATION_SCHEMA)
                 .cloned(),
         );
         names

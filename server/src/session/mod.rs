@@ -238,8 +238,16 @@ impl From<Outcome> for StatementResult {
     }
 }
 
+impl Drop for Session {
+    fn drop(&mut self) {
+        self.db.advisory_locks.release_all(self.id, None);
+    }
+}
+
 /// A client session.
 pub struct Session {
+    /// The session's number (its `pg_backend_pid`), unique in the process.
+    id: u64,
     db: Arc<Database>,
     ctx: SessionContext,
     pub settings: Settings,
@@ -265,7 +273,11 @@ impl Session {
             .config_mut()
             .set_extension(Arc::clone(&block_writes));
         let settings = Settings::new(db.config.parallelism_default);
+        let id = db
+            .next_session_id
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut session = Self {
+            id,
             db,
             ctx,
             settings,
@@ -277,6 +289,11 @@ impl Session {
         };
         session.sync_context();
         session
+    }
+
+    /// The session's number, which `pg_backend_pid()` tells.
+    pub fn id(&self) -> u64 {
+        self.id
     }
 
     /// The database the session belongs to.
@@ -356,6 +373,15 @@ impl Session {
         {
             self.ctx.register_udf(function);
         }
+        for function in
+            crate::advisory_locks::advisory_lock_functions(&self.db.advisory_locks, self.id)
+        {
+            self.ctx.register_udf(function);
+        }
+        self.ctx.register_udf(crate::database::constant_int_udf(
+            "pg_backend_pid",
+            i32::try_from(self.id).unwrap_or(i32::MAX),
+        ));
         self.ctx
             .register_udf(crate::sequences::serial_sequence_function(
                 self.catalog(),
@@ -474,6 +500,10 @@ impl Session {
         prepared: &Prepared,
         params: &ParamValues,
     ) -> ServerResult<StatementResult> {
+        if !self.in_block() {
+            // The last statement's transaction ended: its xact locks go.
+            self.release_transaction_locks();
+        }
         match &prepared.kind {
             PreparedKind::Query(plan) => {
                 let plan = plan.clone().replace_params_with_values(params)?;

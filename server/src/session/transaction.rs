@@ -132,6 +132,7 @@ impl Session {
                 .push(("WARNING", "there is no transaction in progress".into()));
             return Ok(result);
         };
+        self.release_transaction_locks();
         let pending = self.block_writes.lock().take().unwrap_or_default();
         self.close_block_cursors();
         if block.draft.is_some() {
@@ -180,6 +181,7 @@ impl Session {
     /// block's COMMIT (which answers ROLLBACK, as in Postgres).
     pub fn end_failed_block(&mut self) -> ServerResult<()> {
         let block = self.block.take();
+        self.release_transaction_locks();
         *self.block_writes.lock() = None;
         self.close_block_cursors();
         if block.is_some_and(|b| b.draft.is_some()) {
@@ -281,6 +283,13 @@ impl Session {
                 pending.forget(id);
             }
         }
+    }
+
+    /// Gives back the advisory locks taken for the transaction.
+    pub(super) fn release_transaction_locks(&self) {
+        self.db
+            .advisory_locks
+            .release_all(self.id, Some(crate::advisory_locks::Scope::Transaction));
     }
 
     /// Refuses `what`, a statement that starts or stops jobs, inside a
