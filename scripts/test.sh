@@ -18,6 +18,9 @@ python3 -m venv --help >/dev/null 2>&1 || test_apt+=(python3-venv)
 command -v java >/dev/null || test_apt+=(default-jre-headless)
 # A real PostgreSQL server (15 on Debian 12) for the differential client tests.
 compgen -G '/usr/lib/postgresql/*/bin/postgres' >/dev/null || test_apt+=(postgresql)
+# Node.js and npm: node-pg-migrate and dbmate, the migration tools tested
+# beside Alembic.
+command -v npm >/dev/null || test_apt+=(npm)
 apt_install "${test_apt[@]}"
 
 VENV="$HOME/.cache/runnel-venv"
@@ -30,6 +33,13 @@ fi
   || "$VENV/bin/pip" install -q 'psycopg2-binary>=2.9' 'SQLAlchemy>=2.0,<2.1'
 # Alembic: the migration tool of the migration tests.
 "$VENV/bin/python" -c 'import alembic' 2>/dev/null || "$VENV/bin/pip" install -q 'alembic>=1.13'
+# dbmate (a Go binary shipped through npm) and node-pg-migrate with its
+# driver: the other two migration tools of the client tests (node-pg-migrate
+# 7 still runs on Debian 12's Node.js 18).
+NPM_DIR="$HOME/.cache/runnel-npm"
+[ -x "$NPM_DIR/node_modules/.bin/dbmate" ] && [ -x "$NPM_DIR/node_modules/.bin/node-pg-migrate" ] \
+  || { mkdir -p "$NPM_DIR" && npm install --prefix "$NPM_DIR" --no-audit --no-fund -q \
+         'dbmate@^2' 'node-pg-migrate@^7' 'pg@^8'; }
 # moto in server mode: the S3-compatible server the checkpoint tests use.
 [ -x "$VENV/bin/moto_server" ] || "$VENV/bin/pip" install -q 'moto[server]>=5'
 # confluent-kafka (a current librdkafka): the outside Kafka client of the tests.

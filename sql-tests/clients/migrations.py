@@ -1,10 +1,13 @@
 """Migration tools against Runnel and a real PostgreSQL 15, compared:
 Alembic (upgrade, downgrade, an autogenerate check that finds the schema
-equal to the models, a failing migration that leaves no trace)."""
+equal to the models, a failing migration that leaves no trace), dbmate
+(SQL files, Go's lib/pq) and node-pg-migrate (JavaScript migrations,
+node-postgres, advisory locks), each up and down."""
 
 import contextlib
 import io
 import os
+import subprocess
 import tempfile
 import textwrap
 
@@ -12,6 +15,7 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.migration import MigrationContext
+import psycopg
 from sqlalchemy import (Boolean, CheckConstraint, Column, Index, Integer, MetaData, String, Table,
                         create_engine, inspect, text)
 
@@ -154,3 +158,112 @@ def test_alembic_as_postgres(server):
         ours = alembic_script(server.dsn(), driver)
         theirs = alembic_script(reference().dsn(), driver)
         assert ours == theirs, f"{driver}\n  runnel:   {ours}\n  postgres: {theirs}"
+
+
+# npm packages (dbmate, node-pg-migrate) the test command installs here.
+NPM_BIN = os.path.expanduser("~/.cache/runnel-npm/node_modules/.bin")
+
+DBMATE_MIGRATIONS = {
+    "20240101000000_create_widgets.sql": """-- migrate:up
+CREATE TABLE dbm_widgets (id SERIAL PRIMARY KEY, name TEXT NOT NULL UNIQUE);
+CREATE INDEX dbm_widgets_name_idx ON dbm_widgets (name);
+
+-- migrate:down
+DROP TABLE dbm_widgets;
+""",
+    "20240102000000_add_price.sql": """-- migrate:up
+ALTER TABLE dbm_widgets ADD COLUMN price INTEGER DEFAULT 0 CHECK (price >= 0);
+INSERT INTO dbm_widgets (name, price) VALUES ('bolt', 3);
+
+-- migrate:down
+ALTER TABLE dbm_widgets DROP COLUMN price;
+""",
+}
+
+NODE_MIGRATIONS = {
+    "1700000000000_create-gadgets.js": """exports.up = (pgm) => {
+  pgm.createTable('npm_gadgets', {
+    id: 'id',
+    name: { type: 'varchar(100)', notNull: true, unique: true },
+    weight: { type: 'integer', default: 0, check: 'weight >= 0' },
+    created_at: { type: 'timestamp', notNull: true, default: pgm.func('current_timestamp') },
+  });
+  pgm.createIndex('npm_gadgets', 'weight');
+};
+exports.down = (pgm) => { pgm.dropTable('npm_gadgets'); };
+""",
+    "1700000000001_add-color.js": """exports.up = (pgm) => {
+  pgm.addColumn('npm_gadgets', { color: { type: 'text' } });
+  pgm.renameColumn('npm_gadgets', 'color', 'colour');
+  pgm.sql("INSERT INTO npm_gadgets (name, colour) VALUES ('cog', 'red')");
+};
+exports.down = (pgm) => { pgm.dropColumn('npm_gadgets', 'colour'); };
+""",
+}
+
+
+def tool_state(dsn, prefix, version_query):
+    """The tool's tables (columns, indexes, rows) and its version table."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        tables = [r[0] for r in conn.execute(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'"
+            " AND table_name LIKE %s ORDER BY 1", (prefix + "%",))]
+        out = {"versions": conn.execute(version_query).fetchall()}
+        for table in tables:
+            out[table] = {
+                "columns": conn.execute(
+                    "SELECT column_name, data_type, is_nullable FROM information_schema.columns"
+                    " WHERE table_schema = 'public' AND table_name = %s ORDER BY ordinal_position",
+                    (table,)).fetchall(),
+                "indexes": conn.execute(
+                    "SELECT indexname FROM pg_indexes WHERE tablename = %s ORDER BY 1", (table,)).fetchall(),
+                "rows": conn.execute(f"SELECT name FROM {table} ORDER BY name").fetchall(),
+            }
+    return out
+
+
+def run_tool(args, directory, database_url):
+    out = subprocess.run(args, cwd=directory, capture_output=True, text=True, timeout=120,
+                         env=dict(os.environ, DATABASE_URL=database_url))
+    return out.returncode == 0, out.stdout + out.stderr
+
+
+def migration_tool_script(dsn, tool):
+    parts = dict(p.split("=", 1) for p in dsn.split())
+    database_url = f"postgres://{parts['user']}@{parts['host']}:{parts['port']}/{parts['dbname']}"
+    seen = []
+    with tempfile.TemporaryDirectory() as tmp:
+        if tool == "dbmate":
+            folder = os.path.join(tmp, "db", "migrations")
+            files, prefix = DBMATE_MIGRATIONS, "dbm_"
+            command_of = {"up": ["up"], "down": ["rollback"]}
+            base = [os.path.join(NPM_BIN, "dbmate"), "--no-dump-schema"]
+            database_url += "?sslmode=disable"
+            versions = "SELECT version FROM schema_migrations ORDER BY 1"
+        else:
+            folder = os.path.join(tmp, "migrations")
+            files, prefix = NODE_MIGRATIONS, "npm_"
+            command_of = {"up": ["up"], "down": ["down"]}
+            base = [os.path.join(NPM_BIN, "node-pg-migrate")]
+            versions = "SELECT name FROM pgmigrations ORDER BY 1"
+        os.makedirs(folder)
+        for name, body in files.items():
+            with open(os.path.join(folder, name), "w") as f:
+                f.write(body)
+        for step in ["up", "down", "down", "up"]:
+            ok, output = run_tool(base + command_of[step], tmp, database_url)
+            assert ok, f"{tool} {step} failed:\n{output}"
+            seen.append((step, tool_state(dsn, prefix, versions)))
+        for step in ["down", "down"]:
+            run_tool(base + command_of[step], tmp, database_url)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("DROP TABLE IF EXISTS schema_migrations")
+        conn.execute("DROP TABLE IF EXISTS pgmigrations")
+    return seen
+
+
+def test_sql_migration_tools_as_postgres(server):
+    for tool in ("dbmate", "node-pg-migrate"):
+        ours = migration_tool_script(server.dsn(), tool)
+        theirs = migration_tool_script(reference().dsn(), tool)
+        assert ours == theirs, f"{tool}\n  runnel:   {ours}\n  postgres: {theirs}"
