@@ -7,10 +7,11 @@
 
 use std::ops::ControlFlow;
 
+use crate::sql_ast::{arg, call};
+
 use datafusion::sql::sqlparser::ast::{
-    DataType, Expr, Function, FunctionArg, FunctionArgExpr, FunctionArgumentList,
-    FunctionArguments, Ident, ObjectName, ObjectNamePart, Statement, TableFactor, VisitMut,
-    VisitorMut, visit_expressions_mut,
+    DataType, Expr, FunctionArg, FunctionArgExpr, FunctionArguments, Ident, ObjectName,
+    ObjectNamePart, Statement, TableFactor, VisitMut, VisitorMut, visit_expressions_mut,
 };
 
 /// The function a `'name'::regclass` literal is turned into.
@@ -34,7 +35,7 @@ pub fn rewrite_regclass_literals(statement: &mut Statement) {
         };
         if is_regclass(data_type) {
             let argument = inner.as_ref().clone();
-            *expr = call(REGCLASS_FUNCTION, argument);
+            *expr = call(REGCLASS_FUNCTION, vec![arg(argument)]);
         } else if matches!(data_type, DataType::Text | DataType::Varchar(_))
             && let Expr::Function(function) = inner.as_ref()
             && function.name.to_string() == REGCLASS_FUNCTION
@@ -42,27 +43,10 @@ pub fn rewrite_regclass_literals(statement: &mut Statement) {
             && let [FunctionArg::Unnamed(FunctionArgExpr::Expr(argument))] = list.args.as_slice()
         {
             let argument = argument.clone();
-            *expr = call(REGCLASS_NAME_FUNCTION, argument);
+            *expr = call(REGCLASS_NAME_FUNCTION, vec![arg(argument)]);
         }
         ControlFlow::<()>::Continue(())
     });
-}
-
-fn call(name: &str, argument: Expr) -> Expr {
-    Expr::Function(Function {
-        name: ObjectName::from(vec![Ident::new(name)]),
-        uses_odbc_syntax: false,
-        parameters: FunctionArguments::None,
-        args: FunctionArguments::List(FunctionArgumentList {
-            duplicate_treatment: None,
-            args: vec![FunctionArg::Unnamed(FunctionArgExpr::Expr(argument))],
-            clauses: vec![],
-        }),
-        filter: None,
-        null_treatment: None,
-        over: None,
-        within_group: vec![],
-    })
 }
 
 fn is_regclass(data_type: &DataType) -> bool {

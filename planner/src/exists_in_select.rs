@@ -7,9 +7,10 @@
 
 use std::ops::ControlFlow;
 
+use crate::sql_ast::{call, is_grouped};
+
 use datafusion::sql::sqlparser::ast::{
-    BinaryOperator, Expr, Function, FunctionArg, FunctionArgExpr, FunctionArgumentList,
-    FunctionArguments, GroupByExpr, Ident, ObjectName, Query, SelectItem, SetExpr, Statement,
+    BinaryOperator, Expr, FunctionArg, FunctionArgExpr, Query, SelectItem, SetExpr, Statement,
     Value, VisitMut, VisitorMut, visit_expressions_mut,
 };
 
@@ -63,10 +64,7 @@ fn counting(query: &Query) -> Option<Query> {
     let SetExpr::Select(select) = query.body.as_ref() else {
         return None;
     };
-    let grouped = match &select.group_by {
-        GroupByExpr::All(_) => true,
-        GroupByExpr::Expressions(e, _) => !e.is_empty(),
-    };
+    let grouped = is_grouped(&select.group_by);
     let aggregated = select.projection.iter().any(|item| match item {
         SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } => {
             crate::scalar_subquery::aggregates(e)
@@ -79,20 +77,8 @@ fn counting(query: &Query) -> Option<Query> {
     let mut counted = query.clone();
     counted.order_by = None;
     if let SetExpr::Select(select) = counted.body.as_mut() {
-        select.projection = vec![SelectItem::UnnamedExpr(Expr::Function(Function {
-            name: ObjectName::from(vec![Ident::new("count")]),
-            uses_odbc_syntax: false,
-            parameters: FunctionArguments::None,
-            args: FunctionArguments::List(FunctionArgumentList {
-                duplicate_treatment: None,
-                args: vec![FunctionArg::Unnamed(FunctionArgExpr::Wildcard)],
-                clauses: vec![],
-            }),
-            filter: None,
-            null_treatment: None,
-            over: None,
-            within_group: vec![],
-        }))];
+        let star = FunctionArg::Unnamed(FunctionArgExpr::Wildcard);
+        select.projection = vec![SelectItem::UnnamedExpr(call("count", vec![star]))];
     }
     Some(counted)
 }

@@ -23,6 +23,7 @@ pub mod parser;
 pub mod pg_compat;
 pub mod scalar_subquery;
 pub mod set_returning;
+pub mod sql_ast;
 pub mod stream;
 pub mod time_literals;
 pub mod time_shift;

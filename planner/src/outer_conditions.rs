@@ -12,8 +12,8 @@ use std::ops::ControlFlow;
 use datafusion::sql::sqlparser::ast::helpers::attached_token::AttachedToken;
 
 use datafusion::sql::sqlparser::ast::{
-    BinaryOperator, Expr, GroupByExpr, Query, SelectItem, SetExpr, Statement, TableFactor,
-    TableWithJoins, visit_expressions, visit_expressions_mut,
+    BinaryOperator, Expr, Query, SelectItem, SetExpr, Statement, TableFactor, TableWithJoins,
+    visit_expressions, visit_expressions_mut,
 };
 
 /// Rewrites every scalar subquery of `statement` whose filter has
@@ -49,10 +49,7 @@ fn take_outer_conjuncts(query: &mut Query) -> Option<Expr> {
         return None;
     };
     // An aggregate answers even for no rows (count gives 0): keep those.
-    let grouped = match &select.group_by {
-        GroupByExpr::All(_) => true,
-        GroupByExpr::Expressions(e, _) => !e.is_empty(),
-    };
+    let grouped = crate::sql_ast::is_grouped(&select.group_by);
     if grouped
         || select.having.is_some()
         || select.projection.iter().any(|item| match item {

@@ -7,10 +7,11 @@
 
 use std::ops::ControlFlow;
 
+use crate::sql_ast::{arg, call, is_grouped};
+
 use datafusion::sql::sqlparser::ast::{
-    Expr, Function, FunctionArg, FunctionArgExpr, FunctionArgumentList, FunctionArguments, Ident,
-    ObjectName, Query, SelectItem, SetExpr, Statement, Value, VisitMut, VisitorMut,
-    visit_expressions, visit_expressions_mut,
+    Expr, Query, SelectItem, SetExpr, Statement, Value, VisitMut, VisitorMut, visit_expressions,
+    visit_expressions_mut,
 };
 
 /// The aggregate a subquery's single value is wrapped in.
@@ -132,10 +133,7 @@ fn wrap(query: &mut Query) {
     let SetExpr::Select(select) = query.body.as_mut() else {
         return;
     };
-    let grouped = match &select.group_by {
-        datafusion::sql::sqlparser::ast::GroupByExpr::All(_) => true,
-        datafusion::sql::sqlparser::ast::GroupByExpr::Expressions(e, _) => !e.is_empty(),
-    };
+    let grouped = is_grouped(&select.group_by);
     if select.projection.len() != 1
         || select.distinct.is_some()
         || grouped
@@ -152,20 +150,7 @@ fn wrap(query: &mut Query) {
         return;
     }
     let inner = std::mem::replace(expr, Expr::value(Value::Null));
-    *expr = Expr::Function(Function {
-        name: ObjectName::from(vec![Ident::new(SINGLE_VALUE)]),
-        uses_odbc_syntax: false,
-        parameters: FunctionArguments::None,
-        args: FunctionArguments::List(FunctionArgumentList {
-            duplicate_treatment: None,
-            args: vec![FunctionArg::Unnamed(FunctionArgExpr::Expr(inner))],
-            clauses: vec![],
-        }),
-        filter: None,
-        null_treatment: None,
-        over: None,
-        within_group: vec![],
-    });
+    *expr = call(SINGLE_VALUE, vec![arg(inner)]);
 }
 
 /// Whether `expr` calls an aggregate or window function.

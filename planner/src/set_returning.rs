@@ -6,30 +6,12 @@
 
 use std::ops::ControlFlow;
 
-use datafusion::sql::sqlparser::ast::{
-    Expr, Function, FunctionArg, FunctionArgExpr, FunctionArgumentList, FunctionArguments, Ident,
-    ObjectName, Statement, visit_expressions_mut,
-};
+use crate::sql_ast::{arg, call};
+
+use datafusion::sql::sqlparser::ast::{Expr, FunctionArguments, Statement, visit_expressions_mut};
 
 /// The function giving an array's subscripts as a list.
 pub const SUBSCRIPTS_FUNCTION: &str = "runnel_subscripts";
-
-fn call(name: &str, args: Vec<FunctionArg>) -> Expr {
-    Expr::Function(Function {
-        name: ObjectName::from(vec![Ident::new(name)]),
-        uses_odbc_syntax: false,
-        parameters: FunctionArguments::None,
-        args: FunctionArguments::List(FunctionArgumentList {
-            duplicate_treatment: None,
-            args,
-            clauses: vec![],
-        }),
-        filter: None,
-        null_treatment: None,
-        over: None,
-        within_group: vec![],
-    })
-}
 
 /// Rewrites every `generate_subscripts` call of `statement`.
 pub fn rewrite_set_returning_functions(statement: &mut Statement) {
@@ -45,10 +27,7 @@ pub fn rewrite_set_returning_functions(statement: &mut Statement) {
             && list.args.len() == 2
         {
             let inner = call(SUBSCRIPTS_FUNCTION, list.args.clone());
-            *expr = call(
-                "unnest",
-                vec![FunctionArg::Unnamed(FunctionArgExpr::Expr(inner))],
-            );
+            *expr = call("unnest", vec![arg(inner)]);
         }
         ControlFlow::<()>::Continue(())
     });
