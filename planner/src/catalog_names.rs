@@ -11,7 +11,7 @@ use crate::sql_ast::{arg, call};
 
 use datafusion::sql::sqlparser::ast::{
     DataType, Expr, FunctionArg, FunctionArgExpr, FunctionArguments, Ident, ObjectName,
-    ObjectNamePart, Statement, TableFactor, VisitMut, VisitorMut, visit_expressions_mut,
+    ObjectNamePart, Statement, TableFactor, Value, VisitMut, VisitorMut, visit_expressions_mut,
 };
 
 /// The function a `'name'::regclass` literal is turned into.
@@ -33,7 +33,15 @@ pub fn rewrite_regclass_literals(statement: &mut Statement) {
         else {
             return ControlFlow::<()>::Continue(());
         };
-        if is_regclass(data_type) {
+        if is_named_type(data_type, "regproc")
+            && let Expr::Value(value) = inner.as_ref()
+            && let Value::SingleQuotedString(name) = &value.value
+        {
+            // `pg_type.typinput` and friends hold function names here, not
+            // oids: a regproc literal compares as the function's name.
+            let bare = name.rsplit('.').next().unwrap_or(name).to_string();
+            *expr = Expr::value(Value::SingleQuotedString(bare));
+        } else if is_regclass(data_type) {
             let argument = inner.as_ref().clone();
             *expr = call(REGCLASS_FUNCTION, vec![arg(argument)]);
         } else if matches!(data_type, DataType::Text | DataType::Varchar(_))
@@ -50,15 +58,19 @@ pub fn rewrite_regclass_literals(statement: &mut Statement) {
 }
 
 fn is_regclass(data_type: &DataType) -> bool {
+    matches!(data_type, DataType::Regclass) || is_named_type(data_type, "regclass")
+}
+
+/// Whether `data_type` is the (possibly `pg_catalog.`-qualified) type `name`.
+fn is_named_type(data_type: &DataType, name: &str) -> bool {
     match data_type {
-        DataType::Regclass => true,
-        DataType::Custom(name, modifiers) => {
+        DataType::Custom(type_name, modifiers) => {
             modifiers.is_empty()
-                && name
+                && type_name
                     .0
                     .last()
                     .and_then(|p| p.as_ident())
-                    .is_some_and(|i| i.value.eq_ignore_ascii_case("regclass"))
+                    .is_some_and(|i| i.value.eq_ignore_ascii_case(name))
         }
         _ => false,
     }
@@ -116,6 +128,14 @@ mod tests {
                 "SELECT 'public.t'::regclass, CAST('t' AS pg_catalog.regclass), c.oid::regclass FROM c"
             ),
             "SELECT runnel_regclass('public.t'), runnel_regclass('t'), runnel_regclass(c.oid) FROM c"
+        );
+    }
+
+    #[test]
+    fn regproc_literals_are_function_names() {
+        assert_eq!(
+            rewritten("SELECT typinput = 'pg_catalog.array_in'::regproc FROM pg_type"),
+            "SELECT typinput = 'array_in' FROM pg_type"
         );
     }
 

@@ -17,6 +17,7 @@ pub mod ddl;
 mod error;
 pub mod exists_in_select;
 pub mod expr_rewrite;
+pub mod field_access;
 pub mod outer_conditions;
 pub mod output_names;
 pub mod parser;

@@ -207,6 +207,10 @@ fn base_state(
         ctx.register_udf(function);
     }
     ctx.register_udf(crate::catalog::to_regtype(pg_static_tables.pg_type.data())?);
+    ctx.register_udf(crate::catalog::function_result(
+        pg_static_tables.pg_proc.data(),
+        pg_static_tables.pg_type.data(),
+    )?);
     ctx.register_udaf(crate::catalog::single_value());
     // For DEFAULT nextval('schema.seq') of SERIAL columns (sessions
     // register their own, resolving in their schema).

@@ -217,6 +217,21 @@ def test_jdbc(server):
     assert out.returncode == 0 and "jdbc: ok" in out.stdout, out.stdout + out.stderr
 
 
+def test_jdbc_metadata_as_postgres(server):
+    """pgjdbc's DatabaseMetaData (tables, columns, primary keys, index info,
+    imported keys, schemas, type info, functions) over the same schema on
+    Runnel and on PostgreSQL 15 print the same lines."""
+    from differential import reference
+    program = os.path.join(os.path.dirname(__file__), "JdbcMetadata.java")
+    outputs = []
+    for port in (server.port, reference().port):
+        out = subprocess.run(["java", "-cp", JDBC_JAR, program, str(port)],
+                             capture_output=True, text=True, timeout=180)
+        assert out.returncode == 0, out.stdout + out.stderr
+        outputs.append(out.stdout)
+    assert outputs[0] == outputs[1], f"runnel:\n{outputs[0]}\npostgres:\n{outputs[1]}"
+
+
 def main():
     server = Server()
     passed = failed = 0

@@ -466,6 +466,7 @@ fn parse_standard(sql: &str) -> PlanResult<Vec<Statement>> {
     for statement in &mut statements {
         crate::catalog_names::qualify_added_catalog_relations(statement);
         crate::set_returning::rewrite_set_returning_functions(statement);
+        crate::field_access::rewrite_field_access(statement);
         crate::windows::rewrite_window_functions(statement)?;
         crate::scalar_subquery::aggregate_scalar_subqueries(statement);
     }

@@ -43,6 +43,7 @@ pub fn fixed_functions() -> Vec<ScalarUDF> {
     ];
     out.extend(super::json_build::json_build_functions());
     out.push(super::subscripts::subscripts_function());
+    out.push(super::subscripts::expand_array_function());
     for name in ["pg_function_is_visible", "pg_type_is_visible"] {
         out.push(ScalarUDF::new_from_impl(Constant {
             name,

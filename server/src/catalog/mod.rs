@@ -24,9 +24,10 @@ mod subscripts;
 
 pub use definitions::definition_functions;
 pub use functions::{current_setting, fixed_functions, pg_type_name};
+pub use pg_listings::{ListedSetting, SessionSettings};
 pub use provider::{DML_PREFIX, ROW_KEY_COLUMN, RunnelCatalogProvider, plan_defaults};
 pub use regclass::regclass_functions;
-pub use regtype::to_regtype;
+pub use regtype::{function_result, to_regtype};
 pub use single_value::single_value;
 
 use std::collections::{BTreeMap, BTreeSet};

@@ -53,6 +53,7 @@ pub(super) enum Fix {
     Views,
     MatViews,
     Roles,
+    Settings,
     /// Added: `pg_indexes`.
     Indexes,
     /// Added: `pg_sequences`.
@@ -74,6 +75,7 @@ impl Fix {
             "pg_views" => Self::Views,
             "pg_matviews" => Self::MatViews,
             "pg_roles" => Self::Roles,
+            "pg_settings" => Self::Settings,
             "pg_indexes" => Self::Indexes,
             "pg_sequences" => Self::Sequences,
             "pg_user" => Self::User,
@@ -373,6 +375,7 @@ impl TableProvider for CorrectedTable {
             Fix::Views => self.view_rows(false)?,
             Fix::MatViews => self.view_rows(true)?,
             Fix::Roles => self.role_rows()?,
+            Fix::Settings => self.setting_rows(state)?,
             Fix::Indexes => self.pg_indexes_rows()?,
             Fix::Sequences => self.pg_sequences_rows()?,
             Fix::User => self.user_rows()?,

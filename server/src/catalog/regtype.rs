@@ -1,6 +1,8 @@
 //! `to_regtype(text)`: the oid of the type a name denotes, NULL when no
 //! type has that name (psycopg's `TypeInfo.fetch`, which SQLAlchemy's
-//! psycopg dialect runs on connect, asks it for `hstore`).
+//! psycopg dialect runs on connect, asks it for `hstore`); and
+//! `pg_get_function_result(oid)`, a function's result type as SQL
+//! (pgjdbc's `getFunctions`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -99,6 +101,74 @@ pub fn to_regtype(pg_type: &[RecordBatch]) -> Result<ScalarUDF> {
     ))
 }
 
+/// A type's name as SQL spells it (`integer`, `text[]`).
+fn sql_type_name(typname: &str) -> String {
+    if let Some(element) = typname.strip_prefix('_') {
+        return format!("{}[]", sql_type_name(element));
+    }
+    ALIASES
+        .iter()
+        .find(|(alias, name)| *name == typname && !matches!(*alias, "int" | "float" | "decimal"))
+        .map_or(typname, |(alias, _)| *alias)
+        .to_string()
+}
+
+/// `pg_get_function_result(oid)` over `pg_proc` and `pg_type`: the result
+/// type, `SETOF type` for a set-returning function (Postgres writes
+/// `TABLE(…)` for those with output arguments), NULL for no function.
+pub fn function_result(pg_proc: &[RecordBatch], pg_type: &[RecordBatch]) -> Result<ScalarUDF> {
+    let names: HashMap<i32, String> = type_oids(pg_type)?
+        .into_iter()
+        .map(|(name, oid)| (oid, sql_type_name(&name)))
+        .collect();
+    let mut results: HashMap<i32, String> = HashMap::new();
+    for batch in pg_proc {
+        let (Some(oids), Some(types), Some(sets)) = (
+            batch.column_by_name("oid"),
+            batch.column_by_name("prorettype"),
+            batch.column_by_name("proretset"),
+        ) else {
+            continue;
+        };
+        let oids = cast(oids, &DataType::Int32)?;
+        let types = cast(types, &DataType::Int32)?;
+        let oids = oids.as_primitive::<datafusion::arrow::datatypes::Int32Type>();
+        let types = types.as_primitive::<datafusion::arrow::datatypes::Int32Type>();
+        let sets = sets.as_boolean();
+        for row in 0..batch.num_rows() {
+            let Some(name) = names.get(&types.value(row)) else {
+                continue;
+            };
+            let set = sets.is_valid(row) && sets.value(row);
+            results.insert(
+                oids.value(row),
+                if set {
+                    format!("SETOF {name}")
+                } else {
+                    name.clone()
+                },
+            );
+        }
+    }
+    let results = Arc::new(results);
+    Ok(create_udf(
+        "pg_get_function_result",
+        vec![DataType::Int64],
+        DataType::Utf8,
+        Volatility::Stable,
+        Arc::new(move |args: &[ColumnarValue]| {
+            let arrays = ColumnarValue::values_to_arrays(args)?;
+            let oids = cast(&arrays[0], &DataType::Int32)?;
+            let oids = oids.as_primitive::<datafusion::arrow::datatypes::Int32Type>();
+            let out: datafusion::arrow::array::StringArray = oids
+                .iter()
+                .map(|oid| oid.and_then(|o| results.get(&o).cloned()))
+                .collect();
+            Ok(ColumnarValue::Array(Arc::new(out)))
+        }),
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -120,5 +190,8 @@ mod tests {
         assert_eq!(lookup(&oids, "character varying(20)"), Some(1043));
         assert_eq!(lookup(&oids, "Double Precision"), Some(701));
         assert_eq!(lookup(&oids, "hstore"), None);
+        assert_eq!(sql_type_name("int4"), "integer");
+        assert_eq!(sql_type_name("_float8"), "double precision[]");
+        assert_eq!(sql_type_name("text"), "text");
     }
 }

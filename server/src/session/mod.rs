@@ -343,6 +343,9 @@ impl Session {
             let options = state.config_mut().options_mut();
             options.catalog.default_schema = schema.clone();
             options.execution.time_zone = Some(time_zone);
+            options
+                .extensions
+                .insert(crate::catalog::SessionSettings(self.settings.listed()));
         }
         self.ctx
             .register_udf(constant_text_udf("current_schema", &schema));

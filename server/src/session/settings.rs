@@ -54,6 +54,9 @@ const SETTINGS: &[SettingSpec] = &[
     spec("integer_datetimes", "on", true, true),
     spec("is_superuser", "on", true, true),
     spec("max_identifier_length", "63", false, true),
+    spec("max_index_keys", "32", false, true),
+    spec("max_function_args", "100", false, true),
+    spec("block_size", "8192", false, true),
     spec("transaction_isolation", "read committed", false, false),
     spec(
         "default_transaction_isolation",
@@ -113,6 +116,19 @@ impl Settings {
     /// Every setting, for `SHOW ALL`.
     pub fn all(&self) -> Vec<(&'static str, String)> {
         SETTINGS.iter().map(|s| (s.name, self.current(s))).collect()
+    }
+
+    /// Every setting as `pg_settings` lists it.
+    pub fn listed(&self) -> Vec<crate::catalog::ListedSetting> {
+        SETTINGS
+            .iter()
+            .map(|s| crate::catalog::ListedSetting {
+                name: s.name.to_string(),
+                value: self.current(s),
+                default: s.default.to_string(),
+                read_only: s.read_only,
+            })
+            .collect()
     }
 
     /// Sets `name` (None resets it to its default). Returns the change to
