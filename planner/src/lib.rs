@@ -18,6 +18,7 @@ mod error;
 pub mod exists_in_select;
 pub mod expr_rewrite;
 pub mod field_access;
+pub mod from_functions;
 pub mod outer_conditions;
 pub mod output_names;
 pub mod parser;
@@ -29,6 +30,7 @@ pub mod stream;
 pub mod time_literals;
 pub mod time_shift;
 pub mod types;
+pub mod user_keyword;
 pub mod windows;
 
 pub use error::{PlanError, PlanResult};

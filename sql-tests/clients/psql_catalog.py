@@ -107,3 +107,53 @@ def test_information_schema_as_postgres(server):
         " WHERE table_schema = 'infocat' ORDER BY 1",
         "DROP SCHEMA infocat CASCADE",
     ])
+
+
+# The catalog queries Grafana's PostgreSQL data source runs (query
+# builder: tables on the search path, their columns; version and
+# TimescaleDB probes).
+GRAFANA_QUERIES = [
+    """SELECT quote_ident(table_name) AS "table" FROM information_schema.tables
+    WHERE quote_ident(table_schema) NOT IN ('information_schema', 'pg_catalog',
+        '_timescaledb_cache', '_timescaledb_catalog', '_timescaledb_internal',
+        '_timescaledb_config', 'timescaledb_information', 'timescaledb_experimental')
+      AND table_type = 'BASE TABLE'
+      AND quote_ident(table_schema) IN (
+        SELECT CASE WHEN trim(s[i]) = '"$user"' THEN user ELSE trim(s[i]) END
+        FROM generate_series(
+                array_lower(string_to_array(current_setting('search_path'),','),1),
+                array_upper(string_to_array(current_setting('search_path'),','),1)
+            ) AS i,
+            string_to_array(current_setting('search_path'),',') s)
+    ORDER BY 1""",
+    """SELECT quote_ident(column_name) AS "column", data_type AS "type"
+    FROM information_schema.columns
+    WHERE quote_ident(table_name) = 'metrics'
+    ORDER BY ordinal_position""",
+    "SELECT current_setting('server_version_num')::int / 100 AS version",
+    "SELECT extversion FROM pg_catalog.pg_extension WHERE extname = 'timescaledb'",
+]
+
+
+def grafana_script(dsn):
+    import psycopg
+    seen = []
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("CREATE SCHEMA graf")
+        conn.execute("CREATE TABLE graf.metrics (time timestamptz, host varchar(20), value double precision)")
+        conn.execute("CREATE TABLE graf.\"Hosts\" (name text PRIMARY KEY)")
+        conn.execute("CREATE VIEW graf.recent AS SELECT * FROM graf.metrics")
+        conn.execute("SET search_path = graf")
+        try:
+            for sql in GRAFANA_QUERIES:
+                cur = conn.execute(sql)
+                seen.append(([c.name for c in cur.description], cur.fetchall()))
+        finally:
+            conn.execute("DROP SCHEMA graf CASCADE")
+    return seen
+
+
+def test_grafana_catalog_queries_as_postgres(server):
+    from differential import reference
+    ours, theirs = grafana_script(server.dsn()), grafana_script(reference().dsn())
+    assert ours == theirs, f"\n  runnel:   {ours}\n  postgres: {theirs}"

@@ -443,7 +443,14 @@ fn parse_standard(sql: &str) -> PlanResult<Vec<Statement>> {
             .collect()
     };
     let mut statements = match COMPATIBILITY.parse(sql) {
-        Ok(mut rewritten) if rewritten.len() == plain.len() => {
+        // The library answers Grafana's search_path lookup with nothing
+        // (no tables listed); Runnel has current_setting and plans it.
+        Ok(mut rewritten)
+            if rewritten.len() == plain.len()
+                && !sql
+                    .to_ascii_lowercase()
+                    .contains("string_to_array(current_setting('search_path')") =>
+        {
             let untouched = plain
                 .iter()
                 .zip(&rewritten)
@@ -467,6 +474,8 @@ fn parse_standard(sql: &str) -> PlanResult<Vec<Statement>> {
         crate::catalog_names::qualify_added_catalog_relations(statement);
         crate::set_returning::rewrite_set_returning_functions(statement);
         crate::field_access::rewrite_field_access(statement);
+        crate::from_functions::rewrite_from_functions(statement);
+        crate::user_keyword::rewrite_user_keyword(statement);
         crate::windows::rewrite_window_functions(statement)?;
         crate::scalar_subquery::aggregate_scalar_subqueries(statement);
     }

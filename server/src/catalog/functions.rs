@@ -1,6 +1,7 @@
 //! Postgres functions that clients and catalog queries call and that
 //! `datafusion-pg-catalog` does not provide (`to_regtype` is in
-//! `regtype.rs`): `current_setting`,
+//! `regtype.rs`): `current_setting`, `quote_ident` (quoting keywords as
+//! Postgres does),
 //! `pg_typeof`, `pg_size_pretty`, `pg_is_in_recovery`, the visibility
 //! tests and the comment look-ups.
 //!
@@ -42,6 +43,21 @@ pub fn fixed_functions() -> Vec<ScalarUDF> {
         ),
     ];
     out.extend(super::json_build::json_build_functions());
+    out.push(create_udf(
+        "quote_ident",
+        vec![DataType::Utf8],
+        DataType::Utf8,
+        Volatility::Immutable,
+        Arc::new(|args: &[ColumnarValue]| {
+            let arrays = ColumnarValue::values_to_arrays(args)?;
+            let names = arrays[0].as_string::<i32>();
+            let out: StringArray = names
+                .iter()
+                .map(|n| n.map(super::pg_objects::quote_ident))
+                .collect();
+            Ok(ColumnarValue::Array(Arc::new(out)))
+        }),
+    ));
     out.push(super::subscripts::subscripts_function());
     out.push(super::subscripts::expand_array_function());
     for name in ["pg_function_is_visible", "pg_type_is_visible"] {
