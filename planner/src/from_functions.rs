@@ -5,10 +5,12 @@
 //! (`generate_series(1, 3) AS i` gives a column `i`, where DataFusion
 //! says `value`). Grafana's search_path lookup is written so.
 
+use std::collections::HashSet;
 use std::ops::ControlFlow;
 
 use datafusion::sql::sqlparser::ast::{
-    Ident, Statement, TableAlias, TableAliasColumnDef, TableFactor, VisitMut, VisitorMut,
+    Expr, Ident, Statement, TableAlias, TableAliasColumnDef, TableFactor, VisitMut, VisitorMut,
+    visit_expressions,
 };
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
@@ -42,20 +44,32 @@ const SCALARS: &[&str] = &[
 
 /// Rewrites the functions in the FROM clauses of `statement`.
 pub fn rewrite_from_functions(statement: &mut Statement) {
-    struct Functions;
+    // `alias.value` is DataFusion's name for a series' column, which
+    // queries written for Runnel use: such an alias keeps naming the table.
+    let mut value_qualifiers = HashSet::new();
+    let _ = visit_expressions(statement, |e| {
+        if let Expr::CompoundIdentifier(parts) = e
+            && let [qualifier, column] = parts.as_slice()
+            && column.value.eq_ignore_ascii_case("value")
+        {
+            value_qualifiers.insert(qualifier.value.to_ascii_lowercase());
+        }
+        ControlFlow::<()>::Continue(())
+    });
+    struct Functions(HashSet<String>);
     impl VisitorMut for Functions {
         type Break = ();
         fn pre_visit_table_factor(&mut self, factor: &mut TableFactor) -> ControlFlow<()> {
-            if let Some(replacement) = rewritten(factor) {
+            if let Some(replacement) = rewritten(factor, &self.0) {
                 *factor = replacement;
             }
             ControlFlow::Continue(())
         }
     }
-    let _ = statement.visit(&mut Functions);
+    let _ = statement.visit(&mut Functions(value_qualifiers));
 }
 
-fn rewritten(factor: &mut TableFactor) -> Option<TableFactor> {
+fn rewritten(factor: &mut TableFactor, value_qualifiers: &HashSet<String>) -> Option<TableFactor> {
     let TableFactor::Table {
         name,
         args: Some(args),
@@ -68,7 +82,9 @@ fn rewritten(factor: &mut TableFactor) -> Option<TableFactor> {
     let function = name.0.last()?.as_ident()?.value.to_ascii_lowercase();
     let alias = alias.as_mut()?;
     if ONE_COLUMN_SETS.contains(&function.as_str()) {
-        if alias.columns.is_empty() {
+        if alias.columns.is_empty()
+            && !value_qualifiers.contains(&alias.name.value.to_ascii_lowercase())
+        {
             alias.columns = vec![TableAliasColumnDef::from_name(alias.name.value.clone())];
         }
         return None;
@@ -120,6 +136,7 @@ mod tests {
         for kept in [
             "SELECT * FROM generate_series(1, 3)",
             "SELECT * FROM generate_series(1, 3) AS g (n)",
+            "SELECT a.value FROM generate_series(1, 3) a JOIN generate_series(1, 3) b ON a.value = b.value",
             "SELECT * FROM pg_get_keywords() AS k",
             "SELECT * FROM TUMBLE(ev, ts, INTERVAL '10' SECOND) AS e",
             "SELECT * FROM t AS x",
