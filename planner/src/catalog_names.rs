@@ -109,16 +109,12 @@ pub fn qualify_added_catalog_relations(statement: &mut Statement) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
-    use datafusion::sql::sqlparser::parser::Parser;
 
     fn rewritten(sql: &str) -> String {
-        let mut statement = Parser::parse_sql(&PostgreSqlDialect {}, sql)
-            .unwrap()
-            .remove(0);
-        rewrite_regclass_literals(&mut statement);
-        qualify_added_catalog_relations(&mut statement);
-        statement.to_string()
+        crate::sql_ast::rewritten_with(sql, |s| {
+            rewrite_regclass_literals(s);
+            qualify_added_catalog_relations(s);
+        })
     }
 
     #[test]

@@ -86,15 +86,9 @@ fn counting(query: &Query) -> Option<Query> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
-    use datafusion::sql::sqlparser::parser::Parser;
 
     fn rewritten(sql: &str) -> String {
-        let mut statement = Parser::parse_sql(&PostgreSqlDialect {}, sql)
-            .unwrap()
-            .remove(0);
-        rewrite_exists_in_select_lists(&mut statement);
-        statement.to_string()
+        crate::sql_ast::rewritten_with(sql, rewrite_exists_in_select_lists)
     }
 
     #[test]

@@ -200,15 +200,9 @@ fn only_outer(expr: &Expr, inner: &HashSet<String>) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
-    use datafusion::sql::sqlparser::parser::Parser;
 
     fn rewritten(sql: &str) -> String {
-        let mut statement = Parser::parse_sql(&PostgreSqlDialect {}, sql)
-            .unwrap()
-            .remove(0);
-        hoist_outer_conditions(&mut statement);
-        statement.to_string()
+        crate::sql_ast::rewritten_with(sql, hoist_outer_conditions)
     }
 
     #[test]

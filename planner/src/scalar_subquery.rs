@@ -173,15 +173,9 @@ pub(crate) fn aggregates(expr: &Expr) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
-    use datafusion::sql::sqlparser::parser::Parser;
 
     fn rewritten(sql: &str) -> String {
-        let mut statement = Parser::parse_sql(&PostgreSqlDialect {}, sql)
-            .unwrap()
-            .remove(0);
-        aggregate_scalar_subqueries(&mut statement);
-        statement.to_string()
+        crate::sql_ast::rewritten_with(sql, aggregate_scalar_subqueries)
     }
 
     #[test]

@@ -36,3 +36,19 @@ pub fn is_grouped(group_by: &GroupByExpr) -> bool {
         GroupByExpr::Expressions(e, _) => !e.is_empty(),
     }
 }
+
+/// For the rewrites' tests: `sql` parsed, passed through `rewrite` and
+/// printed again.
+#[cfg(test)]
+pub fn rewritten_with(
+    sql: &str,
+    rewrite: impl Fn(&mut datafusion::sql::sqlparser::ast::Statement),
+) -> String {
+    use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+    use datafusion::sql::sqlparser::parser::Parser;
+    let mut statement = Parser::parse_sql(&PostgreSqlDialect {}, sql)
+        .expect("test SQL parses")
+        .remove(0);
+    rewrite(&mut statement);
+    statement.to_string()
+}

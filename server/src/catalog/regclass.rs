@@ -118,21 +118,21 @@ impl RegClass {
         out
     }
 
-    /// The name `::regclass::text` prints for `oid`: qualified unless
-    /// its schema is searched, the oid itself when no relation has it.
-    fn name_of(&self, oid: i32) -> String {
-        let Some(name) = self
-            .all_relations()
+    /// The names `::regclass::text` prints, by oid: qualified unless
+    /// the schema is searched.
+    fn names_by_oid(&self) -> std::collections::HashMap<i32, String> {
+        self.all_relations()
             .into_iter()
-            .find(|n| relation_oid(&n.schema, &n.name) == oid)
-        else {
-            return oid.to_string();
-        };
-        if name.schema == "pg_catalog" || self.search_path.contains(&name.schema) {
-            quote_ident(&name.name)
-        } else {
-            format!("{}.{}", quote_ident(&name.schema), quote_ident(&name.name))
-        }
+            .map(|name| {
+                let shown =
+                    if name.schema == "pg_catalog" || self.search_path.contains(&name.schema) {
+                        quote_ident(&name.name)
+                    } else {
+                        format!("{}.{}", quote_ident(&name.schema), quote_ident(&name.name))
+                    };
+                (relation_oid(&name.schema, &name.name), shown)
+            })
+            .collect()
     }
 
     fn resolve(&self, text: &str) -> Option<i32> {
@@ -203,11 +203,19 @@ impl ScalarUDFImpl for RegClass {
             oids.push(oid);
         }
         Ok(ColumnarValue::Array(match self.kind {
-            Kind::Name => Arc::new(StringArray::from(
-                oids.into_iter()
-                    .map(|oid| oid.map(|oid| self.name_of(oid)))
-                    .collect::<Vec<_>>(),
-            )),
+            Kind::Name => {
+                // The oid itself when no relation has it, as Postgres.
+                let names = self.names_by_oid();
+                Arc::new(StringArray::from(
+                    oids.into_iter()
+                        .map(|oid| {
+                            oid.map(|oid| {
+                                names.get(&oid).cloned().unwrap_or_else(|| oid.to_string())
+                            })
+                        })
+                        .collect::<Vec<_>>(),
+                ))
+            }
             _ => Arc::new(Int32Array::from(oids)),
         }))
     }
